@@ -1,0 +1,41 @@
+//! Auth service configuration: flags, then `SLIPWAY_*` environment variables, then defaults.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use secrecy::SecretString;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "auth-service", version, about = "Slipway auth service: users, token signing, token registry")]
+pub struct Config {
+    /// Address to serve gRPC on (port 0 picks a free port).
+    #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database and the signing keys.
+    #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = "slipway-data")]
+    pub data_dir: PathBuf,
+    /// Database URL (`sqlite://…` or `postgres://…`); default: `auth.db` in the data dir.
+    #[arg(long, env = "SLIPWAY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Write the bound address to this file once listening.
+    #[arg(long, env = "SLIPWAY_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+    /// Lifetime of user tokens, in minutes.
+    #[arg(long, env = "SLIPWAY_USER_TOKEN_MINUTES", default_value_t = 30)]
+    pub user_token_minutes: u32,
+    /// Make sure this user exists at start (with `--admin-password`).
+    #[arg(long, env = "SLIPWAY_ADMIN_USER", requires = "admin_password")]
+    pub admin_user: Option<String>,
+    /// Password for `--admin-user` when it has to be created.
+    #[arg(long, env = "SLIPWAY_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<SecretString>,
+}
+
+impl Config {
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| common::db::sqlite_url(&self.data_dir, "auth.db"))
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("auth-keys")
+    }
+}

@@ -1,0 +1,13 @@
+//! The auth service: users and passwords, the only token signer, and (as the token
+//! issue lands) the token registry and revocation feed.
+
+pub mod accounts;
+pub mod config;
+pub mod keys;
+pub mod passwords;
+pub mod server;
+pub mod storage;
+pub mod tokens;
+
+pub use config::Config;
+pub use server::run;

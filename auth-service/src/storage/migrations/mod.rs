@@ -1,0 +1,20 @@
+//! Schema migrations of the auth service, one file per migration.
+
+use sea_orm_migration::prelude::*;
+
+mod m0001_create_users;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_create_users::Migration)]
+    }
+
+    // Each service owns its tables; its own migration table keeps services apart when
+    // they share one PostgreSQL database.
+    fn migration_table_name() -> DynIden {
+        "auth_migrations".into_iden()
+    }
+}

@@ -1,0 +1,74 @@
+//! The auth service's tables, behind one `Store` used the same way on SQLite and
+//! PostgreSQL.
+
+mod migrations;
+pub mod users;
+
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
+use sea_orm_migration::MigratorTrait;
+
+pub use migrations::Migrator;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Db(#[from] DbErr),
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let db = common::db::connect(url).await?;
+        Migrator::up(&db, None).await?;
+        Ok(Store { db })
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub async fn find_user(&self, name: &str) -> Result<Option<users::Model>, StoreError> {
+        Ok(users::Entity::find().filter(users::Column::Name.eq(name)).one(&self.db).await?)
+    }
+
+    pub async fn create_user(&self, name: &str, password_hash: &str) -> Result<users::Model, StoreError> {
+        if self.find_user(name).await?.is_some() {
+            return Err(StoreError::UserExists(name.to_owned()));
+        }
+        let now = chrono::Utc::now();
+        let user = users::ActiveModel {
+            name: Set(name.to_owned()),
+            password_hash: Set(password_hash.to_owned()),
+            created_at: Set(now),
+            password_changed_at: Set(now),
+            ..Default::default()
+        };
+        match user.insert(&self.db).await {
+            Ok(model) => Ok(model),
+            // A concurrent insert of the same name loses on the unique index.
+            Err(err) if self.find_user(name).await?.is_some() => {
+                tracing::debug!(error = %err, "user insert lost a race");
+                Err(StoreError::UserExists(name.to_owned()))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Replaces a password hash. `changed` says whether the password itself changed
+    /// (a legacy rehash keeps the same password).
+    pub async fn set_password_hash(&self, id: i64, password_hash: &str, changed: bool) -> Result<(), StoreError> {
+        let mut user = users::ActiveModel { id: Set(id), password_hash: Set(password_hash.to_owned()), ..Default::default() };
+        if changed {
+            user.password_changed_at = Set(chrono::Utc::now());
+        }
+        user.update(&self.db).await?;
+        Ok(())
+    }
+}

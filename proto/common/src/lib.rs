@@ -1,0 +1,13 @@
+//! Code every Slipway service shares, written once: token claims and verification,
+//! the error-code mapping, telemetry, shutdown, listener and storage helpers.
+
+pub mod db;
+pub mod error;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod token;
+
+/// The `iss` and default `aud` of every Slipway token.
+pub const ISSUER: &str = "slipway";
+pub const AUDIENCE: &str = "slipway";

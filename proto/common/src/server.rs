@@ -1,0 +1,41 @@
+//! Listener, health and reflection helpers every gRPC service uses.
+
+use std::{io, net::SocketAddr, path::Path};
+
+use tokio::net::TcpListener;
+use tonic_health::server::HealthReporter;
+
+/// Binds `addr` (port 0 picks a free port) and, when asked, writes the bound address to
+/// `addr_file` so a launcher or a test harness can find it. The file is written to a
+/// temporary name and renamed, so a reader never sees half an address.
+pub async fn bind(addr: SocketAddr, addr_file: Option<&Path>) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    if let Some(path) = addr_file {
+        let tmp = path.with_extension("tmp");
+        tokio::fs::write(&tmp, local.to_string()).await?;
+        tokio::fs::rename(&tmp, path).await?;
+    }
+    Ok(listener)
+}
+
+/// The gRPC health service, with the whole server reported as serving.
+pub fn health() -> (
+    HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    tonic_health::server::health_reporter()
+}
+
+/// Server reflection (v1) over every Slipway package.
+pub fn reflection() -> Result<
+    tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer<
+        impl tonic_reflection::pb::v1::server_reflection_server::ServerReflection,
+    >,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+}

@@ -1,0 +1,10 @@
+//! Slipway tokens: the claims every token carries, JWK handling, and the one verifier
+//! every service and the gateway use.
+
+mod claims;
+mod jwk;
+mod verify;
+
+pub use claims::{Claims, TokenType};
+pub use jwk::{decoding_key, key_id, public_jwk};
+pub use verify::{MAX_TOKEN_LEN, TokenError, Verifier, bearer_token};
