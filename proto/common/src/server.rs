@@ -39,3 +39,27 @@ pub fn reflection() -> Result<
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
 }
+
+/// The body of every service's `main`: bind (writing the address file if asked), run
+/// the service until SIGTERM or Ctrl-C, and turn the outcome into an exit code.
+pub async fn run_main<F, Fut>(service: &'static str, listen: SocketAddr, addr_file: Option<&Path>, run: F) -> std::process::ExitCode
+where
+    F: FnOnce(TcpListener, tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let shutdown = crate::shutdown::on_signal();
+    let listener = match bind(listen, addr_file).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, %listen, "cannot bind");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match run(listener, shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(service, error = format!("{error:#}"), "service failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Deploy service configuration: flags, then `SLIPWAY_*` environment variables, then defaults.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "deploy-service", version, about = "Slipway deploy service: deployments, steps, runner, events")]
+pub struct Config {
+    /// Address to serve gRPC on (port 0 picks a free port).
+    #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:50053")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database and private run files.
+    #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = "slipway-data")]
+    pub data_dir: PathBuf,
+    /// Database URL (`sqlite://…` or `postgres://…`); default: `deploy.db` in the data dir.
+    #[arg(long, env = "SLIPWAY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Write the bound address to this file once listening.
+    #[arg(long, env = "SLIPWAY_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+    /// The services directory (a folder per service with a `config.json`).
+    #[arg(long, env = "SLIPWAY_SERVICES_DIR", default_value = "services")]
+    pub services_dir: PathBuf,
+}
+
+impl Config {
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| common::db::sqlite_url(&self.data_dir, "deploy.db"))
+    }
+}
