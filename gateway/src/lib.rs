@@ -1,0 +1,11 @@
+//! The gateway: the edge of Slipway. HTTP/JSON (fastDeploy's API) in, gRPC out, with
+//! tokens checked before any backend is called.
+
+pub mod backends;
+pub mod config;
+pub mod error;
+pub mod fastdeploy;
+pub mod server;
+
+pub use config::Config;
+pub use server::run;

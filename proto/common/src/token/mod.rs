@@ -3,8 +3,10 @@
 
 mod claims;
 mod jwk;
+mod remote;
 mod verify;
 
 pub use claims::{Claims, TokenType};
 pub use jwk::{decoding_key, key_id, public_jwk};
+pub use remote::RemoteVerifier;
 pub use verify::{MAX_TOKEN_LEN, TokenError, Verifier, bearer_token};

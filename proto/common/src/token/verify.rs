@@ -119,14 +119,12 @@ impl Verifier {
 
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive.
+/// `None` means "not authenticated" (no header, another scheme); an empty token after
+/// `Bearer` is returned as is and then fails verification, as in fastDeploy.
 pub fn bearer_token(header: Option<&str>) -> Option<&str> {
-    let value = header?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let token = token.trim();
-    (!token.is_empty()).then_some(token)
+    let value = header?.trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 #[cfg(test)]
@@ -234,7 +232,7 @@ mod tests {
         assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
         assert_eq!(bearer_token(Some("bearer abc")), Some("abc"));
         assert_eq!(bearer_token(Some("Basic abc")), None);
-        assert_eq!(bearer_token(Some("Bearer")), None);
+        assert_eq!(bearer_token(Some("Bearer")), Some(""));
         assert_eq!(bearer_token(None), None);
     }
 }

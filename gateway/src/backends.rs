@@ -1,0 +1,53 @@
+//! gRPC clients of the backends. Channels connect lazily, so the gateway starts (and
+//! answers 503) while a backend is down; every call has a deadline.
+
+use std::time::Duration;
+
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient, health_check_response::ServingStatus};
+
+use crate::Config;
+
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub auth: Channel,
+    pub registry: Channel,
+    pub deploy: Channel,
+}
+
+impl Backends {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let timeout = Duration::from_millis(config.backend_timeout_ms);
+        let channel = |url: &str| -> anyhow::Result<Channel> {
+            Ok(Endpoint::from_shared(url.to_owned())?
+                .connect_timeout(Duration::from_secs(2).min(timeout))
+                .timeout(timeout)
+                .connect_lazy())
+        };
+        Ok(Backends {
+            auth: channel(&config.auth_url)?,
+            registry: channel(&config.registry_url)?,
+            deploy: channel(&config.deploy_url)?,
+        })
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.auth.clone())
+    }
+
+    /// Names of the backends that do not answer their health check as serving.
+    pub async fn not_ready(&self) -> Vec<&'static str> {
+        let mut down = Vec::new();
+        for (name, channel) in [("auth", &self.auth), ("registry", &self.registry), ("deploy", &self.deploy)] {
+            let serving = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest { service: String::new() })
+                .await
+                .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32);
+            if !serving {
+                down.push(name);
+            }
+        }
+        down
+    }
+}

@@ -1,0 +1,29 @@
+//! Gateway configuration: flags, then `SLIPWAY_*` environment variables, then defaults.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "gateway", version, about = "Slipway gateway: HTTP/JSON, grpc-web and WebSocket edge")]
+pub struct Config {
+    /// Address to serve HTTP on (port 0 picks a free port).
+    #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Write the bound address to this file once listening.
+    #[arg(long, env = "SLIPWAY_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+    /// gRPC URL of the auth service.
+    #[arg(long, env = "SLIPWAY_AUTH_URL", default_value = "http://127.0.0.1:50051")]
+    pub auth_url: String,
+    /// gRPC URL of the registry service.
+    #[arg(long, env = "SLIPWAY_REGISTRY_URL", default_value = "http://127.0.0.1:50052")]
+    pub registry_url: String,
+    /// gRPC URL of the deploy service.
+    #[arg(long, env = "SLIPWAY_DEPLOY_URL", default_value = "http://127.0.0.1:50053")]
+    pub deploy_url: String,
+    /// Deadline of every backend call, in milliseconds.
+    #[arg(long, env = "SLIPWAY_BACKEND_TIMEOUT_MS", default_value_t = 10_000)]
+    pub backend_timeout_ms: u64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "SLIPWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+}

@@ -1,0 +1,73 @@
+//! HTTP errors in fastDeploy's shape: `{"detail": …}` bodies, `WWW-Authenticate:
+//! Bearer` on 401, and pydantic-style 422 bodies for validation errors.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use common::error::ErrorCode;
+use serde_json::{Value, json};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// A status with `{"detail": "<message>"}`.
+    Detail(StatusCode, String),
+    /// 422 with a list of validation errors.
+    Validation(Vec<Value>),
+}
+
+impl ApiError {
+    pub fn not_authenticated() -> Self {
+        ApiError::Detail(StatusCode::UNAUTHORIZED, "Not authenticated".into())
+    }
+
+    pub fn invalid_credentials() -> Self {
+        ApiError::Detail(StatusCode::UNAUTHORIZED, "Could not validate credentials".into())
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::Detail(StatusCode::NOT_FOUND, "Not Found".into())
+    }
+
+    pub fn method_not_allowed() -> Self {
+        ApiError::Detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
+    }
+
+    /// The answer for a status a backend returned. Messages of client errors are passed
+    /// on (backends keep them safe); server-side failures get a fixed text.
+    pub fn from_backend(backend: &str, status: &tonic::Status) -> Self {
+        let code = ErrorCode::from_grpc(status.code());
+        let detail = match code {
+            ErrorCode::Unavailable => format!("{backend} service unavailable"),
+            ErrorCode::Internal => {
+                tracing::error!(backend, code = ?status.code(), message = status.message(), "backend failed");
+                "Internal Server Error".to_owned()
+            }
+            _ => status.message().to_owned(),
+        };
+        ApiError::Detail(code.http(), detail)
+    }
+}
+
+/// One pydantic v2 style validation error entry.
+pub fn validation_error(kind: &str, loc: &[&str], msg: &str, input: Value) -> Value {
+    json!({ "type": kind, "loc": loc, "msg": msg, "input": input })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Detail(status, detail) => {
+                let mut response = (status, Json(json!({ "detail": detail }))).into_response();
+                if status == StatusCode::UNAUTHORIZED {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                }
+                response
+            }
+            ApiError::Validation(errors) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "detail": errors }))).into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `POST /token` (form login) and `GET /users/me` (contract 2.3, 2.4).
+
+use axum::{
+    Json,
+    body::to_bytes,
+    extract::{FromRequest, Multipart, Request, State},
+    http::header,
+};
+use proto::auth::v1::{LoginRequest, WhoAmIRequest};
+use serde_json::{Value, json};
+
+use super::auth::{UserToken, with_token};
+use crate::{
+    error::{ApiError, validation_error},
+    server::AppState,
+};
+
+/// Form fields of a login request; fastDeploy accepts urlencoded and multipart forms.
+/// Any other body reads as an empty form (so its fields are "missing", as in FastAPI).
+async fn read_form(request: Request) -> Result<Vec<(String, String)>, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(request, &()).await.map_err(|_| ApiError::Validation(vec![]))?;
+        let mut fields = Vec::new();
+        while let Ok(Some(field)) = multipart.next_field().await {
+            let name = field.name().unwrap_or_default().to_owned();
+            if let Ok(value) = field.text().await {
+                fields.push((name, value));
+            }
+        }
+        return Ok(fields);
+    }
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        // The body limit layer has already bounded the body.
+        let body = to_bytes(request.into_body(), usize::MAX)
+            .await
+            .map_err(|_| ApiError::Detail(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".into()))?;
+        return Ok(serde_urlencoded::from_bytes(&body).unwrap_or_default());
+    }
+    Ok(Vec::new())
+}
+
+pub async fn login(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
+    let form = read_form(request).await?;
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+
+    let mut errors = Vec::new();
+    if let Some(grant_type) = field("grant_type").filter(|g| g != "password") {
+        errors.push(json!({
+            "type": "string_pattern_mismatch",
+            "loc": ["body", "grant_type"],
+            "msg": "String should match pattern '^password$'",
+            "input": grant_type,
+            "ctx": { "pattern": "^password$" },
+        }));
+    }
+    let username = field("username");
+    let password = field("password");
+    for (name, value) in [("username", &username), ("password", &password)] {
+        if value.is_none() {
+            errors.push(validation_error("missing", &["body", name], "Field required", Value::Null));
+        }
+    }
+    let (Some(username), Some(password), true) = (username, password, errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+
+    match state.backends.auth().login(LoginRequest { username, password }).await {
+        Ok(response) => {
+            let response = response.into_inner();
+            Ok(Json(json!({ "access_token": response.access_token, "token_type": "bearer" })))
+        }
+        Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::Detail(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "Incorrect username or password".into(),
+        )),
+        Err(status) => Err(ApiError::from_backend("auth", &status)),
+    }
+}
+
+pub async fn me(State(state): State<AppState>, user: UserToken) -> Result<Json<Value>, ApiError> {
+    match state.backends.auth().who_am_i(with_token(WhoAmIRequest {}, &user.token)?).await {
+        Ok(response) => {
+            let me = response.into_inner();
+            Ok(Json(json!({ "id": me.id, "name": me.name })))
+        }
+        Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::invalid_credentials()),
+        Err(status) => Err(ApiError::from_backend("auth", &status)),
+    }
+}

@@ -1,0 +1,126 @@
+//! Assembles the gateway's HTTP server: routes, fallbacks and layers.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use common::token::RemoteVerifier;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::{Config, backends::Backends, error::ApiError, fastdeploy};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub backends: Backends,
+    pub verifier: Arc<RemoteVerifier>,
+}
+
+/// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open requests.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let backends = Backends::new(&config)?;
+    let verifier = Arc::new(RemoteVerifier::new(backends.auth()));
+    if let Err(status) = verifier.refresh().await {
+        tracing::warn!(code = ?status.code(), "auth-service keys not fetched yet; retrying when a token arrives");
+    }
+    let app = router(AppState { backends, verifier }, &config);
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+pub fn router(state: AppState, config: &Config) -> Router {
+    Router::new()
+        .merge(fastdeploy::routes())
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
+        .fallback(not_found_or_redirect)
+        .with_state(state)
+        // Bodies beyond the limit are refused before any handler reads them.
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        // Outermost: one span per request, covering every layer and handler.
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let down = state.backends.not_ready().await;
+    if down.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError::Detail(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", down.join(", "))).into_response()
+    }
+}
+
+async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let jwks = state
+        .backends
+        .auth()
+        .get_jwks(proto::auth::v1::GetJwksRequest {})
+        .await
+        .map_err(|s| ApiError::from_backend("auth", &s))?
+        .into_inner();
+    Ok(Json(jwks).into_response())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Paths the gateway serves, for fastDeploy's trailing-slash redirects (contract 1.3):
+/// a path that misses only by its trailing slash is answered 307 to the served one.
+const SERVED_PATHS: &[&str] = &["/token", "/users/me", "/healthz", "/readyz", "/.well-known/jwks.json"];
+
+fn matches_template(template: &str, path: &str) -> bool {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) if ts.starts_with('{') && ts.ends_with('}') && !ps.is_empty() => {}
+            (Some(ts), Some(ps)) if ts == ps => {}
+            _ => return false,
+        }
+    }
+}
+
+async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path();
+    let toggled = match path.strip_suffix('/') {
+        Some(stripped) if !stripped.is_empty() => stripped.to_owned(),
+        Some(_) => return ApiError::not_found().into_response(),
+        None => format!("{path}/"),
+    };
+    if method != Method::OPTIONS && SERVED_PATHS.iter().any(|t| matches_template(t, &toggled)) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let location = format!("http://{host}{toggled}{query}");
+        return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response();
+    }
+    ApiError::not_found().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_template;
+
+    #[test]
+    fn templates_match_whole_segments() {
+        assert!(matches_template("/deployments/{id}", "/deployments/7"));
+        assert!(!matches_template("/deployments/{id}", "/deployments/"));
+        assert!(!matches_template("/deployments/{id}", "/deployments/7/x"));
+        assert!(matches_template("/token", "/token"));
+        assert!(!matches_template("/token", "/token/"));
+    }
+}
