@@ -1,1 +1,90 @@
-fn main() {}
+//! `slipway`: start the whole system locally, manage users (and, as later issues land,
+//! tokens and deployments).
+
+mod up;
+mod users;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "slipway", version, about = "Slipway: deployments with narrowly scoped tokens")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the three services and the gateway locally on SQLite.
+    Up(up::UpArgs),
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
+    /// Run one service in this process (what `up` starts, one process each).
+    #[command(hide = true)]
+    Serve {
+        #[command(subcommand)]
+        service: Service,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Service {
+    Auth(auth_service::Config),
+    Registry(registry_service::Config),
+    Deploy(deploy_service::Config),
+    Gateway(gateway::Config),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => {
+            common::telemetry::init("slipway");
+            report(up::up(args).await)
+        }
+        Command::Users { command } => report(users::run(command).await),
+        Command::Serve { service } => serve(service).await,
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(service: Service) -> ExitCode {
+    use common::server::run_main;
+    match service {
+        Service::Auth(c) => {
+            common::telemetry::init("auth-service");
+            let (listen, file) = (c.listen, c.addr_file.clone());
+            run_main("auth-service", listen, file.as_deref(), |l, s| auth_service::run(c, l, s)).await
+        }
+        Service::Registry(c) => {
+            common::telemetry::init("registry-service");
+            let (listen, file) = (c.listen, c.addr_file.clone());
+            run_main("registry-service", listen, file.as_deref(), |l, s| registry_service::run(c, l, s)).await
+        }
+        Service::Deploy(c) => {
+            common::telemetry::init("deploy-service");
+            let (listen, file) = (c.listen, c.addr_file.clone());
+            run_main("deploy-service", listen, file.as_deref(), |l, s| deploy_service::run(c, l, s)).await
+        }
+        Service::Gateway(c) => {
+            common::telemetry::init("gateway");
+            let (listen, file) = (c.listen, c.addr_file.clone());
+            run_main("gateway", listen, file.as_deref(), |l, s| gateway::run(c, l, s)).await
+        }
+    }
+}
