@@ -1,0 +1,102 @@
+//! Real processes: locating (and building, once) the binaries, starting one with its
+//! output in a log file, waiting for its address file, and stopping it by PID.
+
+use std::{
+    fs::File,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+
+/// The directory holding the binaries of the profile these tests were built with,
+/// after building them once per test process (a no-op when they are fresh).
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test binary>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir").to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build.args(["build", "--bins", "-p", "auth-service", "-p", "registry-service", "-p", "deploy-service"]);
+        build.args(["-p", "gateway", "-p", "deploy", "--target-dir"]).arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
+        assert!(status.success(), "building the binaries failed");
+        profile_dir
+    })
+}
+
+/// A running binary whose output goes to a log file.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, binary: &str, args: &[String], envs: &[(&str, String)], dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut command = Command::new(bin_dir().join(binary));
+        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // Tests decide every setting; nothing leaks in from the caller's environment.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SLIPWAY_") && key != "SLIPWAY_LOG" {
+                command.env_remove(key);
+            }
+        }
+        command.env("SLIPWAY_LOG", std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()));
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let child = command.spawn().unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        Proc { name: name.to_owned(), child, log }
+    }
+
+    /// Waits for the address the process writes once it listens.
+    pub fn wait_addr(&mut self, addr_file: &Path) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(addr) = std::fs::read_to_string(addr_file).ok().and_then(|t| t.trim().parse().ok()) {
+                return addr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited during start ({status}):\n{}", self.name, self.log_text());
+            }
+            assert!(Instant::now() < deadline, "{} did not start in 60 s:\n{}", self.name, self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; returns whether it exited on SIGTERM.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return true;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
