@@ -41,7 +41,10 @@ impl Accounts {
             return Ok(None);
         }
         let user = self.store.find_user(name).await?;
-        let verdict = self.hasher.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        let verdict = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
         match (verdict, user) {
             (Verdict::Accepted { rehash }, Some(user)) => {
                 if rehash {

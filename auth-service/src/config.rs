@@ -5,7 +5,11 @@ use std::{net::SocketAddr, path::PathBuf};
 use secrecy::SecretString;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "auth-service", version, about = "Slipway auth service: users, token signing, token registry")]
+#[command(
+    name = "auth-service",
+    version,
+    about = "Slipway auth service: users, token signing, token registry"
+)]
 pub struct Config {
     /// Address to serve gRPC on (port 0 picks a free port).
     #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:50051")]
@@ -32,7 +36,9 @@ pub struct Config {
 
 impl Config {
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| common::db::sqlite_url(&self.data_dir, "auth.db"))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| common::db::sqlite_url(&self.data_dir, "auth.db"))
     }
 
     pub fn keys_dir(&self) -> PathBuf {

@@ -46,27 +46,46 @@ pub struct KeyRing {
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRing").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("KeyRing")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
 impl KeyRing {
     /// Loads every key in `dir`, creating the directory and a first key if needed.
     pub fn open(dir: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io { path: dir.to_owned(), source };
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        let io = |source| KeyError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
         let mut keys = Vec::new();
         for entry in fs::read_dir(dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            let Some(seq) = name.strip_suffix(".ed25519").and_then(|s| s.parse::<u32>().ok()) else { continue };
-            let bytes = fs::read(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?;
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(seq) = name.strip_suffix(".ed25519").and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let bytes = fs::read(&path).map_err(|source| KeyError::Io {
+                path: path.clone(),
+                source,
+            })?;
             let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::BadKey(path.clone()))?;
             keys.push(Key::new(seq, SigningKey::from_bytes(&seed))?);
         }
         keys.sort_by_key(|k| k.seq);
-        let ring = KeyRing { dir: dir.to_owned(), keys: RwLock::new(keys) };
+        let ring = KeyRing {
+            dir: dir.to_owned(),
+            keys: RwLock::new(keys),
+        };
         if ring.keys.read().map_err(|_| KeyError::Poisoned)?.is_empty() {
             ring.rotate()?;
         }
@@ -84,10 +103,16 @@ impl KeyRing {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| KeyError::Io { path: path.clone(), source })?;
+            .map_err(|source| KeyError::Io {
+                path: path.clone(),
+                source,
+            })?;
         file.write_all(signing.as_bytes())
             .and_then(|()| file.sync_all())
-            .map_err(|source| KeyError::Io { path: path.clone(), source })?;
+            .map_err(|source| KeyError::Io {
+                path: path.clone(),
+                source,
+            })?;
         let key = Key::new(seq, signing)?;
         let kid = key.kid.clone();
         keys.push(key);
@@ -98,13 +123,21 @@ impl KeyRing {
     pub fn active(&self) -> Result<ActiveKey, KeyError> {
         let keys = self.keys.read().map_err(|_| KeyError::Poisoned)?;
         let key = keys.last().ok_or(KeyError::Poisoned)?;
-        Ok(ActiveKey { kid: key.kid.clone(), encoding: key.encoding.clone() })
+        Ok(ActiveKey {
+            kid: key.kid.clone(),
+            encoding: key.encoding.clone(),
+        })
     }
 
     /// The public keys of every key in the ring.
     pub fn jwks(&self) -> Result<Jwks, KeyError> {
         let keys = self.keys.read().map_err(|_| KeyError::Poisoned)?;
-        Ok(Jwks { keys: keys.iter().map(|k| common::token::public_jwk(&k.kid, &k.signing.verifying_key())).collect() })
+        Ok(Jwks {
+            keys: keys
+                .iter()
+                .map(|k| common::token::public_jwk(&k.kid, &k.signing.verifying_key()))
+                .collect(),
+        })
     }
 }
 
@@ -113,7 +146,12 @@ impl Key {
         let der = signing.to_pkcs8_der().map_err(|_| KeyError::Encode)?;
         let encoding = EncodingKey::from_ed_der(der.as_bytes());
         let kid = common::token::key_id(&signing.verifying_key());
-        Ok(Key { seq, kid, signing, encoding })
+        Ok(Key {
+            seq,
+            kid,
+            signing,
+            encoding,
+        })
     }
 }
 

@@ -36,7 +36,9 @@ pub struct Hasher {
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hasher").field("permits", &self.permits.available_permits()).finish()
+        f.debug_struct("Hasher")
+            .field("permits", &self.permits.available_permits())
+            .finish()
     }
 }
 
@@ -45,7 +47,10 @@ impl Hasher {
     pub async fn new(parallel: usize) -> Result<Self, PasswordError> {
         let permits = Arc::new(Semaphore::new(parallel.max(1)));
         let dummy = tokio::task::spawn_blocking(|| hash_blocking("slipway-dummy-password")).await??;
-        Ok(Hasher { permits, dummy_hash: dummy.into() })
+        Ok(Hasher {
+            permits,
+            dummy_hash: dummy.into(),
+        })
     }
 
     /// One hashing slot fewer than the machine has cores, at least one.
@@ -112,17 +117,32 @@ mod tests {
         let hasher = Hasher::new(1).await.unwrap();
         let hash = hasher.hash(&secret("hunter2")).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert_eq!(hasher.verify(&secret("hunter2"), Some(&hash)).await.unwrap(), Verdict::Accepted { rehash: false });
-        assert_eq!(hasher.verify(&secret("hunter3"), Some(&hash)).await.unwrap(), Verdict::Refused);
+        assert_eq!(
+            hasher.verify(&secret("hunter2"), Some(&hash)).await.unwrap(),
+            Verdict::Accepted { rehash: false }
+        );
+        assert_eq!(
+            hasher.verify(&secret("hunter3"), Some(&hash)).await.unwrap(),
+            Verdict::Refused
+        );
         assert_eq!(hasher.verify(&secret("hunter2"), None).await.unwrap(), Verdict::Refused);
-        assert_eq!(hasher.verify(&secret("x"), Some("not a hash")).await.unwrap(), Verdict::Refused);
+        assert_eq!(
+            hasher.verify(&secret("x"), Some("not a hash")).await.unwrap(),
+            Verdict::Refused
+        );
     }
 
     #[tokio::test]
     async fn fastdeploy_bcrypt_hashes_are_accepted_and_marked_for_rehash() {
         let hasher = Hasher::new(1).await.unwrap();
         let legacy = bcrypt::hash("s3cret", 4).unwrap();
-        assert_eq!(hasher.verify(&secret("s3cret"), Some(&legacy)).await.unwrap(), Verdict::Accepted { rehash: true });
-        assert_eq!(hasher.verify(&secret("wrong"), Some(&legacy)).await.unwrap(), Verdict::Refused);
+        assert_eq!(
+            hasher.verify(&secret("s3cret"), Some(&legacy)).await.unwrap(),
+            Verdict::Accepted { rehash: true }
+        );
+        assert_eq!(
+            hasher.verify(&secret("wrong"), Some(&legacy)).await.unwrap(),
+            Verdict::Refused
+        );
     }
 }

@@ -7,7 +7,10 @@ use common::{
     error::ErrorCode,
     token::{Claims, TokenType, Verifier, bearer_token},
 };
-use proto::auth::v1::{self as pb, auth_service_server::{AuthService, AuthServiceServer}};
+use proto::auth::v1::{
+    self as pb,
+    auth_service_server::{AuthService, AuthServiceServer},
+};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -27,13 +30,15 @@ use crate::{
 /// `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let url = config.database_url();
-    let store = Store::open(&url).await.with_context(|| format!("opening {}", common::db::redacted(&url)))?;
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
     let keys = Arc::new(KeyRing::open(&config.keys_dir())?);
     let accounts = Accounts::new(store, Hasher::for_this_machine().await?);
-    if let (Some(name), Some(password)) = (&config.admin_user, &config.admin_password) {
-        if accounts.ensure(name, password).await? {
-            tracing::info!(user = %name, "admin user created");
-        }
+    if let (Some(name), Some(password)) = (&config.admin_user, &config.admin_password)
+        && accounts.ensure(name, password).await?
+    {
+        tracing::info!(user = %name, "admin user created");
     }
     let api = AuthApi::new(accounts, keys, config.user_token_minutes);
 
@@ -61,7 +66,12 @@ impl AuthApi {
     pub fn new(accounts: Accounts, keys: Arc<KeyRing>, user_token_minutes: u32) -> Self {
         let minter = Minter::new(keys.clone(), user_token_minutes);
         let verifier = Verifier::new(common::ISSUER, common::AUDIENCE);
-        AuthApi { accounts, keys, minter, verifier }
+        AuthApi {
+            accounts,
+            keys,
+            minter,
+            verifier,
+        }
     }
 
     /// The claims of the caller's token, which must be of type `expected`.
@@ -78,7 +88,10 @@ impl AuthApi {
 
     /// The user named by a user token, which must still exist.
     async fn current_user(&self, claims: &Claims) -> Result<crate::storage::users::Model, Status> {
-        let name = claims.user.as_deref().ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))?;
+        let name = claims
+            .user
+            .as_deref()
+            .ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))?;
         self.accounts
             .find(name)
             .await
@@ -119,7 +132,12 @@ impl AuthService for AuthApi {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         let pb::LoginRequest { username, password } = request.into_inner();
         let password = SecretString::from(password);
-        let Some(user) = self.accounts.login(&username, &password).await.map_err(account_status)? else {
+        let Some(user) = self
+            .accounts
+            .login(&username, &password)
+            .await
+            .map_err(account_status)?
+        else {
             tracing::info!("login refused");
             return Err(ErrorCode::Unauthenticated.status("Incorrect username or password"));
         };
@@ -135,7 +153,10 @@ impl AuthService for AuthApi {
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::User>, Status> {
         let claims = self.authenticate(&request, TokenType::User)?;
         let user = self.current_user(&claims).await?;
-        Ok(Response::new(pb::User { id: user.id, name: user.name }))
+        Ok(Response::new(pb::User {
+            id: user.id,
+            name: user.name,
+        }))
     }
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::Jwks>, Status> {
@@ -146,11 +167,17 @@ impl AuthService for AuthApi {
         Err(not_yet("key rotation over gRPC"))
     }
 
-    async fn mint_service_token(&self, _: Request<pb::MintServiceTokenRequest>) -> Result<Response<pb::MintedToken>, Status> {
+    async fn mint_service_token(
+        &self,
+        _: Request<pb::MintServiceTokenRequest>,
+    ) -> Result<Response<pb::MintedToken>, Status> {
         Err(not_yet("service tokens"))
     }
 
-    async fn mint_config_token(&self, _: Request<pb::MintConfigTokenRequest>) -> Result<Response<pb::MintedToken>, Status> {
+    async fn mint_config_token(
+        &self,
+        _: Request<pb::MintConfigTokenRequest>,
+    ) -> Result<Response<pb::MintedToken>, Status> {
         Err(not_yet("config tokens"))
     }
 
@@ -161,7 +188,10 @@ impl AuthService for AuthApi {
         Err(not_yet("deployment tokens"))
     }
 
-    async fn attenuate_token(&self, _: Request<pb::AttenuateTokenRequest>) -> Result<Response<pb::MintedToken>, Status> {
+    async fn attenuate_token(
+        &self,
+        _: Request<pb::AttenuateTokenRequest>,
+    ) -> Result<Response<pb::MintedToken>, Status> {
         Err(not_yet("attenuation"))
     }
 
@@ -169,7 +199,10 @@ impl AuthService for AuthApi {
         Err(not_yet("the token registry"))
     }
 
-    async fn revoke_tokens(&self, _: Request<pb::RevokeTokensRequest>) -> Result<Response<pb::RevokeTokensResponse>, Status> {
+    async fn revoke_tokens(
+        &self,
+        _: Request<pb::RevokeTokensRequest>,
+    ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
         Err(not_yet("revocation"))
     }
 
@@ -190,9 +223,16 @@ impl AuthService for AuthApi {
         let claims = self.authenticate(&request, TokenType::User)?;
         let creator = self.current_user(&claims).await?;
         let pb::CreateUserRequest { name, password } = request.into_inner();
-        let user = self.accounts.create(&name, &SecretString::from(password)).await.map_err(account_status)?;
+        let user = self
+            .accounts
+            .create(&name, &SecretString::from(password))
+            .await
+            .map_err(account_status)?;
         tracing::info!(user = %user.name, by = %creator.name, "user created");
-        Ok(Response::new(pb::User { id: user.id, name: user.name }))
+        Ok(Response::new(pb::User {
+            id: user.id,
+            name: user.name,
+        }))
     }
 
     async fn change_password(

@@ -24,7 +24,10 @@ pub struct Minter {
 
 impl Minter {
     pub fn new(keys: Arc<KeyRing>, user_token_minutes: u32) -> Self {
-        Minter { keys, user_token_life: Duration::minutes(i64::from(user_token_minutes)) }
+        Minter {
+            keys,
+            user_token_life: Duration::minutes(i64::from(user_token_minutes)),
+        }
     }
 
     /// A user token for `name`.

@@ -3,7 +3,10 @@
 //! every deploy RPC answers UNIMPLEMENTED.
 
 use anyhow::Context;
-use proto::deploy::v1::{self as pb, deploy_service_server::{DeployService, DeployServiceServer}};
+use proto::deploy::v1::{
+    self as pb,
+    deploy_service_server::{DeployService, DeployServiceServer},
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +17,9 @@ use crate::{Config, storage::Store};
 /// Opens storage and serves gRPC on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let url = config.database_url();
-    let store = Store::open(&url).await.with_context(|| format!("opening {}", common::db::redacted(&url)))?;
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
     let api = DeployApi { _store: store };
     let (health_reporter, health) = common::server::health();
     health_reporter.set_serving::<DeployServiceServer<DeployApi>>().await;
@@ -41,7 +46,10 @@ type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Sta
 
 #[tonic::async_trait]
 impl DeployService for DeployApi {
-    async fn start_deployment(&self, _: Request<pb::StartDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
+    async fn start_deployment(
+        &self,
+        _: Request<pb::StartDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
         Err(not_yet())
     }
     async fn list_deployments(
@@ -59,14 +67,23 @@ impl DeployService for DeployApi {
     async fn list_steps(&self, _: Request<pb::ListStepsRequest>) -> Result<Response<pb::ListStepsResponse>, Status> {
         Err(not_yet())
     }
-    async fn finish_deployment(&self, _: Request<pb::FinishDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
+    async fn finish_deployment(
+        &self,
+        _: Request<pb::FinishDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
         Err(not_yet())
     }
-    async fn cancel_deployment(&self, _: Request<pb::CancelDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
+    async fn cancel_deployment(
+        &self,
+        _: Request<pb::CancelDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
         Err(not_yet())
     }
     type WatchEventsStream = Stream<pb::Event>;
-    async fn watch_events(&self, _: Request<pb::WatchEventsRequest>) -> Result<Response<Self::WatchEventsStream>, Status> {
+    async fn watch_events(
+        &self,
+        _: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
         Err(not_yet())
     }
 }

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "slipway", version, about = "Slipway: deployments with narrowly scoped tokens")]
+#[command(
+    name = "slipway",
+    version,
+    about = "Slipway: deployments with narrowly scoped tokens"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,17 +73,26 @@ async fn serve(service: Service) -> ExitCode {
         Service::Auth(c) => {
             common::telemetry::init("auth-service");
             let (listen, file) = (c.listen, c.addr_file.clone());
-            run_main("auth-service", listen, file.as_deref(), |l, s| auth_service::run(c, l, s)).await
+            run_main("auth-service", listen, file.as_deref(), |l, s| {
+                auth_service::run(c, l, s)
+            })
+            .await
         }
         Service::Registry(c) => {
             common::telemetry::init("registry-service");
             let (listen, file) = (c.listen, c.addr_file.clone());
-            run_main("registry-service", listen, file.as_deref(), |l, s| registry_service::run(c, l, s)).await
+            run_main("registry-service", listen, file.as_deref(), |l, s| {
+                registry_service::run(c, l, s)
+            })
+            .await
         }
         Service::Deploy(c) => {
             common::telemetry::init("deploy-service");
             let (listen, file) = (c.listen, c.addr_file.clone());
-            run_main("deploy-service", listen, file.as_deref(), |l, s| deploy_service::run(c, l, s)).await
+            run_main("deploy-service", listen, file.as_deref(), |l, s| {
+                deploy_service::run(c, l, s)
+            })
+            .await
         }
         Service::Gateway(c) => {
             common::telemetry::init("gateway");

@@ -57,7 +57,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.canonicalize()?;
     let run_dir = data_dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
-    let services_dir = args.services_dir.canonicalize().with_context(|| format!("services dir {}", args.services_dir.display()))?;
+    let services_dir = args
+        .services_dir
+        .canonicalize()
+        .with_context(|| format!("services dir {}", args.services_dir.display()))?;
 
     ensure_admin(&data_dir, &args.admin_user, args.admin_password).await?;
 
@@ -93,7 +96,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn ensure_admin(data_dir: &Path, name: &str, password: Option<SecretString>) -> anyhow::Result<()> {
-    let store = Store::open(&common::db::sqlite_url(data_dir, "auth.db")).await.context("opening the auth database")?;
+    let store = Store::open(&common::db::sqlite_url(data_dir, "auth.db"))
+        .await
+        .context("opening the auth database")?;
     let accounts = Accounts::new(store, Hasher::new(1).await?);
     if accounts.find(name).await?.is_some() {
         println!("admin user {name:?} exists");
@@ -101,14 +106,21 @@ async fn ensure_admin(data_dir: &Path, name: &str, password: Option<SecretString
     }
     let generated = password.is_none();
     let password = password.unwrap_or_else(|| {
-        let word: String = rand::thread_rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
+        let word: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect();
         SecretString::from(word)
     });
     accounts.ensure(name, &password).await?;
     if generated {
         use secrecy::ExposeSecret;
         // Shown this once, on the terminal of the person who started the system.
-        println!("created admin user {name:?} with password {} (shown once)", password.expose_secret());
+        println!(
+            "created admin user {name:?} with password {} (shown once)",
+            password.expose_secret()
+        );
     } else {
         println!("created admin user {name:?} with the password from SLIPWAY_ADMIN_PASSWORD");
     }
@@ -137,7 +149,16 @@ async fn start_all(
     let url = |i: usize| format!("http://{}", running[i].addr);
     let (auth, registry, deploy) = (url(0), url(1), url(2));
     let http = http.to_string();
-    let args = ["--listen", &http, "--auth-url", &auth, "--registry-url", &registry, "--deploy-url", &deploy];
+    let args = [
+        "--listen",
+        &http,
+        "--auth-url",
+        &auth,
+        "--registry-url",
+        &registry,
+        "--deploy-url",
+        &deploy,
+    ];
     running.push(spawn("gateway", "gateway", &args, run_dir).await?);
     Ok(())
 }
@@ -148,17 +169,24 @@ async fn spawn(name: &'static str, sub: &str, args: &[&str], run_dir: &Path) -> 
     let _ = std::fs::remove_file(&addr_file);
     let exe = std::env::current_exe().context("locating the slipway binary")?;
     let mut command = Command::new(exe);
-    command.arg("serve").arg(sub).args(args).arg("--addr-file").arg(&addr_file).stdin(Stdio::null());
+    command
+        .arg("serve")
+        .arg(sub)
+        .args(args)
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdin(Stdio::null());
     for var in PRIVATE_ENV {
         command.env_remove(var);
     }
     let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(text) = std::fs::read_to_string(&addr_file) {
-            if let Ok(addr) = text.trim().parse() {
-                return Ok(Running { name, child, addr });
-            }
+        if let Some(addr) = std::fs::read_to_string(&addr_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return Ok(Running { name, child, addr });
         }
         if let Some(status) = child.try_wait()? {
             bail!("{name} exited during start ({status})");

@@ -23,13 +23,19 @@ pub enum UsersCommand {
 
 pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
     match command {
-        UsersCommand::Create { name, data_dir, database_url } => {
+        UsersCommand::Create {
+            name,
+            data_dir,
+            database_url,
+        } => {
             let password = read_password()?;
             let url = database_url.unwrap_or_else(|| common::db::sqlite_url(&data_dir, "auth.db"));
             if url.starts_with("sqlite:") {
                 std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             }
-            let store = Store::open(&url).await.with_context(|| format!("opening {}", common::db::redacted(&url)))?;
+            let store = Store::open(&url)
+                .await
+                .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
             let accounts = Accounts::new(store, Hasher::new(1).await?);
             let user = accounts.create(&name, &password).await?;
             println!("user {} created (id {})", user.name, user.id);
@@ -43,7 +49,10 @@ fn read_password() -> anyhow::Result<SecretString> {
         return Ok(SecretString::from(password));
     }
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
     if password.is_empty() {
         bail!("no password: set SLIPWAY_PASSWORD or pipe it on stdin");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient, health_check_response::ServingStatus};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::Config;
 
@@ -39,7 +39,11 @@ impl Backends {
     /// Names of the backends that do not answer their health check as serving.
     pub async fn not_ready(&self) -> Vec<&'static str> {
         let mut down = Vec::new();
-        for (name, channel) in [("auth", &self.auth), ("registry", &self.registry), ("deploy", &self.deploy)] {
+        for (name, channel) in [
+            ("auth", &self.auth),
+            ("registry", &self.registry),
+            ("deploy", &self.deploy),
+        ] {
             let serving = HealthClient::new(channel.clone())
                 .check(HealthCheckRequest { service: String::new() })
                 .await

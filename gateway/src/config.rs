@@ -3,7 +3,11 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "gateway", version, about = "Slipway gateway: HTTP/JSON, grpc-web and WebSocket edge")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Slipway gateway: HTTP/JSON, grpc-web and WebSocket edge"
+)]
 pub struct Config {
     /// Address to serve HTTP on (port 0 picks a free port).
     #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:8080")]

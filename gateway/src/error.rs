@@ -61,7 +61,9 @@ impl IntoResponse for ApiError {
             ApiError::Detail(status, detail) => {
                 let mut response = (status, Json(json!({ "detail": detail }))).into_response();
                 if status == StatusCode::UNAUTHORIZED {
-                    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 }
                 response
             }

@@ -32,7 +32,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     }
     let app = router(AppState { backends, verifier }, &config);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -60,7 +62,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if down.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        ApiError::Detail(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", down.join(", "))).into_response()
+        ApiError::Detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", down.join(", ")),
+        )
+        .into_response()
     }
 }
 
@@ -103,7 +109,10 @@ async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> 
         None => format!("{path}/"),
     };
     if method != Method::OPTIONS && SERVED_PATHS.iter().any(|t| matches_template(t, &toggled)) {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
         let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         let location = format!("http://{host}{toggled}{query}");
         return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response();

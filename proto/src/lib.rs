@@ -3,8 +3,7 @@
 //! canonical JSON via pbjson for the gateway.
 
 /// Encoded `FileDescriptorSet` of every Slipway package, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/slipway_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slipway_descriptor.bin"));
 
 pub use pbjson_types as wkt;
 
@@ -39,7 +38,10 @@ mod tests {
             id: "abc".into(),
             r#type: auth::v1::TokenType::Service as i32,
             deployment_id: 42,
-            expires_at: Some(wkt::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            expires_at: Some(wkt::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
             ..Default::default()
         };
         let json = serde_json::to_value(&info).unwrap();

@@ -3,7 +3,11 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "registry-service", version, about = "Slipway registry service: services and deployed-service configs")]
+#[command(
+    name = "registry-service",
+    version,
+    about = "Slipway registry service: services and deployed-service configs"
+)]
 pub struct Config {
     /// Address to serve gRPC on (port 0 picks a free port).
     #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:50052")]
@@ -24,6 +28,8 @@ pub struct Config {
 
 impl Config {
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| common::db::sqlite_url(&self.data_dir, "registry.db"))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| common::db::sqlite_url(&self.data_dir, "registry.db"))
     }
 }

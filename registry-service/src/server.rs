@@ -3,7 +3,10 @@
 //! every registry RPC answers UNIMPLEMENTED.
 
 use anyhow::Context;
-use proto::registry::v1::{self as pb, registry_service_server::{RegistryService, RegistryServiceServer}};
+use proto::registry::v1::{
+    self as pb,
+    registry_service_server::{RegistryService, RegistryServiceServer},
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -14,10 +17,14 @@ use crate::{Config, storage::Store};
 /// Opens storage and serves gRPC on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let url = config.database_url();
-    let store = Store::open(&url).await.with_context(|| format!("opening {}", common::db::redacted(&url)))?;
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
     let api = RegistryApi { _store: store };
     let (health_reporter, health) = common::server::health();
-    health_reporter.set_serving::<RegistryServiceServer<RegistryApi>>().await;
+    health_reporter
+        .set_serving::<RegistryServiceServer<RegistryApi>>()
+        .await;
     tracing::info!(addr = %listener.local_addr()?, services_dir = %config.services_dir.display(), "registry-service listening");
     tonic::transport::Server::builder()
         .add_service(health)
@@ -41,7 +48,10 @@ type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Sta
 
 #[tonic::async_trait]
 impl RegistryService for RegistryApi {
-    async fn list_services(&self, _: Request<pb::ListServicesRequest>) -> Result<Response<pb::ListServicesResponse>, Status> {
+    async fn list_services(
+        &self,
+        _: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
         Err(not_yet())
     }
     async fn list_service_names(
@@ -53,10 +63,16 @@ impl RegistryService for RegistryApi {
     async fn get_service(&self, _: Request<pb::GetServiceRequest>) -> Result<Response<pb::Service>, Status> {
         Err(not_yet())
     }
-    async fn sync_services(&self, _: Request<pb::SyncServicesRequest>) -> Result<Response<pb::SyncServicesResponse>, Status> {
+    async fn sync_services(
+        &self,
+        _: Request<pb::SyncServicesRequest>,
+    ) -> Result<Response<pb::SyncServicesResponse>, Status> {
         Err(not_yet())
     }
-    async fn delete_service(&self, _: Request<pb::DeleteServiceRequest>) -> Result<Response<pb::DeleteServiceResponse>, Status> {
+    async fn delete_service(
+        &self,
+        _: Request<pb::DeleteServiceRequest>,
+    ) -> Result<Response<pb::DeleteServiceResponse>, Status> {
         Err(not_yet())
     }
     async fn publish_deployed_service(
@@ -72,7 +88,10 @@ impl RegistryService for RegistryApi {
         Err(not_yet())
     }
     type WatchServicesStream = Stream<pb::ServiceEvent>;
-    async fn watch_services(&self, _: Request<pb::WatchServicesRequest>) -> Result<Response<Self::WatchServicesStream>, Status> {
+    async fn watch_services(
+        &self,
+        _: Request<pb::WatchServicesRequest>,
+    ) -> Result<Response<Self::WatchServicesStream>, Status> {
         Err(not_yet())
     }
 }

@@ -36,7 +36,9 @@ impl Backend {
                 let _ = db.close().await;
                 true
             }
-            Err(error) if postgres_required() => panic!("PostgreSQL is required here but unreachable at {url}: {error}"),
+            Err(error) if postgres_required() => {
+                panic!("PostgreSQL is required here but unreachable at {url}: {error}")
+            }
             Err(error) => {
                 eprintln!("SKIPPED: PostgreSQL unreachable at {url} ({error}); set CI=true to require it");
                 false
@@ -54,13 +56,19 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn create(backend: Backend, dir: &Path, service: &str) -> anyhow::Result<Self> {
         match backend {
-            Backend::Sqlite => Ok(TestDatabase { url: common::db::sqlite_url(dir, &format!("{service}.db")), postgres_name: None }),
+            Backend::Sqlite => Ok(TestDatabase {
+                url: common::db::sqlite_url(dir, &format!("{service}.db")),
+                postgres_name: None,
+            }),
             Backend::Postgres => {
                 let name = format!("slipway_test_{}_{}", service, uuid::Uuid::new_v4().simple());
                 let admin = Database::connect(format!("{}/postgres", postgres_base_url())).await?;
                 admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
                 admin.close().await?;
-                Ok(TestDatabase { url: format!("{}/{name}", postgres_base_url()), postgres_name: Some(name) })
+                Ok(TestDatabase {
+                    url: format!("{}/{name}", postgres_base_url()),
+                    postgres_name: Some(name),
+                })
             }
         }
     }
@@ -71,7 +79,9 @@ impl Drop for TestDatabase {
         let Some(name) = self.postgres_name.take() else { return };
         // Drop may run inside or outside a runtime: use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
             rt.block_on(async {
                 if let Ok(admin) = Database::connect(format!("{}/postgres", postgres_base_url())).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");

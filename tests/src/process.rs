@@ -22,8 +22,19 @@ pub fn bin_dir() -> &'static Path {
         let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir").to_path_buf();
         let target_dir = profile_dir.parent().expect("target dir");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        build.args(["build", "--bins", "-p", "auth-service", "-p", "registry-service", "-p", "deploy-service"]);
-        build.args(["-p", "gateway", "-p", "deploy", "--target-dir"]).arg(target_dir);
+        build.args([
+            "build",
+            "--bins",
+            "-p",
+            "auth-service",
+            "-p",
+            "registry-service",
+            "-p",
+            "deploy-service",
+        ]);
+        build
+            .args(["-p", "gateway", "-p", "deploy", "--target-dir"])
+            .arg(target_dir);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
@@ -53,25 +64,40 @@ impl Proc {
                 command.env_remove(key);
             }
         }
-        command.env("SLIPWAY_LOG", std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()));
+        command.env(
+            "SLIPWAY_LOG",
+            std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()),
+        );
         for (key, value) in envs {
             command.env(key, value);
         }
         let child = command.spawn().unwrap_or_else(|e| panic!("starting {binary}: {e}"));
-        Proc { name: name.to_owned(), child, log }
+        Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        }
     }
 
     /// Waits for the address the process writes once it listens.
     pub fn wait_addr(&mut self, addr_file: &Path) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(addr) = std::fs::read_to_string(addr_file).ok().and_then(|t| t.trim().parse().ok()) {
+            if let Some(addr) = std::fs::read_to_string(addr_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
                 return addr;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited during start ({status}):\n{}", self.name, self.log_text());
             }
-            assert!(Instant::now() < deadline, "{} did not start in 60 s:\n{}", self.name, self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start in 60 s:\n{}",
+                self.name,
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -10,7 +10,7 @@ use std::{
 use common::token::Claims;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient, health_check_response::ServingStatus};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::{
     db::{Backend, TestDatabase},
@@ -40,8 +40,14 @@ impl Stack {
         let mut databases = Vec::new();
         let mut procs = Vec::new();
         let mut addrs = Vec::new();
-        for (name, binary) in [("auth", "auth-service"), ("registry", "registry-service"), ("deploy", "deploy-service")] {
-            let db = TestDatabase::create(backend, dir.path(), name).await.expect("test database");
+        for (name, binary) in [
+            ("auth", "auth-service"),
+            ("registry", "registry-service"),
+            ("deploy", "deploy-service"),
+        ] {
+            let db = TestDatabase::create(backend, dir.path(), name)
+                .await
+                .expect("test database");
             let addr_file = dir.path().join(format!("{name}.addr"));
             let mut args = vec![
                 "--listen".into(),
@@ -56,7 +62,10 @@ impl Stack {
             if name != "auth" {
                 args.extend(["--services-dir".into(), path(&services_dir)]);
             }
-            let envs = [("SLIPWAY_ADMIN_USER", ADMIN.to_owned()), ("SLIPWAY_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned())];
+            let envs = [
+                ("SLIPWAY_ADMIN_USER", ADMIN.to_owned()),
+                ("SLIPWAY_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+            ];
             let envs: &[(&str, String)] = if name == "auth" { &envs } else { &[] };
             let mut proc = Proc::spawn(name, binary, &args, envs, dir.path());
             addrs.push(proc.wait_addr(&addr_file));
@@ -106,8 +115,14 @@ impl Stack {
         let deadline = Instant::now() + Duration::from_secs(30);
         for addr in [self.auth, self.registry, self.deploy] {
             loop {
-                if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("url").connect().await {
-                    let status = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
+                if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("url")
+                    .connect()
+                    .await
+                {
+                    let status = HealthClient::new(channel)
+                        .check(HealthCheckRequest { service: String::new() })
+                        .await;
                     if status.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
                         break;
                     }
@@ -117,7 +132,13 @@ impl Stack {
             }
         }
         loop {
-            if self.http.get(self.url("/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            if self
+                .http
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return;
             }
             assert!(Instant::now() < deadline, "gateway not ready in 30 s\n{}", self.logs());
@@ -131,7 +152,10 @@ impl Stack {
 
     /// Every process's log, for failure reports.
     pub fn logs(&self) -> String {
-        self.procs.iter().map(|p| format!("----- {} log -----\n{}\n", p.name, p.log_text())).collect()
+        self.procs
+            .iter()
+            .map(|p| format!("----- {} log -----\n{}\n", p.name, p.log_text()))
+            .collect()
     }
 
     /// `POST /token` with a form; returns status and JSON body.
@@ -139,7 +163,11 @@ impl Stack {
         let response = self
             .http
             .post(self.url("/token"))
-            .form(&[("grant_type", "password"), ("username", username), ("password", password)])
+            .form(&[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", password),
+            ])
             .send()
             .await
             .expect("POST /token");
@@ -163,7 +191,10 @@ impl Stack {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         files.sort();
-        let seed: [u8; 32] = std::fs::read(files.last().expect("a key")).expect("key").try_into().expect("32 bytes");
+        let seed: [u8; 32] = std::fs::read(files.last().expect("a key"))
+            .expect("key")
+            .try_into()
+            .expect("32 bytes");
         sign(&ed25519_dalek::SigningKey::from_bytes(&seed), claims)
     }
 

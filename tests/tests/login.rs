@@ -23,7 +23,10 @@ async fn me(stack: &Stack, authorization: Option<&str>) -> (StatusCode, Option<S
     }
     let response = request.send().await.expect("GET /users/me");
     let status = response.status();
-    let www = response.headers().get(header::WWW_AUTHENTICATE).map(|v| v.to_str().unwrap().to_owned());
+    let www = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
     (status, www, response.json().await.unwrap_or(Value::Null))
 }
 
@@ -32,7 +35,11 @@ async fn login_returns_a_token_that_users_me_accepts(backend: Backend) {
     let (status, body) = stack.login(ADMIN, ADMIN_PASSWORD).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["token_type"], "bearer");
-    assert_eq!(body.as_object().unwrap().len(), 2, "exactly access_token and token_type: {body}");
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        2,
+        "exactly access_token and token_type: {body}"
+    );
     let token = body["access_token"].as_str().unwrap();
 
     let (status, _, user) = me(&stack, Some(&format!("Bearer {token}"))).await;
@@ -56,8 +63,16 @@ async fn login_returns_a_token_that_users_me_accepts(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let form = reqwest::multipart::Form::new().text("username", ADMIN).text("password", ADMIN_PASSWORD);
-    let response = stack.http.post(stack.url("/token")).multipart(form).send().await.unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("username", ADMIN)
+        .text("password", ADMIN_PASSWORD);
+    let response = stack
+        .http
+        .post(stack.url("/token"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
 }
 
@@ -77,13 +92,18 @@ async fn login_failures_match_fastdeploy(backend: Backend) {
         assert_eq!(response.json::<Value>().await.unwrap(), incorrect);
     }
 
-    let missing = |field: &str| json!({"type": "missing", "loc": ["body", field], "msg": "Field required", "input": null});
+    let missing =
+        |field: &str| json!({"type": "missing", "loc": ["body", field], "msg": "Field required", "input": null});
     let cases: Vec<(Vec<(&str, &str)>, Value)> = vec![
         (vec![("password", "x")], json!([missing("username")])),
         (vec![("username", "x")], json!([missing("password")])),
         (vec![], json!([missing("username"), missing("password")])),
         (
-            vec![("grant_type", "client_credentials"), ("username", "a"), ("password", "b")],
+            vec![
+                ("grant_type", "client_credentials"),
+                ("username", "a"),
+                ("password", "b"),
+            ],
             json!([{
                 "type": "string_pattern_mismatch",
                 "loc": ["body", "grant_type"],
@@ -96,7 +116,11 @@ async fn login_failures_match_fastdeploy(backend: Backend) {
     for (form, detail) in cases {
         let response = stack.http.post(stack.url("/token")).form(&form).send().await.unwrap();
         assert_eq!(response.status(), 422, "{form:?}");
-        assert_eq!(response.json::<Value>().await.unwrap(), json!({ "detail": detail }), "{form:?}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({ "detail": detail }),
+            "{form:?}"
+        );
     }
 
     // A JSON body is not a form: both fields are missing.
@@ -108,12 +132,18 @@ async fn login_failures_match_fastdeploy(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 422);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"detail": [missing("username"), missing("password")]}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"detail": [missing("username"), missing("password")]})
+    );
 
     // Wrong method and unknown paths.
     let response = stack.http.get(stack.url("/token")).send().await.unwrap();
     assert_eq!(response.status(), 405);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"detail": "Method Not Allowed"}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"detail": "Method Not Allowed"})
+    );
     let response = stack.http.get(stack.url("/nope")).send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(response.json::<Value>().await.unwrap(), json!({"detail": "Not Found"}));
@@ -145,12 +175,39 @@ async fn users_me_refuses_every_bad_token(backend: Backend) {
         ("garbage", "not-a-jwt".to_owned()),
         ("truncated", stack.sign_with_real_key(&good)[..40].to_owned()),
         ("tampered", String::from_utf8(tampered).unwrap()),
-        ("longer than the verifier accepts", format!("{}.{}.{}", "a".repeat(4000), "b".repeat(4000), "c".repeat(300))),
+        (
+            "longer than the verifier accepts",
+            format!("{}.{}.{}", "a".repeat(4000), "b".repeat(4000), "c".repeat(300)),
+        ),
         ("unknown key", sign(&forged_key, &good)),
-        ("expired", stack.sign_with_real_key(&common::token::Claims { exp: now - 120, ..good.clone() })),
-        ("not yet valid", stack.sign_with_real_key(&common::token::Claims { nbf: now + 600, ..good.clone() })),
-        ("wrong issuer", stack.sign_with_real_key(&common::token::Claims { iss: "fastdeploy".into(), ..good.clone() })),
-        ("wrong audience", stack.sign_with_real_key(&common::token::Claims { aud: "other".into(), ..good.clone() })),
+        (
+            "expired",
+            stack.sign_with_real_key(&common::token::Claims {
+                exp: now - 120,
+                ..good.clone()
+            }),
+        ),
+        (
+            "not yet valid",
+            stack.sign_with_real_key(&common::token::Claims {
+                nbf: now + 600,
+                ..good.clone()
+            }),
+        ),
+        (
+            "wrong issuer",
+            stack.sign_with_real_key(&common::token::Claims {
+                iss: "fastdeploy".into(),
+                ..good.clone()
+            }),
+        ),
+        (
+            "wrong audience",
+            stack.sign_with_real_key(&common::token::Claims {
+                aud: "other".into(),
+                ..good.clone()
+            }),
+        ),
         (
             "wrong type",
             stack.sign_with_real_key(&common::token::Claims {

@@ -35,7 +35,10 @@ impl Store {
     }
 
     pub async fn find_user(&self, name: &str) -> Result<Option<users::Model>, StoreError> {
-        Ok(users::Entity::find().filter(users::Column::Name.eq(name)).one(&self.db).await?)
+        Ok(users::Entity::find()
+            .filter(users::Column::Name.eq(name))
+            .one(&self.db)
+            .await?)
     }
 
     pub async fn create_user(&self, name: &str, password_hash: &str) -> Result<users::Model, StoreError> {
@@ -64,7 +67,11 @@ impl Store {
     /// Replaces a password hash. `changed` says whether the password itself changed
     /// (a legacy rehash keeps the same password).
     pub async fn set_password_hash(&self, id: i64, password_hash: &str, changed: bool) -> Result<(), StoreError> {
-        let mut user = users::ActiveModel { id: Set(id), password_hash: Set(password_hash.to_owned()), ..Default::default() };
+        let mut user = users::ActiveModel {
+            id: Set(id),
+            password_hash: Set(password_hash.to_owned()),
+            ..Default::default()
+        };
         if changed {
             user.password_changed_at = Set(chrono::Utc::now());
         }

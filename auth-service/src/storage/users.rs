@@ -17,7 +17,10 @@ pub struct Model {
 // Hand-written so a hash never reaches a log.
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("User").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

@@ -8,7 +8,10 @@ use common::token::{Claims, TokenType, bearer_token};
 use crate::{error::ApiError, server::AppState};
 
 async fn authenticate(parts: &Parts, state: &AppState, expected: TokenType) -> Result<(String, Claims), ApiError> {
-    let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let token = bearer_token(header).ok_or_else(ApiError::not_authenticated)?;
     match state.verifier.verify_type(token, expected).await {
         Ok(claims) => Ok((token.to_owned(), claims)),
@@ -37,7 +40,9 @@ impl FromRequestParts<AppState> for UserToken {
 /// A gRPC request carrying the caller's token, for the backend to verify again.
 pub fn with_token<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
     let mut request = tonic::Request::new(message);
-    let value = format!("Bearer {token}").parse().map_err(|_| ApiError::invalid_credentials())?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| ApiError::invalid_credentials())?;
     request.metadata_mut().insert("authorization", value);
     Ok(request)
 }

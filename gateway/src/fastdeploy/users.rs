@@ -25,7 +25,9 @@ async fn read_form(request: Request) -> Result<Vec<(String, String)>, ApiError> 
         .unwrap_or_default()
         .to_ascii_lowercase();
     if content_type.starts_with("multipart/form-data") {
-        let mut multipart = Multipart::from_request(request, &()).await.map_err(|_| ApiError::Validation(vec![]))?;
+        let mut multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(|_| ApiError::Validation(vec![]))?;
         let mut fields = Vec::new();
         while let Ok(Some(field)) = multipart.next_field().await {
             let name = field.name().unwrap_or_default().to_owned();
@@ -37,9 +39,12 @@ async fn read_form(request: Request) -> Result<Vec<(String, String)>, ApiError> 
     }
     if content_type.starts_with("application/x-www-form-urlencoded") {
         // The body limit layer has already bounded the body.
-        let body = to_bytes(request.into_body(), usize::MAX)
-            .await
-            .map_err(|_| ApiError::Detail(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".into()))?;
+        let body = to_bytes(request.into_body(), usize::MAX).await.map_err(|_| {
+            ApiError::Detail(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large".into(),
+            )
+        })?;
         return Ok(serde_urlencoded::from_bytes(&body).unwrap_or_default());
     }
     Ok(Vec::new())
@@ -63,7 +68,12 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Js
     let password = field("password");
     for (name, value) in [("username", &username), ("password", &password)] {
         if value.is_none() {
-            errors.push(validation_error("missing", &["body", name], "Field required", Value::Null));
+            errors.push(validation_error(
+                "missing",
+                &["body", name],
+                "Field required",
+                Value::Null,
+            ));
         }
     }
     let (Some(username), Some(password), true) = (username, password, errors.is_empty()) else {
@@ -73,7 +83,9 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Js
     match state.backends.auth().login(LoginRequest { username, password }).await {
         Ok(response) => {
             let response = response.into_inner();
-            Ok(Json(json!({ "access_token": response.access_token, "token_type": "bearer" })))
+            Ok(Json(
+                json!({ "access_token": response.access_token, "token_type": "bearer" }),
+            ))
         }
         Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::Detail(
             axum::http::StatusCode::UNAUTHORIZED,
@@ -84,7 +96,12 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Js
 }
 
 pub async fn me(State(state): State<AppState>, user: UserToken) -> Result<Json<Value>, ApiError> {
-    match state.backends.auth().who_am_i(with_token(WhoAmIRequest {}, &user.token)?).await {
+    match state
+        .backends
+        .auth()
+        .who_am_i(with_token(WhoAmIRequest {}, &user.token)?)
+        .await
+    {
         Ok(response) => {
             let me = response.into_inner();
             Ok(Json(json!({ "id": me.id, "name": me.name })))

@@ -77,6 +77,9 @@ mod tests {
             assert_eq!(ErrorCode::from_grpc(code.grpc()), code);
         }
         assert_eq!(ErrorCode::from_grpc(Code::AlreadyExists).http(), StatusCode::CONFLICT);
-        assert_eq!(ErrorCode::from_grpc(Code::DeadlineExceeded).http(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            ErrorCode::from_grpc(Code::DeadlineExceeded).http(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

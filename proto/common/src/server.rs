@@ -42,7 +42,12 @@ pub fn reflection() -> Result<
 
 /// The body of every service's `main`: bind (writing the address file if asked), run
 /// the service until SIGTERM or Ctrl-C, and turn the outcome into an exit code.
-pub async fn run_main<F, Fut>(service: &'static str, listen: SocketAddr, addr_file: Option<&Path>, run: F) -> std::process::ExitCode
+pub async fn run_main<F, Fut>(
+    service: &'static str,
+    listen: SocketAddr,
+    addr_file: Option<&Path>,
+    run: F,
+) -> std::process::ExitCode
 where
     F: FnOnce(TcpListener, tokio_util::sync::CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,

@@ -23,11 +23,17 @@ impl Store {
 
     /// Every service, in id order.
     pub async fn list_services(&self) -> Result<Vec<services::Model>, DbErr> {
-        services::Entity::find().order_by_asc(services::Column::Id).all(&self.db).await
+        services::Entity::find()
+            .order_by_asc(services::Column::Id)
+            .all(&self.db)
+            .await
     }
 
     pub async fn find_service(&self, name: &str) -> Result<Option<services::Model>, DbErr> {
-        services::Entity::find().filter(services::Column::Name.eq(name)).one(&self.db).await
+        services::Entity::find()
+            .filter(services::Column::Name.eq(name))
+            .one(&self.db)
+            .await
     }
 
     /// Inserts the service or replaces its data, keeping its id.

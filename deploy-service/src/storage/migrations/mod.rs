@@ -10,7 +10,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_create_deployments::Migration), Box::new(m0002_create_steps::Migration)]
+        vec![
+            Box::new(m0001_create_deployments::Migration),
+            Box::new(m0002_create_steps::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

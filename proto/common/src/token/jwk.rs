@@ -46,11 +46,20 @@ mod tests {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
         let good = public_jwk("k1", &key);
         assert!(decoding_key(&good).is_some());
-        let short = Jwk { x: URL_SAFE_NO_PAD.encode([1u8; 31]), ..good.clone() };
+        let short = Jwk {
+            x: URL_SAFE_NO_PAD.encode([1u8; 31]),
+            ..good.clone()
+        };
         assert!(decoding_key(&short).is_none());
-        let rsa = Jwk { kty: "RSA".into(), ..good.clone() };
+        let rsa = Jwk {
+            kty: "RSA".into(),
+            ..good.clone()
+        };
         assert!(decoding_key(&rsa).is_none());
-        let hs = Jwk { alg: "HS256".into(), ..good };
+        let hs = Jwk {
+            alg: "HS256".into(),
+            ..good
+        };
         assert!(decoding_key(&hs).is_none());
     }
 }

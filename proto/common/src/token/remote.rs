@@ -20,7 +20,9 @@ pub struct RemoteVerifier {
 
 impl std::fmt::Debug for RemoteVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteVerifier").field("verifier", &self.verifier).finish_non_exhaustive()
+        f.debug_struct("RemoteVerifier")
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
     }
 }
 

@@ -48,7 +48,11 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kids: Vec<String> = self.keys.read().map(|k| k.keys().cloned().collect()).unwrap_or_default();
+        let kids: Vec<String> = self
+            .keys
+            .read()
+            .map(|k| k.keys().cloned().collect())
+            .unwrap_or_default();
         f.debug_struct("Verifier").field("kids", &kids).finish()
     }
 }
@@ -61,7 +65,10 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
-        Verifier { keys: RwLock::new(HashMap::new()), validation }
+        Verifier {
+            keys: RwLock::new(HashMap::new()),
+            validation,
+        }
     }
 
     /// Replaces the key set; JWKs that are not valid Ed25519 keys are skipped.
@@ -117,7 +124,6 @@ impl Verifier {
     }
 }
 
-
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive.
 /// `None` means "not authenticated" (no header, another scheme); an empty token after
 /// `Bearer` is returned as is and then fails verification, as in fastDeploy.
@@ -168,7 +174,9 @@ mod tests {
 
     fn verifier(key: &SigningKey) -> Verifier {
         let v = Verifier::new("slipway", "slipway");
-        v.set_keys(&Jwks { keys: vec![public_jwk("k1", &key.verifying_key())] });
+        v.set_keys(&Jwks {
+            keys: vec![public_jwk("k1", &key.verifying_key())],
+        });
         v
     }
 
@@ -182,19 +190,37 @@ mod tests {
         let v = verifier(&key);
         let now = now();
         let good = sign(&enc, "k1", &claims(now));
-        assert_eq!(v.verify_type(&good, TokenType::User).unwrap().user.as_deref(), Some("alice"));
-        assert_eq!(v.verify_type(&good, TokenType::Service), Err(TokenError::WrongType(TokenType::User)));
+        assert_eq!(
+            v.verify_type(&good, TokenType::User).unwrap().user.as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            v.verify_type(&good, TokenType::Service),
+            Err(TokenError::WrongType(TokenType::User))
+        );
 
         let (_, other) = signer(2);
         assert_eq!(v.verify(&sign(&other, "k1", &claims(now))), Err(TokenError::Signature));
         assert_eq!(v.verify(&sign(&enc, "k9", &claims(now))), Err(TokenError::UnknownKey));
-        let expired = Claims { exp: now - 60, ..claims(now) };
+        let expired = Claims {
+            exp: now - 60,
+            ..claims(now)
+        };
         assert_eq!(v.verify(&sign(&enc, "k1", &expired)), Err(TokenError::Expired));
-        let future = Claims { nbf: now + 600, ..claims(now) };
+        let future = Claims {
+            nbf: now + 600,
+            ..claims(now)
+        };
         assert_eq!(v.verify(&sign(&enc, "k1", &future)), Err(TokenError::NotYetValid));
-        let iss = Claims { iss: "fastdeploy".into(), ..claims(now) };
+        let iss = Claims {
+            iss: "fastdeploy".into(),
+            ..claims(now)
+        };
         assert_eq!(v.verify(&sign(&enc, "k1", &iss)), Err(TokenError::Issuer));
-        let aud = Claims { aud: "other".into(), ..claims(now) };
+        let aud = Claims {
+            aud: "other".into(),
+            ..claims(now)
+        };
         assert_eq!(v.verify(&sign(&enc, "k1", &aud)), Err(TokenError::Audience));
 
         let hs = jsonwebtoken::encode(
@@ -210,7 +236,10 @@ mod tests {
         let mut parts: Vec<&str> = good.split('.').collect();
         let tampered_payload = {
             use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-            let admin = Claims { user: Some("root".into()), ..claims(now) };
+            let admin = Claims {
+                user: Some("root".into()),
+                ..claims(now)
+            };
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&admin).unwrap())
         };
         parts[1] = &tampered_payload;
