@@ -29,7 +29,7 @@ pub struct Stack {
     pub gateway: SocketAddr,
     pub http: reqwest::Client,
     procs: Vec<Proc>,
-    _databases: Vec<TestDatabase>,
+    databases: Vec<TestDatabase>,
 }
 
 impl Stack {
@@ -104,7 +104,7 @@ impl Stack {
             gateway: gateway_addr,
             http,
             procs,
-            _databases: databases,
+            databases,
         };
         stack.wait_healthy().await;
         stack
@@ -144,6 +144,15 @@ impl Stack {
             assert!(Instant::now() < deadline, "gateway not ready in 30 s\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The database URL a service of this stack runs on ("auth", "registry", "deploy").
+    pub fn database_url(&self, service: &str) -> String {
+        let index = ["auth", "registry", "deploy"]
+            .iter()
+            .position(|s| *s == service)
+            .expect("a service name");
+        self.databases[index].url.clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -198,15 +207,25 @@ impl Stack {
         sign(&ed25519_dalek::SigningKey::from_bytes(&seed), claims)
     }
 
-    /// Stops every process with SIGTERM; returns the names of those that needed SIGKILL.
+    /// Stops every process with SIGTERM, gateway first; returns the names of those
+    /// that needed SIGKILL. Logs stay readable afterwards.
     pub fn stop(&mut self) -> Vec<String> {
         let mut killed = Vec::new();
-        while let Some(mut proc) = self.procs.pop() {
+        for proc in self.procs.iter_mut().rev() {
             if !proc.stop(Duration::from_secs(10)) {
                 killed.push(proc.name.clone());
             }
         }
         killed
+    }
+
+    /// The log of one process ("auth", "registry", "deploy", "gateway").
+    pub fn log(&self, name: &str) -> String {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .map(Proc::log_text)
+            .unwrap_or_default()
     }
 }
 
