@@ -14,12 +14,8 @@ pub struct Config {
     /// Address to serve gRPC on (port 0 picks a free port).
     #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Directory for the SQLite database and the signing keys.
-    #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = "slipway-data")]
-    pub data_dir: PathBuf,
-    /// Database URL (`sqlite://…` or `postgres://…`); default: `auth.db` in the data dir.
-    #[arg(long, env = "SLIPWAY_DATABASE_URL")]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub storage: common::config::StorageArgs,
     /// Write the bound address to this file once listening.
     #[arg(long, env = "SLIPWAY_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
@@ -36,12 +32,10 @@ pub struct Config {
 
 impl Config {
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| common::db::sqlite_url(&self.data_dir, "auth.db"))
+        self.storage.database_url("auth.db")
     }
 
     pub fn keys_dir(&self) -> PathBuf {
-        self.data_dir.join("auth-keys")
+        self.storage.data_dir.join("auth-keys")
     }
 }

@@ -13,7 +13,6 @@ use proto::auth::v1::{
 };
 use secrecy::SecretString;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -42,17 +41,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     }
     let api = AuthApi::new(accounts, keys, config.user_token_minutes);
 
-    let (health_reporter, health) = common::server::health();
-    health_reporter.set_serving::<AuthServiceServer<AuthApi>>().await;
-    tracing::info!(addr = %listener.local_addr()?, "auth-service listening");
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(common::server::reflection()?)
-        .add_service(AuthServiceServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await?;
-    tracing::info!("auth-service stopped");
-    Ok(())
+    let api = AuthServiceServer::new(api);
+    let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
+    common::server::serve_grpc(
+        "auth-service",
+        grpc_name,
+        tonic::service::Routes::new(api),
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 pub struct AuthApi {

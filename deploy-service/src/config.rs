@@ -12,12 +12,8 @@ pub struct Config {
     /// Address to serve gRPC on (port 0 picks a free port).
     #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:50053")]
     pub listen: SocketAddr,
-    /// Directory for the SQLite database and private run files.
-    #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = "slipway-data")]
-    pub data_dir: PathBuf,
-    /// Database URL (`sqlite://…` or `postgres://…`); default: `deploy.db` in the data dir.
-    #[arg(long, env = "SLIPWAY_DATABASE_URL")]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub storage: common::config::StorageArgs,
     /// Write the bound address to this file once listening.
     #[arg(long, env = "SLIPWAY_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
@@ -28,8 +24,6 @@ pub struct Config {
 
 impl Config {
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| common::db::sqlite_url(&self.data_dir, "deploy.db"))
+        self.storage.database_url("deploy.db")
     }
 }

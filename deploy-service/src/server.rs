@@ -8,7 +8,6 @@ use proto::deploy::v1::{
     deploy_service_server::{DeployService, DeployServiceServer},
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -21,17 +20,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .await
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
     let api = DeployApi { _store: store };
-    let (health_reporter, health) = common::server::health();
-    health_reporter.set_serving::<DeployServiceServer<DeployApi>>().await;
-    tracing::info!(addr = %listener.local_addr()?, services_dir = %config.services_dir.display(), "deploy-service listening");
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(common::server::reflection()?)
-        .add_service(DeployServiceServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await?;
-    tracing::info!("deploy-service stopped");
-    Ok(())
+    let api = DeployServiceServer::new(api);
+    let grpc_name = <DeployServiceServer<DeployApi> as tonic::server::NamedService>::NAME;
+    common::server::serve_grpc(
+        "deploy-service",
+        grpc_name,
+        tonic::service::Routes::new(api),
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 pub struct DeployApi {

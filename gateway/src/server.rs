@@ -31,11 +31,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tracing::warn!(code = ?status.code(), "auth-service keys not fetched yet; retrying when a token arrives");
     }
     let app = router(AppState { backends, verifier }, &config);
-    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    tracing::info!(service = "gateway", addr = %listener.local_addr()?, "listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
-    tracing::info!("gateway stopped");
+    tracing::info!(service = "gateway", "stopped");
     Ok(())
 }
 

@@ -8,7 +8,6 @@ use proto::registry::v1::{
     registry_service_server::{RegistryService, RegistryServiceServer},
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -21,19 +20,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .await
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
     let api = RegistryApi { _store: store };
-    let (health_reporter, health) = common::server::health();
-    health_reporter
-        .set_serving::<RegistryServiceServer<RegistryApi>>()
-        .await;
-    tracing::info!(addr = %listener.local_addr()?, services_dir = %config.services_dir.display(), "registry-service listening");
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(common::server::reflection()?)
-        .add_service(RegistryServiceServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await?;
-    tracing::info!("registry-service stopped");
-    Ok(())
+    let api = RegistryServiceServer::new(api);
+    let grpc_name = <RegistryServiceServer<RegistryApi> as tonic::server::NamedService>::NAME;
+    common::server::serve_grpc(
+        "registry-service",
+        grpc_name,
+        tonic::service::Routes::new(api),
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 pub struct RegistryApi {

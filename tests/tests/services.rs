@@ -51,10 +51,10 @@ async fn services_reflect_report_health_and_stop_cleanly(backend: Backend) {
     let killed = stack.stop();
     assert!(killed.is_empty(), "needed SIGKILL: {killed:?}\n{}", stack.logs());
     for (name, line) in [
-        ("auth", "auth-service stopped"),
-        ("registry", "registry-service stopped"),
-        ("deploy", "deploy-service stopped"),
-        ("gateway", "gateway stopped"),
+        ("auth", r#"stopped service="auth-service""#),
+        ("registry", r#"stopped service="registry-service""#),
+        ("deploy", r#"stopped service="deploy-service""#),
+        ("gateway", r#"stopped service="gateway""#),
     ] {
         assert!(
             stack.log(name).contains(line),

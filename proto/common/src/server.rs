@@ -3,7 +3,10 @@
 use std::{io, net::SocketAddr, path::Path};
 
 use tokio::net::TcpListener;
-use tonic_health::server::HealthReporter;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
 
 /// Binds `addr` (port 0 picks a free port) and, when asked, writes the bound address to
 /// `addr_file` so a launcher or a test harness can find it. The file is written to a
@@ -19,12 +22,28 @@ pub async fn bind(addr: SocketAddr, addr_file: Option<&Path>) -> io::Result<TcpL
     Ok(listener)
 }
 
-/// The gRPC health service, with the whole server reported as serving.
-pub fn health() -> (
-    HealthReporter,
-    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-) {
-    tonic_health::server::health_reporter()
+/// Serves one gRPC API (`routes`, reported healthy under `grpc_name`) together with the
+/// health checking protocol and server reflection, until `shutdown` is cancelled; then
+/// stops accepting and lets open calls finish.
+pub async fn serve_grpc(
+    service: &'static str,
+    grpc_name: &str,
+    routes: Routes,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status(grpc_name, ServingStatus::Serving)
+        .await;
+    let routes = routes.add_service(health).add_service(reflection()?);
+    tracing::info!(service, addr = %listener.local_addr()?, "listening");
+    tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await?;
+    tracing::info!(service, "stopped");
+    Ok(())
 }
 
 /// Server reflection (v1) over every Slipway package.

@@ -18,10 +18,13 @@ where
 {
     let filter = EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let json = std::env::var("SLIPWAY_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi);
     let result = if json {
         builder.json().flatten_event(true).try_init()
     } else {
