@@ -21,7 +21,7 @@ use crate::{
     accounts::{AccountError, Accounts},
     keys::KeyRing,
     passwords::Hasher,
-    storage::{Store, StoreError},
+    storage::{Store, StoreError, TokenFilter},
     tokens::Minter,
 };
 
@@ -33,13 +33,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .await
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
     let keys = Arc::new(KeyRing::open(&config.keys_dir())?);
-    let accounts = Accounts::new(store, Hasher::for_this_machine().await?);
+    let accounts = Accounts::new(store.clone(), Hasher::for_this_machine().await?);
     if let (Some(name), Some(password)) = (&config.admin_user, &config.admin_password)
         && accounts.ensure(name, password).await?
     {
         tracing::info!(user = %name, "admin user created");
     }
-    let api = AuthApi::new(accounts, keys, config.user_token_minutes);
+    let api = AuthApi::new(store, accounts, keys, config.user_token_minutes);
 
     let api = AuthServiceServer::new(api);
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
@@ -54,6 +54,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 }
 
 pub struct AuthApi {
+    store: Store,
     accounts: Accounts,
     keys: Arc<KeyRing>,
     minter: Minter,
@@ -61,10 +62,11 @@ pub struct AuthApi {
 }
 
 impl AuthApi {
-    pub fn new(accounts: Accounts, keys: Arc<KeyRing>, user_token_minutes: u32) -> Self {
+    pub fn new(store: Store, accounts: Accounts, keys: Arc<KeyRing>, user_token_minutes: u32) -> Self {
         let minter = Minter::new(keys.clone(), user_token_minutes);
         let verifier = Verifier::new(common::ISSUER, common::AUDIENCE);
         AuthApi {
+            store,
             accounts,
             keys,
             minter,
@@ -72,16 +74,21 @@ impl AuthApi {
         }
     }
 
-    /// The claims of the caller's token, which must be of type `expected`.
-    fn authenticate<T>(&self, request: &Request<T>, expected: TokenType) -> Result<Claims, Status> {
+    /// The claims of the caller's token, which must be of type `expected` and not revoked.
+    async fn authenticate<T>(&self, request: &Request<T>, expected: TokenType) -> Result<Claims, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let token = bearer_token(header).ok_or_else(|| ErrorCode::Unauthenticated.status("missing bearer token"))?;
         let jwks = self.keys.jwks().map_err(internal)?;
         self.verifier.set_keys(&jwks);
-        self.verifier.verify_type(token, expected).map_err(|e| {
+        let claims = self.verifier.verify_type(token, expected).map_err(|e| {
             tracing::info!(reason = %e, "token refused");
             ErrorCode::Unauthenticated.status("invalid token")
-        })
+        })?;
+        if self.store.is_revoked(&claims.jti).await.map_err(internal)? {
+            tracing::info!(jti = %claims.jti, "revoked token refused");
+            return Err(ErrorCode::Unauthenticated.status("invalid token"));
+        }
+        Ok(claims)
     }
 
     /// The user named by a user token, which must still exist.
@@ -140,6 +147,8 @@ impl AuthService for AuthApi {
             return Err(ErrorCode::Unauthenticated.status("Incorrect username or password"));
         };
         let (token, claims) = self.minter.user_token(&user.name).map_err(internal)?;
+        let record = crate::tokens::record_of(&claims, "login", &user.name);
+        self.store.record_token(record).await.map_err(internal)?;
         tracing::info!(jti = %claims.jti, "user logged in");
         Ok(Response::new(pb::LoginResponse {
             access_token: token,
@@ -149,7 +158,7 @@ impl AuthService for AuthApi {
     }
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::User>, Status> {
-        let claims = self.authenticate(&request, TokenType::User)?;
+        let claims = self.authenticate(&request, TokenType::User).await?;
         let user = self.current_user(&claims).await?;
         Ok(Response::new(pb::User {
             id: user.id,
@@ -193,15 +202,46 @@ impl AuthService for AuthApi {
         Err(not_yet("attenuation"))
     }
 
-    async fn list_tokens(&self, _: Request<pb::ListTokensRequest>) -> Result<Response<pb::ListTokensResponse>, Status> {
-        Err(not_yet("the token registry"))
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        self.authenticate(&request, TokenType::User).await?;
+        let r = request.into_inner();
+        let token_type = match pb::TokenType::try_from(r.r#type) {
+            Ok(pb::TokenType::Unspecified) => None,
+            Ok(kind) => Some(crate::registry::type_name(kind).to_owned()),
+            Err(_) => return Err(ErrorCode::InvalidArgument.status("unknown token type")),
+        };
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        let filter = TokenFilter {
+            service: non_empty(r.service),
+            token_type,
+            created_by: non_empty(r.created_by),
+            include_revoked: r.include_revoked,
+        };
+        let tokens = self.store.list_tokens(&filter).await.map_err(internal)?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: tokens.iter().map(crate::registry::token_info).collect(),
+            next_page_token: String::new(),
+        }))
     }
 
     async fn revoke_tokens(
         &self,
-        _: Request<pb::RevokeTokensRequest>,
+        request: Request<pb::RevokeTokensRequest>,
     ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
-        Err(not_yet("revocation"))
+        let claims = self.authenticate(&request, TokenType::User).await?;
+        let ids = request.into_inner().ids;
+        if ids.is_empty() || ids.iter().any(|id| id.is_empty() || id.len() > 128) {
+            return Err(ErrorCode::InvalidArgument.status("give one or more token ids"));
+        }
+        let revoked_ids = self.store.revoke_tokens(&ids).await.map_err(|e| match e {
+            StoreError::UnknownToken(id) => ErrorCode::NotFound.status(format!("token {id} not found")),
+            other => internal(other),
+        })?;
+        tracing::info!(by = ?claims.user, ids = ?revoked_ids, "tokens revoked");
+        Ok(Response::new(pb::RevokeTokensResponse { revoked_ids }))
     }
 
     async fn debug_token(&self, _: Request<pb::DebugTokenRequest>) -> Result<Response<pb::DebugTokenResponse>, Status> {
@@ -212,13 +252,15 @@ impl AuthService for AuthApi {
 
     async fn watch_revocations(
         &self,
-        _: Request<pb::WatchRevocationsRequest>,
+        request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(not_yet("the revocation feed"))
+        let after = request.into_inner().after_sequence;
+        let feed = crate::registry::revocation_feed(self.store.clone(), after);
+        Ok(Response::new(Box::pin(feed)))
     }
 
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
-        let claims = self.authenticate(&request, TokenType::User)?;
+        let claims = self.authenticate(&request, TokenType::User).await?;
         let creator = self.current_user(&claims).await?;
         let pb::CreateUserRequest { name, password } = request.into_inner();
         let user = self

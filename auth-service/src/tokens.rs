@@ -59,3 +59,23 @@ impl Minter {
         Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
     }
 }
+
+/// The registry row of a freshly minted token.
+pub fn record_of(claims: &Claims, name: &str, created_by: &str) -> crate::storage::tokens::Model {
+    let at = |seconds: i64| chrono::DateTime::from_timestamp(seconds, 0).unwrap_or_default();
+    crate::storage::tokens::Model {
+        id: claims.jti.clone(),
+        token_type: claims.token_type.as_str().to_owned(),
+        name: name.to_owned(),
+        subject: claims.sub.clone(),
+        service: claims.service.clone(),
+        origin: claims.origin.clone(),
+        permissions: claims.permissions.as_ref().map(|p| serde_json::json!(p)),
+        created_by: created_by.to_owned(),
+        created_at: at(claims.iat),
+        expires_at: at(claims.exp),
+        revoked_at: None,
+        parent_id: claims.parent.clone(),
+        deployment_id: claims.deployment,
+    }
+}

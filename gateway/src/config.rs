@@ -27,6 +27,10 @@ pub struct Config {
     /// Deadline of every backend call, in milliseconds.
     #[arg(long, env = "SLIPWAY_BACKEND_TIMEOUT_MS", default_value_t = 10_000)]
     pub backend_timeout_ms: u64,
+    /// How long tokens are still accepted after the revocation feed was last heard
+    /// from; after that every token is refused until the feed is back (fail closed).
+    #[arg(long, env = "SLIPWAY_REVOCATION_MAX_STALE_SECS", default_value_t = 30)]
+    pub revocation_max_stale_secs: u64,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SLIPWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

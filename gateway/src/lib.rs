@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod fastdeploy;
 pub mod server;
+pub mod v1;
 
 pub use config::Config;
 pub use server::run;

@@ -26,15 +26,23 @@ pub struct AppState {
 /// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open requests.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backends = Backends::new(&config)?;
-    let verifier = Arc::new(RemoteVerifier::new(backends.auth()));
+    let max_stale = std::time::Duration::from_secs(config.revocation_max_stale_secs);
+    let verifier = Arc::new(RemoteVerifier::new(backends.auth(), max_stale));
     if let Err(status) = verifier.refresh().await {
         tracing::warn!(code = ?status.code(), "auth-service keys not fetched yet; retrying when a token arrives");
     }
+    let follower = tokio::spawn({
+        let (verifier, shutdown) = (verifier.clone(), shutdown.clone());
+        async move { verifier.follow_revocations(shutdown).await }
+    });
     let app = router(AppState { backends, verifier }, &config);
     tracing::info!(service = "gateway", addr = %listener.local_addr()?, "listening");
+    // Stop accepting and drain requests first, then stop following revocations.
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
+    shutdown.cancel();
+    let _ = follower.await;
     tracing::info!(service = "gateway", "stopped");
     Ok(())
 }
@@ -42,6 +50,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .merge(fastdeploy::routes())
+        .merge(crate::v1::routes())
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
@@ -58,7 +67,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let down = state.backends.not_ready().await;
+    let mut down = state.backends.not_ready().await;
+    if !state.verifier.revocations_fresh() {
+        down.push("revocation feed");
+    }
     if down.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
     } else {
@@ -87,7 +99,15 @@ pub async fn method_not_allowed() -> ApiError {
 
 /// Paths the gateway serves, for fastDeploy's trailing-slash redirects (contract 1.3):
 /// a path that misses only by its trailing slash is answered 307 to the served one.
-const SERVED_PATHS: &[&str] = &["/token", "/users/me", "/healthz", "/readyz", "/.well-known/jwks.json"];
+const SERVED_PATHS: &[&str] = &[
+    "/token",
+    "/users/me",
+    "/healthz",
+    "/readyz",
+    "/.well-known/jwks.json",
+    "/v1/tokens",
+    "/v1/tokens/{id}",
+];
 
 fn matches_template(template: &str, path: &str) -> bool {
     let (mut t, mut p) = (template.split('/'), path.split('/'));

@@ -4,7 +4,12 @@
 use serde_json::json;
 use tests::{Backend, TestDatabase, on_every_backend};
 
-on_every_backend!(auth_store_users, registry_store_services, deploy_store_deployments);
+on_every_backend!(
+    auth_store_users,
+    auth_store_token_registry,
+    registry_store_services,
+    deploy_store_deployments
+);
 
 async fn database(backend: Backend, dir: &tempfile::TempDir, service: &str) -> TestDatabase {
     TestDatabase::create(backend, dir.path(), service)
@@ -36,6 +41,74 @@ async fn auth_store_users(backend: Backend) {
     assert!(store.find_user("alice").await.unwrap().unwrap().password_changed_at > before.password_changed_at);
     // Debug output never carries the hash.
     assert!(!format!("{rehashed:?}").contains("hash-3"));
+}
+
+async fn auth_store_token_registry(backend: Backend) {
+    use auth_service::storage::{Store, StoreError, TokenFilter, tokens};
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(backend, &dir, "auth").await;
+    let store = Store::open(&db.url).await.unwrap();
+    let now = chrono::Utc::now();
+    let token = |id: &str, parent: Option<&str>, service: Option<&str>| tokens::Model {
+        id: id.into(),
+        token_type: if service.is_some() { "service" } else { "user" }.into(),
+        name: id.into(),
+        subject: "user:alice".into(),
+        service: service.map(Into::into),
+        origin: None,
+        permissions: Some(json!(["deployments:start"])),
+        created_by: "alice".into(),
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+        revoked_at: None,
+        parent_id: parent.map(Into::into),
+        deployment_id: None,
+    };
+    for t in [
+        token("root", None, Some("alpha")),
+        token("child", Some("root"), Some("alpha")),
+        token("grandchild", Some("child"), Some("alpha")),
+        token("other", None, None),
+    ] {
+        store.record_token(t).await.unwrap();
+    }
+    let alpha = TokenFilter {
+        service: Some("alpha".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.list_tokens(&alpha).await.unwrap().len(), 3);
+
+    // An unknown id refuses the whole request and changes nothing.
+    assert!(matches!(
+        store.revoke_tokens(&["child".into(), "nope".into()]).await,
+        Err(StoreError::UnknownToken(id)) if id == "nope"
+    ));
+    assert!(!store.is_revoked("child").await.unwrap());
+    assert!(store.revocations_after(0).await.unwrap().is_empty());
+
+    // Revoking a token revokes everything derived from it, and only that.
+    let revoked = store.revoke_tokens(&["child".into()]).await.unwrap();
+    assert_eq!(revoked, ["child", "grandchild"]);
+    assert!(!store.is_revoked("root").await.unwrap());
+    let revoked = store.revoke_tokens(&["root".into()]).await.unwrap();
+    assert_eq!(revoked, ["root"], "already revoked tokens are not revoked twice");
+    assert!(!store.is_revoked("other").await.unwrap());
+    assert_eq!(store.list_tokens(&alpha).await.unwrap().len(), 0);
+    let all = TokenFilter {
+        include_revoked: true,
+        ..Default::default()
+    };
+    assert_eq!(store.list_tokens(&all).await.unwrap().len(), 4);
+
+    // The revocation log is numbered, ordered and resumable.
+    let log = store.revocations_after(0).await.unwrap();
+    assert_eq!(
+        log.iter().map(|r| r.token_id.as_str()).collect::<Vec<_>>(),
+        ["child", "grandchild", "root"]
+    );
+    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
+    let rest = store.revocations_after(log[0].seq).await.unwrap();
+    assert_eq!(rest.len(), 2);
 }
 
 async fn registry_store_services(backend: Backend) {

@@ -2,12 +2,16 @@
 //! PostgreSQL.
 
 mod migrations;
+mod registry;
+pub mod revocations;
+pub mod tokens;
 pub mod users;
 
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
 use sea_orm_migration::MigratorTrait;
 
 pub use migrations::Migrator;
+pub use registry::TokenFilter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -15,6 +19,8 @@ pub enum StoreError {
     Db(#[from] DbErr),
     #[error("user {0:?} already exists")]
     UserExists(String),
+    #[error("token {0:?} not found")]
+    UnknownToken(String),
 }
 
 #[derive(Debug, Clone)]

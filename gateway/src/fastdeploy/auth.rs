@@ -2,24 +2,46 @@
 //! non-Bearer header is 401 "Not authenticated"; any token that fails verification,
 //! including a token of the wrong type, is 401 "Could not validate credentials".
 
-use axum::{extract::FromRequestParts, http::request::Parts};
-use common::token::{Claims, TokenType, bearer_token};
+use axum::{
+    extract::FromRequestParts,
+    http::{StatusCode, request::Parts},
+};
+use common::token::{Claims, TokenError, TokenType, bearer_token};
 
 use crate::{error::ApiError, server::AppState};
 
-async fn authenticate(parts: &Parts, state: &AppState, expected: TokenType) -> Result<(String, Claims), ApiError> {
+/// The bearer token of a request and its verified claims (of any type). A revocation
+/// set that cannot be trusted right now is 503, not 401, so clients do not log out.
+pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims), ApiError> {
     let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let token = bearer_token(header).ok_or_else(ApiError::not_authenticated)?;
-    match state.verifier.verify_type(token, expected).await {
+    match state.verifier.verify(token).await {
         Ok(claims) => Ok((token.to_owned(), claims)),
+        Err(TokenError::RevocationsUnavailable) => {
+            tracing::warn!("token refused: revocation feed stale");
+            Err(ApiError::Detail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth service unavailable".into(),
+            ))
+        }
         Err(reason) => {
-            tracing::info!(%reason, expected = %expected, "token refused");
+            tracing::info!(%reason, "token refused");
             Err(ApiError::invalid_credentials())
         }
     }
+}
+
+/// fastDeploy's rule: a token of the wrong type is 401 like any invalid token.
+async fn authenticate(parts: &Parts, state: &AppState, expected: TokenType) -> Result<(String, Claims), ApiError> {
+    let (token, claims) = verified(parts, state).await?;
+    if claims.token_type != expected {
+        tracing::info!(got = %claims.token_type, %expected, "token refused: wrong type");
+        return Err(ApiError::invalid_credentials());
+    }
+    Ok((token, claims))
 }
 
 /// A verified user token.

@@ -1,7 +1,7 @@
 //! fastDeploy's HTTP API, served exactly as its clients expect
 //! (`reference/fastdeploy-contract.md`).
 
-mod auth;
+pub mod auth;
 mod users;
 
 use axum::{

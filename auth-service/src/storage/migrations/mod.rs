@@ -3,13 +3,19 @@
 use sea_orm_migration::prelude::*;
 
 mod m0001_create_users;
+mod m0002_create_tokens;
+mod m0003_create_revocations;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_create_users::Migration)]
+        vec![
+            Box::new(m0001_create_users::Migration),
+            Box::new(m0002_create_tokens::Migration),
+            Box::new(m0003_create_revocations::Migration),
+        ]
     }
 
     // Each service owns its tables; its own migration table keeps services apart when

@@ -4,6 +4,8 @@
 mod claims;
 mod jwk;
 mod remote;
+#[cfg(test)]
+mod testing;
 mod verify;
 
 pub use claims::{Claims, TokenType};

@@ -1,11 +1,18 @@
-//! A verifier whose keys come from the auth service's JWKS: fetched on demand and
+//! A verifier whose keys come from the auth service's JWKS (fetched on demand and
 //! refetched when a token names an unknown key id, at most once per interval so
-//! garbage tokens cannot hammer the auth service.
+//! garbage tokens cannot hammer the auth service), and whose revocation set follows
+//! the auth service's revocation feed. If the feed is lost for longer than
+//! `max_stale`, every token is refused (fail closed) until it is back.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::RwLock,
+    time::{Duration, Instant},
+};
 
-use proto::auth::v1::{GetJwksRequest, auth_service_client::AuthServiceClient};
+use proto::auth::v1::{GetJwksRequest, WatchRevocationsRequest, auth_service_client::AuthServiceClient};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::{Claims, TokenError, TokenType, Verifier};
@@ -16,6 +23,17 @@ pub struct RemoteVerifier {
     verifier: Verifier,
     client: AuthServiceClient<Channel>,
     last_refresh: Mutex<Option<Instant>>,
+    revocations: RwLock<Revocations>,
+    max_stale: Duration,
+}
+
+/// Revoked token ids (with their expiry, to forget them afterwards) and when the
+/// feed was last heard from.
+#[derive(Default)]
+struct Revocations {
+    ids: HashMap<String, i64>,
+    sequence: i64,
+    heard_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for RemoteVerifier {
@@ -27,12 +45,92 @@ impl std::fmt::Debug for RemoteVerifier {
 }
 
 impl RemoteVerifier {
-    pub fn new(client: AuthServiceClient<Channel>) -> Self {
+    pub fn new(client: AuthServiceClient<Channel>, max_stale: Duration) -> Self {
         RemoteVerifier {
             verifier: Verifier::new(crate::ISSUER, crate::AUDIENCE),
             client,
             last_refresh: Mutex::new(None),
+            revocations: RwLock::new(Revocations::default()),
+            max_stale,
         }
+    }
+
+    /// Whether the revocation set is recent enough to trust.
+    pub fn revocations_fresh(&self) -> bool {
+        self.revocations.read().is_ok_and(|set| self.is_fresh(&set))
+    }
+
+    fn is_fresh(&self, set: &Revocations) -> bool {
+        set.heard_at.is_some_and(|t| t.elapsed() <= self.max_stale)
+    }
+
+    /// Follows the auth service's revocation feed until `shutdown`, reconnecting
+    /// (and resuming from the last sequence number) whenever it drops.
+    pub async fn follow_revocations(&self, shutdown: CancellationToken) {
+        loop {
+            let after = self.revocations.read().map(|r| r.sequence).unwrap_or(0);
+            let mut client = self.client.clone();
+            let stream = client.watch_revocations(WatchRevocationsRequest { after_sequence: after });
+            let result = tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = stream => result,
+            };
+            match result {
+                Ok(response) => {
+                    let mut events = response.into_inner();
+                    loop {
+                        let message = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            message = events.message() => message,
+                        };
+                        match message {
+                            Ok(Some(event)) => self.apply(event),
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::warn!(code = ?status.code(), "revocation feed lost");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => tracing::warn!(code = ?status.code(), "cannot reach the revocation feed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    fn apply(&self, event: proto::auth::v1::RevocationEvent) {
+        let Ok(mut set) = self.revocations.write() else { return };
+        let now = chrono::Utc::now().timestamp();
+        let expires = event.expires_at.map_or(i64::MAX, |t| t.seconds);
+        set.ids.retain(|_, exp| *exp >= now);
+        for id in event.token_ids {
+            set.ids.insert(id, expires);
+        }
+        set.sequence = set.sequence.max(event.sequence);
+        set.heard_at = Some(Instant::now());
+    }
+
+    fn check_revocation(&self, claims: &Claims) -> Result<(), TokenError> {
+        let set = self
+            .revocations
+            .read()
+            .map_err(|_| TokenError::RevocationsUnavailable)?;
+        if !self.is_fresh(&set) {
+            return Err(TokenError::RevocationsUnavailable);
+        }
+        if set.ids.contains_key(&claims.jti) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(())
+    }
+
+    /// Replaces the key set (for a static JWKS, or tests).
+    pub fn set_keys(&self, jwks: &proto::auth::v1::Jwks) -> usize {
+        self.verifier.set_keys(jwks)
     }
 
     /// Fetches the key set now.
@@ -59,11 +157,14 @@ impl RemoteVerifier {
         }
     }
 
+    /// Signature, claims and time window, then the revocation set.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        match self.verifier.verify(token) {
+        let claims = match self.verifier.verify(token) {
             Err(TokenError::UnknownKey) if self.refresh_rate_limited().await => self.verifier.verify(token),
             other => other,
-        }
+        }?;
+        self.check_revocation(&claims)?;
+        Ok(claims)
     }
 
     pub async fn verify_type(&self, token: &str, expected: TokenType) -> Result<Claims, TokenError> {
@@ -72,5 +173,75 @@ impl RemoteVerifier {
             return Err(TokenError::WrongType(claims.token_type));
         }
         Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::testing::{claims, now, sign, signer};
+    use proto::auth::v1::{Jwks, RevocationEvent};
+
+    fn remote(max_stale: Duration) -> (RemoteVerifier, jsonwebtoken::EncodingKey) {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let verifier = RemoteVerifier::new(AuthServiceClient::new(channel), max_stale);
+        let (key, enc) = signer(3);
+        verifier.set_keys(&Jwks {
+            keys: vec![crate::token::public_jwk("k1", &key.verifying_key())],
+        });
+        (verifier, enc)
+    }
+
+    fn event(ids: &[&str]) -> RevocationEvent {
+        RevocationEvent {
+            sequence: 1,
+            token_ids: ids.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_everything_until_the_feed_is_heard_and_after_it_goes_stale() {
+        let (verifier, enc) = remote(Duration::from_millis(100));
+        let token = sign(&enc, "k1", &claims(now()));
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::RevocationsUnavailable));
+        verifier.apply(event(&[]));
+        assert!(verifier.verify(&token).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!verifier.revocations_fresh());
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::RevocationsUnavailable));
+        verifier.apply(event(&[]));
+        assert!(verifier.verify(&token).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn refuses_revoked_ids_and_forgets_them_after_expiry() {
+        let (verifier, enc) = remote(Duration::from_secs(60));
+        let token = sign(&enc, "k1", &claims(now()));
+        verifier.apply(event(&["other"]));
+        assert!(verifier.verify(&token).await.is_ok());
+        verifier.apply(RevocationEvent {
+            sequence: 2,
+            ..event(&["j1"])
+        });
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::Revoked));
+        // An entry whose token has expired is dropped at the next event.
+        let expired = proto::wkt::Timestamp {
+            seconds: now() - 10,
+            nanos: 0,
+        };
+        verifier.apply(RevocationEvent {
+            sequence: 3,
+            expires_at: Some(expired),
+            ..event(&["old"])
+        });
+        verifier.apply(RevocationEvent {
+            sequence: 4,
+            ..event(&[])
+        });
+        let set = verifier.revocations.read().unwrap();
+        assert!(!set.ids.contains_key("old"));
+        assert!(set.ids.contains_key("j1"));
+        assert_eq!(set.sequence, 4);
     }
 }

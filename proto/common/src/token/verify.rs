@@ -38,6 +38,8 @@ pub enum TokenError {
     WrongType(TokenType),
     #[error("token revoked")]
     Revoked,
+    #[error("revocation list unavailable")]
+    RevocationsUnavailable,
 }
 
 /// Verifies Slipway tokens against a set of public keys that can be replaced at run time.
@@ -136,53 +138,8 @@ pub fn bearer_token(header: Option<&str>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::public_jwk;
-    use ed25519_dalek::{SigningKey, pkcs8::EncodePrivateKey};
+    use crate::token::testing::{claims, now, sign, signer, verifier};
     use jsonwebtoken::{EncodingKey, Header};
-
-    fn signer(seed: u8) -> (SigningKey, EncodingKey) {
-        let key = SigningKey::from_bytes(&[seed; 32]);
-        let der = key.to_pkcs8_der().unwrap();
-        let enc = EncodingKey::from_ed_der(der.as_bytes());
-        (key, enc)
-    }
-
-    fn claims(now: i64) -> Claims {
-        Claims {
-            iss: "slipway".into(),
-            aud: "slipway".into(),
-            sub: "user:alice".into(),
-            iat: now,
-            nbf: now,
-            exp: now + 600,
-            jti: "j1".into(),
-            token_type: TokenType::User,
-            user: Some("alice".into()),
-            service: None,
-            origin: None,
-            deployment: None,
-            permissions: None,
-            parent: None,
-        }
-    }
-
-    fn sign(enc: &EncodingKey, kid: &str, c: &Claims) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(kid.into());
-        jsonwebtoken::encode(&header, c, enc).unwrap()
-    }
-
-    fn verifier(key: &SigningKey) -> Verifier {
-        let v = Verifier::new("slipway", "slipway");
-        v.set_keys(&Jwks {
-            keys: vec![public_jwk("k1", &key.verifying_key())],
-        });
-        v
-    }
-
-    fn now() -> i64 {
-        jsonwebtoken::get_current_timestamp() as i64
-    }
 
     #[test]
     fn accepts_a_good_token_and_refuses_each_bad_part() {
