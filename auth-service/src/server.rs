@@ -170,8 +170,14 @@ impl AuthService for AuthApi {
         Ok(Response::new(self.keys.jwks().map_err(internal)?))
     }
 
-    async fn rotate_keys(&self, _: Request<pb::RotateKeysRequest>) -> Result<Response<pb::RotateKeysResponse>, Status> {
-        Err(not_yet("key rotation over gRPC"))
+    async fn rotate_keys(
+        &self,
+        request: Request<pb::RotateKeysRequest>,
+    ) -> Result<Response<pb::RotateKeysResponse>, Status> {
+        let claims = self.authenticate(&request, TokenType::User).await?;
+        let kid = self.keys.rotate().map_err(internal)?;
+        tracing::info!(by = ?claims.user, kid, "signing key rotated");
+        Ok(Response::new(pb::RotateKeysResponse { kid }))
     }
 
     async fn mint_service_token(

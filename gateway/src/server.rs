@@ -107,6 +107,7 @@ const SERVED_PATHS: &[&str] = &[
     "/.well-known/jwks.json",
     "/v1/tokens",
     "/v1/tokens/{id}",
+    "/v1/keys/rotate",
 ];
 
 fn matches_template(template: &str, path: &str) -> bool {

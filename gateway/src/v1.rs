@@ -1,16 +1,17 @@
 //! Slipway's own API under `/v1`, in proto3 canonical JSON (the proto crate's pbjson
 //! mapping). Unlike fastDeploy's routes, a valid token that may not call a route gets
-//! 403. Today: the token registry (list, revoke).
+//! 403. Today: the token registry (list, revoke) and signing-key rotation.
 
 use axum::{
     Json, Router,
     extract::{FromRequestParts, Path, Query, State},
     http::{StatusCode, request::Parts},
-    routing::{delete, get},
+    routing::{delete, get, post},
 };
 use common::token::TokenType;
 use proto::auth::v1::{
-    ListTokensRequest, ListTokensResponse, RevokeTokensRequest, RevokeTokensResponse, TokenType as PbType,
+    ListTokensRequest, ListTokensResponse, RevokeTokensRequest, RevokeTokensResponse, RotateKeysRequest,
+    RotateKeysResponse, TokenType as PbType,
 };
 use serde::Deserialize;
 
@@ -24,6 +25,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/tokens", get(list_tokens).fallback(method_not_allowed))
         .route("/v1/tokens/{id}", delete(revoke_token).fallback(method_not_allowed))
+        .route("/v1/keys/rotate", post(rotate_keys).fallback(method_not_allowed))
 }
 
 /// A verified user token; any other valid token is 403.
@@ -108,6 +110,17 @@ async fn revoke_token(
         .backends
         .auth()
         .revoke_tokens(with_token(request, &user.token)?)
+        .await
+        .map_err(|s| ApiError::from_backend("auth", &s))?;
+    Ok(Json(response.into_inner()))
+}
+
+/// Start signing with a new key; tokens of older keys stay valid until they expire.
+async fn rotate_keys(State(state): State<AppState>, user: V1User) -> Result<Json<RotateKeysResponse>, ApiError> {
+    let response = state
+        .backends
+        .auth()
+        .rotate_keys(with_token(RotateKeysRequest {}, &user.token)?)
         .await
         .map_err(|s| ApiError::from_backend("auth", &s))?;
     Ok(Json(response.into_inner()))

@@ -9,7 +9,11 @@ use proto::auth::v1::{WhoAmIRequest, auth_service_client::AuthServiceClient};
 use serde_json::{Value, json};
 use tests::{Backend, Stack, on_every_backend, user_claims};
 
-on_every_backend!(revoked_tokens_are_refused_everywhere, v1_tokens_refusals);
+on_every_backend!(
+    revoked_tokens_are_refused_everywhere,
+    v1_tokens_refusals,
+    key_rotation_keeps_old_tokens_valid
+);
 
 fn jti(token: &str) -> String {
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -157,4 +161,53 @@ async fn v1_tokens_refusals(backend: Backend) {
     assert_eq!(status, 403);
     let (status, _) = get(&stack, "/users/me", &service).await;
     assert_eq!(status, 401);
+}
+
+async fn key_rotation_keeps_old_tokens_valid(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let old = stack.admin_token().await;
+    let old_kid = jsonwebtoken::decode_header(&old).unwrap().kid.unwrap();
+
+    let response = stack
+        .http
+        .post(stack.url("/v1/keys/rotate"))
+        .bearer_auth(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let new_kid = response.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    // New tokens carry the new key id; the gateway has never seen it and fetches the
+    // key set again on its first use.
+    let new = stack.admin_token().await;
+    assert_eq!(jsonwebtoken::decode_header(&new).unwrap().kid.unwrap(), new_kid);
+    for token in [&new, &old] {
+        let (status, me) = get(&stack, "/users/me", token).await;
+        assert_eq!((status, me["name"].clone()), (200, json!("admin")), "{}", stack.logs());
+    }
+    let (status, jwks) = get(&stack, "/.well-known/jwks.json", &new).await;
+    assert_eq!(status, 200);
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [old_kid.as_str(), new_kid.as_str()]);
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kty"] == "OKP" && k["crv"] == "Ed25519" && k.get("d").is_none())
+    );
+
+    // Only a user token may rotate keys.
+    let response = stack.http.post(stack.url("/v1/keys/rotate")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
 }
