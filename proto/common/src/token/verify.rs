@@ -46,7 +46,14 @@ pub enum TokenError {
 pub struct Verifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     validation: Validation,
+    /// Tokens whose signature and claims checked out, until they expire. Revocation is
+    /// checked by the caller on every use, so a cached token is never trusted past a
+    /// revocation.
+    cache: RwLock<HashMap<Box<str>, Claims>>,
 }
+
+/// More cached tokens than this and the cache starts over.
+const MAX_CACHED: usize = 10_000;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,6 +77,7 @@ impl Verifier {
         Verifier {
             keys: RwLock::new(HashMap::new()),
             validation,
+            cache: RwLock::new(HashMap::new()),
         }
     }
 
@@ -81,9 +89,18 @@ impl Verifier {
             .filter_map(|jwk| decoding_key(jwk).map(|key| (jwk.kid.clone(), key)))
             .collect();
         let count = keys.len();
-        match self.keys.write() {
-            Ok(mut guard) => *guard = keys,
-            Err(poisoned) => *poisoned.into_inner() = keys,
+        let mut guard = match self.keys.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let same_kids = guard.len() == keys.len() && keys.keys().all(|kid| guard.contains_key(kid));
+        *guard = keys;
+        drop(guard);
+        if !same_kids {
+            // A key may have gone: nothing it signed may stay trusted.
+            if let Ok(mut cache) = self.cache.write() {
+                cache.clear();
+            }
         }
         count
     }
@@ -92,8 +109,36 @@ impl Verifier {
         self.keys.read().map(|k| !k.is_empty()).unwrap_or(false)
     }
 
-    /// Verifies signature, algorithm, key id, issuer, audience and time window.
+    /// Verifies signature, algorithm, key id, issuer, audience and time window; a
+    /// token verified before is answered from the cache while its window lasts.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let leeway = LEEWAY_SECS as i64;
+        if let Some(claims) = self.cache.read().ok().and_then(|c| c.get(token).cloned()) {
+            if now > claims.exp + leeway {
+                if let Ok(mut cache) = self.cache.write() {
+                    cache.remove(token);
+                }
+                return Err(TokenError::Expired);
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_signature(token)?;
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(token.into(), claims.clone());
+        }
+        Ok(claims)
+    }
+
+    /// The full check without the cache: signature, algorithm, key id, issuer,
+    /// audience, time window.
+    pub fn verify_signature(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
@@ -138,7 +183,10 @@ pub fn bearer_token(header: Option<&str>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::testing::{claims, now, sign, signer, verifier};
+    use crate::token::{
+        public_jwk,
+        testing::{claims, now, sign, signer, verifier},
+    };
     use jsonwebtoken::{EncodingKey, Header};
 
     #[test]
@@ -201,6 +249,38 @@ mod tests {
         };
         parts[1] = &tampered_payload;
         assert_eq!(v.verify(&parts.join(".")), Err(TokenError::Signature));
+    }
+
+    #[test]
+    fn cached_tokens_still_expire_and_a_key_change_empties_the_cache() {
+        let (key, enc) = signer(1);
+        let v = verifier(&key);
+        let now = now();
+        let short = Claims {
+            exp: now - LEEWAY_SECS as i64 + 1,
+            ..claims(now)
+        };
+        let token = sign(&enc, "k1", &short);
+        assert!(v.verify(&token).is_ok());
+        assert!(v.verify(&token).is_ok(), "answered from the cache");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(
+            v.verify(&token),
+            Err(TokenError::Expired),
+            "the cache never outlives exp"
+        );
+
+        let good = sign(&enc, "k1", &claims(now));
+        assert!(v.verify(&good).is_ok());
+        let (other, _) = signer(2);
+        v.set_keys(&Jwks {
+            keys: vec![public_jwk("k2", &other.verifying_key())],
+        });
+        assert_eq!(
+            v.verify(&good),
+            Err(TokenError::UnknownKey),
+            "a retired key's tokens are not served from the cache"
+        );
     }
 
     #[test]
