@@ -39,7 +39,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     {
         tracing::info!(user = %name, "admin user created");
     }
-    let api = AuthApi::new(store, accounts, keys, config.user_token_minutes);
+    let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?;
 
     let api = AuthServiceServer::new(api);
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
@@ -62,24 +62,28 @@ pub struct AuthApi {
 }
 
 impl AuthApi {
-    pub fn new(store: Store, accounts: Accounts, keys: Arc<KeyRing>, user_token_minutes: u32) -> Self {
+    pub fn new(
+        store: Store,
+        accounts: Accounts,
+        keys: Arc<KeyRing>,
+        user_token_minutes: u32,
+    ) -> Result<Self, crate::keys::KeyError> {
         let minter = Minter::new(keys.clone(), user_token_minutes);
         let verifier = Verifier::new(common::ISSUER, common::AUDIENCE);
-        AuthApi {
+        verifier.set_keys(&keys.jwks()?);
+        Ok(AuthApi {
             store,
             accounts,
             keys,
             minter,
             verifier,
-        }
+        })
     }
 
     /// The claims of the caller's token, which must be of type `expected` and not revoked.
     async fn authenticate<T>(&self, request: &Request<T>, expected: TokenType) -> Result<Claims, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let token = bearer_token(header).ok_or_else(|| ErrorCode::Unauthenticated.status("missing bearer token"))?;
-        let jwks = self.keys.jwks().map_err(internal)?;
-        self.verifier.set_keys(&jwks);
         let claims = self.verifier.verify_type(token, expected).map_err(|e| {
             tracing::info!(reason = %e, "token refused");
             ErrorCode::Unauthenticated.status("invalid token")
@@ -176,6 +180,8 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::RotateKeysResponse>, Status> {
         let claims = self.authenticate(&request, TokenType::User).await?;
         let kid = self.keys.rotate().map_err(internal)?;
+        // The ring only changes here, so this is the one place the verifier reloads it.
+        self.verifier.set_keys(&self.keys.jwks().map_err(internal)?);
         tracing::info!(by = ?claims.user, kid, "signing key rotated");
         Ok(Response::new(pb::RotateKeysResponse { kid }))
     }

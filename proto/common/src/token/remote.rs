@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::{Claims, TokenError, TokenType, Verifier};
+use super::{Claims, TokenError, Verifier};
 
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -164,14 +164,6 @@ impl RemoteVerifier {
             other => other,
         }?;
         self.check_revocation(&claims)?;
-        Ok(claims)
-    }
-
-    pub async fn verify_type(&self, token: &str, expected: TokenType) -> Result<Claims, TokenError> {
-        let claims = self.verify(token).await?;
-        if claims.token_type != expected {
-            return Err(TokenError::WrongType(claims.token_type));
-        }
         Ok(claims)
     }
 }
