@@ -28,6 +28,11 @@ pub struct Config {
     /// Password for `--admin-user` when it has to be created.
     #[arg(long, env = "SLIPWAY_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<SecretString>,
+    /// The registry service, asked whether a service exists before a token is minted for it.
+    #[arg(long, env = "SLIPWAY_REGISTRY_URL", default_value = "http://127.0.0.1:50052")]
+    pub registry_url: String,
+    #[command(flatten)]
+    pub trust: common::config::TrustArgs,
 }
 
 impl Config {

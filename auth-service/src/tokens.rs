@@ -48,6 +48,8 @@ impl Minter {
             deployment: None,
             permissions: None,
             parent: None,
+            services: None,
+            ext: None,
         };
         Ok((self.sign(&claims)?, claims))
     }

@@ -20,6 +20,31 @@ pub struct Config {
     /// The services directory (a folder per service with a `config.json`).
     #[arg(long, env = "SLIPWAY_SERVICES_DIR", default_value = "services")]
     pub services_dir: PathBuf,
+    #[command(flatten)]
+    pub auth: common::config::AuthArgs,
+    /// The registry service, for service configs and deployed services.
+    #[arg(long, env = "SLIPWAY_REGISTRY_URL", default_value = "http://127.0.0.1:50052")]
+    pub registry_url: String,
+    /// This service's own credential (see `slipway up`); the auth and registry services
+    /// trust calls that present it.
+    #[arg(long, env = "SLIPWAY_CREDENTIAL_FILE")]
+    pub credential_file: Option<PathBuf>,
+    /// The gateway's URL as deploy scripts reach it (`steps_url`, `deployment_finish_url`).
+    #[arg(long, env = "SLIPWAY_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    pub public_url: String,
+    /// Working directory of deploy scripts (fastDeploy's project root); default: the
+    /// services directory's parent.
+    #[arg(long, env = "SLIPWAY_PROJECT_ROOT")]
+    pub project_root: Option<PathBuf>,
+    /// Most deployments running at once, over all services.
+    #[arg(long, env = "SLIPWAY_MAX_RUNNING", default_value_t = 4)]
+    pub max_running: u32,
+    /// Most deployments of one service running at once.
+    #[arg(long, env = "SLIPWAY_MAX_RUNNING_PER_SERVICE", default_value_t = 1)]
+    pub max_running_per_service: u32,
+    /// Deploy script time limit when a service's config.json sets none (seconds).
+    #[arg(long, env = "SLIPWAY_DEPLOY_TIMEOUT_SECS", default_value_t = 3600)]
+    pub deploy_timeout_secs: u64,
 }
 
 impl Config {

@@ -44,6 +44,12 @@ const PRIVATE_ENV: &[&str] = &[
     "SLIPWAY_LISTEN",
     "SLIPWAY_ADDR_FILE",
     "SLIPWAY_DATA_DIR",
+    "SLIPWAY_CREDENTIAL_FILE",
+    "SLIPWAY_DEPLOY_CREDENTIAL_FILE",
+    "SLIPWAY_AUTH_URL",
+    "SLIPWAY_REGISTRY_URL",
+    "SLIPWAY_DEPLOY_URL",
+    "SLIPWAY_PUBLIC_URL",
 ];
 
 struct Running {
@@ -136,31 +142,83 @@ async fn start_all(
 ) -> anyhow::Result<()> {
     let data = data_dir.to_string_lossy().into_owned();
     let services = services_dir.to_string_lossy().into_owned();
-    let loopback = "127.0.0.1:0";
-    for (name, sub, extra) in [
-        ("auth", "auth", vec![]),
-        ("registry", "registry", vec!["--services-dir", &services]),
-        ("deploy", "deploy", vec!["--services-dir", &services]),
-    ] {
-        let mut args = vec!["--listen", loopback, "--data-dir", &data];
-        args.extend(extra);
-        running.push(spawn(name, sub, &args, run_dir).await?);
-    }
-    let url = |i: usize| format!("http://{}", running[i].addr);
-    let (auth, registry, deploy) = (url(0), url(1), url(2));
-    let http = http.to_string();
-    let args = [
-        "--listen",
-        &http,
-        "--auth-url",
-        &auth,
-        "--registry-url",
-        &registry,
-        "--deploy-url",
-        &deploy,
+    // The deploy service's credential, trusted by the auth and registry services.
+    let credential_path = data_dir.join("credentials").join("deploy-service.key");
+    common::identity::Credential::create_if_missing(&credential_path)?;
+    let credential = credential_path.to_string_lossy().into_owned();
+    // The services name each other, so their addresses are chosen before any starts.
+    let [auth, registry, deploy] = [free_port()?, free_port()?, free_port()?];
+    let (auth_url, registry_url, deploy_url) = (
+        format!("http://{auth}"),
+        format!("http://{registry}"),
+        format!("http://{deploy}"),
+    );
+    let public_url = format!("http://{http}");
+    let (auth, registry, deploy, http) = (
+        auth.to_string(),
+        registry.to_string(),
+        deploy.to_string(),
+        http.to_string(),
+    );
+    let trust = ["--deploy-credential-file", credential.as_str()];
+    let services_flag = ["--services-dir", services.as_str()];
+    let plans: [(&'static str, Vec<&str>); 4] = [
+        (
+            "auth",
+            [
+                &["--listen", &auth, "--data-dir", &data, "--registry-url", &registry_url][..],
+                &trust,
+            ]
+            .concat(),
+        ),
+        (
+            "registry",
+            [
+                &["--listen", &registry, "--data-dir", &data, "--auth-url", &auth_url][..],
+                &services_flag,
+                &trust,
+            ]
+            .concat(),
+        ),
+        (
+            "deploy",
+            [
+                &["--listen", &deploy, "--data-dir", &data, "--auth-url", &auth_url][..],
+                &services_flag,
+                &[
+                    "--registry-url",
+                    &registry_url,
+                    "--credential-file",
+                    &credential,
+                    "--public-url",
+                    &public_url,
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            "gateway",
+            vec![
+                "--listen",
+                &http,
+                "--auth-url",
+                &auth_url,
+                "--registry-url",
+                &registry_url,
+                "--deploy-url",
+                &deploy_url,
+            ],
+        ),
     ];
-    running.push(spawn("gateway", "gateway", &args, run_dir).await?);
+    for (name, args) in plans {
+        running.push(spawn(name, name, &args, run_dir).await?);
+    }
     Ok(())
+}
+
+/// A loopback address whose port was free a moment ago.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// Starts `slipway serve <sub>` and waits until it has written its address file.

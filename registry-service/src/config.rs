@@ -20,6 +20,10 @@ pub struct Config {
     /// The services directory (a folder per service with a `config.json`).
     #[arg(long, env = "SLIPWAY_SERVICES_DIR", default_value = "services")]
     pub services_dir: PathBuf,
+    #[command(flatten)]
+    pub auth: common::config::AuthArgs,
+    #[command(flatten)]
+    pub trust: common::config::TrustArgs,
 }
 
 impl Config {

@@ -53,5 +53,7 @@ pub fn user_claims(user: &str) -> common::token::Claims {
         deployment: None,
         permissions: None,
         parent: None,
+        services: None,
+        ext: None,
     }
 }

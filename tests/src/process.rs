@@ -49,34 +49,36 @@ pub struct Proc {
     pub name: String,
     pub child: Child,
     pub log: PathBuf,
+    binary: String,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Proc {
     pub fn spawn(name: &str, binary: &str, args: &[String], envs: &[(&str, String)], dir: &Path) -> Proc {
         let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let mut command = Command::new(bin_dir().join(binary));
-        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        // Tests decide every setting; nothing leaks in from the caller's environment.
-        for (key, _) in std::env::vars() {
-            if key.starts_with("SLIPWAY_") && key != "SLIPWAY_LOG" {
-                command.env_remove(key);
-            }
-        }
-        command.env(
-            "SLIPWAY_LOG",
-            std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()),
-        );
-        for (key, value) in envs {
-            command.env(key, value);
-        }
-        let child = command.spawn().unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let child = launch(binary, args, &envs, &log);
         Proc {
             name: name.to_owned(),
             child,
             log,
+            binary: binary.to_owned(),
+            args: args.to_vec(),
+            envs,
         }
+    }
+
+    /// Starts the same binary with the same arguments again (after `stop` or `kill`),
+    /// appending to the same log.
+    pub fn restart(&mut self) {
+        self.child = launch(&self.binary, &self.args, &self.envs, &self.log);
+    }
+
+    /// SIGKILL, as a crash would end it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for the address the process writes once it listens.
@@ -125,4 +127,26 @@ impl Proc {
         let _ = self.child.wait();
         false
     }
+}
+
+/// Spawns `binary` with its output appended to `log`.
+fn launch(binary: &str, args: &[String], envs: &[(String, String)], log: &Path) -> Child {
+    let out = File::options().create(true).append(true).open(log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let mut command = Command::new(bin_dir().join(binary));
+    command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    // Tests decide every setting; nothing leaks in from the caller's environment.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SLIPWAY_") && key != "SLIPWAY_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command.env(
+        "SLIPWAY_LOG",
+        std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.spawn().unwrap_or_else(|e| panic!("starting {binary}: {e}"))
 }

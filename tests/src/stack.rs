@@ -34,24 +34,76 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(backend: Backend) -> Stack {
+        Stack::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a stack after `prepare` has filled the services directory.
+    pub async fn start_with(backend: Backend, prepare: impl FnOnce(&Path)) -> Stack {
         let dir = tempfile::tempdir().expect("temp dir");
         let services_dir = dir.path().join("services");
         std::fs::create_dir_all(&services_dir).expect("services dir");
+        prepare(&services_dir);
+        let credential = dir.path().join("deploy-service.key");
+        common::identity::Credential::create_if_missing(&credential).expect("deploy credential");
+        // The services name each other (and deploy scripts are told the gateway's URL),
+        // and a restarted service must come back where the others expect it, so every
+        // address is chosen up front.
+        let [auth, registry, deploy, gateway] = [(); 4].map(|()| reserve_port());
+        let url = |a: SocketAddr| format!("http://{a}");
+        let services = path(&services_dir);
+        let credential = path(&credential);
         let mut databases = Vec::new();
         let mut procs = Vec::new();
-        let mut addrs = Vec::new();
-        for (name, binary) in [
-            ("auth", "auth-service"),
-            ("registry", "registry-service"),
-            ("deploy", "deploy-service"),
+        for (name, binary, listen, extra) in [
+            (
+                "auth",
+                "auth-service",
+                auth,
+                vec![
+                    "--registry-url".into(),
+                    url(registry),
+                    "--deploy-credential-file".into(),
+                    credential.clone(),
+                ],
+            ),
+            (
+                "registry",
+                "registry-service",
+                registry,
+                vec![
+                    "--services-dir".into(),
+                    services.clone(),
+                    "--auth-url".into(),
+                    url(auth),
+                    "--deploy-credential-file".into(),
+                    credential.clone(),
+                ],
+            ),
+            (
+                "deploy",
+                "deploy-service",
+                deploy,
+                vec![
+                    "--services-dir".into(),
+                    services.clone(),
+                    "--auth-url".into(),
+                    url(auth),
+                    "--registry-url".into(),
+                    url(registry),
+                    "--credential-file".into(),
+                    credential.clone(),
+                    "--public-url".into(),
+                    url(gateway),
+                ],
+            ),
         ] {
             let db = TestDatabase::create(backend, dir.path(), name)
                 .await
                 .expect("test database");
             let addr_file = dir.path().join(format!("{name}.addr"));
-            let mut args = vec![
+            let mut args: Vec<String> = vec![
                 "--listen".into(),
-                "127.0.0.1:0".into(),
+                listen.to_string(),
                 "--data-dir".into(),
                 path(dir.path()),
                 "--database-url".into(),
@@ -59,36 +111,33 @@ impl Stack {
                 "--addr-file".into(),
                 path(&addr_file),
             ];
-            if name != "auth" {
-                args.extend(["--services-dir".into(), path(&services_dir)]);
-            }
+            args.extend(extra);
             let envs = [
                 ("SLIPWAY_ADMIN_USER", ADMIN.to_owned()),
                 ("SLIPWAY_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
             ];
             let envs: &[(&str, String)] = if name == "auth" { &envs } else { &[] };
             let mut proc = Proc::spawn(name, binary, &args, envs, dir.path());
-            addrs.push(proc.wait_addr(&addr_file));
+            proc.wait_addr(&addr_file);
             procs.push(proc);
             databases.push(db);
         }
         let addr_file = dir.path().join("gateway.addr");
-        let url = |a: SocketAddr| format!("http://{a}");
         let args = vec![
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            gateway.to_string(),
             "--addr-file".into(),
             path(&addr_file),
             "--auth-url".into(),
-            url(addrs[0]),
+            url(auth),
             "--registry-url".into(),
-            url(addrs[1]),
+            url(registry),
             "--deploy-url".into(),
-            url(addrs[2]),
+            url(deploy),
         ];
-        let mut gateway = Proc::spawn("gateway", "gateway", &args, &[], dir.path());
-        let gateway_addr = gateway.wait_addr(&addr_file);
-        procs.push(gateway);
+        let mut proc = Proc::spawn("gateway", "gateway", &args, &[], dir.path());
+        proc.wait_addr(&addr_file);
+        procs.push(proc);
 
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -98,10 +147,10 @@ impl Stack {
         let stack = Stack {
             backend,
             dir,
-            auth: addrs[0],
-            registry: addrs[1],
-            deploy: addrs[2],
-            gateway: gateway_addr,
+            auth,
+            registry,
+            deploy,
+            gateway,
             http,
             procs,
             databases,
@@ -219,6 +268,30 @@ impl Stack {
         killed
     }
 
+    /// The services directory the registry and deploy services read.
+    pub fn services_dir(&self) -> PathBuf {
+        self.dir.path().join("services")
+    }
+
+    /// The process named "auth", "registry", "deploy" or "gateway".
+    pub fn proc(&mut self, name: &str) -> &mut Proc {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// Restarts one process (stopped or killed before) at the same address and waits
+    /// until the whole stack is healthy again.
+    pub async fn restart(&mut self, name: &str) {
+        let addr_file = self.dir.path().join(format!("{name}.addr"));
+        let _ = std::fs::remove_file(&addr_file);
+        let proc = self.proc(name);
+        proc.restart();
+        proc.wait_addr(&addr_file);
+        self.wait_healthy().await;
+    }
+
     /// The log of one process ("auth", "registry", "deploy", "gateway").
     pub fn log(&self, name: &str) -> String {
         self.procs
@@ -236,6 +309,13 @@ pub fn sign(key: &ed25519_dalek::SigningKey, claims: &Claims) -> String {
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(common::token::key_id(&key.verifying_key()));
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).expect("sign")
+}
+
+/// A loopback address with a port that was free a moment ago, for a process that
+/// must be named before it starts.
+fn reserve_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr")
 }
 
 fn path(p: &Path) -> String {

@@ -32,6 +32,8 @@ fn claims(i: usize) -> Claims {
         deployment: None,
         permissions: None,
         parent: None,
+        services: None,
+        ext: None,
     }
 }
 

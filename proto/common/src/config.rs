@@ -21,3 +21,38 @@ impl StorageArgs {
             .unwrap_or_else(|| crate::db::sqlite_url(&self.data_dir, file))
     }
 }
+
+/// How a backend service reaches the auth service to verify tokens itself.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// The auth service (gRPC), for its public keys and revocation feed.
+    #[arg(long, env = "SLIPWAY_AUTH_URL", default_value = "http://127.0.0.1:50051")]
+    pub auth_url: String,
+    /// Refuse every token once the revocation feed has been silent this long (seconds).
+    #[arg(long, env = "SLIPWAY_REVOCATION_MAX_STALE_SECS", default_value_t = 30)]
+    pub revocation_max_stale_secs: u64,
+}
+
+impl AuthArgs {
+    pub fn max_stale(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.revocation_max_stale_secs)
+    }
+}
+
+/// The deploy service's credential, for services that accept its calls.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustArgs {
+    /// File holding the deploy service's credential; calls presenting it may do what
+    /// only the deploy service may (mint deployment tokens, publish deployed services).
+    #[arg(long, env = "SLIPWAY_DEPLOY_CREDENTIAL_FILE")]
+    pub deploy_credential_file: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    pub fn trusted(&self) -> Result<Vec<crate::identity::TrustedCaller>, crate::identity::IdentityError> {
+        self.deploy_credential_file
+            .iter()
+            .map(|path| crate::identity::TrustedCaller::load(crate::identity::DEPLOY_SERVICE, path))
+            .collect()
+    }
+}

@@ -4,6 +4,9 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod guard;
+pub mod identity;
+pub mod scope;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

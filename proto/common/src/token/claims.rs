@@ -54,4 +54,10 @@ pub struct Claims {
     /// The `jti` of the token this one was derived from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The services a config token is limited to (absent: every service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<String>>,
+    /// A config token's extra claims, carried as given at minting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<serde_json::Map<String, serde_json::Value>>,
 }

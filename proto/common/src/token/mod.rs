@@ -5,7 +5,7 @@ mod claims;
 mod jwk;
 mod remote;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod verify;
 
 pub use claims::{Claims, TokenType};

@@ -29,6 +29,8 @@ pub fn claims(now: i64) -> Claims {
         deployment: None,
         permissions: None,
         parent: None,
+        services: None,
+        ext: None,
     }
 }
 

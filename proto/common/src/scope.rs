@@ -1,0 +1,112 @@
+//! Permissions: what each token type may do by default, and what a token that
+//! carries a narrower `permissions` list may do. One table, read by the gateway and
+//! by every service.
+
+use crate::token::{Claims, TokenType};
+
+pub const SERVICES_READ: &str = "services:read";
+pub const SERVICES_SYNC: &str = "services:sync";
+pub const SERVICES_DELETE: &str = "services:delete";
+pub const DEPLOYMENTS_READ: &str = "deployments:read";
+pub const DEPLOYMENTS_START: &str = "deployments:start";
+pub const DEPLOYMENTS_CANCEL: &str = "deployments:cancel";
+pub const DEPLOYMENTS_FINISH: &str = "deployments:finish";
+pub const STEPS_REPORT: &str = "steps:report";
+pub const DEPLOYED_SERVICES_READ: &str = "deployed-services:read";
+pub const TOKENS_MINT: &str = "tokens:mint";
+pub const TOKENS_READ: &str = "tokens:read";
+pub const TOKENS_REVOKE: &str = "tokens:revoke";
+pub const KEYS_ROTATE: &str = "keys:rotate";
+pub const USERS_WRITE: &str = "users:write";
+
+/// Every permission there is; a user token has them all.
+pub const ALL: &[&str] = &[
+    SERVICES_READ,
+    SERVICES_SYNC,
+    SERVICES_DELETE,
+    DEPLOYMENTS_READ,
+    DEPLOYMENTS_START,
+    DEPLOYMENTS_CANCEL,
+    DEPLOYMENTS_FINISH,
+    STEPS_REPORT,
+    DEPLOYED_SERVICES_READ,
+    TOKENS_MINT,
+    TOKENS_READ,
+    TOKENS_REVOKE,
+    KEYS_ROTATE,
+    USERS_WRITE,
+];
+
+/// What a token of this type may do when it carries no narrower list. Service,
+/// deployment and config tokens are further bound to their service or deployment by
+/// the service that handles the call.
+pub fn defaults(token_type: TokenType) -> &'static [&'static str] {
+    match token_type {
+        TokenType::User => ALL,
+        TokenType::Service => &[DEPLOYMENTS_START, DEPLOYMENTS_READ],
+        TokenType::Deployment => &[STEPS_REPORT, DEPLOYMENTS_FINISH, DEPLOYMENTS_READ],
+        TokenType::Config => &[DEPLOYED_SERVICES_READ],
+    }
+}
+
+/// Whether `name` is a permission a token of this type can ever hold.
+pub fn is_known(name: &str) -> bool {
+    ALL.contains(&name)
+}
+
+/// The permissions a token actually has: its own list cut down to its type's
+/// defaults (a list can only narrow), or the defaults when it has none.
+pub fn effective(claims: &Claims) -> Vec<&'static str> {
+    let defaults = defaults(claims.token_type);
+    match &claims.permissions {
+        None => defaults.to_vec(),
+        Some(list) => defaults
+            .iter()
+            .copied()
+            .filter(|p| list.iter().any(|q| q == p))
+            .collect(),
+    }
+}
+
+/// Whether the token may do `permission`.
+pub fn allows(claims: &Claims, permission: &str) -> bool {
+    defaults(claims.token_type).contains(&permission)
+        && claims
+            .permissions
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| p == permission))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::testing::{claims, now};
+
+    #[test]
+    fn a_list_only_narrows_and_never_adds_beyond_the_type() {
+        let mut c = claims(now());
+        c.token_type = TokenType::Service;
+        assert!(allows(&c, DEPLOYMENTS_START));
+        assert!(!allows(&c, SERVICES_SYNC));
+        c.permissions = Some(vec![DEPLOYMENTS_READ.into(), SERVICES_SYNC.into()]);
+        assert!(!allows(&c, DEPLOYMENTS_START));
+        assert!(allows(&c, DEPLOYMENTS_READ));
+        assert!(
+            !allows(&c, SERVICES_SYNC),
+            "a service token cannot gain a user permission"
+        );
+        assert_eq!(effective(&c), vec![DEPLOYMENTS_READ]);
+    }
+
+    #[test]
+    fn every_default_is_a_known_permission() {
+        for t in [
+            TokenType::User,
+            TokenType::Service,
+            TokenType::Deployment,
+            TokenType::Config,
+        ] {
+            assert!(defaults(t).iter().all(|p| is_known(p)));
+        }
+    }
+}
