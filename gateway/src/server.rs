@@ -102,11 +102,16 @@ pub async fn method_not_allowed() -> ApiError {
 const SERVED_PATHS: &[&str] = &[
     "/token",
     "/users/me",
+    "/service-token",
     "/healthz",
     "/readyz",
     "/.well-known/jwks.json",
     "/v1/tokens",
     "/v1/tokens/{id}",
+    "/v1/tokens/service",
+    "/v1/tokens/attenuate",
+    "/v1/tokens/debug",
+    "/v1/users/me/password",
     "/v1/keys/rotate",
 ];
 

@@ -2,6 +2,7 @@
 //! (`reference/fastdeploy-contract.md`).
 
 pub mod auth;
+mod service_token;
 mod users;
 
 use axum::{
@@ -17,4 +18,5 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/token", post(users::login).fallback(method_not_allowed))
         .route("/users/me", get(users::me).fallback(method_not_allowed))
+        .route("/service-token", post(service_token::mint).fallback(method_not_allowed))
 }
