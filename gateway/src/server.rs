@@ -21,6 +21,8 @@ use crate::{Config, backends::Backends, error::ApiError, fastdeploy};
 pub struct AppState {
     pub backends: Backends,
     pub verifier: Arc<RemoteVerifier>,
+    /// fastDeploy token exchange, when `--legacy-tokens` is on.
+    pub legacy: Option<Arc<crate::legacy::LegacyExchange>>,
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open requests.
@@ -35,7 +37,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         let (verifier, shutdown) = (verifier.clone(), shutdown.clone());
         async move { verifier.follow_revocations(shutdown).await }
     });
-    let app = router(AppState { backends, verifier }, &config);
+    let legacy = config.legacy_tokens.then(|| {
+        tracing::warn!("legacy fastDeploy tokens are exchanged at the auth service");
+        Arc::new(crate::legacy::LegacyExchange::default())
+    });
+    let app = router(
+        AppState {
+            backends,
+            verifier,
+            legacy,
+        },
+        &config,
+    );
     tracing::info!(service = "gateway", addr = %listener.local_addr()?, "listening");
     // Stop accepting and drain requests first, then stop following revocations.
     axum::serve(listener, app)
