@@ -1,0 +1,227 @@
+//! The registry service end to end: services synced from a real services directory
+//! (at start and on request, problems reported per folder), read, deleted and watched
+//! over gRPC and through the gateway's fastDeploy and /v1 routes; deployed services
+//! published by the deploy service only and read with config tokens. On SQLite and
+//! PostgreSQL.
+
+use std::{fs, os::unix::fs::PermissionsExt, path::Path};
+
+use common::identity::{Credential, DEPLOY_SERVICE};
+use proto::registry::v1::{self as pb, get_service_request::Key, registry_service_client::RegistryServiceClient};
+use serde_json::{Value, json};
+use tests::{Backend, Stack, on_every_backend};
+use tonic::{Code, transport::Channel};
+
+on_every_backend!(
+    sync_at_start_reports_problems_and_keeps_good_services,
+    sync_on_request_adds_updates_deletes
+);
+
+/// Writes a service folder with an executable `deploy.sh` (mode `mode`).
+fn write_service(root: &Path, name: &str, config: &str, mode: u32) {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("config.json"), config).unwrap();
+    let script = dir.join("deploy.sh");
+    fs::write(
+        &script,
+        "#!/bin/sh\necho '{\"name\": \"build\", \"state\": \"success\"}'\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The services every scenario starts with: two good ones and one of each bad kind.
+fn initial_services(root: &Path) {
+    write_service(
+        root,
+        "alpha",
+        r#"{"description": "A", "steps": [{"name": "build"}]}"#,
+        0o755,
+    );
+    write_service(root, "beta", r#"{"deploy_script": "deploy.sh", "port": 8000}"#, 0o755);
+    write_service(root, "not-executable", "{}", 0o644);
+    write_service(root, "bad-json", r#"{"description": "#, 0o755);
+    write_service(root, ".hidden", "{}", 0o755);
+    fs::write(root.join("plain-file"), "{}").unwrap();
+}
+
+async fn registry(stack: &Stack) -> RegistryServiceClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.registry))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    RegistryServiceClient::new(channel)
+}
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn deploy_credential(stack: &Stack) -> Credential {
+    Credential::load(DEPLOY_SERVICE, &stack.dir.path().join("deploy-service.key")).unwrap()
+}
+
+fn struct_json(data: &Option<proto::wkt::Struct>) -> Value {
+    serde_json::to_value(data.clone().unwrap_or_default()).unwrap()
+}
+
+async fn list(stack: &Stack, token: &str) -> Vec<pb::Service> {
+    registry(stack)
+        .await
+        .list_services(bearer(pb::ListServicesRequest::default(), token))
+        .await
+        .unwrap()
+        .into_inner()
+        .services
+}
+
+fn names(services: &[pb::Service]) -> Vec<&str> {
+    services.iter().map(|s| s.name.as_str()).collect()
+}
+
+async fn sync(stack: &Stack, token: &str) -> pb::SyncServicesResponse {
+    registry(stack)
+        .await
+        .sync_services(bearer(pb::SyncServicesRequest {}, token))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn problem<'a>(response: &'a pb::SyncServicesResponse, service: &str) -> &'a str {
+    &response
+        .problems
+        .iter()
+        .find(|p| p.service == service)
+        .unwrap_or_else(|| panic!("no problem reported for {service}: {response:?}"))
+        .reason
+}
+
+async fn sync_at_start_reports_problems_and_keeps_good_services(backend: Backend) {
+    let stack = Stack::start_with(backend, initial_services).await;
+    let token = stack.admin_token().await;
+    let services = list(&stack, &token).await;
+    assert_eq!(names(&services), ["alpha", "beta"], "{}", stack.log("registry"));
+    assert_eq!(
+        struct_json(&services[0].data),
+        json!({"description": "A", "steps": [{"name": "build"}]})
+    );
+    let log = stack.log("registry");
+    assert!(log.contains("not-executable") && log.contains("bad-json"), "{log}");
+
+    // The deploy service looks a service up by name with its credential, no token.
+    let mut client = registry(&stack).await;
+    let by_name = client
+        .get_service(deploy_credential(&stack).request(pb::GetServiceRequest {
+            key: Some(Key::Name("beta".into())),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_name.id, services[1].id);
+    assert_eq!(by_name.name, "beta");
+    let by_id = client
+        .get_service(bearer(
+            pb::GetServiceRequest {
+                key: Some(Key::Id(services[0].id)),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_id.name, "alpha");
+    let missing = client
+        .get_service(bearer(
+            pb::GetServiceRequest {
+                key: Some(Key::Name("nope".into())),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(missing.message(), "Service does not exist");
+    let anonymous = client
+        .get_service(pb::GetServiceRequest {
+            key: Some(Key::Name("beta".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let anonymous = client
+        .list_services(pb::ListServicesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    // Syncing again changes nothing and reports the same problems.
+    let again = sync(&stack, &token).await;
+    assert!(
+        again.added.is_empty() && again.updated.is_empty() && again.deleted.is_empty(),
+        "{again:?}"
+    );
+    assert!(problem(&again, "not-executable").contains("not executable"));
+    assert!(problem(&again, "bad-json").contains("not valid JSON"));
+    assert_eq!(
+        again.problems.len(),
+        2,
+        "hidden folders and plain files are not services: {again:?}"
+    );
+    assert_eq!(list(&stack, &token).await, services, "ids and data unchanged");
+}
+
+async fn sync_on_request_adds_updates_deletes(backend: Backend) {
+    let stack = Stack::start_with(backend, initial_services).await;
+    let token = stack.admin_token().await;
+    let before = list(&stack, &token).await;
+    let root = stack.services_dir();
+
+    write_service(
+        &root,
+        "gamma",
+        r#"{"steps": [{"name": "one"}, {"name": "two"}]}"#,
+        0o755,
+    );
+    fs::write(root.join("alpha/config.json"), r#"{"description": "changed"}"#).unwrap();
+    fs::remove_dir_all(root.join("beta")).unwrap();
+    fs::set_permissions(root.join("not-executable/deploy.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let report = sync(&stack, &token).await;
+    assert_eq!(report.added, ["gamma", "not-executable"]);
+    assert_eq!(report.updated, ["alpha"]);
+    assert_eq!(report.deleted, ["beta"]);
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    problem(&report, "bad-json");
+
+    let after = list(&stack, &token).await;
+    assert_eq!(names(&after), ["alpha", "gamma", "not-executable"]);
+    assert_eq!(after[0].id, before[0].id, "an update keeps the id");
+    assert_eq!(struct_json(&after[0].data), json!({"description": "changed"}));
+    assert!(after[1].id > before[1].id, "new ids are never reused ones");
+
+    // A synced service whose folder turns bad keeps its last good row.
+    fs::write(root.join("gamma/config.json"), "not json").unwrap();
+    let report = sync(&stack, &token).await;
+    assert!(report.deleted.is_empty() && report.updated.is_empty(), "{report:?}");
+    assert!(problem(&report, "gamma").contains("not valid JSON"));
+    let kept = list(&stack, &token).await;
+    assert_eq!(kept, after);
+
+    // A token without the permission is refused; a service token lacks services:sync.
+    let mut claims = tests::user_claims("admin");
+    claims.token_type = common::token::TokenType::Service;
+    claims.service = Some("alpha".into());
+    let service_token = stack.sign_with_real_key(&claims);
+    let refused = registry(&stack)
+        .await
+        .sync_services(bearer(pb::SyncServicesRequest {}, &service_token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+}
