@@ -14,7 +14,9 @@ use tonic::{Code, transport::Channel};
 
 on_every_backend!(
     sync_at_start_reports_problems_and_keeps_good_services,
-    sync_on_request_adds_updates_deletes
+    sync_on_request_adds_updates_deletes,
+    names_delete_and_watch,
+    deployed_services_are_published_by_the_deploy_service_only,
 );
 
 /// Writes a service folder with an executable `deploy.sh` (mode `mode`).
@@ -224,4 +226,196 @@ async fn sync_on_request_adds_updates_deletes(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
+}
+
+fn config_token(stack: &Stack, services: Option<&[&str]>) -> String {
+    let mut claims = tests::user_claims("admin");
+    claims.token_type = common::token::TokenType::Config;
+    claims.user = None;
+    claims.sub = "config:discovery".into();
+    claims.services = services.map(|list| list.iter().map(|s| (*s).to_owned()).collect());
+    stack.sign_with_real_key(&claims)
+}
+
+async fn next_event(stream: &mut tonic::Streaming<pb::ServiceEvent>) -> (String, bool) {
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .expect("the stream is open");
+    (event.service.unwrap().name, event.deleted)
+}
+
+async fn names_delete_and_watch(backend: Backend) {
+    let stack = Stack::start_with(backend, initial_services).await;
+    let token = stack.admin_token().await;
+    let mut client = registry(&stack).await;
+
+    let folders = client
+        .list_service_names(bearer(pb::ListServiceNamesRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .names;
+    assert_eq!(folders, ["alpha", "bad-json", "beta", "not-executable"]);
+
+    let refused = client
+        .watch_services(bearer(pb::WatchServicesRequest {}, &config_token(&stack, None)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let mut watch = client
+        .watch_services(bearer(pb::WatchServicesRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    // A watcher that never reads must not hold up the others.
+    let _idle = registry(&stack)
+        .await
+        .watch_services(bearer(pb::WatchServicesRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let services = list(&stack, &token).await;
+    let alpha = services[0].id;
+    client
+        .delete_service(bearer(pb::DeleteServiceRequest { id: alpha }, &token))
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut watch).await, ("alpha".into(), true));
+    let again = client
+        .delete_service(bearer(pb::DeleteServiceRequest { id: alpha }, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+    assert_eq!(again.message(), "Service does not exist");
+    assert_eq!(names(&list(&stack, &token).await), ["beta"]);
+
+    // The folder is still there: the next sync brings the service back with a new id.
+    let root = stack.services_dir();
+    fs::write(root.join("beta/config.json"), r#"{"port": 9000}"#).unwrap();
+    let report = sync(&stack, &token).await;
+    assert_eq!(
+        (report.added.as_slice(), report.updated.as_slice()),
+        (&["alpha".to_owned()][..], &["beta".to_owned()][..])
+    );
+    let mut seen = vec![next_event(&mut watch).await, next_event(&mut watch).await];
+    seen.sort();
+    assert_eq!(seen, [("alpha".into(), false), ("beta".into(), false)]);
+    let back = list(&stack, &token).await;
+    assert!(back.iter().find(|s| s.name == "alpha").unwrap().id > alpha);
+
+    fs::remove_dir_all(root.join("beta")).unwrap();
+    assert_eq!(sync(&stack, &token).await.deleted, ["beta"]);
+    assert_eq!(next_event(&mut watch).await, ("beta".into(), true));
+}
+
+async fn publish(
+    stack: &Stack,
+    request: tonic::Request<pb::PublishDeployedServiceRequest>,
+) -> Result<pb::DeployedService, tonic::Status> {
+    registry(stack)
+        .await
+        .publish_deployed_service(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn published(deployment_id: i64, service: &str, config: Value) -> pb::PublishDeployedServiceRequest {
+    pb::PublishDeployedServiceRequest {
+        deployment_id,
+        service: service.into(),
+        config: Some(serde_json::from_value(config).unwrap()),
+    }
+}
+
+async fn deployed(stack: &Stack, token: &str) -> Result<Vec<pb::DeployedService>, tonic::Status> {
+    registry(stack)
+        .await
+        .list_deployed_services(bearer(pb::ListDeployedServicesRequest {}, token))
+        .await
+        .map(|r| r.into_inner().deployed_services)
+}
+
+async fn deployed_services_are_published_by_the_deploy_service_only(backend: Backend) {
+    let stack = Stack::start_with(backend, initial_services).await;
+    let token = stack.admin_token().await;
+    let credential = deploy_credential(&stack);
+
+    // Nobody but the deploy service publishes, not even a user.
+    let refused = publish(&stack, bearer(published(1, "alpha", json!({})), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = publish(&stack, tonic::Request::new(published(1, "alpha", json!({}))))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let other = stack.dir.path().join("other.key");
+    Credential::create_if_missing(&other).unwrap();
+    let forged = Credential::load(DEPLOY_SERVICE, &other).unwrap();
+    let refused = publish(&stack, forged.request(published(1, "alpha", json!({}))))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let unknown = publish(&stack, credential.request(published(1, "nope", json!({}))))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    let first = publish(
+        &stack,
+        credential.request(published(1, "alpha", json!({"domain": "a.example", "port": 8000}))),
+    )
+    .await
+    .unwrap();
+    assert_eq!((first.deployment_id, first.service.as_str()), (1, "alpha"));
+    assert_eq!(
+        struct_json(&first.config),
+        json!({"domain": "a.example", "port": 8000.0})
+    );
+    let beta = publish(&stack, credential.request(published(2, "beta", json!({"x": [1, "y"]}))))
+        .await
+        .unwrap();
+    // The next publish for a service replaces its config and keeps its row's id.
+    let latest = publish(
+        &stack,
+        credential.request(published(3, "alpha", json!({"domain": "b.example"}))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(latest.id, first.id);
+    assert_eq!(latest.deployment_id, 3);
+
+    let everything = deployed(&stack, &config_token(&stack, None)).await.unwrap();
+    assert_eq!(everything.len(), 2);
+    assert_eq!(everything[0].id, first.id);
+    assert_eq!(struct_json(&everything[0].config), json!({"domain": "b.example"}));
+    assert_eq!(everything[1], beta);
+    let only_beta = deployed(&stack, &config_token(&stack, Some(&["beta", "nope"])))
+        .await
+        .unwrap();
+    assert_eq!(only_beta, std::slice::from_ref(&beta));
+    assert!(
+        deployed(&stack, &config_token(&stack, Some(&[])))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut claims = tests::user_claims("admin");
+    claims.token_type = common::token::TokenType::Service;
+    claims.service = Some("alpha".into());
+    let refused = deployed(&stack, &stack.sign_with_real_key(&claims)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    // Deleting a service deletes its deployed services.
+    let alpha = list(&stack, &token).await[0].id;
+    registry(&stack)
+        .await
+        .delete_service(bearer(pb::DeleteServiceRequest { id: alpha }, &token))
+        .await
+        .unwrap();
+    let left = deployed(&stack, &config_token(&stack, None)).await.unwrap();
+    assert_eq!(left, [beta]);
 }
