@@ -8,6 +8,7 @@ pub mod fastdeploy;
 pub mod legacy;
 pub mod server;
 pub mod v1;
+pub mod v1_services;
 
 pub use config::Config;
 pub use server::run;

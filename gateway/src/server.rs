@@ -64,6 +64,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .merge(fastdeploy::routes())
         .merge(crate::v1::routes())
+        .merge(crate::v1_services::routes())
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
@@ -126,6 +127,15 @@ const SERVED_PATHS: &[&str] = &[
     "/v1/tokens/debug",
     "/v1/users/me/password",
     "/v1/keys/rotate",
+    "/services/",
+    "/services/names/",
+    "/services/sync",
+    "/services/{service_id}",
+    "/deployed-services/",
+    "/v1/services",
+    "/v1/services/sync",
+    "/v1/services/{id}",
+    "/v1/deployed-services",
 ];
 
 fn matches_template(template: &str, path: &str) -> bool {

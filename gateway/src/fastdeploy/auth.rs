@@ -73,6 +73,21 @@ impl FromRequestParts<AppState> for UserToken {
     }
 }
 
+/// A verified config token.
+pub struct ConfigToken {
+    pub token: String,
+    pub claims: Claims,
+}
+
+impl FromRequestParts<AppState> for ConfigToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (token, claims) = authenticate(parts, state, TokenType::Config).await?;
+        Ok(ConfigToken { token, claims })
+    }
+}
+
 /// A gRPC request carrying the caller's token, for the backend to verify again.
 pub fn with_token<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
     let mut request = tonic::Request::new(message);

@@ -3,11 +3,12 @@
 
 pub mod auth;
 mod service_token;
+mod services;
 mod users;
 
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 
 pub use auth::UserToken;
@@ -19,4 +20,15 @@ pub fn routes() -> Router<AppState> {
         .route("/token", post(users::login).fallback(method_not_allowed))
         .route("/users/me", get(users::me).fallback(method_not_allowed))
         .route("/service-token", post(service_token::mint).fallback(method_not_allowed))
+        .route("/services/", get(services::list).fallback(method_not_allowed))
+        .route("/services/names/", get(services::names).fallback(method_not_allowed))
+        .route("/services/sync", post(services::sync).fallback(method_not_allowed))
+        .route(
+            "/services/{service_id}",
+            delete(services::delete).fallback(method_not_allowed),
+        )
+        .route(
+            "/deployed-services/",
+            get(services::deployed).fallback(method_not_allowed),
+        )
 }
