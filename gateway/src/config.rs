@@ -38,4 +38,9 @@ pub struct Config {
     /// auth service (which must have `--legacy-secret-file`/`--legacy-until`).
     #[arg(long, env = "SLIPWAY_LEGACY_TOKENS")]
     pub legacy_tokens: bool,
+    /// Browser origins allowed to call the gateway (CORS, for the fastDeploy frontend and
+    /// grpc-web), comma-separated, e.g. `https://deploy.example.com`. Loopback origins
+    /// (`http://localhost`, `http://127.0.0.1`, `http://[::1]`, any port) always are.
+    #[arg(long, env = "SLIPWAY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }

@@ -5,6 +5,7 @@ pub mod backends;
 pub mod config;
 pub mod error;
 pub mod fastdeploy;
+pub mod grpc_proxy;
 pub mod legacy;
 pub mod server;
 pub mod v1;
