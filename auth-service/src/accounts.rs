@@ -77,6 +77,14 @@ impl Accounts {
         }
     }
 
+    /// Sets a new password for `user` (the old one already checked by the caller).
+    pub async fn set_password(&self, user: &users::Model, password: &SecretString) -> Result<(), AccountError> {
+        validate_password(password)?;
+        let hash = self.hasher.hash(password).await?;
+        self.store.set_password_hash(user.id, &hash, true).await?;
+        Ok(())
+    }
+
     pub async fn find(&self, name: &str) -> Result<Option<users::Model>, AccountError> {
         Ok(self.store.find_user(name).await?)
     }

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod config;
 pub mod keys;
 pub mod passwords;
+pub mod policy;
 pub mod registry;
 pub mod server;
 pub mod storage;

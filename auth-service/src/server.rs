@@ -5,24 +5,30 @@ use std::{pin::Pin, sync::Arc};
 use anyhow::Context;
 use common::{
     error::ErrorCode,
-    token::{Claims, TokenType, Verifier, bearer_token},
+    identity::{DEPLOY_SERVICE, TrustedCaller},
+    scope,
+    token::{Claims, MAX_TOKEN_LEN, TokenType, Verifier, bearer_token},
 };
-use proto::auth::v1::{
-    self as pb,
-    auth_service_server::{AuthService, AuthServiceServer},
+use proto::{
+    auth::v1::{
+        self as pb,
+        auth_service_server::{AuthService, AuthServiceServer},
+    },
+    registry::v1::{GetServiceRequest, get_service_request::Key, registry_service_client::RegistryServiceClient},
 };
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{
     Config,
     accounts::{AccountError, Accounts},
     keys::KeyRing,
     passwords::Hasher,
+    policy::{self, PolicyError},
     storage::{Store, StoreError, TokenFilter},
-    tokens::Minter,
+    tokens::{Minter, TokenSpec},
 };
 
 /// Opens storage and keys, makes sure the admin user exists, and serves gRPC on
@@ -39,7 +45,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     {
         tracing::info!(user = %name, "admin user created");
     }
-    let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?;
+    let registry = tonic::transport::Endpoint::from_shared(config.registry_url.clone())?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(10))
+        .connect_lazy();
+    let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?
+        .with_registry(RegistryServiceClient::new(registry))
+        .with_trusted(config.trust.trusted()?);
 
     let api = AuthServiceServer::new(api);
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
@@ -59,6 +71,10 @@ pub struct AuthApi {
     keys: Arc<KeyRing>,
     minter: Minter,
     verifier: Verifier,
+    /// Asked whether a service exists before a service token is minted for it.
+    registry: Option<RegistryServiceClient<Channel>>,
+    /// Internal services whose credential lets them do what no token can.
+    trusted: Vec<TrustedCaller>,
 }
 
 impl AuthApi {
@@ -77,7 +93,92 @@ impl AuthApi {
             keys,
             minter,
             verifier,
+            registry: None,
+            trusted: Vec::new(),
         })
+    }
+
+    pub fn with_registry(mut self, registry: RegistryServiceClient<Channel>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    pub fn with_trusted(mut self, trusted: Vec<TrustedCaller>) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    fn is_deploy_service<T>(&self, request: &Request<T>) -> bool {
+        self.trusted
+            .iter()
+            .any(|t| t.name() == DEPLOY_SERVICE && t.is_caller(request.metadata()))
+    }
+
+    /// Like `authenticate`, and the token must hold `permission` (403 otherwise).
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        expected: TokenType,
+        permission: &str,
+    ) -> Result<Claims, Status> {
+        let claims = self.authenticate(request, expected).await?;
+        if !scope::allows(&claims, permission) {
+            tracing::info!(jti = %claims.jti, permission, "permission denied");
+            return Err(ErrorCode::PermissionDenied.status(format!("this token may not {permission}")));
+        }
+        Ok(claims)
+    }
+
+    /// The claims of the caller's token of any type, not revoked.
+    async fn authenticate_any<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let token = bearer_token(header).ok_or_else(|| ErrorCode::Unauthenticated.status("missing bearer token"))?;
+        let claims = self.verifier.verify(token).map_err(|e| {
+            tracing::info!(reason = %e, "token refused");
+            ErrorCode::Unauthenticated.status("invalid token")
+        })?;
+        if self.store.is_revoked(&claims.jti).await.map_err(internal)? {
+            tracing::info!(jti = %claims.jti, "revoked token refused");
+            return Err(ErrorCode::Unauthenticated.status("invalid token"));
+        }
+        Ok(claims)
+    }
+
+    /// Signs `spec`, records the token, and answers with it.
+    async fn issue(&self, spec: TokenSpec, name: &str, created_by: &str) -> Result<pb::MintedToken, Status> {
+        let (token, claims) = self.minter.mint(spec).map_err(internal)?;
+        let record = crate::tokens::record_of(&claims, name, created_by);
+        let info = crate::registry::token_info(&record);
+        self.store.record_token(record).await.map_err(internal)?;
+        tracing::info!(jti = %claims.jti, token_type = %claims.token_type, by = created_by, "token minted");
+        Ok(pb::MintedToken {
+            token,
+            token_type: "bearer".into(),
+            info: Some(info),
+        })
+    }
+
+    /// Whether `service` is a service the registry knows, asked with the caller's token.
+    async fn check_service_exists<T>(&self, request: &Request<T>, service: &str) -> Result<(), Status> {
+        let Some(registry) = &self.registry else {
+            return Err(ErrorCode::Unavailable.status("no registry configured to check the service"));
+        };
+        let mut lookup = Request::new(GetServiceRequest {
+            key: Some(Key::Name(service.to_owned())),
+        });
+        if let Some(auth) = request.metadata().get("authorization") {
+            lookup.metadata_mut().insert("authorization", auth.clone());
+        }
+        match registry.clone().get_service(lookup).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                Err(ErrorCode::NotFound.status(format!("service {service:?} does not exist")))
+            }
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "registry lookup failed");
+                Err(ErrorCode::Unavailable.status("the registry cannot be reached to check the service"))
+            }
+        }
     }
 
     /// The claims of the caller's token, which must be of type `expected` and not revoked.
@@ -111,8 +212,32 @@ impl AuthApi {
 
 type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not implemented yet"))
+fn policy_status(error: PolicyError) -> Status {
+    match error {
+        PolicyError::Invalid(m) => ErrorCode::InvalidArgument.status(m),
+        PolicyError::Wider(m) => ErrorCode::PermissionDenied.status(m),
+    }
+}
+
+/// The JSON of a token's header and payload, decoded without any checking (for
+/// introspection only).
+fn decode_parts(token: &str) -> Option<(serde_json::Value, serde_json::Value)> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let mut parts = token.split('.');
+    let (header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let decode = |part: &str| -> Option<serde_json::Value> {
+        let bytes = URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        value.is_object().then_some(value)
+    };
+    Some((decode(header)?, decode(payload)?))
+}
+
+fn to_struct(value: serde_json::Value) -> Option<proto::wkt::Struct> {
+    serde_json::from_value(value).ok()
 }
 
 fn internal(error: impl std::fmt::Display) -> Status {
@@ -178,7 +303,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RotateKeysRequest>,
     ) -> Result<Response<pb::RotateKeysResponse>, Status> {
-        let claims = self.authenticate(&request, TokenType::User).await?;
+        let claims = self.authorize(&request, TokenType::User, scope::KEYS_ROTATE).await?;
         let kid = self.keys.rotate().map_err(internal)?;
         // The ring only changes here, so this is the one place the verifier reloads it.
         self.verifier.set_keys(&self.keys.jwks().map_err(internal)?);
@@ -188,37 +313,64 @@ impl AuthService for AuthApi {
 
     async fn mint_service_token(
         &self,
-        _: Request<pb::MintServiceTokenRequest>,
+        request: Request<pb::MintServiceTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
-        Err(not_yet("service tokens"))
+        let claims = self.authorize(&request, TokenType::User, scope::TOKENS_MINT).await?;
+        let user = self.current_user(&claims).await?;
+        let spec = policy::service_token(&user.name, request.get_ref()).map_err(policy_status)?;
+        self.check_service_exists(&request, &request.get_ref().service).await?;
+        let name = request.get_ref().name.clone();
+        Ok(Response::new(self.issue(spec, &name, &user.name).await?))
     }
 
     async fn mint_config_token(
         &self,
-        _: Request<pb::MintConfigTokenRequest>,
+        request: Request<pb::MintConfigTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
-        Err(not_yet("config tokens"))
+        let claims = self.authorize(&request, TokenType::User, scope::TOKENS_MINT).await?;
+        let user = self.current_user(&claims).await?;
+        let spec = policy::config_token(&user.name, request.get_ref()).map_err(policy_status)?;
+        for service in &request.get_ref().services {
+            self.check_service_exists(&request, service).await?;
+        }
+        let name = request.get_ref().name.clone();
+        Ok(Response::new(self.issue(spec, &name, &user.name).await?))
     }
 
     async fn mint_deployment_token(
         &self,
-        _: Request<pb::MintDeploymentTokenRequest>,
+        request: Request<pb::MintDeploymentTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
-        Err(not_yet("deployment tokens"))
+        if !self.is_deploy_service(&request) {
+            tracing::warn!("deployment token refused: caller is not the deploy service");
+            return Err(ErrorCode::PermissionDenied.status("only the deploy service may mint deployment tokens"));
+        }
+        let spec = policy::deployment_token(request.get_ref()).map_err(policy_status)?;
+        let name = format!("deployment {}", request.get_ref().deployment_id);
+        Ok(Response::new(self.issue(spec, &name, DEPLOY_SERVICE).await?))
     }
 
     async fn attenuate_token(
         &self,
-        _: Request<pb::AttenuateTokenRequest>,
+        request: Request<pb::AttenuateTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
-        Err(not_yet("attenuation"))
+        let parent = self.authenticate_any(&request).await?;
+        if parent.token_type == TokenType::User {
+            // A derived user token is only as good as the user behind it.
+            self.current_user(&parent).await?;
+        }
+        let now = chrono::Utc::now().timestamp();
+        let spec = policy::attenuate(&parent, request.get_ref(), now).map_err(policy_status)?;
+        let by = parent.user.clone().unwrap_or_else(|| parent.sub.clone());
+        let name = request.get_ref().name.clone();
+        Ok(Response::new(self.issue(spec, &name, &by).await?))
     }
 
     async fn list_tokens(
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        self.authenticate(&request, TokenType::User).await?;
+        self.authorize(&request, TokenType::User, scope::TOKENS_READ).await?;
         let r = request.into_inner();
         let token_type = match pb::TokenType::try_from(r.r#type) {
             Ok(pb::TokenType::Unspecified) => None,
@@ -243,21 +395,75 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RevokeTokensRequest>,
     ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
-        let claims = self.authenticate(&request, TokenType::User).await?;
+        // The deploy service revokes the deployment tokens of finished runs with its
+        // credential; everyone else needs a user token that may revoke.
+        let deploy_service = self.is_deploy_service(&request);
+        let by = if deploy_service {
+            DEPLOY_SERVICE.to_owned()
+        } else {
+            let claims = self.authorize(&request, TokenType::User, scope::TOKENS_REVOKE).await?;
+            claims.user.unwrap_or(claims.sub)
+        };
         let ids = request.into_inner().ids;
         if ids.is_empty() || ids.iter().any(|id| id.is_empty() || id.len() > 128) {
             return Err(ErrorCode::InvalidArgument.status("give one or more token ids"));
+        }
+        if deploy_service {
+            for id in &ids {
+                let token = self.store.find_token(id).await.map_err(internal)?;
+                if token.is_some_and(|t| t.token_type != TokenType::Deployment.as_str()) {
+                    return Err(
+                        ErrorCode::PermissionDenied.status("the deploy service may only revoke deployment tokens")
+                    );
+                }
+            }
         }
         let revoked_ids = self.store.revoke_tokens(&ids).await.map_err(|e| match e {
             StoreError::UnknownToken(id) => ErrorCode::NotFound.status(format!("token {id} not found")),
             other => internal(other),
         })?;
-        tracing::info!(by = ?claims.user, ids = ?revoked_ids, "tokens revoked");
+        tracing::info!(by, ids = ?revoked_ids, "tokens revoked");
         Ok(Response::new(pb::RevokeTokensResponse { revoked_ids }))
     }
 
-    async fn debug_token(&self, _: Request<pb::DebugTokenRequest>) -> Result<Response<pb::DebugTokenResponse>, Status> {
-        Err(not_yet("token introspection"))
+    /// Open to anyone: holding a token is what it takes to decode it. Says whether it
+    /// is valid now and, if not, why.
+    async fn debug_token(
+        &self,
+        request: Request<pb::DebugTokenRequest>,
+    ) -> Result<Response<pb::DebugTokenResponse>, Status> {
+        let token = request.into_inner().token;
+        let token = token.trim();
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(ErrorCode::InvalidArgument.status("token too long"));
+        }
+        let Some((header, payload)) = decode_parts(token) else {
+            return Err(ErrorCode::InvalidArgument.status("not a JWT (header.payload.signature)"));
+        };
+        let decoded: Option<Claims> = serde_json::from_value(payload.clone()).ok();
+        let info = match &decoded {
+            Some(c) => self.store.find_token(&c.jti).await.map_err(internal)?,
+            None => None,
+        };
+        let reason = match self.verifier.verify(token) {
+            Err(e) => Some(e.to_string()),
+            Ok(claims) if self.store.is_revoked(&claims.jti).await.map_err(internal)? => Some("token revoked".into()),
+            Ok(claims) if claims.token_type == TokenType::User && self.current_user(&claims).await.is_err() => {
+                Some("the user no longer exists".into())
+            }
+            Ok(_) => None,
+        };
+        Ok(Response::new(pb::DebugTokenResponse {
+            header: to_struct(header),
+            claims: to_struct(payload),
+            valid: reason.is_none(),
+            reason: reason.unwrap_or_default(),
+            permissions: decoded
+                .as_ref()
+                .map(|c| scope::effective(c).into_iter().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            info: info.as_ref().map(crate::registry::token_info),
+        }))
     }
 
     type WatchRevocationsStream = Stream<pb::RevocationEvent>;
@@ -272,7 +478,7 @@ impl AuthService for AuthApi {
     }
 
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
-        let claims = self.authenticate(&request, TokenType::User).await?;
+        let claims = self.authorize(&request, TokenType::User, scope::USERS_WRITE).await?;
         let creator = self.current_user(&claims).await?;
         let pb::CreateUserRequest { name, password } = request.into_inner();
         let user = self
@@ -287,10 +493,38 @@ impl AuthService for AuthApi {
         }))
     }
 
+    /// Changes the caller's password and revokes every token they hold or minted
+    /// (the current one included): whoever knew the old password may have minted some.
     async fn change_password(
         &self,
-        _: Request<pb::ChangePasswordRequest>,
+        request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        Err(not_yet("password changes"))
+        let claims = self.authenticate(&request, TokenType::User).await?;
+        let pb::ChangePasswordRequest {
+            old_password,
+            new_password,
+        } = request.into_inner();
+        let name = claims
+            .user
+            .as_deref()
+            .ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))?;
+        let Some(user) = self
+            .accounts
+            .login(name, &SecretString::from(old_password))
+            .await
+            .map_err(account_status)?
+        else {
+            tracing::info!(user = name, "password change refused: wrong old password");
+            return Err(ErrorCode::PermissionDenied.status("the old password is wrong"));
+        };
+        self.accounts
+            .set_password(&user, &SecretString::from(new_password))
+            .await
+            .map_err(account_status)?;
+        let revoked = self.store.revoke_user_tokens(&user.name).await.map_err(internal)?;
+        tracing::info!(user = %user.name, revoked = revoked.len(), "password changed; tokens revoked");
+        Ok(Response::new(pb::ChangePasswordResponse {
+            revoked_tokens: u32::try_from(revoked.len()).unwrap_or(u32::MAX),
+        }))
     }
 }

@@ -32,24 +32,32 @@ impl Minter {
 
     /// A user token for `name`.
     pub fn user_token(&self, name: &str) -> Result<(String, Claims), MintError> {
+        self.mint(TokenSpec {
+            user: Some(name.to_owned()),
+            ..TokenSpec::new(TokenType::User, format!("user:{name}"), self.user_token_life)
+        })
+    }
+
+    /// Signs a token as `spec` describes, with a fresh `jti`, valid from now.
+    pub fn mint(&self, spec: TokenSpec) -> Result<(String, Claims), MintError> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             iss: common::ISSUER.into(),
             aud: common::AUDIENCE.into(),
-            sub: format!("user:{name}"),
+            sub: spec.subject,
             iat: now,
             nbf: now,
-            exp: now + self.user_token_life.num_seconds(),
+            exp: spec.expires_at.unwrap_or(now + spec.life.num_seconds()),
             jti: uuid::Uuid::new_v4().to_string(),
-            token_type: TokenType::User,
-            user: Some(name.to_owned()),
-            service: None,
-            origin: None,
-            deployment: None,
-            permissions: None,
-            parent: None,
-            services: None,
-            ext: None,
+            token_type: spec.token_type,
+            user: spec.user,
+            service: spec.service,
+            origin: spec.origin,
+            deployment: spec.deployment,
+            permissions: spec.permissions,
+            parent: spec.parent,
+            services: spec.services,
+            ext: spec.ext,
         };
         Ok((self.sign(&claims)?, claims))
     }
@@ -59,6 +67,43 @@ impl Minter {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid);
         Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
+    }
+}
+
+/// What a new token says; `Minter::mint` adds the registered claims.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    pub token_type: TokenType,
+    pub subject: String,
+    pub life: Duration,
+    /// An absolute expiry instead of `life` (a derived token never outlives its parent).
+    pub expires_at: Option<i64>,
+    pub user: Option<String>,
+    pub service: Option<String>,
+    pub origin: Option<String>,
+    pub deployment: Option<i64>,
+    pub permissions: Option<Vec<String>>,
+    pub parent: Option<String>,
+    pub services: Option<Vec<String>>,
+    pub ext: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl TokenSpec {
+    pub fn new(token_type: TokenType, subject: String, life: Duration) -> Self {
+        TokenSpec {
+            token_type,
+            subject,
+            life,
+            expires_at: None,
+            user: None,
+            service: None,
+            origin: None,
+            deployment: None,
+            permissions: None,
+            parent: None,
+            services: None,
+            ext: None,
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! `slipway`: start the whole system locally, manage users (and, as later issues land,
 //! tokens and deployments).
 
-#[allow(dead_code)] // until the tokens, services and deploy commands use all of it
 mod client;
+mod tokens;
 mod up;
 mod users;
 
@@ -30,6 +30,16 @@ enum Command {
         #[command(subcommand)]
         command: users::UsersCommand,
     },
+    /// Mint, list, revoke, attenuate and inspect tokens (through the gateway).
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
+    },
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: tokens::KeysCommand,
+    },
     /// Run one service in this process (what `up` starts, one process each).
     #[command(hide = true)]
     Serve {
@@ -55,6 +65,8 @@ async fn main() -> ExitCode {
             report(up::up(args).await)
         }
         Command::Users { command } => report(users::run(command).await),
+        Command::Tokens { command } => report(tokens::run(command).await),
+        Command::Keys { command } => report(tokens::keys(command).await),
         Command::Serve { service } => serve(service).await,
     }
 }
@@ -101,5 +113,14 @@ async fn serve(service: Service) -> ExitCode {
             let (listen, file) = (c.listen, c.addr_file.clone());
             run_main("gateway", listen, file.as_deref(), |l, s| gateway::run(c, l, s)).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

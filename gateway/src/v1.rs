@@ -1,7 +1,9 @@
 //! Slipway's own API under `/v1`, in proto3 canonical JSON (the proto crate's pbjson
 //! mapping). Unlike fastDeploy's routes, a valid token that may not call a route gets
-//! 403. Today: the token registry (list, revoke) and signing-key rotation.
+//! 403. Today: tokens (mint, list, revoke, attenuate, debug), password change and
+//! signing-key rotation.
 
+use axum::extract::rejection::JsonRejection;
 use axum::{
     Json, Router,
     extract::{FromRequestParts, Path, Query, State},
@@ -10,8 +12,9 @@ use axum::{
 };
 use common::token::TokenType;
 use proto::auth::v1::{
-    ListTokensRequest, ListTokensResponse, RevokeTokensRequest, RevokeTokensResponse, RotateKeysRequest,
-    RotateKeysResponse, TokenType as PbType,
+    AttenuateTokenRequest, ChangePasswordRequest, ChangePasswordResponse, DebugTokenRequest, DebugTokenResponse,
+    ListTokensRequest, ListTokensResponse, MintConfigTokenRequest, MintServiceTokenRequest, MintedToken,
+    RevokeTokensRequest, RevokeTokensResponse, RotateKeysRequest, RotateKeysResponse, TokenType as PbType,
 };
 use serde::Deserialize;
 
@@ -23,8 +26,24 @@ use crate::{
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/tokens", get(list_tokens).fallback(method_not_allowed))
+        .route(
+            "/v1/tokens",
+            get(list_tokens).post(mint_config_token).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/tokens/service",
+            post(mint_service_token).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/tokens/attenuate",
+            post(attenuate_token).fallback(method_not_allowed),
+        )
+        .route("/v1/tokens/debug", post(debug_token).fallback(method_not_allowed))
         .route("/v1/tokens/{id}", delete(revoke_token).fallback(method_not_allowed))
+        .route(
+            "/v1/users/me/password",
+            post(change_password).fallback(method_not_allowed),
+        )
         .route("/v1/keys/rotate", post(rotate_keys).fallback(method_not_allowed))
 }
 
@@ -46,6 +65,30 @@ impl FromRequestParts<AppState> for V1User {
         }
         Ok(V1User { token })
     }
+}
+
+/// Any valid token (for routes every token type may call).
+pub struct V1Any {
+    token: String,
+}
+
+impl FromRequestParts<AppState> for V1Any {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (token, _) = verified(parts, state).await?;
+        Ok(V1Any { token })
+    }
+}
+
+/// A JSON body in proto3 JSON, or 400 saying what is wrong with it.
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    json.map(|Json(t)| t)
+        .map_err(|e| ApiError::Detail(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+fn auth_error(status: tonic::Status) -> ApiError {
+    ApiError::from_backend("auth", &status)
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,5 +166,83 @@ async fn rotate_keys(State(state): State<AppState>, user: V1User) -> Result<Json
         .rotate_keys(with_token(RotateKeysRequest {}, &user.token)?)
         .await
         .map_err(|s| ApiError::from_backend("auth", &s))?;
+    Ok(Json(response.into_inner()))
+}
+
+/// A config token, optionally limited to some services, with extra claims.
+async fn mint_config_token(
+    State(state): State<AppState>,
+    user: V1User,
+    json: Result<Json<MintConfigTokenRequest>, JsonRejection>,
+) -> Result<Json<MintedToken>, ApiError> {
+    let request = with_token(body(json)?, &user.token)?;
+    let minted = state
+        .backends
+        .auth()
+        .mint_config_token(request)
+        .await
+        .map_err(auth_error)?;
+    Ok(Json(minted.into_inner()))
+}
+
+/// A service token for one existing service and an origin.
+async fn mint_service_token(
+    State(state): State<AppState>,
+    user: V1User,
+    json: Result<Json<MintServiceTokenRequest>, JsonRejection>,
+) -> Result<Json<MintedToken>, ApiError> {
+    let request = with_token(body(json)?, &user.token)?;
+    let minted = state
+        .backends
+        .auth()
+        .mint_service_token(request)
+        .await
+        .map_err(auth_error)?;
+    Ok(Json(minted.into_inner()))
+}
+
+/// A narrower token derived from the presented one.
+async fn attenuate_token(
+    State(state): State<AppState>,
+    holder: V1Any,
+    json: Result<Json<AttenuateTokenRequest>, JsonRejection>,
+) -> Result<Json<MintedToken>, ApiError> {
+    let request = with_token(body(json)?, &holder.token)?;
+    let minted = state
+        .backends
+        .auth()
+        .attenuate_token(request)
+        .await
+        .map_err(auth_error)?;
+    Ok(Json(minted.into_inner()))
+}
+
+/// Decodes a token and says whether it is valid now; needs no token of its own.
+async fn debug_token(
+    State(state): State<AppState>,
+    json: Result<Json<DebugTokenRequest>, JsonRejection>,
+) -> Result<Json<DebugTokenResponse>, ApiError> {
+    let response = state
+        .backends
+        .auth()
+        .debug_token(body(json)?)
+        .await
+        .map_err(auth_error)?;
+    Ok(Json(response.into_inner()))
+}
+
+/// Changes the caller's password; every token they hold or minted is revoked.
+async fn change_password(
+    State(state): State<AppState>,
+    user: V1User,
+    json: Result<Json<ChangePasswordRequest>, JsonRejection>,
+) -> Result<Json<ChangePasswordResponse>, ApiError> {
+    let request = with_token(body(json)?, &user.token)?;
+    let response = state
+        .backends
+        .auth()
+        .change_password(request)
+        .await
+        .map_err(auth_error)?;
     Ok(Json(response.into_inner()))
 }

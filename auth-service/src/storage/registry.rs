@@ -100,6 +100,29 @@ impl Store {
         Ok(revoked)
     }
 
+    /// Revokes every live token `user` holds (its sessions) or minted, and everything
+    /// derived from them. Returns the ids revoked.
+    pub async fn revoke_user_tokens(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let now = chrono::Utc::now();
+        let ids: Vec<String> = tokens::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(tokens::Column::CreatedBy.eq(user))
+                    .add(tokens::Column::Subject.eq(format!("user:{user}"))),
+            )
+            .filter(tokens::Column::RevokedAt.is_null())
+            .filter(tokens::Column::ExpiresAt.gt(now))
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        self.revoke_tokens(&ids).await
+    }
+
     pub async fn is_revoked(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.find_token(id).await?.is_some_and(|t| t.revoked_at.is_some()))
     }

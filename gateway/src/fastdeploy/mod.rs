@@ -2,6 +2,7 @@
 //! (`reference/fastdeploy-contract.md`).
 
 pub mod auth;
+mod service_token;
 mod services;
 mod users;
 
@@ -18,6 +19,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/token", post(users::login).fallback(method_not_allowed))
         .route("/users/me", get(users::me).fallback(method_not_allowed))
+        .route("/service-token", post(service_token::mint).fallback(method_not_allowed))
         .route("/services/", get(services::list).fallback(method_not_allowed))
         .route("/services/names/", get(services::names).fallback(method_not_allowed))
         .route("/services/sync", post(services::sync).fallback(method_not_allowed))
