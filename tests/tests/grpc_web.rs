@@ -2,7 +2,8 @@
 //! loopback origin of its own, so every call to the gateway is cross-origin and goes
 //! through CORS preflights; the page logs in, lists services, watches the services'
 //! events over a server stream while a sync adds one, tries calls the gateway must
-//! refuse, and posts what it saw back to this test, which checks the real values.
+//! refuse, starts a deployment and follows its events until it finished, and posts
+//! what it saw back to this test, which checks the real values.
 //! Also the CORS answers themselves. On SQLite and PostgreSQL.
 //!
 //! Chromium is Debian's `chromium` (`.ci/run` installs it). Without it the browser
@@ -23,6 +24,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use proto::deploy::v1 as pb;
 use serde_json::{Value, json};
 use tests::{Backend, Stack, on_every_backend, stack::ADMIN, stack::ADMIN_PASSWORD};
 use tokio::sync::mpsc;
@@ -32,9 +34,14 @@ on_every_backend!(browser_logs_in_lists_and_watches_over_grpc_web, cors_for_brow
 fn write_service(root: &Path, name: &str) {
     let dir = root.join(name);
     fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("config.json"), format!(r#"{{"description": "{name}"}}"#)).unwrap();
+    let config = format!(r#"{{"description": "{name}", "steps": [{{"name": "build"}}]}}"#);
+    fs::write(dir.join("config.json"), config).unwrap();
     let script = dir.join("deploy.sh");
-    fs::write(&script, "#!/bin/sh\n").unwrap();
+    fs::write(
+        &script,
+        "#!/bin/sh\necho '{\"name\": \"build\", \"state\": \"success\", \"message\": \"built\"}'\n",
+    )
+    .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
@@ -186,6 +193,57 @@ async fn browser_logs_in_lists_and_watches_over_grpc_web(backend: Backend) {
         report["event"],
         json!({"service": {"id": id_of("gamma"), "name": "gamma"}, "deleted": false})
     );
+
+    // The deployment's events, streamed to the browser until it finished, are those
+    // of the deployment it started, in order, and end with its success.
+    let started = &report["started"];
+    assert_eq!(started["service"], "alpha", "{report:#}");
+    let id = started["id"].as_i64().unwrap();
+    let events = report["deployEvents"].as_array().unwrap();
+    let mut last_sequence = 0;
+    for event in events {
+        let sequence = event["sequence"].as_i64().unwrap();
+        assert!(sequence > last_sequence, "in order: {events:#?}");
+        last_sequence = sequence;
+        let of = event["deployment"]["id"]
+            .as_i64()
+            .or(event["step"]["deploymentId"].as_i64());
+        assert_eq!(of, Some(id), "only the started deployment's events: {event}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["step"]["name"] == "build" && e["step"]["state"] == "success"),
+        "the reported step: {events:#?}"
+    );
+    let last = &events.last().unwrap()["deployment"];
+    assert_eq!(
+        (last["finished"].as_bool(), last["status"].as_i64()),
+        (Some(true), Some(3)),
+        "{last}"
+    );
+    // The same as a native gRPC client reads through the gateway.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.gateway))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(pb::GetDeploymentRequest { id });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {admin}").parse().unwrap());
+    let deployment = pb::deploy_service_client::DeployServiceClient::new(channel)
+        .get_deployment(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deployment.status, pb::DeploymentStatus::Succeeded as i32);
+    let steps: Vec<_> = deployment
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.state.as_str()))
+        .collect();
+    assert_eq!(steps, [("build", "success")]);
 }
 
 async fn preflight(stack: &Stack, path: &str, origin: &str) -> reqwest::Response {

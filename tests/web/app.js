@@ -5,12 +5,31 @@ import { GrpcError, decode, encode, open, text, unary } from './grpc-web.js';
 
 const AUTH = '/slipway.auth.v1.AuthService';
 const REGISTRY = '/slipway.registry.v1.RegistryService';
+const DEPLOY = '/slipway.deploy.v1.DeployService';
 const EMPTY = new Uint8Array(0);
 
 // A Service message: id = 1, name = 2 (data = 3 is not needed here).
 const service = (bytes) => {
   const fields = decode(bytes);
   return { id: fields[1]?.[0] ?? 0, name: text(fields[2]?.[0]) };
+};
+
+// Deployment: id = 1, service = 3, status = 9; Step: id = 1, deployment_id = 2,
+// name = 3, state = 4; Event: sequence = 1, deployment = 2 | step = 3, deleted = 4.
+const deployment = (bytes) => {
+  const f = decode(bytes);
+  return { id: f[1]?.[0] ?? 0, service: text(f[3]?.[0]), status: f[9]?.[0] ?? 0, finished: f[7] !== undefined };
+};
+const step = (bytes) => {
+  const f = decode(bytes);
+  return { id: f[1]?.[0] ?? 0, deploymentId: f[2]?.[0] ?? 0, name: text(f[3]?.[0]), state: text(f[4]?.[0]) };
+};
+const deployEvent = (bytes) => {
+  const f = decode(bytes);
+  const event = { sequence: f[1]?.[0] ?? 0, deleted: (f[4]?.[0] ?? 0) === 1 };
+  if (f[2]) event.deployment = deployment(f[2][0]);
+  if (f[3]) event.step = step(f[3][0]);
+  return event;
 };
 
 const refusal = async (call) => {
@@ -48,6 +67,20 @@ async function scenario({ gateway, username, password }) {
   const event = decode(next.value);
   report.event = { service: service(event[1][0]), deleted: (event[2]?.[0] ?? 0) === 1 };
   await events.return();
+
+  // A deployment's events: watch the service (from now on), start a deployment of it,
+  // and follow its events until the deployment is finished.
+  const watch = await open(gateway, `${DEPLOY}/WatchEvents`, encode([[1, 'alpha']]), token);
+  const started = deployment(await unary(gateway, `${DEPLOY}/StartDeployment`, encode([[2, 'alpha']]), token));
+  report.started = started;
+  report.deployEvents = [];
+  for (;;) {
+    const next = await within(30000, watch.next(), 'deployment event');
+    const seen = deployEvent(next.value);
+    report.deployEvents.push(seen);
+    if (seen.deployment?.id === started.id && seen.deployment.finished) break;
+  }
+  await watch.return();
   return report;
 }
 

@@ -23,7 +23,7 @@ function frame(message) {
 
 function varint(n) {
   const bytes = [];
-  let v = BigInt(n);
+  let v = BigInt.asUintN(64, BigInt(n)); // negative int64s take ten bytes
   do {
     let b = Number(v & 0x7fn);
     v >>= 7n;
