@@ -3,6 +3,7 @@
 
 #[allow(dead_code)] // until the tokens, services and deploy commands use all of it
 mod client;
+mod services;
 mod up;
 mod users;
 
@@ -30,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: users::UsersCommand,
     },
+    /// Sync and list the services of a running system (through its gateway).
+    Services {
+        #[command(subcommand)]
+        command: services::ServicesCommand,
+    },
     /// Run one service in this process (what `up` starts, one process each).
     #[command(hide = true)]
     Serve {
@@ -55,6 +61,7 @@ async fn main() -> ExitCode {
             report(up::up(args).await)
         }
         Command::Users { command } => report(users::run(command).await),
+        Command::Services { command } => report(services::run(command).await),
         Command::Serve { service } => serve(service).await,
     }
 }
