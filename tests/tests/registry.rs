@@ -211,6 +211,29 @@ async fn sync_on_request_adds_updates_deletes(backend: Backend) {
     assert_eq!(struct_json(&after[0].data), json!({"description": "changed"}));
     assert!(after[1].id > before[1].id, "new ids are never reused ones");
 
+    // Steps of a service with an Ansible playbook come from its first play; the path
+    // is relative to the project root (by default the services directory's parent).
+    let project = root.parent().unwrap();
+    fs::create_dir_all(project.join("ansible")).unwrap();
+    fs::write(
+        project.join("ansible/site.yml"),
+        "- hosts: all\n  tasks:\n    - name: Pull image\n      command: 'true'\n    - command: 'true'\n    - name: Restart\n      command: 'true'\n",
+    )
+    .unwrap();
+    write_service(&root, "played", r#"{"ansible_playbook": "ansible/site.yml"}"#, 0o755);
+    assert_eq!(sync(&stack, &token).await.added, ["played"]);
+    let played = list(&stack, &token)
+        .await
+        .into_iter()
+        .find(|s| s.name == "played")
+        .unwrap();
+    assert_eq!(
+        struct_json(&played.data),
+        json!({"ansible_playbook": "ansible/site.yml",
+               "steps": [{"name": "Gathering Facts"}, {"name": "Pull image"}, {"name": "Restart"}]})
+    );
+    let after = list(&stack, &token).await;
+
     // A synced service whose folder turns bad keeps its last good row.
     fs::write(root.join("gamma/config.json"), "not json").unwrap();
     let report = sync(&stack, &token).await;
