@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod server;
 pub mod v1;
 pub mod v1_services;
+pub mod v1_users;
 
 pub use config::Config;
 pub use server::run;

@@ -64,6 +64,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .merge(fastdeploy::routes())
         .merge(crate::v1::routes())
+        .merge(crate::v1_users::routes())
         .merge(crate::v1_services::routes())
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
@@ -130,6 +131,9 @@ const SERVED_PATHS: &[&str] = &[
     "/v1/tokens/attenuate",
     "/v1/tokens/debug",
     "/v1/users/me/password",
+    "/v1/login",
+    "/v1/users/me",
+    "/v1/users",
     "/v1/keys/rotate",
     "/services/",
     "/services/names/",
