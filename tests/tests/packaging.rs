@@ -13,6 +13,10 @@ mod help;
 mod kubernetes;
 #[path = "packaging/manifests.rs"]
 mod manifests;
+#[path = "packaging/pods.rs"]
+mod pods;
+#[path = "packaging/running.rs"]
+mod running;
 #[path = "packaging/systemd.rs"]
 mod systemd;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::deploy_dir;
+use crate::{containerfile::Containerfile, deploy_dir, help::Program};
 
 pub fn dir() -> PathBuf {
     deploy_dir().join("kubernetes")
@@ -170,6 +170,11 @@ impl<'a> Container<'a> {
             self.value["name"].as_str().unwrap_or("?"),
             self.workload.name()
         )
+    }
+
+    /// The program the container runs (with the image's entrypoint) and its arguments.
+    pub fn program(&self) -> (Program, Vec<String>) {
+        Program::from_argv(&self.argv(&Containerfile::load().entrypoint()))
     }
 
     /// The whole command line: `command` (or the image's entrypoint) then `args`.
