@@ -64,15 +64,19 @@ pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .merge(fastdeploy::routes())
         .merge(crate::v1::routes())
+        .merge(crate::v1_users::routes())
         .merge(crate::v1_services::routes())
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
+        .route("/metrics", get(crate::metrics::render).fallback(method_not_allowed))
         .fallback(not_found_or_redirect)
         .with_state(state.clone())
         // gRPC and grpc-web (content-type application/grpc*), whatever the path, go to
         // the proxy, which checks the scope table before any backend sees the call.
         .layer(axum::middleware::from_fn_with_state(state, crate::grpc_proxy::dispatch))
+        // Request id, its span, and per-route counts and latency (gRPC calls included).
+        .layer(axum::middleware::from_fn(crate::metrics::observe))
         // Bodies beyond the limit are refused before any handler reads them.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         // CORS around everything, so preflights are answered for routes and RPCs alike.
@@ -125,12 +129,16 @@ const SERVED_PATHS: &[&str] = &[
     "/healthz",
     "/readyz",
     "/.well-known/jwks.json",
+    "/metrics",
     "/v1/tokens",
     "/v1/tokens/{id}",
     "/v1/tokens/service",
     "/v1/tokens/attenuate",
     "/v1/tokens/debug",
     "/v1/users/me/password",
+    "/v1/login",
+    "/v1/users/me",
+    "/v1/users",
     "/v1/keys/rotate",
     "/services/",
     "/services/names/",

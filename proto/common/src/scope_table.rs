@@ -281,6 +281,9 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/tokens/debug", Access::Open),
     route("DELETE", "/v1/tokens/{id}", token(&[User], scope::TOKENS_REVOKE)),
     route("POST", "/v1/users/me/password", any_permission(&[User])),
+    route("POST", "/v1/login", Access::Open),
+    route("GET", "/v1/users/me", any_permission(&[User])),
+    route("POST", "/v1/users", token(&[User], scope::USERS_WRITE)),
     route("POST", "/v1/keys/rotate", token(&[User], scope::KEYS_ROTATE)),
     // /v1: services
     route("GET", "/v1/services", token(&[User], scope::SERVICES_READ)),
