@@ -8,6 +8,7 @@ pub mod fastdeploy;
 pub mod grpc_proxy;
 pub mod legacy;
 pub mod metrics;
+pub mod openapi;
 pub mod server;
 pub mod v1;
 pub mod v1_services;

@@ -70,6 +70,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
         .route("/metrics", get(crate::metrics::render).fallback(method_not_allowed))
+        .route("/openapi.json", get(crate::openapi::serve).fallback(method_not_allowed))
         .fallback(not_found_or_redirect)
         .with_state(state.clone())
         // gRPC and grpc-web (content-type application/grpc*), whatever the path, go to
@@ -130,6 +131,7 @@ const SERVED_PATHS: &[&str] = &[
     "/readyz",
     "/.well-known/jwks.json",
     "/metrics",
+    "/openapi.json",
     "/v1/tokens",
     "/v1/tokens/{id}",
     "/v1/tokens/service",

@@ -236,6 +236,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/readyz", Access::Open),
     route("GET", "/.well-known/jwks.json", Access::Open),
     route("GET", "/metrics", Access::Open),
+    route("GET", "/openapi.json", Access::Open),
     // fastDeploy (contract section 2)
     route("POST", "/token", Access::Open),
     route("GET", "/users/me", any_permission(&[User])),
