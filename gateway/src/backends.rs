@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::{
+    auth::v1::auth_service_client::AuthServiceClient, deploy::v1::deploy_service_client::DeployServiceClient,
+    registry::v1::registry_service_client::RegistryServiceClient,
+};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
@@ -34,6 +37,14 @@ impl Backends {
 
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.auth.clone())
+    }
+
+    pub fn deploy(&self) -> DeployServiceClient<Channel> {
+        DeployServiceClient::new(self.deploy.clone())
+    }
+
+    pub fn registry(&self) -> RegistryServiceClient<Channel> {
+        RegistryServiceClient::new(self.registry.clone())
     }
 
     /// Names of the backends that do not answer their health check as serving.

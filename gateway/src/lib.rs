@@ -7,6 +7,7 @@ pub mod error;
 pub mod fastdeploy;
 pub mod server;
 pub mod v1;
+pub mod v1_deployments;
 
 pub use config::Config;
 pub use server::run;
