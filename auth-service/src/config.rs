@@ -33,6 +33,14 @@ pub struct Config {
     pub registry_url: String,
     #[command(flatten)]
     pub trust: common::config::TrustArgs,
+    /// Migration from fastDeploy: a file holding its `SECRET_KEY`. With
+    /// `--legacy-until`, fastDeploy's HS256 tokens are exchanged for Slipway tokens
+    /// until that date (RFC 3339). Off unless both are given.
+    #[arg(long, env = "SLIPWAY_LEGACY_SECRET_FILE", requires = "legacy_until")]
+    pub legacy_secret_file: Option<PathBuf>,
+    /// The cutoff after which legacy tokens are refused, e.g. 2027-03-01T00:00:00Z.
+    #[arg(long, env = "SLIPWAY_LEGACY_UNTIL", requires = "legacy_secret_file")]
+    pub legacy_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Config {

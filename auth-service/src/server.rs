@@ -51,7 +51,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .connect_lazy();
     let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?
         .with_registry(RegistryServiceClient::new(registry))
-        .with_trusted(config.trust.trusted()?);
+        .with_trusted(config.trust.trusted()?)
+        .with_legacy(match (&config.legacy_secret_file, config.legacy_until) {
+            (Some(path), Some(until)) => {
+                tracing::warn!(%until, "legacy fastDeploy tokens are accepted until the cutoff");
+                Some(crate::legacy::Legacy::load(path, until)?)
+            }
+            _ => None,
+        });
 
     let api = AuthServiceServer::new(api);
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
@@ -75,6 +82,8 @@ pub struct AuthApi {
     registry: Option<RegistryServiceClient<Channel>>,
     /// Internal services whose credential lets them do what no token can.
     trusted: Vec<TrustedCaller>,
+    /// fastDeploy token acceptance during a migration, when configured.
+    legacy: Option<crate::legacy::Legacy>,
 }
 
 impl AuthApi {
@@ -95,11 +104,17 @@ impl AuthApi {
             verifier,
             registry: None,
             trusted: Vec::new(),
+            legacy: None,
         })
     }
 
     pub fn with_registry(mut self, registry: RegistryServiceClient<Channel>) -> Self {
         self.registry = Some(registry);
+        self
+    }
+
+    pub fn with_legacy(mut self, legacy: Option<crate::legacy::Legacy>) -> Self {
+        self.legacy = legacy;
         self
     }
 
@@ -526,5 +541,40 @@ impl AuthService for AuthApi {
         Ok(Response::new(pb::ChangePasswordResponse {
             revoked_tokens: u32::try_from(revoked.len()).unwrap_or(u32::MAX),
         }))
+    }
+
+    async fn exchange_legacy_token(
+        &self,
+        request: Request<pb::ExchangeLegacyTokenRequest>,
+    ) -> Result<Response<pb::MintedToken>, Status> {
+        use crate::legacy::LegacyError;
+        let token = request.into_inner().token;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(ErrorCode::Unauthenticated.status("invalid token"));
+        }
+        let result = match &self.legacy {
+            None => Err(LegacyError::Off),
+            Some(legacy) => legacy.exchange(&token, chrono::Utc::now()),
+        };
+        let spec = result.map_err(|e| {
+            tracing::info!(reason = %e, "legacy token refused");
+            ErrorCode::Unauthenticated.status(e.to_string())
+        })?;
+        if spec.token_type == TokenType::User
+            && let Some(user) = &spec.user
+            && self.accounts.find(user).await.map_err(account_status)?.is_none()
+        {
+            tracing::info!(user, "legacy token refused: unknown user");
+            return Err(ErrorCode::Unauthenticated.status("invalid legacy token"));
+        }
+        tracing::warn!(
+            legacy = true,
+            token_type = %spec.token_type,
+            user = ?spec.user,
+            service = ?spec.service,
+            "legacy fastDeploy token used"
+        );
+        let by = format!("legacy:{}", spec.user.as_deref().unwrap_or("unknown"));
+        Ok(Response::new(self.issue(spec, "legacy exchange", &by).await?))
     }
 }

@@ -60,7 +60,8 @@ pub enum TokensCommand {
     /// Decode a token, explain its scope and say whether it is valid now.
     Debug {
         /// The token (default: --token / SLIPWAY_TOKEN, or stdin with "-").
-        token: Option<String>,
+        #[arg(value_name = "TOKEN")]
+        jwt: Option<String>,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -184,8 +185,8 @@ pub async fn run(command: TokensCommand) -> anyhow::Result<()> {
             let minted = Client::new(&gateway)?.post("/v1/tokens/attenuate", &body).await?;
             print_minted(&minted, gateway.json)
         }
-        TokensCommand::Debug { token, gateway } => {
-            let token = match token.as_deref() {
+        TokensCommand::Debug { jwt, gateway } => {
+            let token = match jwt.as_deref() {
                 Some("-") => {
                     let mut text = String::new();
                     std::io::stdin().read_to_string(&mut text).context("reading stdin")?;

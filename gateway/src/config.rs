@@ -34,4 +34,8 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SLIPWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Migration from fastDeploy: trade HS256 bearer tokens for Slipway tokens at the
+    /// auth service (which must have `--legacy-secret-file`/`--legacy-until`).
+    #[arg(long, env = "SLIPWAY_LEGACY_TOKENS")]
+    pub legacy_tokens: bool,
 }

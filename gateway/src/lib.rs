@@ -5,9 +5,11 @@ pub mod backends;
 pub mod config;
 pub mod error;
 pub mod fastdeploy;
+pub mod legacy;
 pub mod server;
 pub mod v1;
 pub mod v1_deployments;
+pub mod v1_services;
 
 pub use config::Config;
 pub use server::run;

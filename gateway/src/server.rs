@@ -23,6 +23,8 @@ pub struct AppState {
     pub verifier: Arc<RemoteVerifier>,
     /// The WebSocket live feed.
     pub hub: Arc<fastdeploy::websocket::Hub>,
+    /// fastDeploy token exchange, when `--legacy-tokens` is on.
+    pub legacy: Option<Arc<crate::legacy::LegacyExchange>>,
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open requests.
@@ -39,11 +41,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     });
     let hub = fastdeploy::websocket::Hub::new(shutdown.clone());
     let feed = tokio::spawn(hub.clone().run(backends.clone(), verifier.clone()));
+    let legacy = config.legacy_tokens.then(|| {
+        tracing::warn!("legacy fastDeploy tokens are exchanged at the auth service");
+        Arc::new(crate::legacy::LegacyExchange::default())
+    });
     let app = router(
         AppState {
             backends,
             verifier,
             hub,
+            legacy,
         },
         &config,
     );
@@ -67,6 +74,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .merge(fastdeploy::routes())
         .merge(crate::v1::routes())
         .merge(crate::v1_deployments::routes())
+        .merge(crate::v1_services::routes())
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
@@ -139,6 +147,15 @@ const SERVED_PATHS: &[&str] = &[
     "/v1/deployments/{id}/finish",
     "/v1/deployments/{id}/cancel",
     "/v1/steps",
+    "/services/",
+    "/services/names/",
+    "/services/sync",
+    "/services/{service_id}",
+    "/deployed-services/",
+    "/v1/services",
+    "/v1/services/sync",
+    "/v1/services/{id}",
+    "/v1/deployed-services",
 ];
 
 fn matches_template(template: &str, path: &str) -> bool {

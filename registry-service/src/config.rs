@@ -20,6 +20,10 @@ pub struct Config {
     /// The services directory (a folder per service with a `config.json`).
     #[arg(long, env = "SLIPWAY_SERVICES_DIR", default_value = "services")]
     pub services_dir: PathBuf,
+    /// Base of `ansible_playbook` paths in `config.json` (default: the services
+    /// directory's parent).
+    #[arg(long, env = "SLIPWAY_PROJECT_ROOT")]
+    pub project_root: Option<PathBuf>,
     #[command(flatten)]
     pub auth: common::config::AuthArgs,
     #[command(flatten)]

@@ -17,9 +17,23 @@ pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let token = bearer_token(header).ok_or_else(ApiError::not_authenticated)?;
-    match state.verifier.verify(token).await {
-        Ok(claims) => Ok((token.to_owned(), claims)),
+    let mut token = bearer_token(header).ok_or_else(ApiError::not_authenticated)?.to_owned();
+    if let Some(legacy) = &state.legacy
+        && crate::legacy::is_legacy(&token)
+    {
+        token = match legacy.exchange(&state.backends, &token).await {
+            Ok(exchanged) => exchanged,
+            Err(TokenError::RevocationsUnavailable) => {
+                return Err(ApiError::Detail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth service unavailable".into(),
+                ));
+            }
+            Err(_) => return Err(ApiError::invalid_credentials()),
+        };
+    }
+    match state.verifier.verify(&token).await {
+        Ok(claims) => Ok((token, claims)),
         Err(TokenError::RevocationsUnavailable) => {
             tracing::warn!("token refused: revocation feed stale");
             Err(ApiError::Detail(
@@ -86,6 +100,21 @@ impl FromRequestParts<AppState> for DeploymentToken {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (token, claims) = authenticate(parts, state, TokenType::Deployment).await?;
         Ok(DeploymentToken { token, claims })
+    }
+}
+
+/// A verified config token.
+pub struct ConfigToken {
+    pub token: String,
+    pub claims: Claims,
+}
+
+impl FromRequestParts<AppState> for ConfigToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (token, claims) = authenticate(parts, state, TokenType::Config).await?;
+        Ok(ConfigToken { token, claims })
     }
 }
 

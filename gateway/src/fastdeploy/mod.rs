@@ -5,12 +5,13 @@ pub mod auth;
 mod deployments;
 pub mod objects;
 mod service_token;
+mod services;
 mod users;
 pub mod websocket;
 
 use axum::{
     Router,
-    routing::{any, get, post, put},
+    routing::{any, delete, get, post, put},
 };
 
 pub use auth::UserToken;
@@ -43,4 +44,15 @@ pub fn routes() -> Router<AppState> {
                 .fallback(method_not_allowed),
         )
         .route("/deployments/ws/{client_id}", any(websocket::upgrade))
+        .route("/services/", get(services::list).fallback(method_not_allowed))
+        .route("/services/names/", get(services::names).fallback(method_not_allowed))
+        .route("/services/sync", post(services::sync).fallback(method_not_allowed))
+        .route(
+            "/services/{service_id}",
+            delete(services::delete).fallback(method_not_allowed),
+        )
+        .route(
+            "/deployed-services/",
+            get(services::deployed).fallback(method_not_allowed),
+        )
 }

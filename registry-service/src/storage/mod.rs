@@ -1,16 +1,38 @@
 //! The registry's tables, behind one `Store` used the same way on SQLite and PostgreSQL.
 
+pub mod deployed_services;
 mod migrations;
 pub mod services;
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+use std::collections::HashSet;
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait, sea_query::OnConflict,
+};
 use sea_orm_migration::MigratorTrait;
+use serde_json::Value;
 
 pub use migrations::Migrator;
 
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+}
+
+/// What a sync did to one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Updated,
+    Deleted,
+}
+
+/// One service a sync added, updated or deleted (a deleted one with its last data).
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub service: services::Model,
 }
 
 impl Store {
@@ -23,10 +45,21 @@ impl Store {
 
     /// Every service, in id order.
     pub async fn list_services(&self) -> Result<Vec<services::Model>, DbErr> {
+        self.list_services_page(0, None).await
+    }
+
+    /// Services with an id above `after`, in id order, at most `limit` of them.
+    pub async fn list_services_page(&self, after: i64, limit: Option<u64>) -> Result<Vec<services::Model>, DbErr> {
         services::Entity::find()
+            .filter(services::Column::Id.gt(after))
             .order_by_asc(services::Column::Id)
+            .limit(limit)
             .all(&self.db)
             .await
+    }
+
+    pub async fn get_service(&self, id: i64) -> Result<Option<services::Model>, DbErr> {
+        services::Entity::find_by_id(id).one(&self.db).await
     }
 
     pub async fn find_service(&self, name: &str) -> Result<Option<services::Model>, DbErr> {
@@ -37,31 +70,135 @@ impl Store {
     }
 
     /// Inserts the service or replaces its data, keeping its id.
-    pub async fn upsert_service(&self, name: &str, data: serde_json::Value) -> Result<services::Model, DbErr> {
-        let now = chrono::Utc::now();
-        match self.find_service(name).await? {
-            Some(existing) => {
-                let mut row: services::ActiveModel = existing.into();
-                row.data = Set(data);
-                row.updated_at = Set(now);
-                row.update(&self.db).await
-            }
-            None => {
-                services::ActiveModel {
-                    name: Set(name.to_owned()),
-                    data: Set(data),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                    ..Default::default()
-                }
-                .insert(&self.db)
-                .await
-            }
+    pub async fn upsert_service(&self, name: &str, data: Value) -> Result<services::Model, DbErr> {
+        let existing = self.find_service(name).await?;
+        upsert(&self.db, name, data, existing).await
+    }
+
+    /// Brings the services table in line with a scan of the services directory, in one
+    /// transaction: `found` services are added or, when their data differs, updated;
+    /// services neither found nor `kept` (folders with a problem keep their last good
+    /// row) are deleted with their deployed-service rows.
+    pub async fn apply_sync(&self, found: &[(String, Value)], kept: &HashSet<String>) -> Result<Vec<Change>, DbErr> {
+        let txn = self.db.begin().await?;
+        let existing = services::Entity::find()
+            .order_by_asc(services::Column::Id)
+            .all(&txn)
+            .await?;
+        let mut changes = Vec::new();
+        for (name, data) in found {
+            let current = existing.iter().find(|s| &s.name == name);
+            let kind = match current {
+                Some(row) if &row.data == data => continue,
+                Some(_) => ChangeKind::Updated,
+                None => ChangeKind::Added,
+            };
+            let service = upsert(&txn, name, data.clone(), current.cloned()).await?;
+            changes.push(Change { kind, service });
         }
+        for row in existing {
+            if found.iter().any(|(name, _)| name == &row.name) || kept.contains(&row.name) {
+                continue;
+            }
+            delete_with_deployed(&txn, &row).await?;
+            changes.push(Change {
+                kind: ChangeKind::Deleted,
+                service: row,
+            });
+        }
+        txn.commit().await?;
+        Ok(changes)
     }
 
     /// Deletes a service by id; false when there was none.
     pub async fn delete_service(&self, id: i64) -> Result<bool, DbErr> {
-        Ok(services::Entity::delete_by_id(id).exec(&self.db).await?.rows_affected > 0)
+        Ok(self.remove_service(id).await?.is_some())
     }
+
+    /// Deletes a service and its deployed-service rows; the deleted row, or None when
+    /// there was none.
+    pub async fn remove_service(&self, id: i64) -> Result<Option<services::Model>, DbErr> {
+        let txn = self.db.begin().await?;
+        let Some(row) = services::Entity::find_by_id(id).one(&txn).await? else {
+            return Ok(None);
+        };
+        let deleted = delete_with_deployed(&txn, &row).await?;
+        txn.commit().await?;
+        Ok(deleted.then_some(row))
+    }
+
+    /// Records the config a deployment of `service` published, replacing the
+    /// service's previous one (its row keeps its id).
+    pub async fn publish_deployed(
+        &self,
+        deployment_id: i64,
+        service: &str,
+        config: Value,
+    ) -> Result<deployed_services::Model, DbErr> {
+        use deployed_services::{ActiveModel, Column, Entity};
+        let row = ActiveModel {
+            deployment_id: Set(deployment_id),
+            service: Set(service.to_owned()),
+            config: Set(config),
+            published_at: Set(chrono::Utc::now()),
+            ..Default::default()
+        };
+        Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(Column::Service)
+                    .update_columns([Column::DeploymentId, Column::Config, Column::PublishedAt])
+                    .to_owned(),
+            )
+            .exec_with_returning(&self.db)
+            .await
+    }
+
+    /// Deployed services in id order, only those of `services` when given.
+    pub async fn list_deployed(&self, services: Option<&[String]>) -> Result<Vec<deployed_services::Model>, DbErr> {
+        use deployed_services::{Column, Entity};
+        let mut query = Entity::find().order_by_asc(Column::Id);
+        if let Some(names) = services {
+            query = query.filter(Column::Service.is_in(names.iter().cloned()));
+        }
+        query.all(&self.db).await
+    }
+}
+
+async fn upsert(
+    db: &impl ConnectionTrait,
+    name: &str,
+    data: Value,
+    existing: Option<services::Model>,
+) -> Result<services::Model, DbErr> {
+    let now = chrono::Utc::now();
+    match existing {
+        Some(existing) => {
+            let mut row: services::ActiveModel = existing.into();
+            row.data = Set(data);
+            row.updated_at = Set(now);
+            row.update(db).await
+        }
+        None => {
+            services::ActiveModel {
+                name: Set(name.to_owned()),
+                data: Set(data),
+                created_at: Set(now),
+                updated_at: Set(now),
+                ..Default::default()
+            }
+            .insert(db)
+            .await
+        }
+    }
+}
+
+/// Deletes a service row and the deployed-service rows of its name; whether the
+/// service row was still there.
+async fn delete_with_deployed(db: &impl ConnectionTrait, row: &services::Model) -> Result<bool, DbErr> {
+    deployed_services::Entity::delete_many()
+        .filter(deployed_services::Column::Service.eq(row.name.as_str()))
+        .exec(db)
+        .await?;
+    let deleted = services::Entity::delete_by_id(row.id).exec(db).await?;
+    Ok(deleted.rows_affected > 0)
 }

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_create_services;
 mod m0002_create_deployed_services;
+mod m0003_unique_deployed_service;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_create_services::Migration),
             Box::new(m0002_create_deployed_services::Migration),
+            Box::new(m0003_unique_deployed_service::Migration),
         ]
     }
 

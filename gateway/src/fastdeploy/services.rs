@@ -1,0 +1,162 @@
+//! fastDeploy's services and deployed-services routes (contract 2.6-2.9, 2.16): user
+//! tokens for services, config tokens for deployed services. Every refusal is 401, as
+//! fastDeploy answers; the token is checked before the registry is called.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use common::{scope, token::Claims};
+use proto::{registry::v1 as pb, wkt};
+use serde_json::{Value, json};
+
+use super::auth::{ConfigToken, UserToken, with_token};
+use crate::{
+    error::{ApiError, validation_error},
+    server::AppState,
+};
+
+/// fastDeploy refuses with 401 whatever the reason; a token whose permission list
+/// leaves out what the route needs is refused the same way.
+fn require(claims: &Claims, permission: &str) -> Result<(), ApiError> {
+    if scope::allows(claims, permission) {
+        Ok(())
+    } else {
+        tracing::info!(jti = %claims.jti, permission, "token refused: permission missing");
+        Err(ApiError::invalid_credentials())
+    }
+}
+
+fn registry_error(status: tonic::Status) -> ApiError {
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ApiError::invalid_credentials(),
+        _ => ApiError::from_backend("registry", &status),
+    }
+}
+
+/// A `Struct` as JSON, whole numbers as integers (protobuf numbers are doubles), so
+/// `config.json` comes back as it was written.
+fn struct_json(value: Option<&wkt::Struct>) -> Value {
+    let mut json = value
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or_else(|| json!({}));
+    whole_numbers(&mut json);
+    json
+}
+
+fn whole_numbers(value: &mut Value) {
+    /// Largest integer a double holds exactly (2^53).
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
+                *n = (f as i64).into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
+/// `GET /services/`: every synced service as `{id, name, data}`.
+pub async fn list(State(state): State<AppState>, user: UserToken) -> Result<Json<Value>, ApiError> {
+    require(&user.claims, scope::SERVICES_READ)?;
+    let mut services = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListServicesRequest {
+            page_size: 0,
+            page_token,
+        };
+        let page = state
+            .backends
+            .registry()
+            .list_services(with_token(request, &user.token)?)
+            .await
+            .map_err(registry_error)?
+            .into_inner();
+        services.extend(
+            page.services
+                .iter()
+                .map(|s| json!({ "id": s.id, "name": s.name, "data": struct_json(s.data.as_ref()) })),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(Json(Value::Array(services)))
+}
+
+/// `GET /services/names/`: the service folders' names, synced or not.
+pub async fn names(State(state): State<AppState>, user: UserToken) -> Result<Json<Vec<String>>, ApiError> {
+    require(&user.claims, scope::SERVICES_READ)?;
+    let response = state
+        .backends
+        .registry()
+        .list_service_names(with_token(pb::ListServiceNamesRequest {}, &user.token)?)
+        .await
+        .map_err(registry_error)?;
+    Ok(Json(response.into_inner().names))
+}
+
+/// `POST /services/sync`: 200 even when some folders have problems (they are logged,
+/// and listed by `POST /v1/services/sync`); the good ones are synced.
+pub async fn sync(State(state): State<AppState>, user: UserToken) -> Result<Json<Value>, ApiError> {
+    require(&user.claims, scope::SERVICES_SYNC)?;
+    let report = state
+        .backends
+        .registry()
+        .sync_services(with_token(pb::SyncServicesRequest {}, &user.token)?)
+        .await
+        .map_err(registry_error)?
+        .into_inner();
+    for problem in &report.problems {
+        tracing::warn!(service = %problem.service, reason = %problem.reason, "service folder not synced");
+    }
+    Ok(Json(json!({ "detail": "Services synced" })))
+}
+
+/// `DELETE /services/{service_id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    user: UserToken,
+    Path(service_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&user.claims, scope::SERVICES_DELETE)?;
+    let Ok(id) = service_id.parse::<i64>() else {
+        return Err(ApiError::Validation(vec![validation_error(
+            "int_parsing",
+            &["path", "service_id"],
+            "Input should be a valid integer, unable to parse string as an integer",
+            Value::String(service_id),
+        )]));
+    };
+    state
+        .backends
+        .registry()
+        .delete_service(with_token(pb::DeleteServiceRequest { id }, &user.token)?)
+        .await
+        .map_err(registry_error)?;
+    Ok(Json(json!({ "detail": format!("Service {id} deleted") })))
+}
+
+/// `GET /deployed-services/`: `{id, deployment_id, config}` of every deployed service
+/// the config token may see.
+pub async fn deployed(State(state): State<AppState>, config: ConfigToken) -> Result<Json<Value>, ApiError> {
+    require(&config.claims, scope::DEPLOYED_SERVICES_READ)?;
+    let response = state
+        .backends
+        .registry()
+        .list_deployed_services(with_token(pb::ListDeployedServicesRequest {}, &config.token)?)
+        .await
+        .map_err(registry_error)?
+        .into_inner();
+    let rows = response
+        .deployed_services
+        .iter()
+        .map(|d| json!({ "id": d.id, "deployment_id": d.deployment_id, "config": struct_json(d.config.as_ref()) }))
+        .collect();
+    Ok(Json(Value::Array(rows)))
+}

@@ -1,0 +1,234 @@
+//! The `RegistryService` gRPC API. Every call checks its caller itself (defence in
+//! depth behind the gateway): a token with the right permission, or, where only the
+//! deploy service may call, the deploy service's credential.
+
+use std::sync::Arc;
+
+use common::{guard::Guard, identity::DEPLOY_SERVICE, scope};
+use proto::registry::v1::{self as pb, registry_service_server::RegistryService};
+use tokio::sync::{Mutex, broadcast::error::RecvError, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    catalog::Catalog,
+    convert,
+    error::RegistryError,
+    events::Events,
+    storage::Store,
+    sync::{SyncReport, sync},
+};
+
+pub struct RegistryApi {
+    store: Store,
+    catalog: Catalog,
+    guard: Guard,
+    events: Events,
+    /// One sync at a time, so two syncs never race to add the same service.
+    sync_lock: Arc<Mutex<()>>,
+    /// Ends watch streams when the service stops, so shutdown never waits on them.
+    shutdown: CancellationToken,
+}
+
+impl RegistryApi {
+    pub fn new(store: Store, catalog: Catalog, guard: Guard, shutdown: CancellationToken) -> RegistryApi {
+        RegistryApi {
+            store,
+            catalog,
+            guard,
+            events: Events::new(),
+            sync_lock: Arc::new(Mutex::new(())),
+            shutdown,
+        }
+    }
+
+    /// Syncs the services table with the services directory.
+    pub async fn sync(&self) -> Result<SyncReport, RegistryError> {
+        let _one_at_a_time = self.sync_lock.lock().await;
+        sync(&self.store, &self.catalog, &self.events).await
+    }
+}
+
+type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The largest page ListServices returns when asked for more (or for no limit).
+const MAX_PAGE: u32 = 1000;
+
+#[tonic::async_trait]
+impl RegistryService for RegistryApi {
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        self.guard.require(&request, scope::SERVICES_READ).await?;
+        let pb::ListServicesRequest { page_size, page_token } = request.into_inner();
+        let after = match page_token.as_str() {
+            "" => 0,
+            token => token
+                .parse::<i64>()
+                .map_err(|_| RegistryError::InvalidArgument("page_token is not one this service gave".into()))?,
+        };
+        let size = if page_size == 0 {
+            MAX_PAGE
+        } else {
+            page_size.min(MAX_PAGE)
+        };
+        let rows = self
+            .store
+            .list_services_page(after, Some(u64::from(size) + 1))
+            .await
+            .map_err(RegistryError::from)?;
+        let more = rows.len() > size as usize;
+        let services: Vec<pb::Service> = rows.iter().take(size as usize).map(convert::service).collect();
+        let next_page_token = match (more, services.last()) {
+            (true, Some(last)) => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListServicesResponse {
+            services,
+            next_page_token,
+        }))
+    }
+
+    async fn list_service_names(
+        &self,
+        request: Request<pb::ListServiceNamesRequest>,
+    ) -> Result<Response<pb::ListServiceNamesResponse>, Status> {
+        self.guard.require(&request, scope::SERVICES_READ).await?;
+        let catalog = self.catalog.clone();
+        let names = tokio::task::spawn_blocking(move || catalog.names())
+            .await
+            .map_err(RegistryError::from)?
+            .map_err(RegistryError::from)?;
+        Ok(Response::new(pb::ListServiceNamesResponse { names }))
+    }
+
+    /// Allowed with SERVICES_READ, and to the deploy service without a token (it looks
+    /// a service up when a deployment starts).
+    async fn get_service(&self, request: Request<pb::GetServiceRequest>) -> Result<Response<pb::Service>, Status> {
+        if self.guard.internal_caller(&request) != Some(DEPLOY_SERVICE) {
+            self.guard.require(&request, scope::SERVICES_READ).await?;
+        }
+        let row = match request.into_inner().key {
+            Some(pb::get_service_request::Key::Id(id)) => self.store.get_service(id).await,
+            Some(pb::get_service_request::Key::Name(name)) => self.store.find_service(&name).await,
+            None => return Err(RegistryError::InvalidArgument("give the service's id or name".into()).into()),
+        }
+        .map_err(RegistryError::from)?
+        .ok_or(RegistryError::ServiceNotFound)?;
+        Ok(Response::new(convert::service(&row)))
+    }
+
+    async fn sync_services(
+        &self,
+        request: Request<pb::SyncServicesRequest>,
+    ) -> Result<Response<pb::SyncServicesResponse>, Status> {
+        let claims = self.guard.require(&request, scope::SERVICES_SYNC).await?;
+        tracing::info!(by = %claims.sub, "sync requested");
+        Ok(Response::new(self.sync().await?.into()))
+    }
+
+    async fn delete_service(
+        &self,
+        request: Request<pb::DeleteServiceRequest>,
+    ) -> Result<Response<pb::DeleteServiceResponse>, Status> {
+        let claims = self.guard.require(&request, scope::SERVICES_DELETE).await?;
+        let id = request.into_inner().id;
+        let row = self
+            .store
+            .remove_service(id)
+            .await
+            .map_err(RegistryError::from)?
+            .ok_or(RegistryError::ServiceNotFound)?;
+        tracing::info!(id, service = %row.name, by = %claims.sub, "service deleted");
+        self.events.send(pb::ServiceEvent {
+            service: Some(convert::service(&row)),
+            deleted: true,
+        });
+        Ok(Response::new(pb::DeleteServiceResponse {}))
+    }
+
+    /// Only the deploy service, by its credential; any token, even a user's, is refused.
+    async fn publish_deployed_service(
+        &self,
+        request: Request<pb::PublishDeployedServiceRequest>,
+    ) -> Result<Response<pb::DeployedService>, Status> {
+        if self.guard.internal_caller(&request) != Some(DEPLOY_SERVICE) {
+            tracing::info!("publish refused: not the deploy service");
+            return Err(RegistryError::NotDeployService.into());
+        }
+        let pb::PublishDeployedServiceRequest {
+            deployment_id,
+            service,
+            config,
+        } = request.into_inner();
+        if deployment_id <= 0 {
+            return Err(RegistryError::InvalidArgument("deployment_id must be positive".into()).into());
+        }
+        self.store
+            .find_service(&service)
+            .await
+            .map_err(RegistryError::from)?
+            .ok_or(RegistryError::ServiceNotFound)?;
+        let config = config
+            .as_ref()
+            .map(convert::from_struct)
+            .unwrap_or_else(|| serde_json::json!({}));
+        let row = self
+            .store
+            .publish_deployed(deployment_id, &service, config)
+            .await
+            .map_err(RegistryError::from)?;
+        tracing::info!(service = %row.service, deployment_id, "deployed service published");
+        Ok(Response::new(convert::deployed(&row)))
+    }
+
+    /// With DEPLOYED_SERVICES_READ; a token naming `services` sees only those.
+    async fn list_deployed_services(
+        &self,
+        request: Request<pb::ListDeployedServicesRequest>,
+    ) -> Result<Response<pb::ListDeployedServicesResponse>, Status> {
+        let claims = self.guard.require(&request, scope::DEPLOYED_SERVICES_READ).await?;
+        let rows = self
+            .store
+            .list_deployed(claims.services.as_deref())
+            .await
+            .map_err(RegistryError::from)?;
+        Ok(Response::new(pb::ListDeployedServicesResponse {
+            deployed_services: rows.iter().map(convert::deployed).collect(),
+        }))
+    }
+
+    type WatchServicesStream = Stream<pb::ServiceEvent>;
+
+    async fn watch_services(
+        &self,
+        request: Request<pb::WatchServicesRequest>,
+    ) -> Result<Response<Self::WatchServicesStream>, Status> {
+        self.guard.require(&request, scope::SERVICES_READ).await?;
+        let mut events = self.events.subscribe();
+        let shutdown = self.shutdown.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tx.closed() => break,
+                    received = events.recv() => match received {
+                        Ok(event) => Ok(event),
+                        Err(RecvError::Lagged(missed)) => Err(Status::aborted(format!(
+                            "this watcher fell {missed} events behind; list the services again and watch anew"
+                        ))),
+                        Err(RecvError::Closed) => break,
+                    },
+                };
+                let last = item.is_err();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    sent = tx.send(item) => if sent.is_err() || last { break },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}

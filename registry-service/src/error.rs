@@ -1,0 +1,40 @@
+//! The registry's errors and the one place they become gRPC statuses.
+
+use common::error::ErrorCode;
+use tonic::Status;
+
+use crate::catalog::CatalogError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("service does not exist")]
+    ServiceNotFound,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("only the deploy service may publish deployed services")]
+    NotDeployService,
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("storage failed: {0}")]
+    Storage(#[from] sea_orm::DbErr),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<RegistryError> for Status {
+    fn from(error: RegistryError) -> Status {
+        match &error {
+            RegistryError::ServiceNotFound => ErrorCode::NotFound.status("Service does not exist"),
+            RegistryError::InvalidArgument(message) => ErrorCode::InvalidArgument.status(message.clone()),
+            RegistryError::NotDeployService => ErrorCode::PermissionDenied.status(error.to_string()),
+            RegistryError::Catalog(_) => {
+                tracing::error!(error = %error, "services directory unreadable");
+                ErrorCode::Conflict.status(error.to_string())
+            }
+            RegistryError::Storage(_) | RegistryError::Task(_) => {
+                tracing::error!(error = %error, "request failed");
+                ErrorCode::Internal.status("internal error")
+            }
+        }
+    }
+}

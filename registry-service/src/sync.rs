@@ -1,0 +1,84 @@
+//! Sync: scan the services directory and bring the services table in line with it
+//! (fastDeploy contract 4.3, without its all-or-nothing failure): good folders are
+//! added or updated, folders that are gone are deleted, folders with a problem are
+//! reported and keep their last good row. Each change is broadcast to watchers.
+
+use std::collections::HashSet;
+
+use proto::registry::v1 as pb;
+
+use crate::{
+    catalog::{Catalog, Problem},
+    convert,
+    error::RegistryError,
+    events::Events,
+    storage::{ChangeKind, Store},
+};
+
+/// What one sync did, service names sorted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub deleted: Vec<String>,
+    pub problems: Vec<Problem>,
+}
+
+impl From<SyncReport> for pb::SyncServicesResponse {
+    fn from(report: SyncReport) -> Self {
+        pb::SyncServicesResponse {
+            added: report.added,
+            updated: report.updated,
+            deleted: report.deleted,
+            problems: report
+                .problems
+                .into_iter()
+                .map(|p| pb::SyncProblem {
+                    service: p.service,
+                    reason: p.reason,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Runs one sync. Callers serialise syncs (see `RegistryApi`).
+pub async fn sync(store: &Store, catalog: &Catalog, events: &Events) -> Result<SyncReport, RegistryError> {
+    let scan = {
+        let catalog = catalog.clone();
+        tokio::task::spawn_blocking(move || catalog.scan()).await??
+    };
+    let kept: HashSet<String> = scan.problems.iter().map(|p| p.service.clone()).collect();
+    let changes = store.apply_sync(&scan.services, &kept).await?;
+    let mut report = SyncReport {
+        problems: scan.problems,
+        ..SyncReport::default()
+    };
+    for change in changes {
+        let name = change.service.name.clone();
+        let deleted = change.kind == ChangeKind::Deleted;
+        match change.kind {
+            ChangeKind::Added => report.added.push(name),
+            ChangeKind::Updated => report.updated.push(name),
+            ChangeKind::Deleted => report.deleted.push(name),
+        }
+        events.send(pb::ServiceEvent {
+            service: Some(convert::service(&change.service)),
+            deleted,
+        });
+    }
+    for list in [&mut report.added, &mut report.updated, &mut report.deleted] {
+        list.sort();
+    }
+    for problem in &report.problems {
+        tracing::warn!(service = %problem.service, reason = %problem.reason, "service folder not synced");
+    }
+    tracing::info!(
+        added = report.added.len(),
+        updated = report.updated.len(),
+        deleted = report.deleted.len(),
+        problems = report.problems.len(),
+        "services synced"
+    );
+    Ok(report)
+}
