@@ -2,6 +2,7 @@
 //! tokens and deployments).
 
 mod client;
+mod deploy_cmd;
 mod tokens;
 mod up;
 mod users;
@@ -40,6 +41,9 @@ enum Command {
         #[command(subcommand)]
         command: tokens::KeysCommand,
     },
+    /// Start a deployment with a service token (SLIPWAY_TOKEN); --wait follows it and
+    /// exits 0 if it succeeded, 1 if it failed, 2 on a usage or connection problem.
+    Deploy(deploy_cmd::DeployArgs),
     /// Run one service in this process (what `up` starts, one process each).
     #[command(hide = true)]
     Serve {
@@ -67,6 +71,7 @@ async fn main() -> ExitCode {
         Command::Users { command } => report(users::run(command).await),
         Command::Tokens { command } => report(tokens::run(command).await),
         Command::Keys { command } => report(tokens::keys(command).await),
+        Command::Deploy(args) => deploy_cmd::run(args).await,
         Command::Serve { service } => serve(service).await,
     }
 }
