@@ -45,10 +45,32 @@ pub struct Config {
     /// Deploy script time limit when a service's config.json sets none (seconds).
     #[arg(long, env = "SLIPWAY_DEPLOY_TIMEOUT_SECS", default_value_t = 3600)]
     pub deploy_timeout_secs: u64,
+    /// `PATH` of deploy scripts (also `path_for_deploy` in their config file).
+    #[arg(
+        long,
+        env = "SLIPWAY_DEPLOY_PATH",
+        default_value = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    )]
+    pub deploy_path: String,
 }
 
 impl Config {
     pub fn database_url(&self) -> String {
         self.storage.database_url("deploy.db")
+    }
+
+    /// Scripts' working directory: `--project-root`, or the services directory's parent.
+    pub fn project_root(&self) -> PathBuf {
+        let services = std::path::absolute(&self.services_dir).unwrap_or_else(|_| self.services_dir.clone());
+        match &self.project_root {
+            Some(root) => std::path::absolute(root).unwrap_or_else(|_| root.clone()),
+            None => services.parent().map(PathBuf::from).unwrap_or(services),
+        }
+    }
+
+    /// The private directory of the config files handed to deploy scripts.
+    pub fn runs_dir(&self) -> PathBuf {
+        let data = std::path::absolute(&self.storage.data_dir).unwrap_or_else(|_| self.storage.data_dir.clone());
+        data.join("deploy-runs")
     }
 }

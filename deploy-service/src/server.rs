@@ -1,87 +1,96 @@
-//! The deploy service's gRPC server: health, reflection and the `DeployService` API.
-//! The deployment API itself lands with the services-and-deployments issue; until then
-//! every deploy RPC answers UNIMPLEMENTED.
+//! Assembles the deploy service: storage, the token guard, the clients of the auth
+//! and registry services, the runner and its queue (ending runs a previous process
+//! left behind), then the `DeployService` API with health and reflection.
+
+use std::time::Duration;
 
 use anyhow::Context;
-use proto::deploy::v1::{
-    self as pb,
-    deploy_service_server::{DeployService, DeployServiceServer},
-};
+use common::{guard::Guard, identity::Credential};
+use proto::deploy::v1::deploy_service_server::DeployServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
 
-use crate::{Config, storage::Store};
+use crate::{
+    Config,
+    api::{ApiParts, DeployApi},
+    backends::Backends,
+    queue::{Limits, Queue},
+    runner::{self, Runner, RunnerConfig, ScriptEnv},
+    storage::Store,
+};
 
-/// Opens storage and serves gRPC on `listener` until `shutdown` is cancelled.
+/// How long a stopping service waits for its runs to stop their scripts and end.
+const DRAIN_LIMIT: Duration = Duration::from_secs(8);
+
+/// Opens storage, recovers interrupted runs and serves gRPC on `listener` until
+/// `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let url = config.database_url();
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
-    let api = DeployApi { _store: store };
+    let credential_file = config
+        .credential_file
+        .as_deref()
+        .context("the deploy service needs its credential (--credential-file) to mint deployment tokens")?;
+    let credential = Credential::load(common::identity::DEPLOY_SERVICE, credential_file)
+        .context("loading the deploy service's credential")?;
+    let backends = Backends::new(&config.auth.auth_url, &config.registry_url, credential)?;
+    let guard = Guard::connect(
+        &config.auth.auth_url,
+        config.auth.max_stale(),
+        Vec::new(),
+        shutdown.clone(),
+    )
+    .context("connecting to the auth service")?;
+
+    let runs_dir = config.runs_dir();
+    runner::prepare_dir(&runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
+    let services_dir = std::path::absolute(&config.services_dir).unwrap_or_else(|_| config.services_dir.clone());
+    let runner = Runner::new(
+        store.clone(),
+        backends.clone(),
+        RunnerConfig {
+            services_dir: services_dir.clone(),
+            project_root: config.project_root(),
+            runs_dir: runs_dir.clone(),
+            public_url: config.public_url.clone(),
+            env: ScriptEnv {
+                path: config.deploy_path.clone(),
+                home: std::env::var("HOME").unwrap_or_else(|_| "/".into()),
+                lang: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+            },
+            ssh_auth_sock: std::env::var("SSH_AUTH_SOCK").ok().filter(|s| !s.is_empty()),
+        },
+    );
+    let limits = Limits {
+        max_running: config.max_running.max(1),
+        max_running_per_service: config.max_running_per_service.max(1),
+    };
+    let queue = Queue::new(runner, limits, shutdown.clone());
+    queue.recover(&runs_dir).await.context("recovering interrupted runs")?;
+
+    let api = DeployApi::new(ApiParts {
+        store,
+        guard,
+        backends,
+        queue: queue.clone(),
+        services_dir,
+        default_timeout_secs: config.deploy_timeout_secs,
+        shutdown: shutdown.clone(),
+    });
     let api = DeployServiceServer::new(api);
     let grpc_name = <DeployServiceServer<DeployApi> as tonic::server::NamedService>::NAME;
-    common::server::serve_grpc(
+    // Shutdown order: the server stops accepting and its streams end (watchers follow
+    // the same token); the runs, stopped by that token too, end their deployments.
+    let served = common::server::serve_grpc(
         "deploy-service",
         grpc_name,
         tonic::service::Routes::new(api),
         listener,
         shutdown,
     )
-    .await
-}
-
-pub struct DeployApi {
-    _store: Store,
-}
-
-fn not_yet() -> Status {
-    Status::unimplemented("the deployment API is not implemented yet")
-}
-
-type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl DeployService for DeployApi {
-    async fn start_deployment(
-        &self,
-        _: Request<pb::StartDeploymentRequest>,
-    ) -> Result<Response<pb::Deployment>, Status> {
-        Err(not_yet())
-    }
-    async fn list_deployments(
-        &self,
-        _: Request<pb::ListDeploymentsRequest>,
-    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
-        Err(not_yet())
-    }
-    async fn get_deployment(&self, _: Request<pb::GetDeploymentRequest>) -> Result<Response<pb::Deployment>, Status> {
-        Err(not_yet())
-    }
-    async fn report_step(&self, _: Request<pb::ReportStepRequest>) -> Result<Response<pb::Step>, Status> {
-        Err(not_yet())
-    }
-    async fn list_steps(&self, _: Request<pb::ListStepsRequest>) -> Result<Response<pb::ListStepsResponse>, Status> {
-        Err(not_yet())
-    }
-    async fn finish_deployment(
-        &self,
-        _: Request<pb::FinishDeploymentRequest>,
-    ) -> Result<Response<pb::Deployment>, Status> {
-        Err(not_yet())
-    }
-    async fn cancel_deployment(
-        &self,
-        _: Request<pb::CancelDeploymentRequest>,
-    ) -> Result<Response<pb::Deployment>, Status> {
-        Err(not_yet())
-    }
-    type WatchEventsStream = Stream<pb::Event>;
-    async fn watch_events(
-        &self,
-        _: Request<pb::WatchEventsRequest>,
-    ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        Err(not_yet())
-    }
+    .await;
+    queue.drain(DRAIN_LIMIT).await;
+    served
 }

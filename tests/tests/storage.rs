@@ -139,22 +139,169 @@ async fn registry_store_services(backend: Backend) {
 }
 
 async fn deploy_store_deployments(backend: Backend) {
-    use deploy_service::storage::{NewDeployment, Store};
+    use deploy_service::{
+        model::{Outcome, Report},
+        storage::{EventFilter, NewDeployment, ReportRefused, Store},
+    };
     let dir = tempfile::tempdir().unwrap();
     let db = database(backend, &dir, "deploy").await;
     let store = Store::open(&db.url).await.unwrap();
-    let new = NewDeployment {
+    let mut live = store.subscribe();
+    let new = |service: &str, steps: &[&str]| NewDeployment {
         service_id: 7,
-        service: "alpha".into(),
+        service: service.into(),
         origin: "github".into(),
         user: "alice".into(),
-        context: json!({"env": {"FOO": "bar"}}),
+        context: json!({"env": {"FOO": "bar", "N": 1}}),
+        deploy_script: format!("{service}/deploy.sh"),
+        timeout_secs: 60,
+        steps: steps.iter().map(|s| s.to_string()).collect(),
     };
-    let d = store.create_deployment(new).await.unwrap();
+    let (d, planned) = store
+        .create_deployment(new("alpha", &["one", "two", "three"]))
+        .await
+        .unwrap();
     let got = store.get_deployment(d.id).await.unwrap().unwrap();
     assert_eq!(got, d);
     assert_eq!(got.status, "queued");
-    assert_eq!(got.context, json!({"env": {"FOO": "bar"}}));
-    assert!(got.started.is_some() && got.finished.is_none());
+    assert_eq!(got.context, json!({"env": {"FOO": "bar", "N": 1}}));
+    assert!(got.started.is_some() && got.finished.is_none() && !got.finish_requested);
+    assert_eq!(got.deploy_script.as_deref(), Some("alpha/deploy.sh"));
     assert!(store.get_deployment(d.id + 1).await.unwrap().is_none());
+    assert_eq!(planned.iter().map(|s| s.sequence).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(planned.iter().all(|s| s.state == "pending"));
+
+    // Reports before the run starts are refused; starting makes the first step run.
+    let report = |name: &str, state: &str| Report::new(name, state, "msg", None).unwrap();
+    assert!(matches!(
+        store.apply_reports(d.id, &[report("one", "success")]).await,
+        Err(ReportRefused::NotStarted)
+    ));
+    let running = store.start_run(d.id, "runner-1").await.unwrap().unwrap();
+    assert_eq!(running.status, "running");
+    assert!(
+        store.start_run(d.id, "runner-1").await.unwrap().is_none(),
+        "started once only"
+    );
+    let steps = store.visible_steps(d.id).await.unwrap();
+    assert_eq!(steps[0].state, "running");
+    let applied = store
+        .apply_reports(d.id, &[report("one", "success"), report("extra", "success")])
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["one", "extra"]
+    );
+    assert_eq!(applied[1].sequence, 4);
+    store.set_process(d.id, 4242, Some(99)).await.unwrap();
+    store.set_token(d.id, "jti-1").await.unwrap();
+    let row = store.get_deployment(d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.pid, row.process_start, row.token_id.as_deref()),
+        (Some(4242), Some(99), Some("jti-1"))
+    );
+
+    // Ending: a failed step says why, unfinished steps are removed but kept.
+    let ended = store
+        .end_deployment(d.id, &Outcome::Failed("boom".into()), Some(3), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ended.status.as_str(), ended.failure_reason.as_deref()),
+        ("failed", Some("boom"))
+    );
+    assert_eq!(ended.exit_code, Some(3));
+    let visible = store.visible_steps(d.id).await.unwrap();
+    let names: Vec<(&str, &str)> = visible.iter().map(|s| (s.name.as_str(), s.state.as_str())).collect();
+    assert_eq!(
+        names,
+        [("one", "success"), ("extra", "success"), ("failed step", "failure")]
+    );
+    assert!(matches!(
+        store.apply_reports(d.id, &[report("two", "success")]).await,
+        Err(ReportRefused::Finished)
+    ));
+    let again = store
+        .end_deployment(d.id, &Outcome::Exited, None, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, ended, "an ended deployment stays as it ended");
+
+    // Only a succeeded deployment plans the next one, removed steps included.
+    assert!(store.last_succeeded_steps("alpha").await.unwrap().is_empty());
+    let (d2, _) = store.create_deployment(new("alpha", &["a", "b"])).await.unwrap();
+    store.start_run(d2.id, "runner-1").await.unwrap().unwrap();
+    store.apply_reports(d2.id, &[report("a", "success")]).await.unwrap();
+    let ok = store
+        .end_deployment(d2.id, &Outcome::Exited, Some(0), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.status, "succeeded");
+    let last = store.last_succeeded_steps("alpha").await.unwrap();
+    assert_eq!(
+        last.iter().map(|s| (s.name.as_str(), s.removed)).collect::<Vec<_>>(),
+        [("a", false), ("b", true)]
+    );
+    assert!(store.visible_steps(d2.id).await.unwrap().iter().all(|s| s.name == "a"));
+
+    // A queued deployment is cancelled only while queued.
+    let (d3, _) = store.create_deployment(new("beta", &["x"])).await.unwrap();
+    let cancelled = Outcome::Cancelled("cancelled by alice".into());
+    let c = store
+        .end_deployment(d3.id, &cancelled, None, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.status, "cancelled");
+    assert!(
+        store
+            .end_deployment(d2.id, &cancelled, None, true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Events: one global increasing sequence, filterable, resumable, broadcast in order.
+    let all = store.events_after(0, &EventFilter::default(), 1000).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    assert_eq!(store.last_sequence().await.unwrap(), all.last().unwrap().sequence);
+    let mut broadcast = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        broadcast.push(event);
+    }
+    assert_eq!(broadcast, all);
+    let deleted: Vec<_> = all
+        .iter()
+        .filter(|e| e.deleted)
+        .map(|e| e.payload["name"].clone())
+        .collect();
+    assert_eq!(deleted, [json!("two"), json!("three"), json!("b"), json!("x")]);
+    let beta = EventFilter {
+        service: Some("beta".into()),
+        deployment_id: None,
+    };
+    let beta_events = store.events_after(0, &beta, 1000).await.unwrap();
+    assert!(!beta_events.is_empty() && beta_events.iter().all(|e| e.deployment_id == d3.id));
+    let rest = store
+        .events_after(all[2].sequence, &EventFilter::default(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(rest, all[3..]);
+
+    // Reopening migrates nothing twice and loses nothing; ids are never reused.
+    let store = Store::open(&db.url).await.unwrap();
+    assert_eq!(store.get_deployment(d.id).await.unwrap().unwrap(), ended);
+    let (d4, steps4) = store.create_deployment(new("alpha", &["z"])).await.unwrap();
+    assert!(d4.id > d3.id);
+    let max_step = all
+        .iter()
+        .filter(|e| e.kind == "step")
+        .map(|e| e.payload["id"].as_str().unwrap().parse::<i64>().unwrap())
+        .max()
+        .unwrap();
+    assert!(steps4[0].id > max_step);
 }

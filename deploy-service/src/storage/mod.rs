@@ -1,26 +1,35 @@
-//! The deploy service's tables, behind one `Store` used the same way on SQLite and PostgreSQL.
+//! The deploy service's tables, behind one `Store` used the same way on SQLite and
+//! PostgreSQL. Every write goes through one writer lock and records its events in
+//! the same transaction; after the commit the events are broadcast in sequence
+//! order, so a watcher that reads the table and then follows the broadcast sees
+//! every event once.
 
 pub mod deployments;
+pub mod events;
 mod migrations;
+mod reads;
+pub mod steps;
+mod writes;
 
-use sea_orm::{ActiveModelTrait, DatabaseConnection, DbErr, EntityTrait, Set};
+use std::sync::Arc;
+
+use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
+use tokio::sync::{Mutex, broadcast};
 
 pub use migrations::Migrator;
+pub use reads::EventFilter;
+pub use writes::{NewDeployment, ReportRefused};
+
+/// How many events a watcher may fall behind the broadcast before it catches up
+/// from the table instead.
+const BROADCAST_CAPACITY: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
-}
-
-/// What a new deployment is made of.
-#[derive(Debug, Clone)]
-pub struct NewDeployment {
-    pub service_id: i64,
-    pub service: String,
-    pub origin: String,
-    pub user: String,
-    pub context: serde_json::Value,
+    writer: Arc<Mutex<()>>,
+    events: broadcast::Sender<events::Model>,
 }
 
 impl Store {
@@ -28,26 +37,20 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, DbErr> {
         let db = common::db::connect(url).await?;
         Migrator::up(&db, None).await?;
-        Ok(Store { db })
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Ok(Store {
+            db,
+            writer: Arc::new(Mutex::new(())),
+            events,
+        })
     }
 
-    /// Records a deployment as queued.
-    pub async fn create_deployment(&self, new: NewDeployment) -> Result<deployments::Model, DbErr> {
-        deployments::ActiveModel {
-            service_id: Set(new.service_id),
-            service: Set(new.service),
-            origin: Set(new.origin),
-            user: Set(new.user),
-            context: Set(new.context),
-            status: Set("queued".into()),
-            started: Set(Some(chrono::Utc::now())),
-            ..Default::default()
-        }
-        .insert(&self.db)
-        .await
+    /// Events committed from now on, in sequence order.
+    pub fn subscribe(&self) -> broadcast::Receiver<events::Model> {
+        self.events.subscribe()
     }
 
-    pub async fn get_deployment(&self, id: i64) -> Result<Option<deployments::Model>, DbErr> {
-        deployments::Entity::find_by_id(id).one(&self.db).await
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
     }
 }

@@ -4,6 +4,9 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_create_deployments;
 mod m0002_create_steps;
+mod m0003_deployment_runs;
+mod m0004_removed_steps;
+mod m0005_create_events;
 
 pub struct Migrator;
 
@@ -13,6 +16,9 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_create_deployments::Migration),
             Box::new(m0002_create_steps::Migration),
+            Box::new(m0003_deployment_runs::Migration),
+            Box::new(m0004_removed_steps::Migration),
+            Box::new(m0005_create_events::Migration),
         ]
     }
 

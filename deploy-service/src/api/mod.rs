@@ -1,0 +1,414 @@
+//! The `DeployService` gRPC API. Every call verifies the caller's token itself and
+//! checks its permission; then `access` decides what this kind of caller may see.
+
+mod access;
+mod watch;
+
+use std::{path::PathBuf, sync::Arc};
+
+use common::{error::ErrorCode, guard::Guard, scope};
+use proto::deploy::v1::{self as pb, deploy_service_server::DeployService};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use self::access::{Caller, not_found};
+use crate::{
+    backends::Backends,
+    convert,
+    model::{Outcome, Report, Status as DeploymentStatus},
+    plan,
+    queue::Queue,
+    storage::{EventFilter, NewDeployment, ReportRefused, Store, deployments},
+};
+
+/// Largest context (`{"env": …}` as JSON) a deployment may carry.
+const MAX_CONTEXT_BYTES: usize = 64 * 1024;
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+pub struct DeployApi {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    store: Store,
+    guard: Guard,
+    backends: Backends,
+    queue: Queue,
+    services_dir: PathBuf,
+    default_timeout_secs: u64,
+    shutdown: CancellationToken,
+}
+
+pub struct ApiParts {
+    pub store: Store,
+    pub guard: Guard,
+    pub backends: Backends,
+    pub queue: Queue,
+    pub services_dir: PathBuf,
+    pub default_timeout_secs: u64,
+    pub shutdown: CancellationToken,
+}
+
+/// A storage failure: logged in full, reported without detail.
+pub fn internal(error: impl std::fmt::Display) -> Status {
+    tracing::error!(%error, "storage error");
+    ErrorCode::Internal.status("internal error")
+}
+
+fn refused(id: i64, refusal: ReportRefused) -> Status {
+    match refusal {
+        ReportRefused::NotFound => not_found(id),
+        ReportRefused::NotStarted => ErrorCode::Conflict.status(format!("deployment {id} has not started yet")),
+        ReportRefused::Finished => ErrorCode::Conflict.status(format!("deployment {id} is finished")),
+        ReportRefused::Db(error) => internal(error),
+    }
+}
+
+impl DeployApi {
+    pub fn new(parts: ApiParts) -> DeployApi {
+        DeployApi {
+            inner: Arc::new(Shared {
+                store: parts.store,
+                guard: parts.guard,
+                backends: parts.backends,
+                queue: parts.queue,
+                services_dir: parts.services_dir,
+                default_timeout_secs: parts.default_timeout_secs,
+                shutdown: parts.shutdown,
+            }),
+        }
+    }
+}
+
+impl Shared {
+    async fn caller<T>(&self, request: &Request<T>, permission: &str) -> Result<Caller, Status> {
+        let claims = self.guard.require(request, permission).await?;
+        Caller::from_claims(&claims)
+    }
+
+    /// A deployment with its visible steps.
+    async fn full(&self, row: &deployments::Model) -> Result<pb::Deployment, Status> {
+        let steps = self.store.visible_steps(row.id).await.map_err(internal)?;
+        Ok(convert::deployment(row, &steps))
+    }
+
+    async fn start(&self, caller: Caller, request: pb::StartDeploymentRequest) -> Result<pb::Deployment, Status> {
+        let (name, origin, user, service_token) = match caller {
+            Caller::Service { service, origin, user } => {
+                if !request.service.is_empty() && request.service != service {
+                    return Err(ErrorCode::PermissionDenied
+                        .status(format!("this token may only start deployments of {service}")));
+                }
+                (service, origin, user, true)
+            }
+            Caller::User { name, origin } => {
+                if request.service.is_empty() {
+                    return Err(ErrorCode::InvalidArgument.status("name the service to deploy"));
+                }
+                (request.service, origin, name, false)
+            }
+            Caller::Deployment { .. } => {
+                return Err(ErrorCode::PermissionDenied.status("a deployment token may not start deployments"));
+            }
+        };
+        let env = request
+            .env
+            .as_ref()
+            .map(convert::from_struct)
+            .unwrap_or_else(|| json!({}));
+        let context = json!({ "env": env });
+        if context.to_string().len() > MAX_CONTEXT_BYTES {
+            return Err(ErrorCode::InvalidArgument.status(format!("env is larger than {MAX_CONTEXT_BYTES} bytes")));
+        }
+        let service = match self.backends.service(&name).await {
+            Ok(Some(service)) => service,
+            // fastDeploy checks the service as part of the token: 401 for a service token.
+            Ok(None) if service_token => return Err(ErrorCode::Unauthenticated.status("invalid token")),
+            Ok(None) => return Err(ErrorCode::NotFound.status(format!("service {name} not found"))),
+            Err(error) => {
+                tracing::warn!(%error, "registry lookup failed");
+                return Err(ErrorCode::Unavailable.status("the registry is unavailable"));
+            }
+        };
+        let invalid = |e: plan::PlanError| ErrorCode::InvalidArgument.status(e.to_string());
+        let last = self.store.last_succeeded_steps(&name).await.map_err(internal)?;
+        let steps = plan::steps(&last, &service.data).map_err(invalid)?;
+        let timeout_secs = plan::timeout_secs(&service.data, self.default_timeout_secs).map_err(invalid)?;
+        let script = plan::deploy_script(&self.services_dir, &name, &service.data).map_err(invalid)?;
+        let (deployment, _) = self
+            .store
+            .create_deployment(NewDeployment {
+                service_id: service.id,
+                service: service.name,
+                origin,
+                user,
+                context,
+                deploy_script: script.to_string_lossy().into_owned(),
+                timeout_secs,
+                steps,
+            })
+            .await
+            .map_err(internal)?;
+        tracing::info!(id = deployment.id, service = %deployment.service, "deployment accepted");
+        // Start it now if the limits allow, so the answer says RUNNING; a failure here
+        // leaves it queued for the scheduling loop.
+        if let Err(error) = self.queue.schedule().await {
+            tracing::error!(%error, "scheduling after a start failed");
+        }
+        let row = self.store.get_deployment(deployment.id).await.map_err(internal)?;
+        self.full(&row.unwrap_or(deployment)).await
+    }
+
+    async fn list(
+        &self,
+        caller: Caller,
+        request: pb::ListDeploymentsRequest,
+    ) -> Result<pb::ListDeploymentsResponse, Status> {
+        let size = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let after: i64 = match request.page_token.as_str() {
+            "" => 0,
+            token => token
+                .parse()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ErrorCode::InvalidArgument.status("invalid page_token"))?,
+        };
+        let wanted = (!request.service.is_empty()).then_some(request.service);
+        let mut rows = match &caller {
+            Caller::User { .. } => {
+                self.store
+                    .list_deployments(wanted.as_deref(), after, u64::from(size) + 1)
+                    .await
+            }
+            Caller::Service { service, .. } => {
+                if wanted.as_ref().is_some_and(|w| w != service) {
+                    return Err(access::wrong_service_token());
+                }
+                self.store
+                    .list_deployments(Some(service), after, u64::from(size) + 1)
+                    .await
+            }
+            Caller::Deployment { id } => self.store.get_deployment(*id).await.map(|d| {
+                d.into_iter()
+                    .filter(|d| d.id > after && wanted.as_ref().is_none_or(|w| *w == d.service))
+                    .collect()
+            }),
+        }
+        .map_err(internal)?;
+        let mut next_page_token = String::new();
+        if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            next_page_token = rows.last().map(|d| d.id.to_string()).unwrap_or_default();
+        }
+        Ok(pb::ListDeploymentsResponse {
+            deployments: rows.iter().map(|d| convert::deployment(d, &[])).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn report(&self, caller: Caller, request: pb::ReportStepRequest) -> Result<pb::Step, Status> {
+        let Caller::Deployment { id } = caller else {
+            return Err(ErrorCode::PermissionDenied.status("only a deployment token reports steps"));
+        };
+        let started = request.started.as_ref().and_then(convert::from_timestamp);
+        let report = Report::new(&request.name, &request.state, &request.message, started)
+            .map_err(|e| ErrorCode::InvalidArgument.status(e.to_string()))?;
+        let applied = self
+            .store
+            .apply_reports(id, &[report])
+            .await
+            .map_err(|e| refused(id, e))?;
+        applied
+            .first()
+            .map(convert::step)
+            .ok_or_else(|| internal("no step applied"))
+    }
+
+    async fn finish(&self, caller: Caller, request: pb::FinishDeploymentRequest) -> Result<pb::Deployment, Status> {
+        let id = match caller {
+            Caller::Deployment { id } if request.id == 0 || request.id == id => id,
+            Caller::Deployment { .. } => {
+                return Err(ErrorCode::PermissionDenied.status("a deployment token may only finish its own deployment"));
+            }
+            Caller::User { .. } if request.id > 0 => request.id,
+            Caller::User { .. } => return Err(ErrorCode::InvalidArgument.status("name the deployment to finish")),
+            Caller::Service { .. } => {
+                return Err(ErrorCode::PermissionDenied.status("a service token may not finish deployments"));
+            }
+        };
+        let mut row = self.store.request_finish(id).await.map_err(|e| match e {
+            ReportRefused::NotStarted => {
+                ErrorCode::Conflict.status(format!("deployment {id} has not started; cancel it instead"))
+            }
+            other => refused(id, other),
+        })?;
+        // A run whose script is not running here (none should be) ends now.
+        if row.status == DeploymentStatus::Running.as_str() && !self.queue.runs_here(id) {
+            let runner_end = self.store.end_deployment(id, &Outcome::Exited, None, false).await;
+            row = runner_end.map_err(internal)?.unwrap_or(row);
+        }
+        self.full(&row).await
+    }
+
+    async fn cancel(&self, caller: Caller, id: i64) -> Result<pb::Deployment, Status> {
+        let Caller::User { name, .. } = caller else {
+            return Err(ErrorCode::PermissionDenied.status("only a user may cancel deployments"));
+        };
+        let row = self
+            .store
+            .get_deployment(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found(id))?;
+        let already = || ErrorCode::Conflict.status(format!("deployment {id} is already finished"));
+        if row.finished.is_some() {
+            return Err(already());
+        }
+        let ended = match self.queue.cancel(id, &name).await.map_err(internal)? {
+            Some(ended) => ended,
+            None => {
+                let reason = Outcome::Cancelled(format!("cancelled by {name}"));
+                let current = self
+                    .store
+                    .get_deployment(id)
+                    .await
+                    .map_err(internal)?
+                    .ok_or_else(|| not_found(id))?;
+                if current.finished.is_some() {
+                    return Err(already());
+                }
+                self.store
+                    .end_deployment(id, &reason, None, false)
+                    .await
+                    .map_err(internal)?
+                    .unwrap_or(current)
+            }
+        };
+        tracing::info!(id, by = %name, "deployment cancelled");
+        self.full(&ended).await
+    }
+
+    async fn watch(&self, caller: Caller, request: pb::WatchEventsRequest) -> Result<watch::EventStream, Status> {
+        let service = (!request.service.is_empty()).then_some(request.service);
+        let deployment_id = (request.deployment_id != 0).then_some(request.deployment_id);
+        let filter = match caller {
+            Caller::User { .. } => EventFilter { service, deployment_id },
+            Caller::Service { service: own, .. } => {
+                if service.as_ref().is_some_and(|s| *s != own) {
+                    return Err(access::wrong_service_token());
+                }
+                if let Some(id) = deployment_id {
+                    let found = self.store.get_deployment(id).await.map_err(internal)?;
+                    Caller::Service {
+                        service: own.clone(),
+                        origin: String::new(),
+                        user: String::new(),
+                    }
+                    .readable(id, found)?;
+                }
+                EventFilter {
+                    service: Some(own),
+                    deployment_id,
+                }
+            }
+            Caller::Deployment { id } => {
+                if deployment_id.is_some_and(|d| d != id) {
+                    return Err(
+                        ErrorCode::PermissionDenied.status("a deployment token may only watch its own deployment")
+                    );
+                }
+                EventFilter {
+                    service,
+                    deployment_id: Some(id),
+                }
+            }
+        };
+        watch::watch(
+            self.store.clone(),
+            filter,
+            request.after_sequence,
+            self.shutdown.clone(),
+        )
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl DeployService for DeployApi {
+    async fn start_deployment(
+        &self,
+        request: Request<pb::StartDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
+        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_START).await?;
+        Ok(Response::new(self.inner.start(caller, request.into_inner()).await?))
+    }
+
+    async fn list_deployments(
+        &self,
+        request: Request<pb::ListDeploymentsRequest>,
+    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
+        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
+        Ok(Response::new(self.inner.list(caller, request.into_inner()).await?))
+    }
+
+    async fn get_deployment(
+        &self,
+        request: Request<pb::GetDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
+        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
+        let id = request.into_inner().id;
+        let found = self.inner.store.get_deployment(id).await.map_err(internal)?;
+        let row = caller.readable(id, found)?;
+        Ok(Response::new(self.inner.full(&row).await?))
+    }
+
+    async fn report_step(&self, request: Request<pb::ReportStepRequest>) -> Result<Response<pb::Step>, Status> {
+        let caller = self.inner.caller(&request, scope::STEPS_REPORT).await?;
+        Ok(Response::new(self.inner.report(caller, request.into_inner()).await?))
+    }
+
+    async fn list_steps(
+        &self,
+        request: Request<pb::ListStepsRequest>,
+    ) -> Result<Response<pb::ListStepsResponse>, Status> {
+        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
+        let id = request.into_inner().deployment_id;
+        let found = self.inner.store.get_deployment(id).await.map_err(internal)?;
+        let row = caller.readable(id, found)?;
+        let steps = self.inner.store.visible_steps(row.id).await.map_err(internal)?;
+        Ok(Response::new(pb::ListStepsResponse {
+            steps: steps.iter().map(convert::step).collect(),
+        }))
+    }
+
+    async fn finish_deployment(
+        &self,
+        request: Request<pb::FinishDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
+        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_FINISH).await?;
+        Ok(Response::new(self.inner.finish(caller, request.into_inner()).await?))
+    }
+
+    async fn cancel_deployment(
+        &self,
+        request: Request<pb::CancelDeploymentRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
+        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_CANCEL).await?;
+        Ok(Response::new(self.inner.cancel(caller, request.into_inner().id).await?))
+    }
+
+    type WatchEventsStream = watch::EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
+        Ok(Response::new(self.inner.watch(caller, request.into_inner()).await?))
+    }
+}

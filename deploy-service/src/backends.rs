@@ -1,0 +1,155 @@
+//! The deploy service's calls to the other services, all made with its own
+//! credential (never a caller's token): the registry for service configs and
+//! deployed services, the auth service to mint and revoke deployment tokens.
+
+use std::time::Duration;
+
+use common::identity::Credential;
+use proto::{
+    auth::v1::{self as auth, auth_service_client::AuthServiceClient},
+    registry::v1::{self as registry, registry_service_client::RegistryServiceClient},
+};
+use secrecy::SecretString;
+use serde_json::Value;
+use tonic::{Code, transport::Channel};
+
+use crate::convert;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{service} unavailable: {message}")]
+    Unavailable { service: &'static str, message: String },
+    #[error("{service} refused: {message}")]
+    Refused { service: &'static str, message: String },
+}
+
+fn backend_error(service: &'static str, status: &tonic::Status) -> BackendError {
+    let message = status.message().to_owned();
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            BackendError::Unavailable { service, message }
+        }
+        _ => BackendError::Refused { service, message },
+    }
+}
+
+/// A service as the registry knows it.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub id: i64,
+    pub name: String,
+    /// Its config.json.
+    pub data: Value,
+}
+
+/// A minted deployment token. `Debug` never shows the token.
+pub struct DeploymentToken {
+    pub token: SecretString,
+    pub id: String,
+}
+
+impl std::fmt::Debug for DeploymentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentToken").field("id", &self.id).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Backends {
+    auth: AuthServiceClient<Channel>,
+    registry: RegistryServiceClient<Channel>,
+    credential: Credential,
+}
+
+fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+impl Backends {
+    pub fn new(auth_url: &str, registry_url: &str, credential: Credential) -> anyhow::Result<Backends> {
+        Ok(Backends {
+            auth: AuthServiceClient::new(channel(auth_url)?),
+            registry: RegistryServiceClient::new(channel(registry_url)?),
+            credential,
+        })
+    }
+
+    /// The service named `name`, or None when the registry has no such service.
+    pub async fn service(&self, name: &str) -> Result<Option<ServiceConfig>, BackendError> {
+        let request = self.credential.request(registry::GetServiceRequest {
+            key: Some(registry::get_service_request::Key::Name(name.to_owned())),
+        });
+        match self.registry.clone().get_service(request).await {
+            Ok(service) => {
+                let service = service.into_inner();
+                Ok(Some(ServiceConfig {
+                    id: service.id,
+                    name: service.name,
+                    data: service
+                        .data
+                        .as_ref()
+                        .map(convert::from_struct)
+                        .unwrap_or_else(|| Value::Object(Default::default())),
+                }))
+            }
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(backend_error("registry", &status)),
+        }
+    }
+
+    /// Publishes the config a successful run reported as its deployed service.
+    pub async fn publish(&self, deployment_id: i64, service: &str, config: &Value) -> Result<(), BackendError> {
+        let request = self.credential.request(registry::PublishDeployedServiceRequest {
+            deployment_id,
+            service: service.to_owned(),
+            config: convert::to_struct(config),
+        });
+        self.registry
+            .clone()
+            .publish_deployed_service(request)
+            .await
+            .map_err(|s| backend_error("registry", &s))?;
+        Ok(())
+    }
+
+    /// A deployment token for one run, living `lifetime_seconds`.
+    pub async fn mint_token(
+        &self,
+        deployment_id: i64,
+        service: &str,
+        lifetime_seconds: u64,
+    ) -> Result<DeploymentToken, BackendError> {
+        let request = self.credential.request(auth::MintDeploymentTokenRequest {
+            deployment_id,
+            service: service.to_owned(),
+            lifetime_seconds,
+        });
+        let minted = self
+            .auth
+            .clone()
+            .mint_deployment_token(request)
+            .await
+            .map_err(|s| backend_error("auth", &s))?
+            .into_inner();
+        let id = minted.info.map(|i| i.id).unwrap_or_default();
+        Ok(DeploymentToken {
+            token: SecretString::from(minted.token),
+            id,
+        })
+    }
+
+    /// Revokes a run's deployment token; an unknown or already revoked one is fine.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), BackendError> {
+        let request = self.credential.request(auth::RevokeTokensRequest {
+            ids: vec![id.to_owned()],
+        });
+        match self.auth.clone().revoke_tokens(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(backend_error("auth", &status)),
+        }
+    }
+}

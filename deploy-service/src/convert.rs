@@ -1,0 +1,164 @@
+//! Rows to proto messages, event rows to `Event`s, and JSON to and from
+//! `google.protobuf.Struct`.
+
+use proto::{deploy::v1 as pb, wkt};
+use serde_json::Value;
+
+use crate::{
+    model::Status,
+    storage::{deployments, events, steps},
+};
+
+/// A JSON object as a `Struct`; None when `value` is not an object.
+pub fn to_struct(value: &Value) -> Option<wkt::Struct> {
+    if !value.is_object() {
+        return None;
+    }
+    serde_json::from_value(value.clone()).ok()
+}
+
+/// A `Struct` as JSON. Protobuf numbers are doubles: whole numbers come back as JSON
+/// integers, as they were written.
+pub fn from_struct(value: &wkt::Struct) -> Value {
+    let mut json = serde_json::to_value(value).unwrap_or(Value::Null);
+    whole_numbers(&mut json);
+    json
+}
+
+/// Largest integer a double holds exactly (2^53).
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
+fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
+                *n = (f as i64).into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> wkt::Timestamp {
+    wkt::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A proto timestamp as UTC, if it is a valid one.
+pub fn from_timestamp(at: &wkt::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    u32::try_from(at.nanos)
+        .ok()
+        .and_then(|nanos| chrono::DateTime::from_timestamp(at.seconds, nanos))
+}
+
+pub fn status(text: &str) -> pb::DeploymentStatus {
+    match Status::parse(text) {
+        Some(Status::Queued) => pb::DeploymentStatus::Queued,
+        Some(Status::Running) => pb::DeploymentStatus::Running,
+        Some(Status::Succeeded) => pb::DeploymentStatus::Succeeded,
+        Some(Status::Failed) => pb::DeploymentStatus::Failed,
+        Some(Status::Cancelled) => pb::DeploymentStatus::Cancelled,
+        None => pb::DeploymentStatus::Unspecified,
+    }
+}
+
+pub fn step(row: &steps::Model) -> pb::Step {
+    pb::Step {
+        id: row.id,
+        deployment_id: row.deployment_id,
+        name: row.name.clone(),
+        state: row.state.clone(),
+        started: row.started.map(timestamp),
+        finished: row.finished.map(timestamp),
+        message: row.message.clone(),
+        sequence: row.sequence,
+    }
+}
+
+/// A deployment with the given (visible) steps.
+pub fn deployment(row: &deployments::Model, steps: &[steps::Model]) -> pb::Deployment {
+    pb::Deployment {
+        id: row.id,
+        service_id: row.service_id,
+        service: row.service.clone(),
+        origin: row.origin.clone(),
+        user: row.user.clone(),
+        started: row.started.map(timestamp),
+        finished: row.finished.map(timestamp),
+        context: Some(to_struct(&row.context).unwrap_or_default()),
+        status: status(&row.status) as i32,
+        steps: steps.iter().map(step).collect(),
+        failure_reason: row.failure_reason.clone().unwrap_or_default(),
+        run_started: row.run_started.map(timestamp),
+    }
+}
+
+/// The payload an event row stores: the message in proto3 JSON.
+pub fn deployment_payload(row: &deployments::Model) -> Value {
+    serde_json::to_value(deployment(row, &[])).unwrap_or(Value::Null)
+}
+
+pub fn step_payload(row: &steps::Model) -> Value {
+    serde_json::to_value(step(row)).unwrap_or(Value::Null)
+}
+
+/// An event row as an `Event`; None if its payload cannot be read back.
+pub fn event(row: &events::Model) -> Option<pb::Event> {
+    let payload = match row.kind.as_str() {
+        "deployment" => pb::event::Payload::Deployment(serde_json::from_value(row.payload.clone()).ok()?),
+        "step" => pb::event::Payload::Step(serde_json::from_value(row.payload.clone()).ok()?),
+        _ => return None,
+    };
+    Some(pb::Event {
+        sequence: row.sequence,
+        payload: Some(payload),
+        deleted: row.deleted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn json_objects_round_trip_through_struct_with_whole_numbers_kept() {
+        let value = json!({"env": {"a": 1, "b": [1.5, -2, {"c": null}], "d": "x", "e": true}});
+        assert_eq!(from_struct(&to_struct(&value).unwrap()), value);
+        assert!(to_struct(&json!([1])).is_none());
+    }
+
+    #[test]
+    fn events_round_trip_through_their_payload() {
+        let at = crate::model::now();
+        let row = steps::Model {
+            id: 3,
+            deployment_id: 2,
+            sequence: 1,
+            name: "build".into(),
+            state: "success".into(),
+            started: Some(at),
+            finished: Some(at),
+            message: "ok".into(),
+            removed: false,
+        };
+        let event = event(&events::Model {
+            sequence: 7,
+            deployment_id: 2,
+            service: "alpha".into(),
+            kind: "step".into(),
+            deleted: true,
+            payload: step_payload(&row),
+            created_at: at,
+        })
+        .unwrap();
+        assert_eq!(event.sequence, 7);
+        assert!(event.deleted);
+        assert_eq!(event.payload, Some(pb::event::Payload::Step(step(&row))));
+    }
+}

@@ -1,0 +1,123 @@
+//! Reading deployments, steps and events.
+
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::{Store, deployments, events, steps};
+use crate::model::{Status, StepState};
+
+/// Which events a watcher wants; empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub service: Option<String>,
+    pub deployment_id: Option<i64>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &events::Model) -> bool {
+        self.service.as_ref().is_none_or(|s| *s == event.service)
+            && self.deployment_id.is_none_or(|d| d == event.deployment_id)
+    }
+}
+
+impl Store {
+    pub async fn get_deployment(&self, id: i64) -> Result<Option<deployments::Model>, DbErr> {
+        deployments::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    /// The steps a deployment shows, in sequence order (removed ones left out).
+    pub async fn visible_steps(&self, deployment_id: i64) -> Result<Vec<steps::Model>, DbErr> {
+        steps::Entity::find()
+            .filter(steps::Column::DeploymentId.eq(deployment_id))
+            .filter(steps::Column::Removed.eq(false))
+            .order_by_asc(steps::Column::Sequence)
+            .all(&self.db)
+            .await
+    }
+
+    /// Deployments with an id above `after_id` (of one service, if given), in id
+    /// order, at most `limit`.
+    pub async fn list_deployments(
+        &self,
+        service: Option<&str>,
+        after_id: i64,
+        limit: u64,
+    ) -> Result<Vec<deployments::Model>, DbErr> {
+        let mut query = deployments::Entity::find().filter(deployments::Column::Id.gt(after_id));
+        if let Some(service) = service {
+            query = query.filter(deployments::Column::Service.eq(service));
+        }
+        query
+            .order_by_asc(deployments::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Deployments in `status`, oldest first, at most `limit`.
+    pub async fn deployments_in(&self, status: Status, limit: u64) -> Result<Vec<deployments::Model>, DbErr> {
+        deployments::Entity::find()
+            .filter(deployments::Column::Status.eq(status.as_str()))
+            .order_by_asc(deployments::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Every step (removed ones too) of the service's last succeeded deployment, in
+    /// sequence order; empty when it has none.
+    pub async fn last_succeeded_steps(&self, service: &str) -> Result<Vec<steps::Model>, DbErr> {
+        let last = deployments::Entity::find()
+            .filter(deployments::Column::Service.eq(service))
+            .filter(deployments::Column::Status.eq(Status::Succeeded.as_str()))
+            .order_by_desc(deployments::Column::Id)
+            .one(&self.db)
+            .await?;
+        let Some(last) = last else { return Ok(Vec::new()) };
+        steps::Entity::find()
+            .filter(steps::Column::DeploymentId.eq(last.id))
+            .order_by_asc(steps::Column::Sequence)
+            .all(&self.db)
+            .await
+    }
+
+    /// The first visible failed step of a deployment, if any.
+    pub async fn failed_step(&self, deployment_id: i64) -> Result<Option<steps::Model>, DbErr> {
+        steps::Entity::find()
+            .filter(steps::Column::DeploymentId.eq(deployment_id))
+            .filter(steps::Column::Removed.eq(false))
+            .filter(steps::Column::State.eq(StepState::Failure.as_str()))
+            .order_by_asc(steps::Column::Sequence)
+            .one(&self.db)
+            .await
+    }
+
+    /// Stored events after `after` matching `filter`, in sequence order, at most `limit`.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        filter: &EventFilter,
+        limit: u64,
+    ) -> Result<Vec<events::Model>, DbErr> {
+        let mut query = events::Entity::find().filter(events::Column::Sequence.gt(after));
+        if let Some(service) = &filter.service {
+            query = query.filter(events::Column::Service.eq(service.clone()));
+        }
+        if let Some(id) = filter.deployment_id {
+            query = query.filter(events::Column::DeploymentId.eq(id));
+        }
+        query
+            .order_by_asc(events::Column::Sequence)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// The sequence of the last stored event (0 when there is none).
+    pub async fn last_sequence(&self) -> Result<i64, DbErr> {
+        Ok(events::Entity::find()
+            .order_by_desc(events::Column::Sequence)
+            .one(&self.db)
+            .await?
+            .map_or(0, |e| e.sequence))
+    }
+}

@@ -1,0 +1,26 @@
+//! The `steps` table: the steps of each deployment, ordered by `sequence`.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "steps")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub deployment_id: i64,
+    /// Order within the deployment, from 1.
+    pub sequence: i64,
+    pub name: String,
+    /// pending, running, success or failure
+    pub state: String,
+    pub started: Option<DateTimeUtc>,
+    pub finished: Option<DateTimeUtc>,
+    pub message: String,
+    /// Left unfinished when its deployment ended: no longer shown, still planned next time.
+    pub removed: bool,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
