@@ -19,6 +19,10 @@ pub struct Config {
     /// Write the bound address to this file once listening.
     #[arg(long, env = "SLIPWAY_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
+    /// Where the signing keys live (default: `auth-keys` in the data dir). Point
+    /// several auth replicas at one shared, private directory so they sign alike.
+    #[arg(long, env = "SLIPWAY_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
     /// Lifetime of user tokens, in minutes.
     #[arg(long, env = "SLIPWAY_USER_TOKEN_MINUTES", default_value_t = 30)]
     pub user_token_minutes: u32,
@@ -49,6 +53,8 @@ impl Config {
     }
 
     pub fn keys_dir(&self) -> PathBuf {
-        self.storage.data_dir.join("auth-keys")
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("auth-keys"))
     }
 }

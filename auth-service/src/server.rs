@@ -60,7 +60,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             _ => None,
         });
 
-    let api = AuthServiceServer::new(api);
+    let api = Arc::new(api);
+    tokio::spawn(reload_keys_periodically(api.clone(), shutdown.clone()));
+    let api = AuthServiceServer::from_arc(api);
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
     common::server::serve_grpc(
         "auth-service",
@@ -70,6 +72,29 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown,
     )
     .await
+}
+
+/// How often the key directory is re-read, for rotations made by another replica.
+const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn reload_keys_periodically(api: Arc<AuthApi>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(KEY_RELOAD_INTERVAL) => {}
+        }
+        match api.keys.reload() {
+            Ok(true) => match api.keys.jwks() {
+                Ok(jwks) => {
+                    api.verifier.set_keys(&jwks);
+                    tracing::info!(keys = jwks.keys.len(), "signing keys reloaded from the keys dir");
+                }
+                Err(error) => tracing::error!(%error, "cannot build the key set"),
+            },
+            Ok(false) => {}
+            Err(error) => tracing::error!(%error, "cannot re-read the keys dir"),
+        }
+    }
 }
 
 pub struct AuthApi {

@@ -3,6 +3,7 @@
 
 mod client;
 mod deploy_cmd;
+mod services;
 mod tokens;
 mod up;
 mod users;
@@ -44,6 +45,11 @@ enum Command {
     /// Start a deployment with a service token (SLIPWAY_TOKEN); --wait follows it and
     /// exits 0 if it succeeded, 1 if it failed, 2 on a usage or connection problem.
     Deploy(deploy_cmd::DeployArgs),
+    /// Sync and list the services of a running system (through its gateway).
+    Services {
+        #[command(subcommand)]
+        command: services::ServicesCommand,
+    },
     /// Run one service in this process (what `up` starts, one process each).
     #[command(hide = true)]
     Serve {
@@ -72,6 +78,7 @@ async fn main() -> ExitCode {
         Command::Tokens { command } => report(tokens::run(command).await),
         Command::Keys { command } => report(tokens::keys(command).await),
         Command::Deploy(args) => deploy_cmd::run(args).await,
+        Command::Services { command } => report(services::run(command).await),
         Command::Serve { service } => serve(service).await,
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod fastdeploy;
 pub mod legacy;
+pub mod metrics;
 pub mod server;
 pub mod v1;
 pub mod v1_deployments;

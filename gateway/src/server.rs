@@ -78,8 +78,11 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
+        .route("/metrics", get(crate::metrics::render).fallback(method_not_allowed))
         .fallback(not_found_or_redirect)
         .with_state(state)
+        // Request id, its span, and per-route counts and latency.
+        .layer(axum::middleware::from_fn(crate::metrics::observe))
         // Bodies beyond the limit are refused before any handler reads them.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         // Outermost: one span per request, covering every layer and handler.
@@ -130,6 +133,7 @@ const SERVED_PATHS: &[&str] = &[
     "/healthz",
     "/readyz",
     "/.well-known/jwks.json",
+    "/metrics",
     "/v1/tokens",
     "/v1/tokens/{id}",
     "/v1/tokens/service",
