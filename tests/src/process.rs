@@ -38,6 +38,24 @@ pub fn bin_dir() -> &'static Path {
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
+        // Cargo sets these for this test binary; build scripts that watch them (ring's)
+        // would look changed and half the tree would be rebuilt on every run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
         let status = build.status().expect("running cargo build");
         assert!(status.success(), "building the binaries failed");
         profile_dir

@@ -178,7 +178,8 @@ async fn authorization_matrix(backend: Backend) {
     };
     assert_eq!((remote(&steps_a), remote(&steps_b)), (1, 1), "{steps_a} {steps_b}");
 
-    // Finishing: a deployment token finishes its own deployment; then it is revoked.
+    // Finishing: a deployment token finishes its own deployment (once its script has
+    // ended, here when the gate opens); then the token is revoked.
     for (name, token) in tokens.iter().filter(|(n, _)| !n.starts_with("deployment")) {
         let (status, _, body) = call(&stack, Method::PUT, "/deployments/finish/", Some(token), None).await;
         assert_eq!(status, 401, "finish with a {name} token: {body}");
@@ -188,26 +189,21 @@ async fn authorization_matrix(backend: Backend) {
         (status, body),
         (200, json!({"detail": format!("Deployment {b} finished")}))
     );
-    let (_, deployment_b) = get(&stack, &format!("/deployments/{b}"), &beta).await;
+    release(&spool, "beta");
+    let deployment_b = wait_finished(&stack, &beta, b).await;
     assert!(is_utc_micros(&deployment_b["finished"]), "{deployment_b}");
     let (_, deployment_a) = get(&stack, &format!("/deployments/{a}"), &alpha).await;
     assert!(
         deployment_a["finished"].is_null(),
         "finishing b touched a: {deployment_a}"
     );
+    let late = routes[3].2.clone();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let (status, _, _) = call(
-            &stack,
-            Method::POST,
-            "/steps/",
-            Some(&dep_b),
-            Some(routes[3].2.clone().unwrap()),
-        )
-        .await;
-        if status == 401 {
-            break;
-        }
+    while call(&stack, Method::POST, "/steps/", Some(&dep_b), late.clone())
+        .await
+        .0
+        != 401
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "a finished deployment's token still reports"
@@ -215,7 +211,6 @@ async fn authorization_matrix(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     release(&spool, "alpha");
-    release(&spool, "beta");
     let done = wait_finished(&stack, &alpha, a).await;
     assert!(
         done["steps"]

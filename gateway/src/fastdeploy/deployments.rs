@@ -27,8 +27,10 @@ use crate::{
     server::AppState,
 };
 
-/// Most pages `GET /deployments/` reads from the deploy service for one answer.
+/// Most pages `GET /deployments/` reads from the deploy service for one answer, and
+/// their size (the deploy service's largest).
 const MAX_PAGES: usize = 10_000;
+const PAGE_SIZE: u32 = 1000;
 
 /// A backend refusal on fastDeploy's routes: an invalid token is 401 as fastDeploy
 /// answers it, a refused request 400 with the backend's (safe) reason.
@@ -74,6 +76,7 @@ pub async fn list(State(state): State<AppState>, user: UserToken) -> Result<Json
     for _ in 0..MAX_PAGES {
         let request = ListDeploymentsRequest {
             page_token: page_token.clone(),
+            page_size: PAGE_SIZE,
             ..Default::default()
         };
         let page = state
@@ -107,7 +110,11 @@ pub async fn start(State(state): State<AppState>, request: Request) -> Result<Js
     let env = objects::start_env(body)?;
     let env = serde_json::from_value(Value::Object(env))
         .map_err(|_| ApiError::Detail(StatusCode::BAD_REQUEST, "env cannot be stored".into()))?;
-    let request = StartDeploymentRequest { env: Some(env) };
+    // The service is the token's own.
+    let request = StartDeploymentRequest {
+        env: Some(env),
+        ..Default::default()
+    };
     let deployment = state
         .backends
         .deploy()

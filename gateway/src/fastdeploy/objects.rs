@@ -16,9 +16,9 @@ pub fn timestamp(t: Option<&Timestamp>) -> Value {
         })
 }
 
-/// A protobuf Struct as a JSON object (`{}` when absent).
+/// A protobuf Struct as a JSON object (`{}` when absent), whole numbers as integers.
 fn object(s: Option<&proto::wkt::Struct>) -> Value {
-    s.and_then(|s| serde_json::to_value(s).ok())
+    Some(super::services::struct_json(s))
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}))
 }
