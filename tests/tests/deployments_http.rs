@@ -484,6 +484,11 @@ async fn step_and_query_validation(backend: Backend) {
         "{answer}"
     );
 
+    let (_, steps) = get(&stack, &format!("/steps/?deployment_id={id}"), &admin).await;
+    assert!(
+        !steps.to_string().contains("exploded"),
+        "a refused report was stored: {steps}"
+    );
     let (status, _, answer) = post(Some(good.clone())).await;
     assert_eq!((status, answer), (200, json!({"detail": "step processed"})));
     let (status, steps) = get(&stack, &format!("/steps/?deployment_id={id}"), &admin).await;

@@ -22,6 +22,7 @@ on_every_backend!(
     handshake_needs_a_uuid,
     authentication_answers,
     feed_reaches_authenticated_sockets_despite_bad_clients,
+    feed_resumes_after_a_deploy_service_restart,
     expiry_warns_then_closes,
     reauthentication_extends_the_session,
     revoked_token_closes_the_socket
@@ -160,6 +161,18 @@ async fn feed_reaches_authenticated_sockets_despite_bad_clients(backend: Backend
     let abrupt = authenticated(&stack, &admin).await;
     let mut lapsed = authenticated(&stack, &admin).await;
     let mut anonymous = connect(&stack).await;
+    // A user token narrowed to services:read sees services but no deployments.
+    let attenuate = json!({"permissions": ["services:read"]});
+    let (status, _, minted) = call(
+        &stack,
+        Method::POST,
+        "/v1/tokens/attenuate",
+        Some(&admin),
+        Some(attenuate),
+    )
+    .await;
+    assert_eq!(status, 200, "{minted}");
+    let mut narrow = authenticated(&stack, minted["token"].as_str().unwrap()).await;
 
     rude.send(Message::text("this is not json")).await.unwrap();
     assert_eq!(
@@ -224,6 +237,18 @@ async fn feed_reaches_authenticated_sockets_despite_bad_clients(backend: Backend
     assert!(is_utc_micros(&end.last().unwrap()["finished"]));
     wait_finished(&stack, &alpha, id).await;
 
+    let mut seen = Vec::new();
+    while let Next::Frame(frame) = next(&mut narrow, Duration::from_millis(500)).await {
+        seen.push(frame);
+    }
+    assert!(
+        seen.iter().any(|f| f["type"] == "service" && f["name"] == "beta"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|f| f["type"] == "service"),
+        "a services:read token got {seen:?}"
+    );
     for (name, socket) in [("unauthenticated", &mut anonymous), ("failed re-auth", &mut lapsed)] {
         assert_eq!(
             next(socket, Duration::from_millis(500)).await,
@@ -231,6 +256,46 @@ async fn feed_reaches_authenticated_sockets_despite_bad_clients(backend: Backend
             "{name} socket got a frame"
         );
     }
+}
+
+/// The shared upstream is reopened when the deploy service comes back, resuming after
+/// the last event seen, so a deployment started meanwhile is not missed.
+async fn feed_resumes_after_a_deploy_service_restart(backend: Backend) {
+    let mut stack = Stack::start_with(backend, |root| {
+        let script = reporting_script(&[json!({"name": "build", "state": "success", "message": "built"})], 0);
+        write_service(root, "alpha", json!({"steps": [{"name": "build"}]}), &script);
+    })
+    .await;
+    let admin = stack.admin_token().await;
+    let alpha = service_token(&stack, &admin, "alpha").await;
+    let mut socket = authenticated(&stack, &admin).await;
+    let first = start(&stack, &alpha, None).await["id"].as_i64().unwrap();
+    frames_until(&mut socket, "deployment", |f| {
+        f["id"] == first && f["finished"].is_string()
+    })
+    .await;
+
+    stack.proc("deploy").kill();
+    stack.restart("deploy").await;
+    // Until the restarted service has heard the revocation feed it answers 503, as a
+    // client would, try again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let (status, _, body) = call(&stack, Method::POST, "/deployments/", Some(&alpha), None).await;
+        match status {
+            200 => break body["id"].as_i64().unwrap(),
+            503 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => panic!("start after the restart: {status} {body}\n{}", stack.logs()),
+        }
+    };
+    let frames = frames_until(&mut socket, "deployment", |f| {
+        f["id"] == second && f["finished"].is_string()
+    })
+    .await;
+    assert!(
+        frames.iter().any(|f| f["id"] == second && f["finished"].is_null()),
+        "start missed: {frames:?}"
+    );
 }
 
 async fn expiry_warns_then_closes(backend: Backend) {

@@ -14,7 +14,9 @@
 //!   the timers belong to the socket, so they end with it and are reset on re-auth;
 //! - a revoked token's socket is closed (1008) as soon as the gateway learns of it;
 //! - a frame that is not JSON closes that socket only (1007); every socket has its own
-//!   task and its own place in the feed, so a dead or slow socket affects no other.
+//!   task and its own place in the feed, so a dead or slow socket affects no other;
+//! - the `success` answer is sent once the live feed is open (or after 3 s if a backend
+//!   is down), so no event after it is missed.
 
 mod hub;
 
@@ -47,6 +49,8 @@ use crate::{error::ApiError, server::AppState};
 
 /// Largest frame a client may send (an auth message is far smaller).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// How long an authentication answer waits for the live feed to be open.
+const FEED_WAIT: Duration = Duration::from_secs(3);
 /// How long before expiry the `warning` frame comes.
 const WARN_BEFORE: Duration = Duration::from_secs(60);
 /// A socket that cannot take a frame for this long is dropped.
@@ -237,6 +241,11 @@ impl Session {
                     expires_at,
                 });
                 tracing::info!(user = %name, "websocket authenticated");
+                // Answer once the feed is flowing, so that nothing the client does after
+                // the answer (starting a deployment, say) can happen unseen.
+                if let Some(auth) = &self.auth {
+                    self.state.hub.ready_for(&auth.claims, FEED_WAIT).await;
+                }
                 self.answer(true, &format!("access token verification successful for user {name}"))
                     .await
             }

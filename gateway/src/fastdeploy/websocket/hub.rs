@@ -56,6 +56,9 @@ pub struct Hub {
     listeners: Mutex<HashMap<u64, Listener>>,
     /// Bumped whenever the set of listeners changes.
     changed: watch::Sender<u64>,
+    /// Whether each upstream is open now (services, deployment events).
+    services_open: watch::Sender<bool>,
+    events_open: watch::Sender<bool>,
     next_id: AtomicU64,
     shutdown: CancellationToken,
 }
@@ -89,6 +92,8 @@ impl Hub {
             frames: broadcast::channel(BACKLOG).0,
             listeners: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
+            services_open: watch::channel(false).0,
+            events_open: watch::channel(false).0,
             next_id: AtomicU64::new(1),
             shutdown,
         })
@@ -116,6 +121,29 @@ impl Hub {
         }
         self.changed.send_modify(|n| *n += 1);
         Registration { hub: self.clone(), id }
+    }
+
+    fn open_flag(&self, permission: &str) -> &watch::Sender<bool> {
+        if permission == scope::SERVICES_READ {
+            &self.services_open
+        } else {
+            &self.events_open
+        }
+    }
+
+    /// Waits (at most `limit`) until every upstream these claims may read is open, so
+    /// that a client told it is authenticated misses no later event.
+    pub async fn ready_for(&self, claims: &Claims, limit: Duration) {
+        let wait = async {
+            for permission in [scope::SERVICES_READ, scope::DEPLOYMENTS_READ] {
+                if scope::allows(claims, permission) {
+                    let _ = self.open_flag(permission).subscribe().wait_for(|open| *open).await;
+                }
+            }
+        };
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            tracing::warn!("live feed not open yet; the socket may miss events until it is");
+        }
     }
 
     fn listener_count(&self) -> usize {
@@ -185,42 +213,47 @@ impl Hub {
                 return;
             };
             let mut changed = self.changed.subscribe();
+            let open = self.open_flag(permission);
             match upstream.open(&token, after).await {
-                Ok(mut stream) => loop {
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return,
-                        still = changed.changed() => {
-                            if still.is_err() || self.candidates(permission).is_empty() {
-                                tracing::debug!(stream = upstream.name(), "no reader left; upstream closed");
-                                after = None;
-                                break;
-                            }
-                        }
-                        item = stream.next() => match item {
-                            Ok(Some((sequence, frame))) => {
-                                retry = FIRST_RETRY;
-                                if let Some(sequence) = sequence {
-                                    after = Some(after.map_or(sequence, |a| a.max(sequence)));
-                                }
-                                if let Some(frame) = frame {
-                                    self.publish(permission, frame);
+                Ok(mut stream) => {
+                    open.send_replace(true);
+                    loop {
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => return,
+                            still = changed.changed() => {
+                                if still.is_err() || self.candidates(permission).is_empty() {
+                                    tracing::debug!(stream = upstream.name(), "no reader left; upstream closed");
+                                    after = None;
+                                    break;
                                 }
                             }
-                            Ok(None) => {
-                                tracing::warn!(stream = upstream.name(), "upstream ended; reopening");
-                                break;
-                            }
-                            Err(status) => {
-                                tracing::warn!(stream = upstream.name(), code = ?status.code(), "upstream lost; reopening");
-                                break;
+                            item = stream.next() => match item {
+                                Ok(Some((sequence, frame))) => {
+                                    retry = FIRST_RETRY;
+                                    if let Some(sequence) = sequence {
+                                        after = Some(after.map_or(sequence, |a| a.max(sequence)));
+                                    }
+                                    if let Some(frame) = frame {
+                                        self.publish(permission, frame);
+                                    }
+                                }
+                                Ok(None) => {
+                                    tracing::warn!(stream = upstream.name(), "upstream ended; reopening");
+                                    break;
+                                }
+                                Err(status) => {
+                                    tracing::warn!(stream = upstream.name(), code = ?status.code(), "upstream lost; reopening");
+                                    break;
+                                }
                             }
                         }
                     }
-                },
+                }
                 Err(status) => {
                     tracing::warn!(stream = upstream.name(), code = ?status.code(), "cannot open upstream");
                 }
             }
+            open.send_replace(false);
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 () = tokio::time::sleep(retry) => {}
