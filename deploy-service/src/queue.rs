@@ -17,6 +17,8 @@ use crate::{
     storage::deployments,
 };
 
+/// More deployments than can ever be running at once.
+const ALL: u64 = 1_000_000;
 /// How long a cancel waits for the script to be stopped and the deployment ended.
 const CANCEL_WAIT: Duration = Duration::from_secs(20);
 
@@ -76,7 +78,7 @@ impl Queue {
             Err(error) => tracing::error!(%error, "cannot clean the config file directory"),
         }
         let runner = &self.inner.runner;
-        for deployment in runner.store().deployments_in(Status::Running, u64::MAX).await? {
+        for deployment in runner.store().deployments_in(Status::Running, ALL).await? {
             let pid = deployment.pid.and_then(|p| i32::try_from(p).ok());
             let stopped = match pid {
                 Some(pid) => runner::stop_orphan(pid, deployment.process_start, Duration::from_secs(3)).await,
@@ -122,7 +124,7 @@ impl Queue {
         }
         let _deciding = self.inner.scheduling.lock().await;
         let store = self.inner.runner.store();
-        let running = store.deployments_in(Status::Running, u64::MAX).await?;
+        let running = store.deployments_in(Status::Running, ALL).await?;
         let mut total = running.len();
         let max = self.inner.limits.max_running as usize;
         if total >= max {

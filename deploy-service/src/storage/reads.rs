@@ -42,6 +42,7 @@ impl Store {
         after_id: i64,
         limit: u64,
     ) -> Result<Vec<deployments::Model>, DbErr> {
+        let limit = limit.min(i64::MAX as u64);
         let mut query = deployments::Entity::find().filter(deployments::Column::Id.gt(after_id));
         if let Some(service) = service {
             query = query.filter(deployments::Column::Service.eq(service));
@@ -55,6 +56,7 @@ impl Store {
 
     /// Deployments in `status`, oldest first, at most `limit`.
     pub async fn deployments_in(&self, status: Status, limit: u64) -> Result<Vec<deployments::Model>, DbErr> {
+        let limit = limit.min(i64::MAX as u64);
         deployments::Entity::find()
             .filter(deployments::Column::Status.eq(status.as_str()))
             .order_by_asc(deployments::Column::Id)
@@ -98,6 +100,7 @@ impl Store {
         filter: &EventFilter,
         limit: u64,
     ) -> Result<Vec<events::Model>, DbErr> {
+        let limit = limit.min(i64::MAX as u64);
         let mut query = events::Entity::find().filter(events::Column::Sequence.gt(after));
         if let Some(service) = &filter.service {
             query = query.filter(events::Column::Service.eq(service.clone()));
