@@ -74,6 +74,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .merge(fastdeploy::routes())
         .merge(crate::v1::routes())
         .merge(crate::v1_deployments::routes())
+        .merge(crate::v1_users::routes())
         .merge(crate::v1_services::routes())
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
@@ -140,6 +141,9 @@ const SERVED_PATHS: &[&str] = &[
     "/v1/tokens/attenuate",
     "/v1/tokens/debug",
     "/v1/users/me/password",
+    "/v1/login",
+    "/v1/users/me",
+    "/v1/users",
     "/v1/keys/rotate",
     "/deployments/",
     "/deployments/{deployment_id}",
