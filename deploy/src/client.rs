@@ -2,7 +2,7 @@
 //! gateway's URL and a token from flags or the environment, JSON in and out, and the
 //! gateway's `{"detail": …}` errors turned into readable messages.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -60,7 +60,8 @@ impl Client {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         if !status.is_success() {
-            bail!("{method} {path}: {}", describe(status, &json));
+            let message = format!("{method} {path}: {}", describe(status, &json));
+            return Err(HttpError { status, message }.into());
         }
         Ok(json)
     }
@@ -77,6 +78,22 @@ impl Client {
         self.call(Method::DELETE, path, None).await
     }
 }
+
+/// The gateway answered with an error status (callers may downcast to it to tell a
+/// refusal from a connection failure).
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HttpError {}
 
 /// "401 Unauthorized: Could not validate credentials", with a hint when no token was given.
 fn describe(status: StatusCode, body: &Value) -> String {

@@ -2,6 +2,7 @@
 //! tokens and deployments).
 
 mod client;
+mod deploy_cmd;
 mod services;
 mod tokens;
 mod up;
@@ -41,6 +42,9 @@ enum Command {
         #[command(subcommand)]
         command: tokens::KeysCommand,
     },
+    /// Start a deployment with a service token (SLIPWAY_TOKEN); --wait follows it and
+    /// exits 0 if it succeeded, 1 if it failed, 2 on a usage or connection problem.
+    Deploy(deploy_cmd::DeployArgs),
     /// Sync and list the services of a running system (through its gateway).
     Services {
         #[command(subcommand)]
@@ -73,6 +77,7 @@ async fn main() -> ExitCode {
         Command::Users { command } => report(users::run(command).await),
         Command::Tokens { command } => report(tokens::run(command).await),
         Command::Keys { command } => report(tokens::keys(command).await),
+        Command::Deploy(args) => deploy_cmd::run(args).await,
         Command::Services { command } => report(services::run(command).await),
         Command::Serve { service } => serve(service).await,
     }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use proto::{
-    auth::v1::auth_service_client::AuthServiceClient, registry::v1::registry_service_client::RegistryServiceClient,
+    auth::v1::auth_service_client::AuthServiceClient, deploy::v1::deploy_service_client::DeployServiceClient,
+    registry::v1::registry_service_client::RegistryServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -36,6 +37,10 @@ impl Backends {
 
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.auth.clone())
+    }
+
+    pub fn deploy(&self) -> DeployServiceClient<Channel> {
+        DeployServiceClient::new(self.deploy.clone())
     }
 
     pub fn registry(&self) -> RegistryServiceClient<Channel> {

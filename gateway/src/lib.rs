@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod server;
 pub mod v1;
+pub mod v1_deployments;
 pub mod v1_services;
 pub mod v1_users;
 

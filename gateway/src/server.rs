@@ -21,6 +21,8 @@ use crate::{Config, backends::Backends, error::ApiError, fastdeploy};
 pub struct AppState {
     pub backends: Backends,
     pub verifier: Arc<RemoteVerifier>,
+    /// The WebSocket live feed.
+    pub hub: Arc<fastdeploy::websocket::Hub>,
     /// fastDeploy token exchange, when `--legacy-tokens` is on.
     pub legacy: Option<Arc<crate::legacy::LegacyExchange>>,
 }
@@ -37,6 +39,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         let (verifier, shutdown) = (verifier.clone(), shutdown.clone());
         async move { verifier.follow_revocations(shutdown).await }
     });
+    let hub = fastdeploy::websocket::Hub::new(shutdown.clone());
+    let feed = tokio::spawn(hub.clone().run(backends.clone(), verifier.clone()));
     let legacy = config.legacy_tokens.then(|| {
         tracing::warn!("legacy fastDeploy tokens are exchanged at the auth service");
         Arc::new(crate::legacy::LegacyExchange::default())
@@ -45,16 +49,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         AppState {
             backends,
             verifier,
+            hub,
             legacy,
         },
         &config,
     );
     tracing::info!(service = "gateway", addr = %listener.local_addr()?, "listening");
-    // Stop accepting and drain requests first, then stop following revocations.
+    // Stop accepting and drain requests first (WebSockets are closed with 1001 as the
+    // shutdown starts), then stop the live feed and following revocations. Peer
+    // addresses are kept for X-Forwarded-Proto, believed from loopback peers only.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();
+    let _ = feed.await;
     let _ = follower.await;
     tracing::info!(service = "gateway", "stopped");
     Ok(())
@@ -64,6 +73,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .merge(fastdeploy::routes())
         .merge(crate::v1::routes())
+        .merge(crate::v1_deployments::routes())
         .merge(crate::v1_users::routes())
         .merge(crate::v1_services::routes())
         .route("/healthz", get(healthz).fallback(method_not_allowed))
@@ -142,6 +152,16 @@ const SERVED_PATHS: &[&str] = &[
     "/v1/users/me",
     "/v1/users",
     "/v1/keys/rotate",
+    "/deployments/",
+    "/deployments/{deployment_id}",
+    "/deployments/finish/",
+    "/steps/",
+    "/v1/deployments",
+    "/v1/deployments/{id}",
+    "/v1/deployments/{id}/steps",
+    "/v1/deployments/{id}/finish",
+    "/v1/deployments/{id}/cancel",
+    "/v1/steps",
     "/services/",
     "/services/names/",
     "/services/sync",

@@ -38,12 +38,23 @@ pub fn bin_dir() -> &'static Path {
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
-        // `cargo test` gives this process the tests package's CARGO_MANIFEST_DIR,
-        // CARGO_PKG_NAME, ...; build scripts (ring's) rerun when those change, so
-        // passing them on would rebuild half the tree here and again on the next build.
-        for (key, _) in std::env::vars() {
-            if key == "OUT_DIR" || key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_MANIFEST_") {
-                build.env_remove(key);
+        // Cargo sets these for this test binary; build scripts that watch them (ring's)
+        // would look changed and half the tree would be rebuilt on every run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+            {
+                build.env_remove(key.as_ref());
             }
         }
         let status = build.status().expect("running cargo build");

@@ -83,6 +83,36 @@ impl FromRequestParts<AppState> for UserToken {
     }
 }
 
+/// A verified service token (its `service` claim names the service it acts for).
+pub struct ServiceToken {
+    pub token: String,
+    pub claims: Claims,
+}
+
+impl FromRequestParts<AppState> for ServiceToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (token, claims) = authenticate(parts, state, TokenType::Service).await?;
+        Ok(ServiceToken { token, claims })
+    }
+}
+
+/// A verified deployment token (its `deployment` claim names its one deployment).
+pub struct DeploymentToken {
+    pub token: String,
+    pub claims: Claims,
+}
+
+impl FromRequestParts<AppState> for DeploymentToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (token, claims) = authenticate(parts, state, TokenType::Deployment).await?;
+        Ok(DeploymentToken { token, claims })
+    }
+}
+
 /// A verified config token.
 pub struct ConfigToken {
     pub token: String,

@@ -2,13 +2,16 @@
 //! (`reference/fastdeploy-contract.md`).
 
 pub mod auth;
+mod deployments;
+pub mod objects;
 mod service_token;
 mod services;
 mod users;
+pub mod websocket;
 
 use axum::{
     Router,
-    routing::{delete, get, post},
+    routing::{any, delete, get, post, put},
 };
 
 pub use auth::UserToken;
@@ -20,6 +23,27 @@ pub fn routes() -> Router<AppState> {
         .route("/token", post(users::login).fallback(method_not_allowed))
         .route("/users/me", get(users::me).fallback(method_not_allowed))
         .route("/service-token", post(service_token::mint).fallback(method_not_allowed))
+        .route(
+            "/deployments/",
+            get(deployments::list)
+                .post(deployments::start)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/deployments/{deployment_id}",
+            get(deployments::get).fallback(method_not_allowed),
+        )
+        .route(
+            "/deployments/finish/",
+            put(deployments::finish).fallback(method_not_allowed),
+        )
+        .route(
+            "/steps/",
+            get(deployments::list_steps)
+                .post(deployments::report_step)
+                .fallback(method_not_allowed),
+        )
+        .route("/deployments/ws/{client_id}", any(websocket::upgrade))
         .route("/services/", get(services::list).fallback(method_not_allowed))
         .route("/services/names/", get(services::names).fallback(method_not_allowed))
         .route("/services/sync", post(services::sync).fallback(method_not_allowed))

@@ -36,7 +36,7 @@ fn registry_error(status: tonic::Status) -> ApiError {
 
 /// A `Struct` as JSON, whole numbers as integers (protobuf numbers are doubles), so
 /// `config.json` comes back as it was written.
-fn struct_json(value: Option<&wkt::Struct>) -> Value {
+pub(crate) fn struct_json(value: Option<&wkt::Struct>) -> Value {
     let mut json = value
         .and_then(|v| serde_json::to_value(v).ok())
         .unwrap_or_else(|| json!({}));

@@ -141,26 +141,28 @@ impl RemoteVerifier {
         Ok(count)
     }
 
-    /// Refreshes unless another refresh happened within the minimum interval.
-    async fn refresh_rate_limited(&self) -> bool {
+    /// Refreshes unless another refresh happened within the minimum interval (waiting
+    /// for one in progress).
+    async fn refresh_rate_limited(&self) {
         let mut last = self.last_refresh.lock().await;
         if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
-            return false;
+            return;
         }
         *last = Some(Instant::now());
-        match self.refresh().await {
-            Ok(_) => true,
-            Err(status) => {
-                tracing::warn!(code = ?status.code(), "cannot fetch jwks from auth-service");
-                false
-            }
+        if let Err(status) = self.refresh().await {
+            tracing::warn!(code = ?status.code(), "cannot fetch jwks from auth-service");
         }
     }
 
     /// Signature, claims and time window, then the revocation set.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let claims = match self.verifier.verify(token) {
-            Err(TokenError::UnknownKey) if self.refresh_rate_limited().await => self.verifier.verify(token),
+            Err(TokenError::UnknownKey) => {
+                // Check again even when no refresh was due: a concurrent caller may
+                // just have fetched the key (the first calls after a start race so).
+                self.refresh_rate_limited().await;
+                self.verifier.verify(token)
+            }
             other => other,
         }?;
         self.check_revocation(&claims)?;

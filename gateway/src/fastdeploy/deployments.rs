@@ -1,0 +1,275 @@
+//! fastDeploy's deployment and step routes (contract 2.10–2.15): list, start, read
+//! and finish deployments, report and list steps. The token is checked before any
+//! backend call; a body that is not JSON is refused before that, as FastAPI does.
+
+use std::net::SocketAddr;
+
+use axum::{
+    Json,
+    body::to_bytes,
+    extract::{ConnectInfo, FromRequestParts, Path, RawQuery, Request, State, rejection::PathRejection},
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use proto::deploy::v1::{
+    FinishDeploymentRequest, GetDeploymentRequest, ListDeploymentsRequest, ListStepsRequest, ReportStepRequest,
+    StartDeploymentRequest,
+};
+use serde_json::{Value, json};
+
+use super::{
+    auth::{DeploymentToken, ServiceToken, UserToken, with_token},
+    objects,
+    service_token::parse_json,
+};
+use crate::{
+    error::{ApiError, validation_error},
+    server::AppState,
+};
+
+/// Most pages `GET /deployments/` reads from the deploy service for one answer, and
+/// their size (the deploy service's largest).
+const MAX_PAGES: usize = 10_000;
+const PAGE_SIZE: u32 = 1000;
+
+/// A backend refusal on fastDeploy's routes: an invalid token is 401 as fastDeploy
+/// answers it, a refused request 400 with the backend's (safe) reason.
+fn deploy_error(status: &tonic::Status) -> ApiError {
+    match status.code() {
+        tonic::Code::Unauthenticated => ApiError::invalid_credentials(),
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange => {
+            ApiError::Detail(StatusCode::BAD_REQUEST, status.message().to_owned())
+        }
+        _ => ApiError::from_backend("deploy", status),
+    }
+}
+
+fn deployment_not_found() -> ApiError {
+    ApiError::Detail(StatusCode::NOT_FOUND, "Deployment not found".into())
+}
+
+/// The request body as JSON (`None` when empty); not JSON is 422 `json_invalid`.
+async fn json_body(body: axum::body::Body) -> Result<Option<Value>, ApiError> {
+    // The body limit layer has already bounded the body.
+    let bytes = to_bytes(body, usize::MAX)
+        .await
+        .map_err(|_| ApiError::Detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".into()))?;
+    parse_json(&bytes)
+}
+
+/// An integer path or query parameter, or FastAPI's `int_parsing` error.
+fn int_param(value: &str, loc: &[&str]) -> Result<i64, ApiError> {
+    value.trim().parse().map_err(|_| {
+        ApiError::Validation(vec![validation_error(
+            "int_parsing",
+            loc,
+            "Input should be a valid integer, unable to parse string as an integer",
+            Value::String(value.to_owned()),
+        )])
+    })
+}
+
+/// `GET /deployments/` (user token): every deployment, without steps, by id.
+pub async fn list(State(state): State<AppState>, user: UserToken) -> Result<Json<Value>, ApiError> {
+    let mut deployments = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..MAX_PAGES {
+        let request = ListDeploymentsRequest {
+            page_token: page_token.clone(),
+            page_size: PAGE_SIZE,
+            ..Default::default()
+        };
+        let page = state
+            .backends
+            .deploy()
+            .list_deployments(with_token(request, &user.token)?)
+            .await
+            .map_err(|s| deploy_error(&s))?
+            .into_inner();
+        deployments.extend(page.deployments);
+        if page.next_page_token.is_empty() || page.next_page_token == page_token {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    deployments.sort_by_key(|d| d.id);
+    deployments.dedup_by_key(|d| d.id);
+    let list = deployments
+        .iter()
+        .map(|d| Value::Object(objects::deployment(d)))
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// `POST /deployments/` (service token): starts a deployment of the token's service
+/// and answers at once with a **StartedDeployment**.
+pub async fn start(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let body = json_body(body).await?;
+    let service = ServiceToken::from_request_parts(&mut parts, &state).await?;
+    let env = objects::start_env(body)?;
+    let env = serde_json::from_value(Value::Object(env))
+        .map_err(|_| ApiError::Detail(StatusCode::BAD_REQUEST, "env cannot be stored".into()))?;
+    // The service is the token's own.
+    let request = StartDeploymentRequest {
+        env: Some(env),
+        ..Default::default()
+    };
+    let deployment = state
+        .backends
+        .deploy()
+        .start_deployment(with_token(request, &service.token)?)
+        .await
+        .map_err(|s| deploy_error(&s))?
+        .into_inner();
+    let mut started = objects::deployment(&deployment);
+    let details = format!("{}/deployments/{}", base_url(&parts), deployment.id);
+    started.insert("details".into(), details.into());
+    Ok(Json(Value::Object(started)))
+}
+
+/// `scheme://host` of the request as its client addressed it. `X-Forwarded-Proto` is
+/// believed only from a proxy on this machine (as uvicorn does by default).
+fn base_url(parts: &Parts) -> String {
+    let from_loopback = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| v == "http" || v == "https");
+    let scheme = match forwarded {
+        Some(proto) if from_loopback => proto,
+        _ => "http".to_owned(),
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(ToString::to_string))
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{scheme}://{host}")
+}
+
+/// fastDeploy's one 403, with its `WWW-Authenticate` header.
+fn wrong_service_token() -> Response {
+    let mut response = ApiError::Detail(StatusCode::FORBIDDEN, "Wrong service token".into()).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// `GET /deployments/{deployment_id}` (service token of the deployment's service):
+/// **DeploymentWithSteps**. Another service's deployment and a missing one are
+/// answered alike (403), so a service token cannot probe which ids exist.
+pub async fn get(
+    State(state): State<AppState>,
+    service: ServiceToken,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = match id {
+        Ok(Path(id)) => int_param(&id, &["path", "deployment_id"])?,
+        Err(_) => return Err(ApiError::not_found()),
+    };
+    let request = GetDeploymentRequest { id };
+    match state
+        .backends
+        .deploy()
+        .get_deployment(with_token(request, &service.token)?)
+        .await
+    {
+        Ok(deployment) => Ok(Json(objects::deployment_with_steps(&deployment.into_inner())).into_response()),
+        Err(status) if matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::NotFound) => {
+            Ok(wrong_service_token())
+        }
+        Err(status) => Err(deploy_error(&status)),
+    }
+}
+
+/// `PUT /deployments/finish/` (deployment token): finishes the token's deployment.
+pub async fn finish(State(state): State<AppState>, deployment: DeploymentToken) -> Result<Json<Value>, ApiError> {
+    let id = deployment.claims.deployment.ok_or_else(ApiError::invalid_credentials)?;
+    let request = FinishDeploymentRequest { id };
+    match state
+        .backends
+        .deploy()
+        .finish_deployment(with_token(request, &deployment.token)?)
+        .await
+    {
+        Ok(_) => Ok(Json(json!({ "detail": format!("Deployment {id} finished") }))),
+        Err(status) if status.code() == tonic::Code::NotFound => Err(deployment_not_found()),
+        Err(status) => Err(deploy_error(&status)),
+    }
+}
+
+/// `POST /steps/` (deployment token): a step result of the token's deployment.
+pub async fn report_step(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let body = json_body(body).await?;
+    let deployment = DeploymentToken::from_request_parts(&mut parts, &state).await?;
+    let report = objects::step_report(body)?;
+    let request = ReportStepRequest {
+        name: report.name,
+        state: report.state,
+        started: Some(report.started),
+        finished: Some(report.finished),
+        message: report.message,
+    };
+    match state
+        .backends
+        .deploy()
+        .report_step(with_token(request, &deployment.token)?)
+        .await
+    {
+        Ok(_) => Ok(Json(json!({ "detail": "step processed" }))),
+        Err(status) if status.code() == tonic::Code::NotFound => Err(deployment_not_found()),
+        Err(status) => Err(deploy_error(&status)),
+    }
+}
+
+/// `GET /steps/?deployment_id=N` (user token): the steps of one deployment.
+pub async fn list_steps(
+    State(state): State<AppState>,
+    user: UserToken,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
+    let loc = ["query", "deployment_id"];
+    // FastAPI takes the last of repeated scalar parameters.
+    let deployment_id = match pairs.iter().rev().find(|(k, _)| k == "deployment_id") {
+        Some((_, value)) => int_param(value, &loc)?,
+        None => {
+            return Err(ApiError::Validation(vec![validation_error(
+                "missing",
+                &loc,
+                "Field required",
+                Value::Null,
+            )]));
+        }
+    };
+    let request = ListStepsRequest { deployment_id };
+    match state
+        .backends
+        .deploy()
+        .list_steps(with_token(request, &user.token)?)
+        .await
+    {
+        Ok(steps) => Ok(Json(Value::Array(
+            steps
+                .into_inner()
+                .steps
+                .iter()
+                .map(|s| Value::Object(objects::step(s)))
+                .collect(),
+        ))),
+        Err(status) if status.code() == tonic::Code::NotFound => Err(deployment_not_found()),
+        Err(status) => Err(deploy_error(&status)),
+    }
+}

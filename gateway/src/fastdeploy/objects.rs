@@ -1,0 +1,364 @@
+//! fastDeploy's JSON objects (contract 2.2) built from the backends' messages, its
+//! timestamp format (UTC, microseconds, `Z`), and pydantic-style checks of the
+//! deployment routes' request bodies.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use proto::{deploy::v1 as deploy, registry::v1 as registry, wkt::Timestamp};
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, validation_error};
+
+/// A timestamp as fastDeploy's clients read it, or null.
+pub fn timestamp(t: Option<&Timestamp>) -> Value {
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+        .map_or(Value::Null, |dt| {
+            Value::String(dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        })
+}
+
+/// A protobuf Struct as a JSON object (`{}` when absent), whole numbers as integers.
+fn object(s: Option<&proto::wkt::Struct>) -> Value {
+    Some(super::services::struct_json(s))
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
+/// A **Deployment**: `id, service_id, origin, user, started, finished, context`.
+pub fn deployment(d: &deploy::Deployment) -> Map<String, Value> {
+    let mut context = object(d.context.as_ref());
+    if let Some(map) = context.as_object_mut() {
+        map.entry("env").or_insert_with(|| json!({}));
+    }
+    let mut m = Map::new();
+    m.insert("id".into(), d.id.into());
+    m.insert("service_id".into(), d.service_id.into());
+    m.insert("origin".into(), d.origin.clone().into());
+    m.insert("user".into(), d.user.clone().into());
+    m.insert("started".into(), timestamp(d.started.as_ref()));
+    m.insert("finished".into(), timestamp(d.finished.as_ref()));
+    m.insert("context".into(), context);
+    m
+}
+
+/// A **DeploymentWithSteps**.
+pub fn deployment_with_steps(d: &deploy::Deployment) -> Value {
+    let mut m = deployment(d);
+    let steps = d.steps.iter().map(|s| Value::Object(step(s))).collect();
+    m.insert("steps".into(), Value::Array(steps));
+    Value::Object(m)
+}
+
+/// A **Step**: `name, state, started, finished, message, id, deployment_id`.
+pub fn step(s: &deploy::Step) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("name".into(), s.name.clone().into());
+    m.insert("state".into(), s.state.clone().into());
+    m.insert("started".into(), timestamp(s.started.as_ref()));
+    m.insert("finished".into(), timestamp(s.finished.as_ref()));
+    m.insert("message".into(), s.message.clone().into());
+    m.insert("id".into(), s.id.into());
+    m.insert("deployment_id".into(), s.deployment_id.into());
+    m
+}
+
+/// A **Service**: `id, name, data`.
+pub fn service(s: &registry::Service) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), s.id.into());
+    m.insert("name".into(), s.name.clone().into());
+    m.insert("data".into(), object(s.data.as_ref()));
+    m
+}
+
+fn not_an_object(input: Value) -> ApiError {
+    ApiError::Validation(vec![validation_error(
+        "model_attributes_type",
+        &["body"],
+        "Input should be a valid dictionary or object to extract fields from",
+        input,
+    )])
+}
+
+/// The `env` of a start request (contract 2.11): no body, `null` and `{}` are `{}`;
+/// unknown keys are dropped; `env` must be an object.
+pub fn start_env(body: Option<Value>) -> Result<Map<String, Value>, ApiError> {
+    let mut body = match body {
+        None | Some(Value::Null) => return Ok(Map::new()),
+        Some(Value::Object(map)) => map,
+        Some(other) => return Err(not_an_object(other)),
+    };
+    match body.remove("env") {
+        None => Ok(Map::new()),
+        Some(Value::Object(env)) => Ok(env),
+        Some(other) => Err(ApiError::Validation(vec![validation_error(
+            "dict_type",
+            &["body", "env"],
+            "Input should be a valid dictionary",
+            other,
+        )])),
+    }
+}
+
+/// A step result as a deploy script posts it (contract 2.14, fastDeploy's `StepResult`).
+#[derive(Debug)]
+pub struct StepReport {
+    pub name: String,
+    pub state: String,
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub message: String,
+}
+
+/// Checks a `POST /steps/` body field by field, reporting every problem at once in
+/// the order fastDeploy's model declares the fields.
+pub fn step_report(body: Option<Value>) -> Result<StepReport, ApiError> {
+    let body = match body {
+        None => {
+            return Err(ApiError::Validation(vec![validation_error(
+                "missing",
+                &["body"],
+                "Field required",
+                Value::Null,
+            )]));
+        }
+        Some(Value::Object(map)) => map,
+        Some(other) => return Err(not_an_object(other)),
+    };
+    let whole = Value::Object(body.clone());
+    let mut errors = Vec::new();
+    let mut text = |field: &'static str| match body.get(field) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            errors.push(validation_error(
+                "string_type",
+                &["body", field],
+                "Input should be a valid string",
+                other.clone(),
+            ));
+            None
+        }
+        None => {
+            errors.push(validation_error(
+                "missing",
+                &["body", field],
+                "Field required",
+                whole.clone(),
+            ));
+            None
+        }
+    };
+    let name = text("name");
+    let state = text("state");
+    let mut time = |field: &'static str| match body.get(field) {
+        Some(value) => match parse_datetime(value) {
+            Ok(t) => Some(t),
+            Err(error) => {
+                errors.push(error.entry(field, value));
+                None
+            }
+        },
+        None => {
+            errors.push(validation_error(
+                "missing",
+                &["body", field],
+                "Field required",
+                whole.clone(),
+            ));
+            None
+        }
+    };
+    let started = time("started");
+    let finished = time("finished");
+    let message = match body.get("message") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            errors.push(validation_error(
+                "string_type",
+                &["body", "message"],
+                "Input should be a valid string",
+                other.clone(),
+            ));
+            None
+        }
+        None => {
+            errors.push(validation_error(
+                "missing",
+                &["body", "message"],
+                "Field required",
+                whole,
+            ));
+            None
+        }
+    };
+    match (name, state, started, finished, message) {
+        (Some(name), Some(state), Some(started), Some(finished), Some(message)) if errors.is_empty() => {
+            Ok(StepReport {
+                name,
+                state,
+                started,
+                finished,
+                message,
+            })
+        }
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
+/// Why a value is not a datetime, in pydantic's terms.
+#[derive(Debug, PartialEq)]
+enum DatetimeError {
+    /// Not a string or a number (null included).
+    Type,
+    /// A string that is not ISO 8601.
+    Parsing(&'static str),
+}
+
+impl DatetimeError {
+    fn entry(&self, field: &str, input: &Value) -> Value {
+        match self {
+            DatetimeError::Type => validation_error(
+                "datetime_type",
+                &["body", field],
+                "Input should be a valid datetime",
+                input.clone(),
+            ),
+            DatetimeError::Parsing(reason) => json!({
+                "type": "datetime_from_date_parsing",
+                "loc": ["body", field],
+                "msg": format!("Input should be a valid datetime or date, {reason}"),
+                "input": input,
+                "ctx": { "error": reason },
+            }),
+        }
+    }
+}
+
+/// pydantic's lax datetime: ISO 8601 text (with or without a zone; none means UTC;
+/// a bare date is midnight) or Unix time in seconds (milliseconds beyond 2e10).
+fn parse_datetime(value: &Value) -> Result<Timestamp, DatetimeError> {
+    let utc = match value {
+        Value::String(s) => parse_text(s.trim())?,
+        Value::Number(n) => {
+            let seconds = n.as_f64().ok_or(DatetimeError::Type)?;
+            let seconds = if seconds.abs() > 2e10 {
+                seconds / 1000.0
+            } else {
+                seconds
+            };
+            let micros = (seconds * 1e6).round();
+            if !micros.is_finite() || micros.abs() > 1e17 {
+                return Err(DatetimeError::Parsing("value is out of range"));
+            }
+            DateTime::from_timestamp_micros(micros as i64).ok_or(DatetimeError::Parsing("value is out of range"))?
+        }
+        _ => return Err(DatetimeError::Type),
+    };
+    Ok(Timestamp {
+        seconds: utc.timestamp(),
+        nanos: i32::try_from(utc.timestamp_subsec_nanos()).unwrap_or(0),
+    })
+}
+
+fn parse_text(s: &str) -> Result<DateTime<Utc>, DatetimeError> {
+    if s.len() < 10 {
+        return Err(DatetimeError::Parsing("input is too short"));
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, format) {
+            return Ok(naive.and_utc());
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    Err(DatetimeError::Parsing("invalid datetime format"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_with_microseconds_and_z() {
+        let t = Timestamp {
+            seconds: 1_795_420_765,
+            nanos: 370_399_123,
+        };
+        assert_eq!(timestamp(Some(&t)), json!("2026-11-23T07:59:25.370399Z"));
+        assert_eq!(
+            timestamp(Some(&Timestamp { seconds: 0, nanos: 0 })),
+            json!("1970-01-01T00:00:00.000000Z")
+        );
+        assert_eq!(timestamp(None), Value::Null);
+    }
+
+    #[test]
+    fn datetimes_parse_like_pydantic() {
+        let t = |v: Value| parse_datetime(&v).map(|t| (t.seconds, t.nanos));
+        assert_eq!(t(json!("1970-01-01T00:00:01Z")), Ok((1, 0)));
+        assert_eq!(t(json!("1970-01-01T02:00:01+02:00")), Ok((1, 0)));
+        assert_eq!(t(json!("1970-01-01T00:00:01.5")), Ok((1, 500_000_000)));
+        assert_eq!(t(json!("1970-01-01 00:00:01")), Ok((1, 0)));
+        assert_eq!(t(json!("1970-01-02")), Ok((86_400, 0)));
+        assert_eq!(t(json!(86_400)), Ok((86_400, 0)));
+        assert_eq!(t(json!(86_400_000_000_i64)), Ok((86_400_000, 0)));
+        assert_eq!(t(json!(null)), Err(DatetimeError::Type));
+        assert_eq!(t(json!(true)), Err(DatetimeError::Type));
+        assert_eq!(t(json!("abc")), Err(DatetimeError::Parsing("input is too short")));
+        assert!(matches!(t(json!("yesterday at noon")), Err(DatetimeError::Parsing(_))));
+        assert!(matches!(t(json!(1e300)), Err(DatetimeError::Parsing(_))));
+    }
+
+    #[test]
+    fn start_bodies_mean_an_env_or_a_422() {
+        assert_eq!(start_env(None).unwrap(), Map::new());
+        assert_eq!(start_env(Some(Value::Null)).unwrap(), Map::new());
+        assert_eq!(start_env(Some(json!({"other": 1}))).unwrap(), Map::new());
+        assert_eq!(start_env(Some(json!({"env": {"a": "b"}}))).unwrap()["a"], json!("b"));
+        assert!(
+            matches!(start_env(Some(json!({"env": "x"}))), Err(ApiError::Validation(e)) if e[0]["type"] == "dict_type")
+        );
+        assert!(
+            matches!(start_env(Some(json!([1]))), Err(ApiError::Validation(e)) if e[0]["type"] == "model_attributes_type")
+        );
+    }
+
+    #[test]
+    fn step_reports_list_every_problem_in_field_order() {
+        let Err(ApiError::Validation(errors)) = step_report(Some(json!({"name": 1, "started": null}))) else {
+            panic!("accepted");
+        };
+        let kinds: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap(), e["loc"][1].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("string_type", "name"),
+                ("missing", "state"),
+                ("datetime_type", "started"),
+                ("missing", "finished"),
+                ("missing", "message")
+            ]
+        );
+        assert_eq!(errors[1]["input"], json!({"name": 1, "started": null}));
+        let ok = step_report(Some(json!({
+            "id": null, "deployment_id": null, "name": "build", "state": "success",
+            "started": "2026-01-01T00:00:00Z", "finished": "2026-01-01T00:00:01+00:00", "message": ""
+        })))
+        .unwrap();
+        assert_eq!(
+            (ok.name.as_str(), ok.finished.seconds - ok.started.seconds),
+            ("build", 1)
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Helpers shared by the deployment tests (HTTP and WebSocket): service folders with
+//! real deploy scripts, tokens of every kind, HTTP calls and polling.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use common::token::TokenType;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tests::Stack;
+
+/// Writes a service folder: `config.json` and an executable `deploy.sh`.
+pub fn write_service(root: &Path, name: &str, config: Value, script: &str) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let path = dir.join("deploy.sh");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A script that reports its steps as JSON lines, with a log line between them, and
+/// exits with `exit_code`.
+pub fn reporting_script(lines: &[Value], exit_code: i32) -> String {
+    let mut script = String::from("#!/bin/sh\necho \"starting deployment\"\n");
+    for line in lines {
+        script.push_str(&format!("echo '{line}'\nsleep 0.1\n"));
+    }
+    script.push_str(&format!("exit {exit_code}\n"));
+    script
+}
+
+/// A script that copies its secure config to `<spool>/<service>.json` (so the test
+/// holds its deployment token) and waits until `<spool>/<service>.go` exists, then
+/// reports one step.
+pub fn gated_script(spool: &Path, service: &str) -> String {
+    let spool = spool.display();
+    format!(
+        r#"#!/bin/sh
+config=""
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--config" ]; then config="$2"; fi
+  shift
+done
+cp "$config" "{spool}/{service}.json.tmp" && mv "{spool}/{service}.json.tmp" "{spool}/{service}.json"
+i=0
+while [ ! -f "{spool}/{service}.go" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+echo '{{"name": "build", "state": "success", "message": "built"}}'
+"#
+    )
+}
+
+/// Waits for the config a gated script copied, and returns it.
+pub async fn gated_config(stack: &Stack, spool: &Path, service: &str) -> Value {
+    let path = spool.join(format!("{service}.json"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return serde_json::from_str(&text).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service}'s script never ran\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn release(spool: &Path, service: &str) {
+    std::fs::write(spool.join(format!("{service}.go")), "").unwrap();
+}
+
+pub fn spool(stack_dir: &Path) -> PathBuf {
+    let spool = stack_dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    spool
+}
+
+/// Sends a request; returns the status, the `WWW-Authenticate` header and the body
+/// (JSON, or the text as a JSON string).
+pub async fn call(
+    stack: &Stack,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Option<String>, Value) {
+    let mut request = stack.http.request(method, stack.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, challenge, body)
+}
+
+pub async fn get(stack: &Stack, path: &str, token: &str) -> (u16, Value) {
+    let (status, _, body) = call(stack, Method::GET, path, Some(token), None).await;
+    (status, body)
+}
+
+/// A real service token for `service`, minted through `POST /service-token`.
+pub async fn service_token(stack: &Stack, user_token: &str, service: &str) -> String {
+    let body = json!({"service": service, "origin": "ci", "expiration_in_days": 1});
+    let (status, _, body) = call(stack, Method::POST, "/service-token", Some(user_token), Some(body)).await;
+    assert_eq!(status, 200, "minting a service token for {service}: {body}");
+    body["service_token"].as_str().unwrap().to_owned()
+}
+
+/// An authentic token of `token_type` signed with the auth service's key, valid for
+/// `ttl_secs` from now (negative: already expired).
+pub fn signed(stack: &Stack, token_type: TokenType, ttl_secs: i64) -> String {
+    let mut claims = tests::user_claims("admin");
+    claims.token_type = token_type;
+    claims.exp = claims.iat + ttl_secs;
+    if ttl_secs < 0 {
+        claims.iat -= 3600;
+        claims.nbf -= 3600;
+    }
+    match token_type {
+        TokenType::Service => {
+            claims.service = Some("alpha".into());
+            claims.origin = Some("ci".into());
+        }
+        TokenType::Deployment => claims.deployment = Some(1),
+        _ => {}
+    }
+    stack.sign_with_real_key(&claims)
+}
+
+pub fn jti(token: &str) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let payload = URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&payload).unwrap();
+    claims["jti"].as_str().unwrap().to_owned()
+}
+
+/// Revokes a token by id and waits until the gateway refuses it.
+pub async fn revoke(stack: &Stack, admin: &str, token: &str, probe: &str) {
+    let (status, _, body) = call(
+        stack,
+        Method::DELETE,
+        &format!("/v1/tokens/{}", jti(token)),
+        Some(admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call(stack, Method::GET, probe, Some(token), None).await.0 != 401 {
+        assert!(Instant::now() < deadline, "revoked token still accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts a deployment with a service token; returns the StartedDeployment.
+pub async fn start(stack: &Stack, service_token: &str, body: Option<Value>) -> Value {
+    let (status, _, started) = call(stack, Method::POST, "/deployments/", Some(service_token), body).await;
+    assert_eq!(status, 200, "start: {started}\n{}", stack.logs());
+    started
+}
+
+/// Polls `GET /deployments/{id}` with the service token until the deployment is
+/// finished, as fastDeploy's scripts/test_deployment.py does.
+pub async fn wait_finished(stack: &Stack, service_token: &str, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, deployment) = get(stack, &format!("/deployments/{id}"), service_token).await;
+        assert_eq!(status, 200, "{deployment}");
+        if !deployment["finished"].is_null() {
+            return deployment;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deployment {id} not finished in 60 s: {deployment}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sorted keys of a JSON object.
+pub fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
+/// Whether a timestamp is UTC ISO 8601 with microseconds and `Z`.
+pub fn is_utc_micros(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| {
+        s.ends_with('Z')
+            && s.len() == "2026-11-23T07:59:25.370399Z".len()
+            && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+    })
+}

@@ -1,0 +1,362 @@
+//! fastDeploy's WebSocket `/deployments/ws/{client_id}` through the gateway (contract
+//! 5) without its faults (contract 8, items 37–43): authentication answers, what
+//! authenticated sockets receive, bad clients, expiry with a warning, re-auth that
+//! extends a session, revocation. On SQLite and PostgreSQL.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::token::TokenType;
+use futures::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::*;
+use tests::{Backend, Stack, on_every_backend};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, protocol::frame::coding::CloseCode},
+};
+
+on_every_backend!(
+    handshake_needs_a_uuid,
+    authentication_answers,
+    feed_reaches_authenticated_sockets_despite_bad_clients,
+    feed_resumes_after_a_deploy_service_restart,
+    expiry_warns_then_closes,
+    reauthentication_extends_the_session,
+    revoked_token_closes_the_socket
+);
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a socket did next.
+#[derive(Debug, PartialEq)]
+enum Next {
+    Frame(Value),
+    Closed(Option<CloseCode>),
+    Silent,
+}
+
+async fn connect(stack: &Stack) -> Socket {
+    let url = format!("ws://{}/deployments/ws/{}", stack.gateway, uuid::Uuid::new_v4());
+    connect_async(url).await.unwrap().0
+}
+
+async fn send(socket: &mut Socket, value: Value) {
+    socket.send(Message::text(value.to_string())).await.unwrap();
+}
+
+/// The next JSON frame or close within `wait` (pings are skipped).
+async fn next(socket: &mut Socket, wait: Duration) -> Next {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return Next::Silent,
+            Ok(None) | Ok(Some(Err(_))) => return Next::Closed(None),
+            Ok(Some(Ok(Message::Text(text)))) => return Next::Frame(serde_json::from_str(&text).unwrap()),
+            Ok(Some(Ok(Message::Close(frame)))) => return Next::Closed(frame.map(|f| f.code)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+async fn frame(socket: &mut Socket) -> Value {
+    match next(socket, Duration::from_secs(10)).await {
+        Next::Frame(value) => value,
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+fn success(user: &str) -> Value {
+    json!({"type": "authentication", "status": "success",
+           "detail": format!("access token verification successful for user {user}")})
+}
+
+fn failure() -> Value {
+    json!({"type": "authentication", "status": "failure", "detail": "access token verification failed"})
+}
+
+async fn authenticated(stack: &Stack, token: &str) -> Socket {
+    let mut socket = connect(stack).await;
+    send(&mut socket, json!({"access_token": token})).await;
+    assert_eq!(frame(&mut socket).await, success("admin"));
+    socket
+}
+
+/// Frames of `kind` until `done` holds for one of them (others are skipped).
+async fn frames_until(socket: &mut Socket, kind: &str, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next(socket, left).await {
+            Next::Frame(value) if value["type"] == kind => {
+                let finished = done(&value);
+                seen.push(value);
+                if finished {
+                    return seen;
+                }
+            }
+            Next::Frame(_) => {}
+            other => panic!("waiting for {kind} frames: {other:?} after {seen:?}"),
+        }
+    }
+}
+
+async fn handshake_needs_a_uuid(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let refused = connect_async(format!("ws://{}/deployments/ws/not-a-uuid", stack.gateway)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("handshake not refused: {other:?}"),
+    }
+    let mut socket = connect(&stack).await;
+    // Connected but unauthenticated: nothing arrives.
+    assert_eq!(next(&mut socket, Duration::from_millis(300)).await, Next::Silent);
+}
+
+async fn authentication_answers(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let admin = stack.admin_token().await;
+    let mut socket = connect(&stack).await;
+    let ghost = stack.sign_with_real_key(&tests::user_claims("ghost"));
+    for token in [
+        json!("garbage"),
+        json!(signed(&stack, TokenType::User, -120)),
+        json!(signed(&stack, TokenType::Service, 600)),
+        json!(signed(&stack, TokenType::Deployment, 600)),
+        json!(signed(&stack, TokenType::Config, 600)),
+        json!(ghost),
+        json!(null),
+        json!(42),
+    ] {
+        send(&mut socket, json!({"access_token": token})).await;
+        assert_eq!(frame(&mut socket).await, failure(), "token {token}");
+    }
+    // The same socket is still open and authenticates with a real user token.
+    send(&mut socket, json!({"access_token": admin})).await;
+    assert_eq!(frame(&mut socket).await, success("admin"));
+    // Other JSON is ignored, never echoed or broadcast.
+    send(&mut socket, json!({"hello": "world"})).await;
+    assert_eq!(next(&mut socket, Duration::from_millis(300)).await, Next::Silent);
+}
+
+/// Contract 5.4 frames reach every authenticated socket, whatever other clients do;
+/// unauthenticated sockets and sockets whose re-auth failed get nothing.
+async fn feed_reaches_authenticated_sockets_despite_bad_clients(backend: Backend) {
+    let stack = Stack::start_with(backend, |root| {
+        let script = reporting_script(&[json!({"name": "build", "state": "success", "message": "built"})], 0);
+        write_service(
+            root,
+            "alpha",
+            json!({"steps": [{"name": "build"}, {"name": "never"}]}),
+            &script,
+        );
+    })
+    .await;
+    let admin = stack.admin_token().await;
+    let mut good = authenticated(&stack, &admin).await;
+    let mut rude = authenticated(&stack, &admin).await;
+    let abrupt = authenticated(&stack, &admin).await;
+    let mut lapsed = authenticated(&stack, &admin).await;
+    let mut anonymous = connect(&stack).await;
+    // A user token narrowed to services:read sees services but no deployments.
+    let attenuate = json!({"permissions": ["services:read"]});
+    let (status, _, minted) = call(
+        &stack,
+        Method::POST,
+        "/v1/tokens/attenuate",
+        Some(&admin),
+        Some(attenuate),
+    )
+    .await;
+    assert_eq!(status, 200, "{minted}");
+    let mut narrow = authenticated(&stack, minted["token"].as_str().unwrap()).await;
+
+    rude.send(Message::text("this is not json")).await.unwrap();
+    assert_eq!(
+        next(&mut rude, Duration::from_secs(5)).await,
+        Next::Closed(Some(CloseCode::Invalid))
+    );
+    drop(abrupt); // gone without a close frame
+    send(&mut lapsed, json!({"access_token": "garbage"})).await;
+    assert_eq!(frame(&mut lapsed).await, failure());
+
+    // A service appears: sync it.
+    let script = reporting_script(&[json!({"name": "only", "state": "success", "message": ""})], 0);
+    write_service(&stack.services_dir(), "beta", json!({"description": "new"}), &script);
+    let (status, _, body) = call(&stack, Method::POST, "/services/sync", Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    let services = frames_until(&mut good, "service", |f| f["name"] == "beta").await;
+    let beta = services.last().unwrap();
+    assert_eq!(keys(beta), ["data", "deleted", "id", "name", "type"]);
+    assert_eq!(
+        (beta["data"]["description"].as_str(), beta["deleted"].as_bool()),
+        (Some("new"), Some(false))
+    );
+
+    // A deployment runs: its deployment and step frames arrive, the deployment first.
+    let alpha = service_token(&stack, &admin, "alpha").await;
+    let id = start(&stack, &alpha, None).await["id"].as_i64().unwrap();
+    let deployments = frames_until(&mut good, "deployment", |f| f["id"] == id).await;
+    let first = deployments.last().unwrap();
+    assert_eq!(
+        keys(first),
+        [
+            "context",
+            "finished",
+            "id",
+            "origin",
+            "service_id",
+            "started",
+            "type",
+            "user"
+        ]
+    );
+    assert!(is_utc_micros(&first["started"]), "{first}");
+    let steps = frames_until(&mut good, "step", |f| f["name"] == "build" && f["state"] == "success").await;
+    for step in &steps {
+        assert_eq!(
+            keys(step),
+            [
+                "deleted",
+                "deployment_id",
+                "finished",
+                "id",
+                "message",
+                "name",
+                "started",
+                "state",
+                "type"
+            ]
+        );
+        assert_eq!(step["deployment_id"], id);
+    }
+    let end = frames_until(&mut good, "deployment", |f| f["id"] == id && f["finished"].is_string()).await;
+    assert!(is_utc_micros(&end.last().unwrap()["finished"]));
+    wait_finished(&stack, &alpha, id).await;
+
+    let mut seen = Vec::new();
+    while let Next::Frame(frame) = next(&mut narrow, Duration::from_millis(500)).await {
+        seen.push(frame);
+    }
+    assert!(
+        seen.iter().any(|f| f["type"] == "service" && f["name"] == "beta"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|f| f["type"] == "service"),
+        "a services:read token got {seen:?}"
+    );
+    for (name, socket) in [("unauthenticated", &mut anonymous), ("failed re-auth", &mut lapsed)] {
+        assert_eq!(
+            next(socket, Duration::from_millis(500)).await,
+            Next::Silent,
+            "{name} socket got a frame"
+        );
+    }
+}
+
+/// The shared upstream is reopened when the deploy service comes back, resuming after
+/// the last event seen, so a deployment started meanwhile is not missed.
+async fn feed_resumes_after_a_deploy_service_restart(backend: Backend) {
+    let mut stack = Stack::start_with(backend, |root| {
+        let script = reporting_script(&[json!({"name": "build", "state": "success", "message": "built"})], 0);
+        write_service(root, "alpha", json!({"steps": [{"name": "build"}]}), &script);
+    })
+    .await;
+    let admin = stack.admin_token().await;
+    let alpha = service_token(&stack, &admin, "alpha").await;
+    let mut socket = authenticated(&stack, &admin).await;
+    let first = start(&stack, &alpha, None).await["id"].as_i64().unwrap();
+    frames_until(&mut socket, "deployment", |f| {
+        f["id"] == first && f["finished"].is_string()
+    })
+    .await;
+
+    stack.proc("deploy").kill();
+    stack.restart("deploy").await;
+    // Until the restarted service has heard the revocation feed it answers 503, as a
+    // client would, try again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let (status, _, body) = call(&stack, Method::POST, "/deployments/", Some(&alpha), None).await;
+        match status {
+            200 => break body["id"].as_i64().unwrap(),
+            503 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => panic!("start after the restart: {status} {body}\n{}", stack.logs()),
+        }
+    };
+    let frames = frames_until(&mut socket, "deployment", |f| {
+        f["id"] == second && f["finished"].is_string()
+    })
+    .await;
+    assert!(
+        frames.iter().any(|f| f["id"] == second && f["finished"].is_null()),
+        "start missed: {frames:?}"
+    );
+}
+
+async fn expiry_warns_then_closes(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let signed_at = Instant::now();
+    let short = signed(&stack, TokenType::User, 10);
+    let mut socket = authenticated(&stack, &short).await;
+    // Less than a minute left: the warning comes at once, before the expiry.
+    let warning = frame(&mut socket).await;
+    assert_eq!(warning["type"], "warning", "{warning}");
+    assert!(warning["detail"].as_str().unwrap().contains("expires in"), "{warning}");
+    let warned = signed_at.elapsed();
+    let expired = frame(&mut socket).await;
+    assert_eq!(
+        expired,
+        json!({"type": "warning", "detail": "Your session has expired."})
+    );
+    let closed = signed_at.elapsed();
+    assert!(
+        closed >= Duration::from_secs(9),
+        "closed before the token expired: {closed:?}"
+    );
+    assert!(
+        closed - warned >= Duration::from_secs(3),
+        "warned only {:?} before",
+        closed - warned
+    );
+    assert_eq!(
+        next(&mut socket, Duration::from_secs(5)).await,
+        Next::Closed(Some(CloseCode::Normal))
+    );
+}
+
+async fn reauthentication_extends_the_session(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let short = signed(&stack, TokenType::User, 6);
+    let mut socket = authenticated(&stack, &short).await;
+    assert_eq!(frame(&mut socket).await["type"], "warning");
+    let fresh = stack.admin_token().await;
+    send(&mut socket, json!({"access_token": fresh})).await;
+    assert_eq!(frame(&mut socket).await, success("admin"));
+    // The first token's expiry passes: no warning, no close.
+    assert_eq!(next(&mut socket, Duration::from_secs(9)).await, Next::Silent);
+    send(&mut socket, json!({"access_token": fresh})).await;
+    assert_eq!(frame(&mut socket).await, success("admin"), "the socket is alive");
+}
+
+async fn revoked_token_closes_the_socket(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let admin = stack.admin_token().await;
+    let doomed = stack.admin_token().await;
+    let mut kept = authenticated(&stack, &admin).await;
+    let mut socket = authenticated(&stack, &doomed).await;
+    revoke(&stack, &admin, &doomed, "/users/me").await;
+    assert_eq!(
+        next(&mut socket, Duration::from_secs(5)).await,
+        Next::Closed(Some(CloseCode::Policy))
+    );
+    assert_eq!(
+        next(&mut kept, Duration::from_millis(300)).await,
+        Next::Silent,
+        "the other socket stays"
+    );
+}
