@@ -431,6 +431,7 @@ async fn failures_end_with_a_failed_step_saying_why(backend: Backend) {
             json!({}),
             "head -c 1100000 /dev/zero | tr '\\0' x\necho\nsleep 30\n",
         );
+        write_service(dir, "leaky", json!({}), "tr -d '\\n' < \"$2\"\necho\nexit 1\n");
         write_service(
             dir,
             "stepfails",
