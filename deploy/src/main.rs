@@ -2,6 +2,7 @@
 //! tokens and deployments).
 
 mod client;
+mod services;
 mod tokens;
 mod up;
 mod users;
@@ -40,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: tokens::KeysCommand,
     },
+    /// Sync and list the services of a running system (through its gateway).
+    Services {
+        #[command(subcommand)]
+        command: services::ServicesCommand,
+    },
     /// Run one service in this process (what `up` starts, one process each).
     #[command(hide = true)]
     Serve {
@@ -67,6 +73,7 @@ async fn main() -> ExitCode {
         Command::Users { command } => report(users::run(command).await),
         Command::Tokens { command } => report(tokens::run(command).await),
         Command::Keys { command } => report(tokens::keys(command).await),
+        Command::Services { command } => report(services::run(command).await),
         Command::Serve { service } => serve(service).await,
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use common::{guard::Guard, identity::DEPLOY_SERVICE, scope};
 use proto::registry::v1::{self as pb, registry_service_server::RegistryService};
-use tokio::sync::{Mutex, broadcast::error::RecvError, mpsc};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -206,29 +206,6 @@ impl RegistryService for RegistryApi {
         request: Request<pb::WatchServicesRequest>,
     ) -> Result<Response<Self::WatchServicesStream>, Status> {
         self.guard.require(&request, scope::SERVICES_READ).await?;
-        let mut events = self.events.subscribe();
-        let shutdown = self.shutdown.clone();
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                let item = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tx.closed() => break,
-                    received = events.recv() => match received {
-                        Ok(event) => Ok(event),
-                        Err(RecvError::Lagged(missed)) => Err(Status::aborted(format!(
-                            "this watcher fell {missed} events behind; list the services again and watch anew"
-                        ))),
-                        Err(RecvError::Closed) => break,
-                    },
-                };
-                let last = item.is_err();
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    sent = tx.send(item) => if sent.is_err() || last { break },
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(self.events.watch(self.shutdown.clone()))))
     }
 }

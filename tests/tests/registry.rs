@@ -20,6 +20,7 @@ on_every_backend!(
     fastdeploy_services_routes,
     fastdeploy_deployed_services_and_wrong_token_types,
     v1_services_routes,
+    slipway_services_sync_and_list,
 );
 
 /// Writes a service folder with an executable `deploy.sh` (mode `mode`).
@@ -209,6 +210,29 @@ async fn sync_on_request_adds_updates_deletes(backend: Backend) {
     assert_eq!(after[0].id, before[0].id, "an update keeps the id");
     assert_eq!(struct_json(&after[0].data), json!({"description": "changed"}));
     assert!(after[1].id > before[1].id, "new ids are never reused ones");
+
+    // Steps of a service with an Ansible playbook come from its first play; the path
+    // is relative to the project root (by default the services directory's parent).
+    let project = root.parent().unwrap();
+    fs::create_dir_all(project.join("ansible")).unwrap();
+    fs::write(
+        project.join("ansible/site.yml"),
+        "- hosts: all\n  tasks:\n    - name: Pull image\n      command: 'true'\n    - command: 'true'\n    - name: Restart\n      command: 'true'\n",
+    )
+    .unwrap();
+    write_service(&root, "played", r#"{"ansible_playbook": "ansible/site.yml"}"#, 0o755);
+    assert_eq!(sync(&stack, &token).await.added, ["played"]);
+    let played = list(&stack, &token)
+        .await
+        .into_iter()
+        .find(|s| s.name == "played")
+        .unwrap();
+    assert_eq!(
+        struct_json(&played.data),
+        json!({"ansible_playbook": "ansible/site.yml",
+               "steps": [{"name": "Gathering Facts"}, {"name": "Pull image"}, {"name": "Restart"}]})
+    );
+    let after = list(&stack, &token).await;
 
     // A synced service whose folder turns bad keeps its last good row.
     fs::write(root.join("gamma/config.json"), "not json").unwrap();
@@ -655,4 +679,76 @@ async fn v1_services_routes(backend: Backend) {
         403
     );
     assert_eq!(http(&stack, Method::GET, "/v1/services", Some("nope")).await.0, 401);
+}
+
+async fn slipway(stack: &Stack, token: &str, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(tests::process::bin_dir().join("slipway"))
+        .args(args)
+        .args(["--url", &stack.url("")])
+        .env("SLIPWAY_TOKEN", token)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+async fn slipway_services_sync_and_list(backend: Backend) {
+    let stack = Stack::start_with(backend, initial_services).await;
+    let token = stack.admin_token().await;
+    let root = stack.services_dir();
+    write_service(
+        &root,
+        "gamma",
+        r#"{"description": "third", "steps": [{"name": "a"}, {"name": "b"}]}"#,
+        0o755,
+    );
+    fs::remove_dir_all(root.join("beta")).unwrap();
+
+    let (ok, out, err) = slipway(&stack, &token, &["services", "sync"]).await;
+    assert!(ok, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "added    gamma");
+    assert_eq!(lines[1], "deleted  beta");
+    assert!(
+        lines[2].starts_with("problem  bad-json: config.json is not valid JSON"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[3],
+        "problem  not-executable: deploy script not-executable/deploy.sh is not executable"
+    );
+    assert_eq!(lines.len(), 4, "{out}");
+
+    let (ok, out, err) = slipway(&stack, &token, &["services", "sync", "--json"]).await;
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["problems"].as_array().unwrap().len(), 2);
+
+    let (ok, out, err) = slipway(&stack, &token, &["services", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.lines().next().unwrap().contains("NAME"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("gamma") && l.contains("third") && l.contains(" 2 ")),
+        "{out}"
+    );
+    let (ok, out, _) = slipway(&stack, &token, &["services", "list", "--json"]).await;
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = listed["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "gamma"]);
+
+    let (ok, _, err) = slipway(&stack, "not-a-token", &["services", "list"]).await;
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
 }
