@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_well_known_types(true)
         // Well-known types come from pbjson-types so they have canonical JSON too.
         .extern_path(".google.protobuf", "::pbjson_types")
+        // ...except Timestamp, whose canonical JSON ends in `Z` (see src/timestamp.rs).
+        .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
         .compile_fds(fds)?;
 
     pbjson_build::Builder::new()

@@ -19,6 +19,10 @@ pub struct Config {
     /// Write the bound address to this file once listening.
     #[arg(long, env = "SLIPWAY_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
+    /// Where the signing keys live (default: `auth-keys` in the data dir). Point
+    /// several auth replicas at one shared, private directory so they sign alike.
+    #[arg(long, env = "SLIPWAY_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
     /// Lifetime of user tokens, in minutes.
     #[arg(long, env = "SLIPWAY_USER_TOKEN_MINUTES", default_value_t = 30)]
     pub user_token_minutes: u32,
@@ -33,6 +37,14 @@ pub struct Config {
     pub registry_url: String,
     #[command(flatten)]
     pub trust: common::config::TrustArgs,
+    /// Migration from fastDeploy: a file holding its `SECRET_KEY`. With
+    /// `--legacy-until`, fastDeploy's HS256 tokens are exchanged for Slipway tokens
+    /// until that date (RFC 3339). Off unless both are given.
+    #[arg(long, env = "SLIPWAY_LEGACY_SECRET_FILE", requires = "legacy_until")]
+    pub legacy_secret_file: Option<PathBuf>,
+    /// The cutoff after which legacy tokens are refused, e.g. 2027-03-01T00:00:00Z.
+    #[arg(long, env = "SLIPWAY_LEGACY_UNTIL", requires = "legacy_secret_file")]
+    pub legacy_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Config {
@@ -41,6 +53,8 @@ impl Config {
     }
 
     pub fn keys_dir(&self) -> PathBuf {
-        self.storage.data_dir.join("auth-keys")
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("auth-keys"))
     }
 }

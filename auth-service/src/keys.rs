@@ -65,23 +65,7 @@ impl KeyRing {
             .create(dir)
             .map_err(io)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
-        let mut keys = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let Some(seq) = name.strip_suffix(".ed25519").and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let bytes = fs::read(&path).map_err(|source| KeyError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::BadKey(path.clone()))?;
-            keys.push(Key::new(seq, SigningKey::from_bytes(&seed))?);
-        }
-        keys.sort_by_key(|k| k.seq);
+        let keys = read_keys(dir)?;
         let ring = KeyRing {
             dir: dir.to_owned(),
             keys: RwLock::new(keys),
@@ -90,6 +74,18 @@ impl KeyRing {
             ring.rotate()?;
         }
         Ok(ring)
+    }
+
+    /// Re-reads the directory (another replica sharing it may have rotated); returns
+    /// whether the set of keys changed.
+    pub fn reload(&self) -> Result<bool, KeyError> {
+        let fresh = read_keys(&self.dir)?;
+        let mut keys = self.keys.write().map_err(|_| KeyError::Poisoned)?;
+        let same = fresh.len() == keys.len() && fresh.iter().zip(keys.iter()).all(|(a, b)| a.kid == b.kid);
+        if !same {
+            *keys = fresh;
+        }
+        Ok(!same)
     }
 
     /// Adds a new key that signs from now on; returns its key id.
@@ -155,6 +151,32 @@ impl Key {
     }
 }
 
+/// Every key file in `dir`, oldest first.
+fn read_keys(dir: &Path) -> Result<Vec<Key>, KeyError> {
+    let io = |source| KeyError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut keys = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(seq) = name.strip_suffix(".ed25519").and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let bytes = fs::read(&path).map_err(|source| KeyError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::BadKey(path.clone()))?;
+        keys.push(Key::new(seq, SigningKey::from_bytes(&seed))?);
+    }
+    keys.sort_by_key(|k| k.seq);
+    Ok(keys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +199,17 @@ mod tests {
             let mode = entry.unwrap().metadata().unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_ring_sees_a_rotation_made_by_another_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = KeyRing::open(dir.path()).unwrap();
+        let two = KeyRing::open(dir.path()).unwrap();
+        assert!(!one.reload().unwrap());
+        let kid = two.rotate().unwrap();
+        assert!(one.reload().unwrap());
+        assert_eq!(one.active().unwrap().kid, kid);
+        assert_eq!(one.jwks().unwrap().keys.len(), 2);
     }
 }

@@ -37,10 +37,7 @@ fn type_of(name: &str) -> pb::TokenType {
 }
 
 fn timestamp(at: chrono::DateTime<chrono::Utc>) -> proto::wkt::Timestamp {
-    proto::wkt::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+    at.into()
 }
 
 pub fn token_info(t: &tokens::Model) -> pb::TokenInfo {

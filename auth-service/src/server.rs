@@ -51,9 +51,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .connect_lazy();
     let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?
         .with_registry(RegistryServiceClient::new(registry))
-        .with_trusted(config.trust.trusted()?);
+        .with_trusted(config.trust.trusted()?)
+        .with_legacy(match (&config.legacy_secret_file, config.legacy_until) {
+            (Some(path), Some(until)) => {
+                tracing::warn!(%until, "legacy fastDeploy tokens are accepted until the cutoff");
+                Some(crate::legacy::Legacy::load(path, until)?)
+            }
+            _ => None,
+        });
 
-    let api = AuthServiceServer::new(api);
+    let api = Arc::new(api);
+    tokio::spawn(reload_keys_periodically(api.clone(), shutdown.clone()));
+    let api = AuthServiceServer::from_arc(api);
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
     common::server::serve_grpc(
         "auth-service",
@@ -63,6 +72,29 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown,
     )
     .await
+}
+
+/// How often the key directory is re-read, for rotations made by another replica.
+const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn reload_keys_periodically(api: Arc<AuthApi>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(KEY_RELOAD_INTERVAL) => {}
+        }
+        match api.keys.reload() {
+            Ok(true) => match api.keys.jwks() {
+                Ok(jwks) => {
+                    api.verifier.set_keys(&jwks);
+                    tracing::info!(keys = jwks.keys.len(), "signing keys reloaded from the keys dir");
+                }
+                Err(error) => tracing::error!(%error, "cannot build the key set"),
+            },
+            Ok(false) => {}
+            Err(error) => tracing::error!(%error, "cannot re-read the keys dir"),
+        }
+    }
 }
 
 pub struct AuthApi {
@@ -75,6 +107,8 @@ pub struct AuthApi {
     registry: Option<RegistryServiceClient<Channel>>,
     /// Internal services whose credential lets them do what no token can.
     trusted: Vec<TrustedCaller>,
+    /// fastDeploy token acceptance during a migration, when configured.
+    legacy: Option<crate::legacy::Legacy>,
 }
 
 impl AuthApi {
@@ -95,11 +129,17 @@ impl AuthApi {
             verifier,
             registry: None,
             trusted: Vec::new(),
+            legacy: None,
         })
     }
 
     pub fn with_registry(mut self, registry: RegistryServiceClient<Channel>) -> Self {
         self.registry = Some(registry);
+        self
+    }
+
+    pub fn with_legacy(mut self, legacy: Option<crate::legacy::Legacy>) -> Self {
+        self.legacy = legacy;
         self
     }
 
@@ -526,5 +566,40 @@ impl AuthService for AuthApi {
         Ok(Response::new(pb::ChangePasswordResponse {
             revoked_tokens: u32::try_from(revoked.len()).unwrap_or(u32::MAX),
         }))
+    }
+
+    async fn exchange_legacy_token(
+        &self,
+        request: Request<pb::ExchangeLegacyTokenRequest>,
+    ) -> Result<Response<pb::MintedToken>, Status> {
+        use crate::legacy::LegacyError;
+        let token = request.into_inner().token;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(ErrorCode::Unauthenticated.status("invalid token"));
+        }
+        let result = match &self.legacy {
+            None => Err(LegacyError::Off),
+            Some(legacy) => legacy.exchange(&token, chrono::Utc::now()),
+        };
+        let spec = result.map_err(|e| {
+            tracing::info!(reason = %e, "legacy token refused");
+            ErrorCode::Unauthenticated.status(e.to_string())
+        })?;
+        if spec.token_type == TokenType::User
+            && let Some(user) = &spec.user
+            && self.accounts.find(user).await.map_err(account_status)?.is_none()
+        {
+            tracing::info!(user, "legacy token refused: unknown user");
+            return Err(ErrorCode::Unauthenticated.status("invalid legacy token"));
+        }
+        tracing::warn!(
+            legacy = true,
+            token_type = %spec.token_type,
+            user = ?spec.user,
+            service = ?spec.service,
+            "legacy fastDeploy token used"
+        );
+        let by = format!("legacy:{}", spec.user.as_deref().unwrap_or("unknown"));
+        Ok(Response::new(self.issue(spec, "legacy exchange", &by).await?))
     }
 }

@@ -34,4 +34,13 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SLIPWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Migration from fastDeploy: trade HS256 bearer tokens for Slipway tokens at the
+    /// auth service (which must have `--legacy-secret-file`/`--legacy-until`).
+    #[arg(long, env = "SLIPWAY_LEGACY_TOKENS")]
+    pub legacy_tokens: bool,
+    /// Browser origins allowed to call the gateway (CORS, for the fastDeploy frontend and
+    /// grpc-web), comma-separated, e.g. `https://deploy.example.com`. Loopback origins
+    /// (`http://localhost`, `http://127.0.0.1`, `http://[::1]`, any port) always are.
+    #[arg(long, env = "SLIPWAY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }

@@ -5,9 +5,13 @@ pub mod backends;
 pub mod config;
 pub mod error;
 pub mod fastdeploy;
+pub mod grpc_proxy;
+pub mod legacy;
+pub mod metrics;
 pub mod server;
 pub mod v1;
 pub mod v1_services;
+pub mod v1_users;
 
 pub use config::Config;
 pub use server::run;

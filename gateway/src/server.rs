@@ -21,6 +21,8 @@ use crate::{Config, backends::Backends, error::ApiError, fastdeploy};
 pub struct AppState {
     pub backends: Backends,
     pub verifier: Arc<RemoteVerifier>,
+    /// fastDeploy token exchange, when `--legacy-tokens` is on.
+    pub legacy: Option<Arc<crate::legacy::LegacyExchange>>,
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open requests.
@@ -35,7 +37,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         let (verifier, shutdown) = (verifier.clone(), shutdown.clone());
         async move { verifier.follow_revocations(shutdown).await }
     });
-    let app = router(AppState { backends, verifier }, &config);
+    let legacy = config.legacy_tokens.then(|| {
+        tracing::warn!("legacy fastDeploy tokens are exchanged at the auth service");
+        Arc::new(crate::legacy::LegacyExchange::default())
+    });
+    let app = router(
+        AppState {
+            backends,
+            verifier,
+            legacy,
+        },
+        &config,
+    );
     tracing::info!(service = "gateway", addr = %listener.local_addr()?, "listening");
     // Stop accepting and drain requests first, then stop following revocations.
     axum::serve(listener, app)
@@ -51,14 +64,23 @@ pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .merge(fastdeploy::routes())
         .merge(crate::v1::routes())
+        .merge(crate::v1_users::routes())
         .merge(crate::v1_services::routes())
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
+        .route("/metrics", get(crate::metrics::render).fallback(method_not_allowed))
         .fallback(not_found_or_redirect)
-        .with_state(state)
+        .with_state(state.clone())
+        // gRPC and grpc-web (content-type application/grpc*), whatever the path, go to
+        // the proxy, which checks the scope table before any backend sees the call.
+        .layer(axum::middleware::from_fn_with_state(state, crate::grpc_proxy::dispatch))
+        // Request id, its span, and per-route counts and latency (gRPC calls included).
+        .layer(axum::middleware::from_fn(crate::metrics::observe))
         // Bodies beyond the limit are refused before any handler reads them.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        // CORS around everything, so preflights are answered for routes and RPCs alike.
+        .layer(crate::grpc_proxy::cors(config))
         // Outermost: one span per request, covering every layer and handler.
         .layer(TraceLayer::new_for_http())
 }
@@ -107,12 +129,16 @@ const SERVED_PATHS: &[&str] = &[
     "/healthz",
     "/readyz",
     "/.well-known/jwks.json",
+    "/metrics",
     "/v1/tokens",
     "/v1/tokens/{id}",
     "/v1/tokens/service",
     "/v1/tokens/attenuate",
     "/v1/tokens/debug",
     "/v1/users/me/password",
+    "/v1/login",
+    "/v1/users/me",
+    "/v1/users",
     "/v1/keys/rotate",
     "/services/",
     "/services/names/",
@@ -159,6 +185,87 @@ async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> 
 #[cfg(test)]
 mod tests {
     use super::matches_template;
+
+    /// Every `.route("<path>", <method router>)` in the gateway's sources, with the
+    /// methods its method router serves (`get(`, `.post(`, … ; `any(` serves them all).
+    fn declared_routes() -> Vec<(String, Vec<String>, String)> {
+        fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut sources = Vec::new();
+        files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut sources,
+        );
+        let mut routes = Vec::new();
+        for file in sources {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (at, _) in text.match_indices(".route(") {
+                let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                if text[line_start..at].trim_start().starts_with("//") {
+                    continue;
+                }
+                let rest = text[at + ".route(".len()..].trim_start();
+                let Some(rest) = rest.strip_prefix('"') else { continue };
+                let path = &rest[..rest.find('"').unwrap()];
+                if !path.starts_with('/') {
+                    continue;
+                }
+                // The method router: up to the parenthesis closing `.route(`.
+                let (mut depth, mut end) = (1, 0);
+                for (i, c) in rest[path.len() + 1..].char_indices() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                let router = &rest[path.len() + 1..path.len() + 1 + end];
+                let methods = ["get", "post", "put", "delete", "patch", "any"]
+                    .into_iter()
+                    .filter(|m| {
+                        router.match_indices(&format!("{m}(")).any(|(i, _)| {
+                            i == 0 || !router[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                        })
+                    })
+                    .map(str::to_uppercase)
+                    .collect();
+                routes.push((path.to_owned(), methods, file.display().to_string()));
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn every_route_served_has_a_scope_table_entry() {
+        use common::scope_table::ROUTES;
+        let routes = declared_routes();
+        assert!(routes.len() >= 20, "routes found: {routes:?}");
+        for (path, methods, file) in &routes {
+            assert!(!methods.is_empty(), "{file}: no method found for {path}");
+            for method in methods {
+                // `any(…)` (the WebSocket upgrade) needs an entry for the path.
+                let covered = ROUTES
+                    .iter()
+                    .any(|r| r.path == path && (method == "ANY" || r.method == method));
+                assert!(
+                    covered,
+                    "{file}: {method} {path} has no entry in common::scope_table::ROUTES"
+                );
+            }
+        }
+    }
 
     #[test]
     fn templates_match_whole_segments() {

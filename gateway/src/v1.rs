@@ -52,6 +52,12 @@ pub struct V1User {
     token: String,
 }
 
+impl V1User {
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
 impl FromRequestParts<AppState> for V1User {
     type Rejection = ApiError;
 
@@ -82,7 +88,7 @@ impl FromRequestParts<AppState> for V1Any {
 }
 
 /// A JSON body in proto3 JSON, or 400 saying what is wrong with it.
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     json.map(|Json(t)| t)
         .map_err(|e| ApiError::Detail(StatusCode::BAD_REQUEST, e.body_text()))
 }

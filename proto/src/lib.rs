@@ -5,7 +5,15 @@
 /// Encoded `FileDescriptorSet` of every Slipway package, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slipway_descriptor.bin"));
 
-pub use pbjson_types as wkt;
+mod timestamp;
+
+/// Well-known types with canonical JSON: pbjson-types, except `Timestamp`, which is
+/// Slipway's own so that JSON timestamps end in `Z`.
+pub mod wkt {
+    pub use pbjson_types::*;
+
+    pub use crate::timestamp::Timestamp;
+}
 
 pub mod auth {
     pub mod v1 {
@@ -47,7 +55,7 @@ mod tests {
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["type"], "TOKEN_TYPE_SERVICE");
         assert_eq!(json["deploymentId"], "42");
-        assert!(json["expiresAt"].as_str().unwrap().starts_with("2023-11-14T22:13:20"));
+        assert_eq!(json["expiresAt"], "2023-11-14T22:13:20Z");
         let back: auth::v1::TokenInfo = serde_json::from_value(json).unwrap();
         assert_eq!(back, info);
     }

@@ -2,6 +2,7 @@
 //! loopback ports with temp dirs and fresh databases, polls health instead of
 //! sleeping, prints every process log when a test fails, and tears everything down.
 
+pub mod bad_tokens;
 pub mod db;
 pub mod process;
 pub mod stack;

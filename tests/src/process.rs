@@ -38,6 +38,14 @@ pub fn bin_dir() -> &'static Path {
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
+        // `cargo test` gives this process the tests package's CARGO_MANIFEST_DIR,
+        // CARGO_PKG_NAME, ...; build scripts (ring's) rerun when those change, so
+        // passing them on would rebuild half the tree here and again on the next build.
+        for (key, _) in std::env::vars() {
+            if key == "OUT_DIR" || key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_MANIFEST_") {
+                build.env_remove(key);
+            }
+        }
         let status = build.status().expect("running cargo build");
         assert!(status.success(), "building the binaries failed");
         profile_dir

@@ -39,6 +39,23 @@ impl Stack {
 
     /// Starts a stack after `prepare` has filled the services directory.
     pub async fn start_with(backend: Backend, prepare: impl FnOnce(&Path)) -> Stack {
+        Stack::start_with_env(backend, prepare, &[]).await
+    }
+
+    /// Like `start_with`, with extra environment settings per process:
+    /// `(process, variable, value)`, process being "auth", "registry", "deploy" or "gateway".
+    pub async fn start_with_env(
+        backend: Backend,
+        prepare: impl FnOnce(&Path),
+        extra_env: &[(&str, &str, String)],
+    ) -> Stack {
+        let env_of = |process: &str| -> Vec<(&str, String)> {
+            extra_env
+                .iter()
+                .filter(|(p, _, _)| *p == process)
+                .map(|(_, k, v)| (*k, v.clone()))
+                .collect()
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let services_dir = dir.path().join("services");
         std::fs::create_dir_all(&services_dir).expect("services dir");
@@ -112,12 +129,12 @@ impl Stack {
                 path(&addr_file),
             ];
             args.extend(extra);
-            let envs = [
-                ("SLIPWAY_ADMIN_USER", ADMIN.to_owned()),
-                ("SLIPWAY_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
-            ];
-            let envs: &[(&str, String)] = if name == "auth" { &envs } else { &[] };
-            let mut proc = Proc::spawn(name, binary, &args, envs, dir.path());
+            let mut envs = env_of(name);
+            if name == "auth" {
+                envs.push(("SLIPWAY_ADMIN_USER", ADMIN.to_owned()));
+                envs.push(("SLIPWAY_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()));
+            }
+            let mut proc = Proc::spawn(name, binary, &args, &envs, dir.path());
             proc.wait_addr(&addr_file);
             procs.push(proc);
             databases.push(db);
@@ -135,7 +152,7 @@ impl Stack {
             "--deploy-url".into(),
             url(deploy),
         ];
-        let mut proc = Proc::spawn("gateway", "gateway", &args, &[], dir.path());
+        let mut proc = Proc::spawn("gateway", "gateway", &args, &env_of("gateway"), dir.path());
         proc.wait_addr(&addr_file);
         procs.push(proc);
 

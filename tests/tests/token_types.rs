@@ -18,6 +18,7 @@ on_every_backend!(
     password_change_revokes_the_users_tokens,
     service_tokens_only_for_existing_services,
     the_cli_mints_lists_debugs_and_revokes,
+    config_tokens_refuse_every_bad_variant,
 );
 
 fn claims_of(token: &str) -> Value {
@@ -507,4 +508,55 @@ async fn the_cli_mints_lists_debugs_and_revokes(backend: Backend) {
     let (code, out, err) = slipway(&["keys", "rotate"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.starts_with("now signing with key "), "{out}");
+}
+
+async fn config_tokens_refuse_every_bad_variant(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let admin = stack.admin_token().await;
+    let mut good = tests::user_claims("admin");
+    good.token_type = common::token::TokenType::Config;
+    good.sub = "config:admin".into();
+    let path = "/deployed-services/";
+    let (status, body) = get(&stack, path, &stack.sign_with_real_key(&good)).await;
+    assert_eq!(status, 200, "the good token passes: {body}");
+
+    let invalid = json!({"detail": "Could not validate credentials"});
+    let mut bad = tests::bad_tokens::variants(&stack, &good, &tests::bad_tokens::public_x(&stack).await);
+    bad.push(("a user token", admin.clone()));
+    let mut service = good.clone();
+    service.token_type = common::token::TokenType::Service;
+    service.service = Some("web".into());
+    bad.push(("a service token", stack.sign_with_real_key(&service)));
+
+    // Revoked, and derived from a revoked token.
+    let (_, minted) = post(&stack, "/v1/tokens", Some(&admin), json!({})).await;
+    let revoked = minted["token"].as_str().unwrap().to_owned();
+    let (_, derived) = post(
+        &stack,
+        "/v1/tokens/attenuate",
+        Some(&revoked),
+        json!({"lifetimeSeconds": "600"}),
+    )
+    .await;
+    let child = derived["token"].as_str().unwrap().to_owned();
+    let (status, _) = get(&stack, path, &child).await;
+    assert_eq!(status, 200, "the derived token works before its parent is revoked");
+    let jti = claims_of(&revoked)["jti"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &stack,
+        reqwest::Method::DELETE,
+        &format!("/v1/tokens/{jti}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_status(&stack, path, &revoked, 401).await;
+    bad.push(("revoked", revoked));
+    bad.push(("derived from a revoked token", child));
+
+    for (what, token) in bad {
+        let (status, body) = get(&stack, path, &token).await;
+        assert_eq!((status, &body), (401, &invalid), "{what}");
+    }
 }

@@ -17,10 +17,32 @@ pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let token = bearer_token(header).ok_or_else(ApiError::not_authenticated)?;
-    match state.verifier.verify(token).await {
-        Ok(claims) => Ok((token.to_owned(), claims)),
+    let Some(token) = bearer_token(header) else {
+        crate::metrics::count_refusal("missing");
+        return Err(ApiError::not_authenticated());
+    };
+    let mut token = token.to_owned();
+    if let Some(legacy) = &state.legacy
+        && crate::legacy::is_legacy(&token)
+    {
+        token = match legacy.exchange(&state.backends, &token).await {
+            Ok(exchanged) => exchanged,
+            Err(TokenError::RevocationsUnavailable) => {
+                return Err(ApiError::Detail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth service unavailable".into(),
+                ));
+            }
+            Err(_) => {
+                crate::metrics::count_refusal("legacy");
+                return Err(ApiError::invalid_credentials());
+            }
+        };
+    }
+    match state.verifier.verify(&token).await {
+        Ok(claims) => Ok((token, claims)),
         Err(TokenError::RevocationsUnavailable) => {
+            crate::metrics::count_refusal("revocations unavailable");
             tracing::warn!("token refused: revocation feed stale");
             Err(ApiError::Detail(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -28,6 +50,7 @@ pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims
             ))
         }
         Err(reason) => {
+            crate::metrics::count_refusal(refusal_label(&reason));
             tracing::info!(%reason, "token refused");
             Err(ApiError::invalid_credentials())
         }
@@ -38,6 +61,7 @@ pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims
 async fn authenticate(parts: &Parts, state: &AppState, expected: TokenType) -> Result<(String, Claims), ApiError> {
     let (token, claims) = verified(parts, state).await?;
     if claims.token_type != expected {
+        crate::metrics::count_refusal("wrong type");
         tracing::info!(got = %claims.token_type, %expected, "token refused: wrong type");
         return Err(ApiError::invalid_credentials());
     }
@@ -74,9 +98,39 @@ impl FromRequestParts<AppState> for ConfigToken {
     }
 }
 
-/// A gRPC request carrying the caller's token, for the backend to verify again.
-pub fn with_token<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
+/// A gRPC request carrying the current request's id.
+pub fn with_request_id<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
+    if let Some(id) = crate::metrics::current_request_id()
+        && let Ok(value) = id.parse()
+    {
+        request.metadata_mut().insert(crate::metrics::REQUEST_ID, value);
+    }
+    request
+}
+
+/// A bounded label for a refusal reason (the metrics must not grow with input).
+fn refusal_label(reason: &TokenError) -> &'static str {
+    match reason {
+        TokenError::TooLong => "too long",
+        TokenError::Malformed => "malformed",
+        TokenError::Algorithm => "algorithm",
+        TokenError::UnknownKey => "unknown key",
+        TokenError::Signature => "signature",
+        TokenError::Expired => "expired",
+        TokenError::NotYetValid => "not yet valid",
+        TokenError::Issuer => "issuer",
+        TokenError::Audience => "audience",
+        TokenError::WrongType(_) => "wrong type",
+        TokenError::Revoked => "revoked",
+        TokenError::RevocationsUnavailable => "revocations unavailable",
+    }
+}
+
+/// A gRPC request carrying the caller's token (and the request id), for the backend
+/// to verify again.
+pub fn with_token<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiError> {
+    let mut request = with_request_id(message);
     let value = format!("Bearer {token}")
         .parse()
         .map_err(|_| ApiError::invalid_credentials())?;

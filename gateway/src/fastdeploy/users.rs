@@ -9,7 +9,7 @@ use axum::{
 use proto::auth::v1::{LoginRequest, WhoAmIRequest};
 use serde_json::{Value, json};
 
-use super::auth::{UserToken, with_token};
+use super::auth::{UserToken, with_request_id, with_token};
 use crate::{
     error::{ApiError, validation_error},
     server::AppState,
@@ -80,7 +80,12 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Js
         return Err(ApiError::Validation(errors));
     };
 
-    match state.backends.auth().login(LoginRequest { username, password }).await {
+    match state
+        .backends
+        .auth()
+        .login(with_request_id(LoginRequest { username, password }))
+        .await
+    {
         Ok(response) => {
             let response = response.into_inner();
             Ok(Json(

@@ -7,6 +7,7 @@ pub mod error;
 pub mod guard;
 pub mod identity;
 pub mod scope;
+pub mod scope_table;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

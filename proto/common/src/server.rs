@@ -39,6 +39,16 @@ pub async fn serve_grpc(
     let routes = routes.add_service(health).add_service(reflection()?);
     tracing::info!(service, addr = %listener.local_addr()?, "listening");
     tonic::transport::Server::builder()
+        // Every line logged while serving a call carries its RPC and the request id
+        // the gateway passed along.
+        .trace_fn(|request| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("rpc", path = %request.uri().path(), request_id = %id)
+        })
         .add_routes(routes)
         .serve_with_incoming_shutdown(no_delay(listener), shutdown.cancelled_owned())
         .await?;

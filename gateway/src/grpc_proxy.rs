@@ -1,0 +1,300 @@
+//! gRPC and grpc-web at the edge. Every request whose content-type is
+//! `application/grpc*` comes here, whatever its path: native gRPC over HTTP/2 (h2c) as
+//! it is, grpc-web (HTTP/1.1 or HTTP/2, binary or text) translated to gRPC by
+//! tonic-web. The RPC is looked up in the scope table, the bearer token verified with
+//! the gateway's verifier and checked against the entry, all before anything reaches
+//! a backend; then the call is forwarded untouched (bodies streamed both ways) to the
+//! backend that serves it. Service-to-service credentials are stripped: nobody passes
+//! the deploy service's authority through the edge.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, Version, header, request::Parts},
+    middleware::Next,
+    response::Response,
+};
+use common::{
+    error::ErrorCode,
+    identity::{CALLER_HEADER, CREDENTIAL_HEADER},
+    scope_table::{self, Access},
+};
+use tonic::{Status, body::Body as GrpcBody, transport::Channel};
+use tower::{Layer, Service, ServiceExt};
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+use crate::{Config, error::ApiError, fastdeploy::auth::verified, server::AppState};
+
+/// Headers never passed to a backend: the service-to-service identity (only the
+/// deploy service may present it, directly), the browser's cookies, and HTTP/1.1
+/// connection headers that HTTP/2 forbids.
+const STRIPPED: &[&str] = &[
+    CALLER_HEADER,
+    CREDENTIAL_HEADER,
+    "cookie",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers a grpc-web client in a browser must be able to read.
+const EXPOSED: &[&str] = &["grpc-status", "grpc-message", "grpc-status-details-bin"];
+
+/// Middleware: gRPC and grpc-web requests go to the proxy, everything else on to the
+/// HTTP routes.
+pub async fn dispatch(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !is_grpc(request.headers()) {
+        return next.run(request).await;
+    }
+    // grpc-web in, gRPC to the proxy; gRPC back, grpc-web out. Native gRPC passes as is.
+    let service = tonic_web::GrpcWebLayer::new().layer(Proxy { state });
+    match service.oneshot(request).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(never) => match never {},
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// The proxy as a tower service, for tonic-web to wrap.
+#[derive(Clone)]
+struct Proxy {
+    state: AppState,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
+
+impl Service<http::Request<GrpcBody>> for Proxy {
+    type Response = http::Response<GrpcBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<GrpcBody>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(forward(state, request).await) })
+    }
+}
+
+/// Admits and forwards one call; any refusal is a trailers-only gRPC answer.
+async fn forward(state: AppState, request: http::Request<GrpcBody>) -> http::Response<GrpcBody> {
+    let path: String = request.uri().path().chars().take(200).collect();
+    match admit(&state, request).await {
+        Ok((backend, channel, request)) => call(backend, channel, request).await,
+        Err(status) => {
+            tracing::info!(rpc = %path, code = ?status.code(), reason = status.message(), "grpc call refused at the gateway");
+            status.into_http()
+        }
+    }
+}
+
+/// The backend and the request to send it, once the scope table says the caller may.
+async fn admit(
+    state: &AppState,
+    request: http::Request<GrpcBody>,
+) -> Result<(&'static str, Channel, http::Request<GrpcBody>), Status> {
+    let rpc = scope_table::rpc(request.uri().path()).ok_or_else(|| Status::unimplemented("no such RPC here"))?;
+    let (mut parts, body) = request.into_parts();
+    if parts.headers.contains_key(CREDENTIAL_HEADER) {
+        tracing::warn!(rpc = rpc.path, "service credential presented at the edge; dropped");
+    }
+    for name in STRIPPED {
+        parts.headers.remove(*name);
+    }
+    match rpc.access {
+        Access::Open => {}
+        Access::Internal => return Err(ErrorCode::PermissionDenied.status(scope_table::Refusal::Internal.to_string())),
+        access => authorize(state, &mut parts, access).await?,
+    }
+    let (name, channel) = backend(state, rpc.path)?;
+    parts.version = Version::HTTP_2;
+    Ok((name, channel, http::Request::from_parts(parts, body)))
+}
+
+/// Verifies the bearer token (a fastDeploy token is exchanged first when that is on)
+/// and checks it against the entry; the backend gets the token it will verify again.
+async fn authorize(state: &AppState, parts: &mut Parts, access: Access) -> Result<(), Status> {
+    let (token, claims) = verified(parts, state).await.map_err(|error| match error {
+        ApiError::Detail(code, _) if code.as_u16() == 503 => Status::unavailable("auth service unavailable"),
+        ApiError::Detail(_, detail) => Status::unauthenticated(detail),
+        ApiError::Validation(_) => Status::unauthenticated("Could not validate credentials"),
+    })?;
+    if let Err(refusal) = access.check(&claims) {
+        tracing::info!(jti = %claims.jti, %refusal, "grpc call refused: scope");
+        return Err(ErrorCode::PermissionDenied.status(refusal.to_string()));
+    }
+    let value = HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| Status::unauthenticated("Could not validate credentials"))?;
+    parts.headers.insert(header::AUTHORIZATION, value);
+    Ok(())
+}
+
+/// The backend serving an RPC, by its service's full name.
+fn backend_of(path: &str) -> Option<&'static str> {
+    match path.trim_start_matches('/').split('/').next()? {
+        "slipway.auth.v1.AuthService" => Some("auth"),
+        "slipway.registry.v1.RegistryService" => Some("registry"),
+        "slipway.deploy.v1.DeployService" => Some("deploy"),
+        _ => None,
+    }
+}
+
+fn backend(state: &AppState, path: &str) -> Result<(&'static str, Channel), Status> {
+    let name = backend_of(path).ok_or_else(|| Status::unimplemented("no such RPC here"))?;
+    let channel = match name {
+        "auth" => &state.backends.auth,
+        "registry" => &state.backends.registry,
+        _ => &state.backends.deploy,
+    };
+    Ok((name, channel.clone()))
+}
+
+/// Sends the call on. The channel's deadline covers the wait for the backend's
+/// response headers only, so a unary call is bounded while a server stream, whose
+/// headers come at once, lives as long as the client keeps it.
+async fn call(
+    backend: &'static str,
+    mut channel: Channel,
+    request: http::Request<GrpcBody>,
+) -> http::Response<GrpcBody> {
+    let result = match channel.ready().await {
+        Ok(ready) => ready.call(request).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(response) => response,
+        Err(error) => {
+            let timed_out = std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| e.source())
+                .any(|e| e.is::<tonic::TimeoutExpired>());
+            tracing::warn!(backend, timed_out, error = %error, "backend call failed");
+            if timed_out {
+                Status::deadline_exceeded(format!("{backend} service did not answer in time")).into_http()
+            } else {
+                Status::unavailable(format!("{backend} service unavailable")).into_http()
+            }
+        }
+    }
+}
+
+/// CORS for browsers, on every route (fastDeploy's contract 1.5: listed origins,
+/// credentials allowed, any method and header, preflights cached 600 s) plus the
+/// grpc-web headers a client must read. Loopback origins are always allowed; others
+/// only when listed in `--cors-origins`.
+pub fn cors(config: &Config) -> CorsLayer {
+    let listed: Vec<String> = config
+        .cors_origins
+        .iter()
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| is_loopback_origin(o) || listed.iter().any(|l| l == o))
+        }))
+        .allow_credentials(true)
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers(
+            EXPOSED
+                .iter()
+                .map(|h| header::HeaderName::from_static(h))
+                .collect::<Vec<_>>(),
+        )
+        .max_age(Duration::from_secs(600))
+}
+
+/// `http(s)://localhost`, `127.0.0.1` or `[::1]`, with any port.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match rest.strip_prefix("[::1]") {
+        Some(port) => return port.is_empty() || is_port(port),
+        None => rest,
+    };
+    let (name, port) = host.find(':').map_or((host, ""), |i| host.split_at(i));
+    matches!(name, "localhost" | "127.0.0.1") && (port.is_empty() || is_port(port))
+}
+
+fn is_port(suffix: &str) -> bool {
+    suffix
+        .strip_prefix(':')
+        .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins_with_any_port_and_nothing_else() {
+        for ok in [
+            "http://localhost",
+            "http://localhost:5173",
+            "http://127.0.0.1:8080",
+            "https://127.0.0.1",
+            "http://[::1]:3000",
+        ] {
+            assert!(is_loopback_origin(ok), "{ok}");
+        }
+        for bad in [
+            "http://localhost.evil.example",
+            "http://127.0.0.1.nip.io",
+            "http://evil.example",
+            "null",
+            "file://",
+            "http://localhost:",
+            "http://localhost:80/x",
+            "ftp://localhost",
+            "http://[::1]x",
+        ] {
+            assert!(!is_loopback_origin(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn grpc_content_types_are_recognised() {
+        let with = |ct: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            is_grpc(&headers)
+        };
+        assert!(with("application/grpc"));
+        assert!(with("application/grpc+proto"));
+        assert!(with("application/grpc-web+proto"));
+        assert!(with("application/grpc-web-text"));
+        assert!(!with("application/json"));
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn every_rpc_has_a_backend() {
+        for rpc in scope_table::RPCS {
+            assert!(backend_of(rpc.path).is_some(), "{}", rpc.path);
+        }
+        assert_eq!(backend_of("/grpc.health.v1.Health/Check"), None);
+    }
+}

@@ -1,0 +1,60 @@
+//! `/v1` for the auth service's user RPCs: log in with JSON, who am I, create a user.
+
+use axum::{
+    Json, Router,
+    extract::{State, rejection::JsonRejection},
+    http::StatusCode,
+    routing::{get, post},
+};
+use proto::auth::v1::{CreateUserRequest, LoginRequest, LoginResponse, User, WhoAmIRequest};
+
+use crate::{
+    error::ApiError,
+    fastdeploy::auth::{with_request_id, with_token},
+    server::{AppState, method_not_allowed},
+    v1::{V1User, body},
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/login", post(login).fallback(method_not_allowed))
+        .route("/v1/users/me", get(who_am_i).fallback(method_not_allowed))
+        .route("/v1/users", post(create_user).fallback(method_not_allowed))
+}
+
+fn auth_error(status: tonic::Status) -> ApiError {
+    ApiError::from_backend("auth", &status)
+}
+
+/// Log in with `{"username", "password"}`; a wrong name or password is 401.
+async fn login(
+    State(state): State<AppState>,
+    json: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let request = with_request_id(body(json)?);
+    match state.backends.auth().login(request).await {
+        Ok(response) => Ok(Json(response.into_inner())),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::Detail(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect username or password".into(),
+        )),
+        Err(status) => Err(auth_error(status)),
+    }
+}
+
+async fn who_am_i(State(state): State<AppState>, user: V1User) -> Result<Json<User>, ApiError> {
+    let request = with_token(WhoAmIRequest {}, user.token())?;
+    let me = state.backends.auth().who_am_i(request).await.map_err(auth_error)?;
+    Ok(Json(me.into_inner()))
+}
+
+/// Create a user (a user token with `users:write`).
+async fn create_user(
+    State(state): State<AppState>,
+    user: V1User,
+    json: Result<Json<CreateUserRequest>, JsonRejection>,
+) -> Result<Json<User>, ApiError> {
+    let request = with_token(body(json)?, user.token())?;
+    let created = state.backends.auth().create_user(request).await.map_err(auth_error)?;
+    Ok(Json(created.into_inner()))
+}

@@ -1,0 +1,497 @@
+//! The scope table: who may call each RPC of the three services and each HTTP route of
+//! the gateway, as data. The gateway's gRPC and grpc-web proxy looks every call up here
+//! and refuses it before anything reaches a backend; the backends check again
+//! (defence in depth). Tests keep the table complete: every RPC of the descriptor set
+//! has exactly one entry, and every route the gateway declares has one too.
+
+use crate::{
+    scope,
+    token::{
+        Claims,
+        TokenType::{self, Config, Deployment, Service, User},
+    },
+};
+
+/// Who may call an RPC or a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token (logging in, public keys, the revocation feed).
+    Open,
+    /// Never through the gateway: only the deploy service calls it, directly, with
+    /// its own credential.
+    Internal,
+    /// Any valid token, of any type.
+    AnyToken,
+    /// A valid token of one of `types` that holds `permission` (when given).
+    Token {
+        types: &'static [TokenType],
+        permission: Option<&'static str>,
+    },
+}
+
+/// Why a call is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("this call is internal to Slipway and not served at the edge")]
+    Internal,
+    #[error("a {got} token may not make this call")]
+    WrongType { got: TokenType },
+    #[error("this token may not {0}")]
+    Missing(&'static str),
+}
+
+impl Access {
+    /// Whether a call needs a verified token before it may go on.
+    pub fn needs_token(self) -> bool {
+        matches!(self, Access::AnyToken | Access::Token { .. })
+    }
+
+    /// Whether the holder of `claims` (already verified) may make the call.
+    pub fn check(self, claims: &Claims) -> Result<(), Refusal> {
+        match self {
+            Access::Open | Access::AnyToken => Ok(()),
+            Access::Internal => Err(Refusal::Internal),
+            Access::Token { types, permission } => {
+                if !types.contains(&claims.token_type) {
+                    return Err(Refusal::WrongType { got: claims.token_type });
+                }
+                match permission {
+                    Some(p) if !scope::allows(claims, p) => Err(Refusal::Missing(p)),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+const fn token(types: &'static [TokenType], permission: &'static str) -> Access {
+    Access::Token {
+        types,
+        permission: Some(permission),
+    }
+}
+
+const fn any_permission(types: &'static [TokenType]) -> Access {
+    Access::Token {
+        types,
+        permission: None,
+    }
+}
+
+/// One RPC: its full path (`/package.Service/Method`), who may call it, and whether the
+/// server answers with a stream (such calls are not cut by the unary deadline).
+#[derive(Debug, Clone, Copy)]
+pub struct Rpc {
+    pub path: &'static str,
+    pub access: Access,
+    pub server_streaming: bool,
+}
+
+const fn unary(path: &'static str, access: Access) -> Rpc {
+    Rpc {
+        path,
+        access,
+        server_streaming: false,
+    }
+}
+
+const fn stream(path: &'static str, access: Access) -> Rpc {
+    Rpc {
+        path,
+        access,
+        server_streaming: true,
+    }
+}
+
+const READERS: &[TokenType] = &[User, Service, Deployment];
+
+/// Every RPC of the auth, registry and deploy services.
+pub const RPCS: &[Rpc] = &[
+    // auth
+    unary("/slipway.auth.v1.AuthService/Login", Access::Open),
+    unary("/slipway.auth.v1.AuthService/WhoAmI", any_permission(&[User])),
+    unary("/slipway.auth.v1.AuthService/GetJwks", Access::Open),
+    unary(
+        "/slipway.auth.v1.AuthService/RotateKeys",
+        token(&[User], scope::KEYS_ROTATE),
+    ),
+    unary(
+        "/slipway.auth.v1.AuthService/MintServiceToken",
+        token(&[User], scope::TOKENS_MINT),
+    ),
+    unary(
+        "/slipway.auth.v1.AuthService/MintConfigToken",
+        token(&[User], scope::TOKENS_MINT),
+    ),
+    unary("/slipway.auth.v1.AuthService/MintDeploymentToken", Access::Internal),
+    unary("/slipway.auth.v1.AuthService/AttenuateToken", Access::AnyToken),
+    unary(
+        "/slipway.auth.v1.AuthService/ListTokens",
+        token(&[User], scope::TOKENS_READ),
+    ),
+    unary(
+        "/slipway.auth.v1.AuthService/RevokeTokens",
+        token(&[User], scope::TOKENS_REVOKE),
+    ),
+    unary("/slipway.auth.v1.AuthService/DebugToken", Access::Open),
+    stream("/slipway.auth.v1.AuthService/WatchRevocations", Access::Open),
+    unary(
+        "/slipway.auth.v1.AuthService/CreateUser",
+        token(&[User], scope::USERS_WRITE),
+    ),
+    unary("/slipway.auth.v1.AuthService/ChangePassword", any_permission(&[User])),
+    unary("/slipway.auth.v1.AuthService/ExchangeLegacyToken", Access::Open),
+    // registry
+    unary(
+        "/slipway.registry.v1.RegistryService/ListServices",
+        token(&[User], scope::SERVICES_READ),
+    ),
+    unary(
+        "/slipway.registry.v1.RegistryService/ListServiceNames",
+        token(&[User], scope::SERVICES_READ),
+    ),
+    unary(
+        "/slipway.registry.v1.RegistryService/GetService",
+        token(&[User], scope::SERVICES_READ),
+    ),
+    unary(
+        "/slipway.registry.v1.RegistryService/SyncServices",
+        token(&[User], scope::SERVICES_SYNC),
+    ),
+    unary(
+        "/slipway.registry.v1.RegistryService/DeleteService",
+        token(&[User], scope::SERVICES_DELETE),
+    ),
+    unary(
+        "/slipway.registry.v1.RegistryService/PublishDeployedService",
+        Access::Internal,
+    ),
+    unary(
+        "/slipway.registry.v1.RegistryService/ListDeployedServices",
+        token(&[Config, User], scope::DEPLOYED_SERVICES_READ),
+    ),
+    stream(
+        "/slipway.registry.v1.RegistryService/WatchServices",
+        token(&[User], scope::SERVICES_READ),
+    ),
+    // deploy
+    unary(
+        "/slipway.deploy.v1.DeployService/StartDeployment",
+        token(&[Service, User], scope::DEPLOYMENTS_START),
+    ),
+    unary(
+        "/slipway.deploy.v1.DeployService/ListDeployments",
+        token(READERS, scope::DEPLOYMENTS_READ),
+    ),
+    unary(
+        "/slipway.deploy.v1.DeployService/GetDeployment",
+        token(READERS, scope::DEPLOYMENTS_READ),
+    ),
+    unary(
+        "/slipway.deploy.v1.DeployService/ReportStep",
+        token(&[Deployment], scope::STEPS_REPORT),
+    ),
+    unary(
+        "/slipway.deploy.v1.DeployService/ListSteps",
+        token(READERS, scope::DEPLOYMENTS_READ),
+    ),
+    unary(
+        "/slipway.deploy.v1.DeployService/FinishDeployment",
+        token(&[Deployment, User], scope::DEPLOYMENTS_FINISH),
+    ),
+    unary(
+        "/slipway.deploy.v1.DeployService/CancelDeployment",
+        token(&[User], scope::DEPLOYMENTS_CANCEL),
+    ),
+    stream(
+        "/slipway.deploy.v1.DeployService/WatchEvents",
+        token(READERS, scope::DEPLOYMENTS_READ),
+    ),
+];
+
+/// The entry of an RPC by its full path (`/slipway.auth.v1.AuthService/Login`).
+pub fn rpc(path: &str) -> Option<&'static Rpc> {
+    RPCS.iter().find(|r| r.path == path)
+}
+
+/// One HTTP route of the gateway: method, path template (`{name}` matches one
+/// segment) and who may call it. fastDeploy routes answer a refusal with 401 (its
+/// rule), `/v1` routes with 403 for a valid token; the entry says who gets through.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route { method, path, access }
+}
+
+/// Every HTTP route of the gateway. A new route adds one line here; a gateway test
+/// fails for any route it serves without an entry.
+pub const ROUTES: &[Route] = &[
+    // built-ins
+    route("GET", "/healthz", Access::Open),
+    route("GET", "/readyz", Access::Open),
+    route("GET", "/.well-known/jwks.json", Access::Open),
+    route("GET", "/metrics", Access::Open),
+    // fastDeploy (contract section 2)
+    route("POST", "/token", Access::Open),
+    route("GET", "/users/me", any_permission(&[User])),
+    route("POST", "/service-token", token(&[User], scope::TOKENS_MINT)),
+    route("GET", "/services/", token(&[User], scope::SERVICES_READ)),
+    route("GET", "/services/names/", token(&[User], scope::SERVICES_READ)),
+    route("POST", "/services/sync", token(&[User], scope::SERVICES_SYNC)),
+    route(
+        "DELETE",
+        "/services/{service_id}",
+        token(&[User], scope::SERVICES_DELETE),
+    ),
+    route("GET", "/deployments/", token(&[User], scope::DEPLOYMENTS_READ)),
+    route("POST", "/deployments/", token(&[Service], scope::DEPLOYMENTS_START)),
+    route(
+        "GET",
+        "/deployments/{deployment_id}",
+        token(&[Service], scope::DEPLOYMENTS_READ),
+    ),
+    route(
+        "PUT",
+        "/deployments/finish/",
+        token(&[Deployment], scope::DEPLOYMENTS_FINISH),
+    ),
+    route("POST", "/steps/", token(&[Deployment], scope::STEPS_REPORT)),
+    route("GET", "/steps/", token(&[User], scope::DEPLOYMENTS_READ)),
+    // The WebSocket upgrade itself is open; the user token comes as the first message.
+    route(
+        "GET",
+        "/deployments/ws/{client_id}",
+        token(&[User], scope::DEPLOYMENTS_READ),
+    ),
+    route(
+        "GET",
+        "/deployed-services/",
+        token(&[Config], scope::DEPLOYED_SERVICES_READ),
+    ),
+    // /v1: tokens, users, keys
+    route("GET", "/v1/tokens", token(&[User], scope::TOKENS_READ)),
+    route("POST", "/v1/tokens", token(&[User], scope::TOKENS_MINT)),
+    route("POST", "/v1/tokens/service", token(&[User], scope::TOKENS_MINT)),
+    route("POST", "/v1/tokens/attenuate", Access::AnyToken),
+    route("POST", "/v1/tokens/debug", Access::Open),
+    route("DELETE", "/v1/tokens/{id}", token(&[User], scope::TOKENS_REVOKE)),
+    route("POST", "/v1/users/me/password", any_permission(&[User])),
+    route("POST", "/v1/login", Access::Open),
+    route("GET", "/v1/users/me", any_permission(&[User])),
+    route("POST", "/v1/users", token(&[User], scope::USERS_WRITE)),
+    route("POST", "/v1/keys/rotate", token(&[User], scope::KEYS_ROTATE)),
+    // /v1: services
+    route("GET", "/v1/services", token(&[User], scope::SERVICES_READ)),
+    route("POST", "/v1/services/sync", token(&[User], scope::SERVICES_SYNC)),
+    route("DELETE", "/v1/services/{id}", token(&[User], scope::SERVICES_DELETE)),
+    route(
+        "GET",
+        "/v1/deployed-services",
+        token(&[Config, User], scope::DEPLOYED_SERVICES_READ),
+    ),
+    // /v1: deployments and steps
+    route("GET", "/v1/deployments", token(READERS, scope::DEPLOYMENTS_READ)),
+    route(
+        "POST",
+        "/v1/deployments",
+        token(&[Service, User], scope::DEPLOYMENTS_START),
+    ),
+    route("GET", "/v1/deployments/{id}", token(READERS, scope::DEPLOYMENTS_READ)),
+    route(
+        "GET",
+        "/v1/deployments/{id}/steps",
+        token(READERS, scope::DEPLOYMENTS_READ),
+    ),
+    route(
+        "POST",
+        "/v1/deployments/{id}/finish",
+        token(&[Deployment, User], scope::DEPLOYMENTS_FINISH),
+    ),
+    route(
+        "POST",
+        "/v1/deployments/{id}/cancel",
+        token(&[User], scope::DEPLOYMENTS_CANCEL),
+    ),
+    route("POST", "/v1/steps", token(&[Deployment], scope::STEPS_REPORT)),
+];
+
+/// Whether `path` fits `template`, segment by segment (`{name}` matches one non-empty
+/// segment).
+pub fn path_matches(template: &str, path: &str) -> bool {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) if ts.starts_with('{') && ts.ends_with('}') && !ps.is_empty() => {}
+            (Some(ts), Some(ps)) if ts == ps => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The entry of a request by method and concrete path. A literal template wins over one
+/// with a placeholder (`/deployments/finish/` before `/deployments/{deployment_id}`).
+pub fn route_of(method: &str, path: &str) -> Option<&'static Route> {
+    let mut matching = ROUTES
+        .iter()
+        .filter(|r| r.method.eq_ignore_ascii_case(method) && path_matches(r.path, path));
+    let first = matching.next()?;
+    Some(
+        std::iter::once(first)
+            .chain(matching)
+            .find(|r| r.path == path)
+            .unwrap_or(first),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::token::testing::{claims, now};
+
+    /// (full path, server streaming) of every RPC in the compiled contract.
+    fn descriptor_rpcs() -> BTreeMap<String, bool> {
+        let set = proto::wkt::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut rpcs = BTreeMap::new();
+        for file in &set.file {
+            let package = file.package.clone().unwrap_or_default();
+            if !package.starts_with("slipway.") {
+                continue;
+            }
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!(
+                        "/{package}.{}/{}",
+                        service.name.as_deref().unwrap_or_default(),
+                        method.name.as_deref().unwrap_or_default()
+                    );
+                    rpcs.insert(path, method.server_streaming.unwrap_or(false));
+                }
+            }
+        }
+        rpcs
+    }
+
+    #[test]
+    fn every_rpc_of_the_contract_has_exactly_one_entry() {
+        let contract = descriptor_rpcs();
+        assert!(contract.len() >= 30, "descriptor set read: {contract:?}");
+        for (path, streaming) in &contract {
+            let entries: Vec<_> = RPCS.iter().filter(|r| r.path == path).collect();
+            assert_eq!(entries.len(), 1, "{path} needs exactly one scope-table entry");
+            assert_eq!(entries[0].server_streaming, *streaming, "{path}: server streaming");
+        }
+        for entry in RPCS {
+            assert!(
+                contract.contains_key(entry.path),
+                "{} is in the scope table but not an RPC of the contract",
+                entry.path
+            );
+        }
+    }
+
+    #[test]
+    fn open_and_internal_rpcs_are_exactly_these() {
+        let with = |access: Access| -> Vec<&str> {
+            RPCS.iter()
+                .filter(|r| r.access == access)
+                .map(|r| r.path.rsplit('/').next().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            with(Access::Open),
+            [
+                "Login",
+                "GetJwks",
+                "DebugToken",
+                "WatchRevocations",
+                "ExchangeLegacyToken"
+            ]
+        );
+        assert_eq!(
+            with(Access::Internal),
+            ["MintDeploymentToken", "PublishDeployedService"]
+        );
+        assert_eq!(with(Access::AnyToken), ["AttenuateToken"]);
+    }
+
+    #[test]
+    fn every_named_type_can_hold_the_named_permission() {
+        let accesses = RPCS.iter().map(|r| (r.path, r.access));
+        let accesses = accesses.chain(ROUTES.iter().map(|r| (r.path, r.access)));
+        for (path, access) in accesses {
+            if let Access::Token {
+                types,
+                permission: Some(p),
+            } = access
+            {
+                assert!(scope::is_known(p), "{path}: {p}");
+                for t in types {
+                    assert!(scope::defaults(*t).contains(&p), "{path}: a {t} token never holds {p}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn routes_are_unique_and_well_formed() {
+        for (i, r) in ROUTES.iter().enumerate() {
+            assert!(r.path.starts_with('/'), "{}", r.path);
+            assert!(
+                ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&r.method),
+                "{} {}",
+                r.method,
+                r.path
+            );
+            assert!(
+                ROUTES[..i].iter().all(|o| (o.method, o.path) != (r.method, r.path)),
+                "{} {} twice",
+                r.method,
+                r.path
+            );
+        }
+        assert_eq!(
+            route_of("PUT", "/deployments/finish/").unwrap().path,
+            "/deployments/finish/"
+        );
+        assert_eq!(
+            route_of("GET", "/deployments/7").unwrap().path,
+            "/deployments/{deployment_id}"
+        );
+        assert!(route_of("GET", "/deployments/7/x").is_none());
+        assert!(route_of("PATCH", "/token").is_none());
+    }
+
+    #[test]
+    fn checks_type_then_permission() {
+        let list = rpc("/slipway.registry.v1.RegistryService/ListServices").unwrap().access;
+        let mut user = claims(now());
+        user.token_type = TokenType::User;
+        assert_eq!(list.check(&user), Ok(()));
+        user.permissions = Some(vec![scope::DEPLOYMENTS_READ.into()]);
+        assert_eq!(list.check(&user), Err(Refusal::Missing(scope::SERVICES_READ)));
+        let mut service = claims(now());
+        service.token_type = TokenType::Service;
+        assert_eq!(
+            list.check(&service),
+            Err(Refusal::WrongType {
+                got: TokenType::Service
+            })
+        );
+        let start = rpc("/slipway.deploy.v1.DeployService/StartDeployment").unwrap().access;
+        assert_eq!(start.check(&service), Ok(()));
+        let publish = rpc("/slipway.registry.v1.RegistryService/PublishDeployedService").unwrap();
+        assert_eq!(publish.access.check(&claims(now())), Err(Refusal::Internal));
+        assert!(!publish.access.needs_token());
+        assert!(rpc("/slipway.auth.v1.AuthService/Nope").is_none());
+    }
+}
