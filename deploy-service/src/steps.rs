@@ -26,22 +26,28 @@ fn state(step: &Step) -> StepState {
     StepState::parse(&step.state).unwrap_or(StepState::Pending)
 }
 
-/// The step a report about `name` applies to.
+/// The step a report about `name` applies to (one pass over the steps).
 fn target(steps: &[Step], name: &str) -> Option<usize> {
-    let named = || steps.iter().enumerate().filter(|(_, s)| s.name == name);
-    named()
-        .find(|(_, s)| state(s) == StepState::Running)
-        .or_else(|| named().find(|(_, s)| state(s) == StepState::Pending))
-        .or_else(|| named().rfind(|(_, s)| state(s).is_done()))
-        .map(|(i, _)| i)
+    let (mut pending, mut done) = (None, None);
+    for (i, step) in steps.iter().enumerate().filter(|(_, s)| s.name == name) {
+        match state(step) {
+            StepState::Running => return Some(i),
+            StepState::Pending => {
+                pending.get_or_insert(i);
+            }
+            StepState::Success | StepState::Failure => done = Some(i),
+        }
+    }
+    pending.or(done)
 }
 
 /// Applies `report` to `steps` (the visible steps of one running deployment, in
-/// sequence order). Returns the indices of the rows changed or added, in the order
+/// sequence order, which it keeps). Returns the indices of the rows changed or added, in the order
 /// their events are sent; added rows have id 0 until stored.
 pub fn apply(steps: &mut Vec<Step>, deployment_id: i64, report: &Report, now: DateTime<Utc>) -> Vec<usize> {
     let Some(i) = target(steps, &report.name) else {
-        let sequence = steps.iter().map(|s| s.sequence).max().unwrap_or(0) + 1;
+        // Steps are in sequence order: the new one goes after the last.
+        let sequence = steps.last().map_or(0, |s| s.sequence) + 1;
         let started = (report.state != StepState::Pending).then(|| report.started.unwrap_or(now));
         steps.push(Step {
             id: 0,
@@ -65,9 +71,10 @@ pub fn apply(steps: &mut Vec<Step>, deployment_id: i64, report: &Report, now: Da
             step.state = report.state.as_str().into();
             step.started = step.started.or(report.started).or(Some(now));
             step.finished = Some(now);
-            let still_running = steps.iter().any(|s| state(s) == StepState::Running);
-            let hand_over = was == StepState::Running && report.state == StepState::Success && !still_running;
-            if let Some(next) = next_pending(steps).filter(|_| hand_over) {
+            let hand_over = was == StepState::Running
+                && report.state == StepState::Success
+                && !steps.iter().any(|s| state(s) == StepState::Running);
+            if let Some(next) = hand_over.then(|| next_pending(steps)).flatten() {
                 steps[next].state = StepState::Running.as_str().into();
                 steps[next].started = Some(now);
                 changed.push(next);

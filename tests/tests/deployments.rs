@@ -417,6 +417,7 @@ async fn failures_end_with_a_failed_step_saying_why(backend: Backend) {
             "echo '{\"name\": \"one\", \"state\": \"success\"}'\necho 'it broke'\nexit 3\n",
         );
         write_service(dir, "missing", json!({}), "exit 0\n");
+        write_service(dir, "nointerpreter", json!({}), "exit 0\n");
         write_service(dir, "noexec", json!({}), "exit 0\n");
         write_service(dir, "slow", json!({"timeout_seconds": 1}), "sleep 30\n");
         write_service(
@@ -431,6 +432,7 @@ async fn failures_end_with_a_failed_step_saying_why(backend: Backend) {
             json!({}),
             "head -c 1100000 /dev/zero | tr '\\0' x\necho\nsleep 30\n",
         );
+        write_service(dir, "leaky", json!({}), "tr -d '\\n' < \"$2\"\necho\nexit 1\n");
         write_service(
             dir,
             "stepfails",
@@ -447,11 +449,20 @@ async fn failures_end_with_a_failed_step_saying_why(backend: Backend) {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
+    std::fs::write(
+        f.services().join("nointerpreter/deploy.sh"),
+        "#!/nonexistent/interpreter\n",
+    )
+    .unwrap();
 
     let cases = [
         ("exits", "the deploy script exited with status 3; last output: it broke"),
         ("missing", "the deploy script missing/deploy.sh does not exist"),
         ("noexec", "the deploy script noexec/deploy.sh is not executable"),
+        (
+            "nointerpreter",
+            "could not start the deploy script nointerpreter/deploy.sh: No such file or directory",
+        ),
         ("slow", "timed out after 1 s; the deploy script was stopped"),
         ("badline", "step report refused (unknown step state \"skipped\""),
         ("longline", "the deploy script printed a line longer than 1048576 bytes"),
@@ -588,8 +599,9 @@ async fn cancel_stops_the_whole_process_group(backend: Backend) {
 
 async fn one_run_per_service_and_the_rest_queued_in_order(backend: Backend) {
     let f = Fixture::start(backend, |dir| {
-        write_service(dir, "alpha", json!({}), HOLD);
-        write_service(dir, "beta", json!({}), HOLD);
+        for name in ["alpha", "beta", "gamma", "delta", "epsilon"] {
+            write_service(dir, name, json!({}), HOLD);
+        }
     })
     .await;
     let a1 = f.start_service("alpha").await;
@@ -622,6 +634,23 @@ async fn one_run_per_service_and_the_rest_queued_in_order(backend: Backend) {
     let a3 = f.finished(a3.id).await;
     f.release("beta", b1.id);
     f.finished(b1.id).await;
+
+    // At most 4 at once over all services (--max-running): the fifth waits.
+    let mut others = Vec::new();
+    for name in ["alpha", "beta", "gamma", "delta"] {
+        let d = f.start_service(name).await;
+        assert_eq!(status(&d), DeploymentStatus::Running, "{name}");
+        others.push((name, d.id));
+    }
+    let fifth = f.start_service("epsilon").await;
+    assert_eq!(status(&fifth), DeploymentStatus::Queued, "over the global limit");
+    f.release("gamma", others[2].1);
+    f.wait_for(fifth.id, "running", |d| status(d) == DeploymentStatus::Running)
+        .await;
+    for (name, id) in others.into_iter().chain([("epsilon", fifth.id)]) {
+        f.release(name, id);
+        f.finished(id).await;
+    }
     let at = |t: &Option<proto::wkt::Timestamp>| {
         let t = t.as_ref().unwrap();
         (t.seconds, t.nanos)

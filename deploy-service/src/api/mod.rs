@@ -2,6 +2,7 @@
 //! checks its permission; then `access` decides what this kind of caller may see.
 
 mod access;
+mod batcher;
 mod watch;
 
 use std::{path::PathBuf, sync::Arc};
@@ -12,7 +13,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use self::access::{Caller, not_found};
+use self::{
+    access::{Caller, not_found},
+    batcher::{Batcher, Refusal},
+};
 use crate::{
     backends::Backends,
     convert,
@@ -36,6 +40,7 @@ struct Shared {
     guard: Guard,
     backends: Backends,
     queue: Queue,
+    reports: Batcher,
     services_dir: PathBuf,
     default_timeout_secs: u64,
     shutdown: CancellationToken,
@@ -70,6 +75,7 @@ impl DeployApi {
     pub fn new(parts: ApiParts) -> DeployApi {
         DeployApi {
             inner: Arc::new(Shared {
+                reports: Batcher::start(parts.store.clone()),
                 store: parts.store,
                 guard: parts.guard,
                 backends: parts.backends,
@@ -218,15 +224,16 @@ impl Shared {
         let started = request.started.as_ref().and_then(convert::from_timestamp);
         let report = Report::new(&request.name, &request.state, &request.message, started)
             .map_err(|e| ErrorCode::InvalidArgument.status(e.to_string()))?;
-        let applied = self
-            .store
-            .apply_reports(id, &[report])
+        self.reports
+            .report(id, report)
             .await
-            .map_err(|e| refused(id, e))?;
-        applied
-            .first()
-            .map(convert::step)
-            .ok_or_else(|| internal("no step applied"))
+            .map(|step| convert::step(&step))
+            .map_err(|refusal| match refusal {
+                Refusal::NotFound => not_found(id),
+                Refusal::NotStarted => ErrorCode::Conflict.status(format!("deployment {id} has not started yet")),
+                Refusal::Finished => ErrorCode::Conflict.status(format!("deployment {id} is finished")),
+                Refusal::Internal => ErrorCode::Internal.status("internal error"),
+            })
     }
 
     async fn finish(&self, caller: Caller, request: pb::FinishDeploymentRequest) -> Result<pb::Deployment, Status> {

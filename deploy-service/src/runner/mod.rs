@@ -37,8 +37,8 @@ use crate::{
 const TOKEN_MARGIN_SECS: i64 = 300;
 /// How long a stopped script gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-/// How long output is still read after the script exited (something it started in
-/// the background may hold the pipe open).
+/// How long output is still waited for after the script exited and nothing more
+/// arrives (something it started in the background may hold the pipe open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 /// Most reports stored in one transaction.
 const BATCH: usize = 256;
@@ -83,6 +83,20 @@ impl Ended {
 struct Collected {
     deployed_service: Option<Value>,
     last_output: Option<String>,
+    /// The run's deployment token, blanked out of anything the script prints.
+    secret: Option<secrecy::SecretString>,
+}
+
+impl Collected {
+    /// `text` with the run's deployment token replaced, should the script print it.
+    fn redact(&self, text: String) -> String {
+        match &self.secret {
+            Some(secret) if !secret.expose_secret().is_empty() && text.contains(secret.expose_secret()) => {
+                text.replace(secret.expose_secret(), "[redacted]")
+            }
+            _ => text,
+        }
+    }
 }
 
 impl Runner {
@@ -157,6 +171,7 @@ impl Runner {
             Ok(file) => file,
             Err(error) => return Ended::failed(format!("could not write the deploy script's config file: {error}")),
         };
+        collected.secret = Some(token.token.clone());
         drop(token);
         if let Ok(by) = cancel.try_recv() {
             return cancelled(&by);
@@ -212,6 +227,10 @@ impl Runner {
                         }
                     }
                     Some(first) => {
+                        if exited.is_some() {
+                            // Still printing: keep reading.
+                            drain_deadline = Instant::now() + DRAIN_AFTER_EXIT;
+                        }
                         if let Err(reason) = self.handle(id, first, &mut items, collected).await {
                             process::stop(&mut child, pid, STOP_GRACE).await;
                             break Ended::failed(reason);
@@ -240,8 +259,12 @@ impl Runner {
         let mut refused = None;
         while let Some(item) = next.take() {
             match item {
-                Item::Line(Line::Report(report)) => reports.push(report),
+                Item::Line(Line::Report(mut report)) => {
+                    report.message = collected.redact(report.message);
+                    reports.push(report);
+                }
                 Item::Line(Line::Log(text)) => {
+                    let text = collected.redact(text);
                     tracing::debug!(id, line = %cut(&text, 500), "script output");
                     if !text.trim().is_empty() {
                         collected.last_output = Some(text);
@@ -253,7 +276,7 @@ impl Runner {
                     }
                     collected.deployed_service = Some(config);
                 }
-                Item::Line(Line::Refused(reason)) => refused = Some(reason),
+                Item::Line(Line::Refused(reason)) => refused = Some(collected.redact(reason)),
                 Item::TooLong => {
                     refused = Some(format!(
                         "the deploy script printed a line longer than {MAX_LINE_BYTES} bytes"

@@ -51,14 +51,18 @@ impl SecretFile {
         let path = dir.join(format!("deploy_{deployment_id}_{suffix}.json"));
         let mut text = serde_json::to_vec_pretty(contents).map_err(io::Error::other)?;
         text.push(b'\n');
-        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
-        let written = file.and_then(|mut file| {
-            // The file now exists: from here on, dropping `SecretFile` removes it.
-            file.write_all(&text)?;
-            file.sync_all()
-        });
-        text.fill(0);
+        let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(file) => file,
+            Err(error) => {
+                text.fill(0);
+                return Err(error);
+            }
+        };
+        // From here on, dropping `SecretFile` removes the file, also on failure.
         let secret = SecretFile { path };
+        // Not synced: the file lives only as long as the run, and is scrubbed after.
+        let written = file.write_all(&text);
+        text.fill(0);
         written.map(|()| secret)
     }
 

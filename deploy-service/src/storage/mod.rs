@@ -11,7 +11,7 @@ mod reads;
 pub mod steps;
 mod writes;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
@@ -28,8 +28,17 @@ const BROADCAST_CAPACITY: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
-    writer: Arc<Mutex<()>>,
+    /// The writer lock, and what only its holder may read or change.
+    writer: Arc<Mutex<Written>>,
     events: broadcast::Sender<events::Model>,
+}
+
+/// The visible steps of running deployments as last written, so that a batch of
+/// reports does not read them back. Only the writer changes steps (one deploy
+/// service per database), so the copy stays true; any failed write drops it.
+#[derive(Debug, Default)]
+struct Written {
+    steps: HashMap<i64, Vec<steps::Model>>,
 }
 
 impl Store {
@@ -40,7 +49,7 @@ impl Store {
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         Ok(Store {
             db,
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(Written::default())),
             events,
         })
     }

@@ -2,9 +2,11 @@
 //! lock that also stores one event per changed row; the events are broadcast after
 //! the commit, in sequence order.
 
+use std::collections::HashMap;
+
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
+    TransactionTrait, sea_query::Expr,
 };
 use serde_json::Value;
 
@@ -43,11 +45,12 @@ pub enum ReportRefused {
     Db(#[from] DbErr),
 }
 
-/// Events stored in the current transaction, to broadcast after its commit.
+/// Events of the current transaction, stored in one statement before its commit and
+/// broadcast after it.
 struct Emitted {
     service: String,
     deployment_id: i64,
-    events: Vec<events::Model>,
+    pending: Vec<events::ActiveModel>,
 }
 
 impl Emitted {
@@ -55,18 +58,12 @@ impl Emitted {
         Emitted {
             service: deployment.service.clone(),
             deployment_id: deployment.id,
-            events: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
-    async fn push(
-        &mut self,
-        txn: &DatabaseTransaction,
-        kind: &str,
-        deleted: bool,
-        payload: Value,
-    ) -> Result<(), DbErr> {
-        let event = events::ActiveModel {
+    fn push(&mut self, kind: &str, deleted: bool, payload: Value) {
+        self.pending.push(events::ActiveModel {
             deployment_id: Set(self.deployment_id),
             service: Set(self.service.clone()),
             kind: Set(kind.into()),
@@ -74,31 +71,58 @@ impl Emitted {
             payload: Set(payload),
             created_at: Set(now()),
             ..Default::default()
+        });
+    }
+
+    fn deployment(&mut self, row: &deployments::Model) {
+        self.push("deployment", false, convert::deployment_payload(row));
+    }
+
+    fn step(&mut self, row: &steps::Model, deleted: bool) {
+        self.push("step", deleted, convert::step_payload(row));
+    }
+
+    /// Stores the events; their sequences follow the order they were pushed in.
+    async fn store(self, txn: &DatabaseTransaction) -> Result<Vec<events::Model>, DbErr> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
         }
-        .insert(txn)
-        .await?;
-        self.events.push(event);
-        Ok(())
-    }
-
-    async fn deployment(&mut self, txn: &DatabaseTransaction, row: &deployments::Model) -> Result<(), DbErr> {
-        self.push(txn, "deployment", false, convert::deployment_payload(row))
-            .await
-    }
-
-    async fn step(&mut self, txn: &DatabaseTransaction, row: &steps::Model, deleted: bool) -> Result<(), DbErr> {
-        self.push(txn, "step", deleted, convert::step_payload(row)).await
+        let mut stored = events::Entity::insert_many(self.pending)
+            .exec_with_returning(txn)
+            .await?;
+        stored.sort_by_key(|e| e.sequence);
+        Ok(stored)
     }
 }
 
-async fn save_step(txn: &DatabaseTransaction, row: &steps::Model) -> Result<steps::Model, DbErr> {
-    if row.id == 0 {
-        let mut new = steps::ActiveModel::from(row.clone()).reset_all();
-        new.id = sea_orm::ActiveValue::NotSet;
-        new.insert(txn).await
-    } else {
-        steps::ActiveModel::from(row.clone()).reset_all().update(txn).await
+/// Inserts the rows of `steps` that have no id yet (id 0), in one statement, and
+/// gives them their ids (matched by sequence, unique within a deployment).
+async fn insert_new_steps(txn: &DatabaseTransaction, steps: &mut [steps::Model]) -> Result<(), DbErr> {
+    let new: Vec<steps::ActiveModel> = steps
+        .iter()
+        .filter(|s| s.id == 0)
+        .map(|s| {
+            let mut row = steps::ActiveModel::from(s.clone()).reset_all();
+            row.id = sea_orm::ActiveValue::NotSet;
+            row
+        })
+        .collect();
+    if new.is_empty() {
+        return Ok(());
     }
+    let inserted = steps::Entity::insert_many(new).exec_with_returning(txn).await?;
+    let ids: HashMap<i64, i64> = inserted.iter().map(|s| (s.sequence, s.id)).collect();
+    for step in steps.iter_mut().filter(|s| s.id == 0) {
+        step.id = *ids
+            .get(&step.sequence)
+            .ok_or_else(|| DbErr::Custom(format!("step {} not inserted", step.sequence)))?;
+    }
+    Ok(())
+}
+
+async fn update_step(txn: &DatabaseTransaction, row: &steps::Model) -> Result<(), DbErr> {
+    steps::ActiveModel::from(row.clone()).reset_all().update(txn).await?;
+    Ok(())
 }
 
 async fn save_deployment(txn: &DatabaseTransaction, row: deployments::Model) -> Result<deployments::Model, DbErr> {
@@ -119,10 +143,12 @@ fn is(row: &steps::Model, state: StepState) -> bool {
 }
 
 impl Store {
-    /// Commits `txn` and broadcasts its events (the writer lock is still held).
+    /// Stores the events, commits `txn` and broadcasts the events (the writer lock is
+    /// still held, so they go out in sequence order).
     async fn commit(&self, txn: DatabaseTransaction, emitted: Emitted) -> Result<(), DbErr> {
+        let events = emitted.store(&txn).await?;
         txn.commit().await?;
-        for event in emitted.events {
+        for event in events {
             // No receiver is fine: watchers catch up from the table.
             let _ = self.events.send(event);
         }
@@ -151,25 +177,27 @@ impl Store {
         }
         .insert(&txn)
         .await?;
+        let mut planned: Vec<steps::Model> = new
+            .steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| steps::Model {
+                id: 0,
+                deployment_id: deployment.id,
+                sequence: i as i64 + 1,
+                name,
+                state: StepState::Pending.as_str().into(),
+                started: None,
+                finished: None,
+                message: String::new(),
+                removed: false,
+            })
+            .collect();
+        insert_new_steps(&txn, &mut planned).await?;
         let mut emitted = Emitted::new(&deployment);
-        emitted.deployment(&txn, &deployment).await?;
-        let mut planned = Vec::with_capacity(new.steps.len());
-        for (i, name) in new.steps.into_iter().enumerate() {
-            let step = steps::ActiveModel {
-                deployment_id: Set(deployment.id),
-                sequence: Set(i as i64 + 1),
-                name: Set(name),
-                state: Set(StepState::Pending.as_str().into()),
-                started: Set(None),
-                finished: Set(None),
-                message: Set(String::new()),
-                removed: Set(false),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
-            emitted.step(&txn, &step, false).await?;
-            planned.push(step);
+        emitted.deployment(&deployment);
+        for step in &planned {
+            emitted.step(step, false);
         }
         self.commit(txn, emitted).await?;
         Ok((deployment, planned))
@@ -178,7 +206,8 @@ impl Store {
     /// Takes a queued deployment from the queue: running, its first pending step
     /// running. None when it is no longer queued.
     pub async fn start_run(&self, id: i64, runner_id: &str) -> Result<Option<deployments::Model>, DbErr> {
-        let _writer = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
+        writer.steps.remove(&id);
         let txn = self.db.begin().await?;
         let Some(mut deployment) = deployments::Entity::find_by_id(id).one(&txn).await? else {
             return Ok(None);
@@ -192,61 +221,55 @@ impl Store {
         deployment.runner_id = Some(runner_id.to_owned());
         let deployment = save_deployment(&txn, deployment).await?;
         let mut emitted = Emitted::new(&deployment);
-        emitted.deployment(&txn, &deployment).await?;
+        emitted.deployment(&deployment);
         let mut steps = visible_steps(&txn, id).await?;
         if let Some(first) = machine::next_pending(&steps) {
             let step = &mut steps[first];
             step.state = StepState::Running.as_str().into();
             step.started = Some(at);
-            let step = save_step(&txn, step).await?;
-            emitted.step(&txn, &step, false).await?;
+            update_step(&txn, step).await?;
+            emitted.step(step, false);
         }
         self.commit(txn, emitted).await?;
+        writer.steps.insert(id, steps);
         Ok(Some(deployment))
     }
 
     /// Sets columns that no client sees (no event).
-    async fn set_quietly(
-        &self,
-        id: i64,
-        change: impl FnOnce(&mut deployments::Model),
-    ) -> Result<Option<deployments::Model>, DbErr> {
+    async fn set_columns(&self, id: i64, values: Vec<(deployments::Column, sea_orm::Value)>) -> Result<(), DbErr> {
         let _writer = self.writer.lock().await;
-        let Some(mut deployment) = deployments::Entity::find_by_id(id).one(&self.db).await? else {
-            return Ok(None);
-        };
-        change(&mut deployment);
-        Ok(Some(
-            deployments::ActiveModel::from(deployment)
-                .reset_all()
-                .update(&self.db)
-                .await?,
-        ))
+        let mut update = deployments::Entity::update_many();
+        for (column, value) in values {
+            update = update.col_expr(column, Expr::value(value));
+        }
+        update.filter(deployments::Column::Id.eq(id)).exec(&self.db).await?;
+        Ok(())
     }
 
     pub async fn set_token(&self, id: i64, token_id: &str) -> Result<(), DbErr> {
-        self.set_quietly(id, |d| d.token_id = Some(token_id.to_owned())).await?;
-        Ok(())
+        self.set_columns(id, vec![(deployments::Column::TokenId, token_id.into())])
+            .await
     }
 
     pub async fn set_process(&self, id: i64, pid: i64, start: Option<i64>) -> Result<(), DbErr> {
-        self.set_quietly(id, |d| {
-            d.pid = Some(pid);
-            d.process_start = start;
-        })
-        .await?;
-        Ok(())
+        let values = vec![
+            (deployments::Column::Pid, pid.into()),
+            (deployments::Column::ProcessStart, start.into()),
+        ];
+        self.set_columns(id, values).await
     }
 
     pub async fn set_deployed_config(&self, id: i64, config: Value) -> Result<(), DbErr> {
-        self.set_quietly(id, |d| d.deployed_config = Some(config)).await?;
-        Ok(())
+        self.set_columns(id, vec![(deployments::Column::DeployedConfig, config.into())])
+            .await
     }
 
     /// Applies step reports to a running deployment in one transaction. Returns, per
-    /// report, the step it applied to.
+    /// report, the step it applied to (as the batch left it).
     pub async fn apply_reports(&self, id: i64, reports: &[Report]) -> Result<Vec<steps::Model>, ReportRefused> {
-        let _writer = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
+        // Taken out of the cache: put back only once the batch is committed.
+        let cached = writer.steps.remove(&id);
         let txn = self.db.begin().await?;
         let deployment = deployments::Entity::find_by_id(id)
             .one(&txn)
@@ -259,20 +282,39 @@ impl Store {
         {
             return Err(ReportRefused::Finished);
         }
-        let mut emitted = Emitted::new(&deployment);
-        let mut steps = visible_steps(&txn, id).await?;
+        let mut steps = match cached {
+            Some(steps) => steps,
+            None => visible_steps(&txn, id).await?,
+        };
+        let at = now();
         let mut applied = Vec::with_capacity(reports.len());
+        // Each change as it was, for its event; ids of new rows are filled in later.
+        let mut changes: Vec<(usize, steps::Model)> = Vec::new();
+        let stored = steps.len();
+        let mut dirty = vec![false; stored];
         for report in reports {
-            let changed = machine::apply(&mut steps, id, report, now());
-            for (n, i) in changed.into_iter().enumerate() {
-                steps[i] = save_step(&txn, &steps[i]).await?;
-                emitted.step(&txn, &steps[i], false).await?;
-                if n == 0 {
-                    applied.push(steps[i].clone());
+            let changed = machine::apply(&mut steps, id, report, at);
+            applied.push(changed[0]);
+            for i in changed {
+                if let Some(d) = dirty.get_mut(i) {
+                    *d = true;
                 }
+                changes.push((i, steps[i].clone()));
             }
         }
+        // New rows go in as the batch left them; changed stored rows are updated.
+        insert_new_steps(&txn, &mut steps).await?;
+        for (step, _) in steps[..stored].iter().zip(&dirty).filter(|(_, d)| **d) {
+            update_step(&txn, step).await?;
+        }
+        let mut emitted = Emitted::new(&deployment);
+        for (i, mut snapshot) in changes {
+            snapshot.id = steps[i].id;
+            emitted.step(&snapshot, false);
+        }
         self.commit(txn, emitted).await?;
+        let applied = applied.into_iter().map(|i| steps[i].clone()).collect();
+        writer.steps.insert(id, steps);
         Ok(applied)
     }
 
@@ -280,20 +322,23 @@ impl Store {
     /// taken; the script's exit still decides the outcome. A finished deployment is
     /// returned unchanged.
     pub async fn request_finish(&self, id: i64) -> Result<deployments::Model, ReportRefused> {
-        let deployment = self.get_deployment(id).await?.ok_or(ReportRefused::NotFound)?;
+        let _writer = self.writer.lock().await;
+        let mut deployment = deployments::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(ReportRefused::NotFound)?;
         if deployment.status == Status::Queued.as_str() {
             return Err(ReportRefused::NotStarted);
         }
-        if deployment.finished.is_some() || deployment.finish_requested {
+        if deployment.finished.is_some() || deployment.finish_requested || deployment.status != Status::Running.as_str()
+        {
             return Ok(deployment);
         }
-        self.set_quietly(id, |d| {
-            if d.status == Status::Running.as_str() {
-                d.finish_requested = true;
-            }
-        })
-        .await?
-        .ok_or(ReportRefused::NotFound)
+        deployment.finish_requested = true;
+        Ok(deployments::ActiveModel::from(deployment)
+            .reset_all()
+            .update(&self.db)
+            .await?)
     }
 
     /// Ends a deployment: a `failed step` saying why when it failed or was cancelled,
@@ -307,7 +352,7 @@ impl Store {
         exit_code: Option<i64>,
         only_if_queued: bool,
     ) -> Result<Option<deployments::Model>, DbErr> {
-        let _writer = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
         let txn = self.db.begin().await?;
         let Some(mut deployment) = deployments::Entity::find_by_id(id).one(&txn).await? else {
             return Ok(None);
@@ -318,6 +363,7 @@ impl Store {
         if deployment.finished.is_some() {
             return Ok(Some(deployment));
         }
+        writer.steps.remove(&id);
         let at = now();
         let steps = visible_steps(&txn, id).await?;
         let failed = steps.iter().find(|s| is(s, StepState::Failure));
@@ -329,7 +375,7 @@ impl Store {
         };
         let mut emitted = Emitted::new(&deployment);
         if let Some(message) = failed_step {
-            let step = steps::Model {
+            let mut step = [steps::Model {
                 id: 0,
                 deployment_id: id,
                 sequence: steps.iter().map(|s| s.sequence).max().unwrap_or(0) + 1,
@@ -339,23 +385,23 @@ impl Store {
                 finished: Some(at),
                 message: crate::model::cut(&message, crate::model::MAX_MESSAGE_CHARS),
                 removed: false,
-            };
-            let step = save_step(&txn, &step).await?;
-            emitted.step(&txn, &step, false).await?;
+            }];
+            insert_new_steps(&txn, &mut step).await?;
+            emitted.step(&step[0], false);
         }
         deployment.status = status.as_str().into();
         deployment.finished = Some(at);
         deployment.failure_reason = reason;
         deployment.exit_code = exit_code.or(deployment.exit_code);
         let deployment = save_deployment(&txn, deployment).await?;
-        emitted.deployment(&txn, &deployment).await?;
+        emitted.deployment(&deployment);
         for mut step in steps
             .into_iter()
             .filter(|s| is(s, StepState::Pending) || is(s, StepState::Running))
         {
             step.removed = true;
-            let step = save_step(&txn, &step).await?;
-            emitted.step(&txn, &step, true).await?;
+            update_step(&txn, &step).await?;
+            emitted.step(&step, true);
         }
         self.commit(txn, emitted).await?;
         Ok(Some(deployment))

@@ -3,7 +3,7 @@
 use std::{io, net::SocketAddr, path::Path};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -50,10 +50,20 @@ pub async fn serve_grpc(
             tracing::info_span!("rpc", path = %request.uri().path(), request_id = %id)
         })
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(no_delay(listener), shutdown.cancelled_owned())
         .await?;
     tracing::info!(service, "stopped");
     Ok(())
+}
+
+/// The accepted connections, with Nagle's algorithm off: a gRPC answer written in
+/// several small pieces otherwise waits for the peer's delayed ACK (about 40 ms).
+fn no_delay(listener: TcpListener) -> impl tokio_stream::Stream<Item = io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// Server reflection (v1) over every Slipway package.
