@@ -9,50 +9,15 @@ use crate::{
     storage::{deployments, events, steps},
 };
 
-/// A JSON object as a `Struct`; None when `value` is not an object.
-pub fn to_struct(value: &Value) -> Option<wkt::Struct> {
-    if !value.is_object() {
-        return None;
-    }
-    serde_json::from_value(value.clone()).ok()
-}
-
-/// A `Struct` as JSON. Protobuf numbers are doubles: whole numbers come back as JSON
-/// integers, as they were written.
-pub fn from_struct(value: &wkt::Struct) -> Value {
-    let mut json = serde_json::to_value(value).unwrap_or(Value::Null);
-    whole_numbers(&mut json);
-    json
-}
-
-/// Largest integer a double holds exactly (2^53).
-const EXACT: f64 = 9_007_199_254_740_992.0;
-
-fn whole_numbers(value: &mut Value) {
-    match value {
-        Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
-                *n = (f as i64).into();
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
-        Value::Object(map) => map.values_mut().for_each(whole_numbers),
-        _ => {}
-    }
-}
+pub use proto::json::{from_struct, to_struct};
 
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> wkt::Timestamp {
-    wkt::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
+    at.into()
 }
 
 /// A proto timestamp as UTC, if it is a valid one.
 pub fn from_timestamp(at: &wkt::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
-    u32::try_from(at.nanos)
-        .ok()
-        .and_then(|nanos| chrono::DateTime::from_timestamp(at.seconds, nanos))
+    chrono::DateTime::try_from(*at).ok()
 }
 
 pub fn status(text: &str) -> pb::DeploymentStatus {
@@ -122,16 +87,7 @@ pub fn event(row: &events::Model) -> Option<pb::Event> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    #[test]
-    fn json_objects_round_trip_through_struct_with_whole_numbers_kept() {
-        let value = json!({"env": {"a": 1, "b": [1.5, -2, {"c": null}], "d": "x", "e": true}});
-        assert_eq!(from_struct(&to_struct(&value).unwrap()), value);
-        assert!(to_struct(&json!([1])).is_none());
-    }
 
     #[test]
     fn events_round_trip_through_their_payload() {

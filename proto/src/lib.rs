@@ -5,6 +5,7 @@
 /// Encoded `FileDescriptorSet` of every Slipway package, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slipway_descriptor.bin"));
 
+pub mod json;
 mod timestamp;
 
 /// Well-known types with canonical JSON: pbjson-types, except `Timestamp`, which is

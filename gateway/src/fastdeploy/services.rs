@@ -37,26 +37,7 @@ fn registry_error(status: tonic::Status) -> ApiError {
 /// A `Struct` as JSON, whole numbers as integers (protobuf numbers are doubles), so
 /// `config.json` comes back as it was written.
 pub(crate) fn struct_json(value: Option<&wkt::Struct>) -> Value {
-    let mut json = value
-        .and_then(|v| serde_json::to_value(v).ok())
-        .unwrap_or_else(|| json!({}));
-    whole_numbers(&mut json);
-    json
-}
-
-fn whole_numbers(value: &mut Value) {
-    /// Largest integer a double holds exactly (2^53).
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    match value {
-        Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
-                *n = (f as i64).into();
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
-        Value::Object(map) => map.values_mut().for_each(whole_numbers),
-        _ => {}
-    }
+    value.map_or_else(|| json!({}), proto::json::from_struct)
 }
 
 /// `GET /services/`: every synced service as `{id, name, data}`.
