@@ -4,6 +4,7 @@
 
 pub mod bad_tokens;
 pub mod db;
+pub mod grpc;
 pub mod process;
 pub mod stack;
 

@@ -16,6 +16,7 @@ use proto::{
     registry::v1::{ListDeployedServicesRequest, registry_service_client::RegistryServiceClient},
 };
 use serde_json::{Value, json};
+use tests::grpc::bearer;
 use tests::{Backend, Stack, on_every_backend, user_claims};
 use tonic::{Code, transport::Channel};
 
@@ -54,14 +55,6 @@ fn write_service(services: &Path, name: &str, config: Value, script: &str) {
 struct Fixture {
     stack: Stack,
     admin: String,
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 async fn channel(addr: std::net::SocketAddr) -> Channel {

@@ -16,8 +16,9 @@ use proto::{
     auth::v1::{self as auth, auth_service_client::AuthServiceClient},
     registry::v1::{self as reg, registry_service_client::RegistryServiceClient},
 };
+use tests::grpc::bearer;
 use tests::{Backend, Stack, on_every_backend, stack::ADMIN, stack::ADMIN_PASSWORD, user_claims};
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, transport::Channel};
 
 on_every_backend!(
     login_list_and_sync_over_native_grpc,
@@ -51,14 +52,6 @@ async fn channel(addr: std::net::SocketAddr) -> Channel {
         .connect()
         .await
         .unwrap()
-}
-
-fn bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 fn jti(token: &str) -> String {

@@ -9,6 +9,7 @@ use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 use common::identity::{Credential, DEPLOY_SERVICE};
 use proto::registry::v1::{self as pb, get_service_request::Key, registry_service_client::RegistryServiceClient};
 use serde_json::{Value, json};
+use tests::grpc::bearer;
 use tests::{Backend, Stack, on_every_backend};
 use tonic::{Code, transport::Channel};
 
@@ -53,20 +54,7 @@ fn initial_services(root: &Path) {
 }
 
 async fn registry(stack: &Stack) -> RegistryServiceClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.registry))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    RegistryServiceClient::new(channel)
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+    RegistryServiceClient::new(tests::grpc::channel(stack.registry).await)
 }
 
 fn deploy_credential(stack: &Stack) -> Credential {

@@ -10,6 +10,7 @@ use proto::auth::v1::{
     CreateUserRequest, MintDeploymentTokenRequest, RevokeTokensRequest, auth_service_client::AuthServiceClient,
 };
 use serde_json::{Value, json};
+use tests::grpc::{bearer, claims_of};
 use tests::{Backend, Stack, on_every_backend};
 
 on_every_backend!(
@@ -20,12 +21,6 @@ on_every_backend!(
     the_cli_mints_lists_debugs_and_revokes,
     config_tokens_refuse_every_bad_variant,
 );
-
-fn claims_of(token: &str) -> Value {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    let payload = URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap();
-    serde_json::from_slice(&payload).unwrap()
-}
 
 async fn call(
     stack: &Stack,
@@ -68,20 +63,7 @@ async fn wait_status(stack: &Stack, path: &str, token: &str, want: u16) {
 }
 
 async fn auth_client(stack: &Stack) -> AuthServiceClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.auth))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AuthServiceClient::new(channel)
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+    AuthServiceClient::new(tests::grpc::channel(stack.auth).await)
 }
 
 fn credential(stack: &Stack) -> Credential {
