@@ -43,6 +43,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown.clone(),
     )
     .context("connecting to the auth service")?;
+    guard.wait_ready(std::time::Duration::from_secs(5)).await;
 
     let runs_dir = config.runs_dir();
     runner::prepare_dir(&runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;

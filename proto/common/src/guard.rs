@@ -81,4 +81,19 @@ impl Guard {
     pub fn ready(&self) -> bool {
         self.verifier.revocations_fresh()
     }
+
+    /// Waits up to `max` for the first revocation snapshot, so a service that reports
+    /// itself serving can also check tokens. Returns whether it arrived; a service
+    /// starts anyway (refusing tokens with UNAVAILABLE until the feed is heard).
+    pub async fn wait_ready(&self, max: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        while !self.ready() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("no revocation feed from the auth service yet; starting anyway");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
 }
