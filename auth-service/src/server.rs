@@ -223,14 +223,9 @@ impl AuthApi {
 
     /// The claims of the caller's token, which must be of type `expected` and not revoked.
     async fn authenticate<T>(&self, request: &Request<T>, expected: TokenType) -> Result<Claims, Status> {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let token = bearer_token(header).ok_or_else(|| ErrorCode::Unauthenticated.status("missing bearer token"))?;
-        let claims = self.verifier.verify_type(token, expected).map_err(|e| {
-            tracing::info!(reason = %e, "token refused");
-            ErrorCode::Unauthenticated.status("invalid token")
-        })?;
-        if self.store.is_revoked(&claims.jti).await.map_err(internal)? {
-            tracing::info!(jti = %claims.jti, "revoked token refused");
+        let claims = self.authenticate_any(request).await?;
+        if claims.token_type != expected {
+            tracing::info!(got = %claims.token_type, %expected, "token refused: wrong type");
             return Err(ErrorCode::Unauthenticated.status("invalid token"));
         }
         Ok(claims)

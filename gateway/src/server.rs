@@ -173,18 +173,6 @@ const SERVED_PATHS: &[&str] = &[
     "/v1/deployed-services",
 ];
 
-fn matches_template(template: &str, path: &str) -> bool {
-    let (mut t, mut p) = (template.split('/'), path.split('/'));
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return true,
-            (Some(ts), Some(ps)) if ts.starts_with('{') && ts.ends_with('}') && !ps.is_empty() => {}
-            (Some(ts), Some(ps)) if ts == ps => {}
-            _ => return false,
-        }
-    }
-}
-
 async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path();
     let toggled = match path.strip_suffix('/') {
@@ -192,7 +180,11 @@ async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> 
         Some(_) => return ApiError::not_found().into_response(),
         None => format!("{path}/"),
     };
-    if method != Method::OPTIONS && SERVED_PATHS.iter().any(|t| matches_template(t, &toggled)) {
+    if method != Method::OPTIONS
+        && SERVED_PATHS
+            .iter()
+            .any(|t| common::scope_table::path_matches(t, &toggled))
+    {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -206,7 +198,6 @@ async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::matches_template;
 
     /// Every `.route("<path>", <method router>)` in the gateway's sources, with the
     /// methods its method router serves (`get(`, `.post(`, … ; `any(` serves them all).
@@ -291,10 +282,13 @@ mod tests {
 
     #[test]
     fn templates_match_whole_segments() {
-        assert!(matches_template("/deployments/{id}", "/deployments/7"));
-        assert!(!matches_template("/deployments/{id}", "/deployments/"));
-        assert!(!matches_template("/deployments/{id}", "/deployments/7/x"));
-        assert!(matches_template("/token", "/token"));
-        assert!(!matches_template("/token", "/token/"));
+        assert!(common::scope_table::path_matches("/deployments/{id}", "/deployments/7"));
+        assert!(!common::scope_table::path_matches("/deployments/{id}", "/deployments/"));
+        assert!(!common::scope_table::path_matches(
+            "/deployments/{id}",
+            "/deployments/7/x"
+        ));
+        assert!(common::scope_table::path_matches("/token", "/token"));
+        assert!(!common::scope_table::path_matches("/token", "/token/"));
     }
 }

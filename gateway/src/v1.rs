@@ -73,17 +73,33 @@ impl FromRequestParts<AppState> for V1User {
     }
 }
 
-/// Any valid token (for routes every token type may call).
-pub struct V1Any {
-    token: String,
+/// Any valid token, with its claims for the permission check. Every `/v1` route that
+/// more than one token type may call takes this.
+pub struct V1Token {
+    pub token: String,
+    pub claims: common::token::Claims,
 }
 
-impl FromRequestParts<AppState> for V1Any {
+impl FromRequestParts<AppState> for V1Token {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, _) = verified(parts, state).await?;
-        Ok(V1Any { token })
+        let (token, claims) = verified(parts, state).await?;
+        Ok(V1Token { token, claims })
+    }
+}
+
+impl V1Token {
+    /// The token, if it holds `permission`; 403 otherwise.
+    pub fn require(&self, permission: &str) -> Result<&str, ApiError> {
+        if common::scope::allows(&self.claims, permission) {
+            Ok(&self.token)
+        } else {
+            Err(ApiError::Detail(
+                StatusCode::FORBIDDEN,
+                format!("this token may not {permission}"),
+            ))
+        }
     }
 }
 
@@ -210,7 +226,7 @@ async fn mint_service_token(
 /// A narrower token derived from the presented one.
 async fn attenuate_token(
     State(state): State<AppState>,
-    holder: V1Any,
+    holder: V1Token,
     json: Result<Json<AttenuateTokenRequest>, JsonRejection>,
 ) -> Result<Json<MintedToken>, ApiError> {
     let request = with_token(body(json)?, &holder.token)?;

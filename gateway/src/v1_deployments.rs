@@ -6,14 +6,11 @@
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{FromRequestParts, Path, Query, State, rejection::QueryRejection},
-    http::{StatusCode, request::Parts},
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::StatusCode,
     routing::{get, post},
 };
-use common::{
-    scope,
-    token::{Claims, TokenType},
-};
+use common::{scope, token::TokenType};
 use proto::deploy::v1::{
     CancelDeploymentRequest, Deployment, FinishDeploymentRequest, GetDeploymentRequest, ListDeploymentsRequest,
     ListDeploymentsResponse, ListStepsRequest, ListStepsResponse, ReportStepRequest, StartDeploymentRequest, Step,
@@ -22,8 +19,9 @@ use serde::{Deserialize, de::DeserializeOwned};
 
 use crate::{
     error::ApiError,
-    fastdeploy::auth::{verified, with_token},
+    fastdeploy::auth::with_token,
     server::{AppState, method_not_allowed},
+    v1::V1Token,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -48,35 +46,6 @@ pub fn routes() -> Router<AppState> {
             post(cancel_deployment).fallback(method_not_allowed),
         )
         .route("/v1/steps", post(report_step).fallback(method_not_allowed))
-}
-
-/// Any valid token, with its claims for the permission check.
-pub struct V1Token {
-    token: String,
-    claims: Claims,
-}
-
-impl FromRequestParts<AppState> for V1Token {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, claims) = verified(parts, state).await?;
-        Ok(V1Token { token, claims })
-    }
-}
-
-impl V1Token {
-    /// The token, if it holds `permission`; 403 otherwise.
-    fn require(&self, permission: &str) -> Result<&str, ApiError> {
-        if scope::allows(&self.claims, permission) {
-            Ok(&self.token)
-        } else {
-            Err(ApiError::Detail(
-                StatusCode::FORBIDDEN,
-                format!("this token may not {permission}"),
-            ))
-        }
-    }
 }
 
 fn bad_request(message: impl Into<String>) -> ApiError {

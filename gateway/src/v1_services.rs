@@ -4,18 +4,19 @@
 
 use axum::{
     Json, Router,
-    extract::{FromRequestParts, Path, Query, State},
-    http::{StatusCode, request::Parts},
+    extract::{Path, Query, State},
+    http::StatusCode,
     routing::{delete, get, post},
 };
-use common::{scope, token::Claims};
+use common::scope;
 use proto::registry::v1 as pb;
 use serde::Deserialize;
 
 use crate::{
     error::ApiError,
-    fastdeploy::auth::{verified, with_token},
+    fastdeploy::auth::with_token,
     server::{AppState, method_not_allowed},
+    v1::V1Token,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -24,35 +25,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/services/sync", post(sync).fallback(method_not_allowed))
         .route("/v1/services/{id}", delete(remove).fallback(method_not_allowed))
         .route("/v1/deployed-services", get(deployed).fallback(method_not_allowed))
-}
-
-/// A verified token of any type.
-pub struct Token {
-    token: String,
-    claims: Claims,
-}
-
-impl FromRequestParts<AppState> for Token {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, claims) = verified(parts, state).await?;
-        Ok(Token { token, claims })
-    }
-}
-
-impl Token {
-    /// The token, when it may do `permission`; 403 otherwise.
-    fn allowed(&self, permission: &str) -> Result<&str, ApiError> {
-        if scope::allows(&self.claims, permission) {
-            Ok(&self.token)
-        } else {
-            Err(ApiError::Detail(
-                StatusCode::FORBIDDEN,
-                format!("this token may not {permission}"),
-            ))
-        }
-    }
 }
 
 fn registry_error(status: tonic::Status) -> ApiError {
@@ -70,10 +42,10 @@ pub struct Page {
 
 async fn list(
     State(state): State<AppState>,
-    token: Token,
+    token: V1Token,
     query: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<pb::ListServicesResponse>, ApiError> {
-    let bearer = token.allowed(scope::SERVICES_READ)?;
+    let bearer = token.require(scope::SERVICES_READ)?;
     let Query(page) = query.map_err(|e| ApiError::Detail(StatusCode::BAD_REQUEST, e.body_text()))?;
     let request = pb::ListServicesRequest {
         page_size: page.page_size,
@@ -88,8 +60,8 @@ async fn list(
     Ok(Json(response.into_inner()))
 }
 
-async fn sync(State(state): State<AppState>, token: Token) -> Result<Json<pb::SyncServicesResponse>, ApiError> {
-    let bearer = token.allowed(scope::SERVICES_SYNC)?;
+async fn sync(State(state): State<AppState>, token: V1Token) -> Result<Json<pb::SyncServicesResponse>, ApiError> {
+    let bearer = token.require(scope::SERVICES_SYNC)?;
     let response = state
         .backends
         .registry()
@@ -101,10 +73,10 @@ async fn sync(State(state): State<AppState>, token: Token) -> Result<Json<pb::Sy
 
 async fn remove(
     State(state): State<AppState>,
-    token: Token,
+    token: V1Token,
     Path(id): Path<String>,
 ) -> Result<Json<pb::DeleteServiceResponse>, ApiError> {
-    let bearer = token.allowed(scope::SERVICES_DELETE)?;
+    let bearer = token.require(scope::SERVICES_DELETE)?;
     let id = id
         .parse::<i64>()
         .map_err(|_| ApiError::Detail(StatusCode::BAD_REQUEST, "the service id must be an integer".into()))?;
@@ -119,9 +91,9 @@ async fn remove(
 
 async fn deployed(
     State(state): State<AppState>,
-    token: Token,
+    token: V1Token,
 ) -> Result<Json<pb::ListDeployedServicesResponse>, ApiError> {
-    let bearer = token.allowed(scope::DEPLOYED_SERVICES_READ)?;
+    let bearer = token.require(scope::DEPLOYED_SERVICES_READ)?;
     let response = state
         .backends
         .registry()

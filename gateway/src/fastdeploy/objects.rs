@@ -70,6 +70,21 @@ pub fn service(s: &registry::Service) -> Map<String, Value> {
     m
 }
 
+/// A body that must be a JSON object: none is FastAPI's `missing`, anything else
+/// `model_attributes_type`.
+pub fn body_object(body: Option<Value>) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        None => Err(ApiError::Validation(vec![validation_error(
+            "missing",
+            &["body"],
+            "Field required",
+            Value::Null,
+        )])),
+        Some(Value::Object(map)) => Ok(map),
+        Some(other) => Err(not_an_object(other)),
+    }
+}
+
 fn not_an_object(input: Value) -> ApiError {
     ApiError::Validation(vec![validation_error(
         "model_attributes_type",
@@ -112,18 +127,7 @@ pub struct StepReport {
 /// Checks a `POST /steps/` body field by field, reporting every problem at once in
 /// the order fastDeploy's model declares the fields.
 pub fn step_report(body: Option<Value>) -> Result<StepReport, ApiError> {
-    let body = match body {
-        None => {
-            return Err(ApiError::Validation(vec![validation_error(
-                "missing",
-                &["body"],
-                "Field required",
-                Value::Null,
-            )]));
-        }
-        Some(Value::Object(map)) => map,
-        Some(other) => return Err(not_an_object(other)),
-    };
+    let body = body_object(body)?;
     let whole = Value::Object(body.clone());
     let mut errors = Vec::new();
     let mut text = |field: &'static str| match body.get(field) {

@@ -65,25 +65,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Option<Value>, ApiError> {
 }
 
 fn validate(body: Option<Value>) -> Result<(String, String, i64), ApiError> {
-    let object = match body {
-        None => {
-            return Err(ApiError::Validation(vec![validation_error(
-                "missing",
-                &["body"],
-                "Field required",
-                Value::Null,
-            )]));
-        }
-        Some(Value::Object(map)) => map,
-        Some(other) => {
-            return Err(ApiError::Validation(vec![validation_error(
-                "model_attributes_type",
-                &["body"],
-                "Input should be a valid dictionary or object to extract fields from",
-                other,
-            )]));
-        }
-    };
+    let object = super::objects::body_object(body)?;
     let mut errors = Vec::new();
     let service = string_field(&object, "service", &mut errors);
     let origin = string_field(&object, "origin", &mut errors);
