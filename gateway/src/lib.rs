@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod fastdeploy;
 pub mod grpc_proxy;
+pub mod interceptor;
 pub mod legacy;
 pub mod metrics;
 pub mod openapi;

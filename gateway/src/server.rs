@@ -81,6 +81,12 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
         .route("/metrics", get(crate::metrics::render).fallback(method_not_allowed))
         .route("/openapi.json", get(crate::openapi::serve).fallback(method_not_allowed))
+        // Every routed request is checked against its scope-table entry before its
+        // handler runs (route layers do not see the fallback: 404s and redirects).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::interceptor::enforce,
+        ))
         .fallback(not_found_or_redirect)
         .with_state(state.clone())
         // gRPC and grpc-web (content-type application/grpc*), whatever the path, go to

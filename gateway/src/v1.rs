@@ -1,16 +1,15 @@
 //! Slipway's own API under `/v1`, in proto3 canonical JSON (the proto crate's pbjson
-//! mapping). Unlike fastDeploy's routes, a valid token that may not call a route gets
-//! 403. Today: tokens (mint, list, revoke, attenuate, debug), password change and
+//! mapping). Tokens are checked by the interceptor against the scope table; unlike
+//! fastDeploy's routes, a valid token that may not call a route gets 403. Today: tokens (mint, list, revoke, attenuate, debug), password change and
 //! signing-key rotation.
 
 use axum::extract::rejection::JsonRejection;
 use axum::{
     Json, Router,
-    extract::{FromRequestParts, Path, Query, State},
-    http::{StatusCode, request::Parts},
+    extract::{Path, Query, State},
+    http::StatusCode,
     routing::{delete, get, post},
 };
-use common::token::TokenType;
 use proto::auth::v1::{
     AttenuateTokenRequest, ChangePasswordRequest, ChangePasswordResponse, DebugTokenRequest, DebugTokenResponse,
     ListTokensRequest, ListTokensResponse, MintConfigTokenRequest, MintServiceTokenRequest, MintedToken,
@@ -20,7 +19,8 @@ use serde::Deserialize;
 
 use crate::{
     error::ApiError,
-    fastdeploy::auth::{verified, with_token},
+    fastdeploy::auth::with_token,
+    interceptor::Caller,
     server::{AppState, method_not_allowed},
 };
 
@@ -45,62 +45,6 @@ pub fn routes() -> Router<AppState> {
             post(change_password).fallback(method_not_allowed),
         )
         .route("/v1/keys/rotate", post(rotate_keys).fallback(method_not_allowed))
-}
-
-/// A verified user token; any other valid token is 403.
-pub struct V1User {
-    token: String,
-}
-
-impl V1User {
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-}
-
-impl FromRequestParts<AppState> for V1User {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, claims) = verified(parts, state).await?;
-        if claims.token_type != TokenType::User {
-            return Err(ApiError::Detail(
-                StatusCode::FORBIDDEN,
-                "this route needs a user token".into(),
-            ));
-        }
-        Ok(V1User { token })
-    }
-}
-
-/// Any valid token, with its claims for the permission check. Every `/v1` route that
-/// more than one token type may call takes this.
-pub struct V1Token {
-    pub token: String,
-    pub claims: common::token::Claims,
-}
-
-impl FromRequestParts<AppState> for V1Token {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, claims) = verified(parts, state).await?;
-        Ok(V1Token { token, claims })
-    }
-}
-
-impl V1Token {
-    /// The token, if it holds `permission`; 403 otherwise.
-    pub fn require(&self, permission: &str) -> Result<&str, ApiError> {
-        if common::scope::allows(&self.claims, permission) {
-            Ok(&self.token)
-        } else {
-            Err(ApiError::Detail(
-                StatusCode::FORBIDDEN,
-                format!("this token may not {permission}"),
-            ))
-        }
-    }
 }
 
 /// A JSON body in proto3 JSON, or 400 saying what is wrong with it.
@@ -139,7 +83,7 @@ fn parse_type(name: &str) -> Result<PbType, ApiError> {
 
 async fn list_tokens(
     State(state): State<AppState>,
-    user: V1User,
+    user: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListTokensResponse>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Detail(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -167,7 +111,7 @@ async fn list_tokens(
 
 async fn revoke_token(
     State(state): State<AppState>,
-    user: V1User,
+    user: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RevokeTokensResponse>, ApiError> {
     let request = RevokeTokensRequest { ids: vec![id] };
@@ -181,7 +125,7 @@ async fn revoke_token(
 }
 
 /// Start signing with a new key; tokens of older keys stay valid until they expire.
-async fn rotate_keys(State(state): State<AppState>, user: V1User) -> Result<Json<RotateKeysResponse>, ApiError> {
+async fn rotate_keys(State(state): State<AppState>, user: Caller) -> Result<Json<RotateKeysResponse>, ApiError> {
     let response = state
         .backends
         .auth()
@@ -194,7 +138,7 @@ async fn rotate_keys(State(state): State<AppState>, user: V1User) -> Result<Json
 /// A config token, optionally limited to some services, with extra claims.
 async fn mint_config_token(
     State(state): State<AppState>,
-    user: V1User,
+    user: Caller,
     json: Result<Json<MintConfigTokenRequest>, JsonRejection>,
 ) -> Result<Json<MintedToken>, ApiError> {
     let request = with_token(body(json)?, &user.token)?;
@@ -210,7 +154,7 @@ async fn mint_config_token(
 /// A service token for one existing service and an origin.
 async fn mint_service_token(
     State(state): State<AppState>,
-    user: V1User,
+    user: Caller,
     json: Result<Json<MintServiceTokenRequest>, JsonRejection>,
 ) -> Result<Json<MintedToken>, ApiError> {
     let request = with_token(body(json)?, &user.token)?;
@@ -226,7 +170,7 @@ async fn mint_service_token(
 /// A narrower token derived from the presented one.
 async fn attenuate_token(
     State(state): State<AppState>,
-    holder: V1Token,
+    holder: Caller,
     json: Result<Json<AttenuateTokenRequest>, JsonRejection>,
 ) -> Result<Json<MintedToken>, ApiError> {
     let request = with_token(body(json)?, &holder.token)?;
@@ -256,7 +200,7 @@ async fn debug_token(
 /// Changes the caller's password; every token they hold or minted is revoked.
 async fn change_password(
     State(state): State<AppState>,
-    user: V1User,
+    user: Caller,
     json: Result<Json<ChangePasswordRequest>, JsonRejection>,
 ) -> Result<Json<ChangePasswordResponse>, ApiError> {
     let request = with_token(body(json)?, &user.token)?;

@@ -10,7 +10,6 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
-use common::{scope, token::TokenType};
 use proto::deploy::v1::{
     CancelDeploymentRequest, Deployment, FinishDeploymentRequest, GetDeploymentRequest, ListDeploymentsRequest,
     ListDeploymentsResponse, ListStepsRequest, ListStepsResponse, ReportStepRequest, StartDeploymentRequest, Step,
@@ -20,8 +19,8 @@ use serde::{Deserialize, de::DeserializeOwned};
 use crate::{
     error::ApiError,
     fastdeploy::auth::with_token,
+    interceptor::Caller,
     server::{AppState, method_not_allowed},
-    v1::V1Token,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -79,10 +78,10 @@ pub struct ListQuery {
 
 async fn list_deployments(
     State(state): State<AppState>,
-    token: V1Token,
+    token: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ListDeploymentsResponse>, ApiError> {
-    let token = token.require(scope::DEPLOYMENTS_READ)?;
+    let token = &token.token;
     let Query(query) = query.map_err(|e| bad_request(e.body_text()))?;
     let request = ListDeploymentsRequest {
         service: query.service.unwrap_or_default(),
@@ -101,10 +100,10 @@ async fn list_deployments(
 /// Starts a deployment: of the token's service for a service token.
 async fn start_deployment(
     State(state): State<AppState>,
-    token: V1Token,
+    token: Caller,
     bytes: Bytes,
 ) -> Result<Json<Deployment>, ApiError> {
-    let token = token.require(scope::DEPLOYMENTS_START)?;
+    let token = &token.token;
     let request: StartDeploymentRequest = body(&bytes)?;
     let response = state
         .backends
@@ -117,10 +116,10 @@ async fn start_deployment(
 
 async fn get_deployment(
     State(state): State<AppState>,
-    token: V1Token,
+    token: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<Deployment>, ApiError> {
-    let token = token.require(scope::DEPLOYMENTS_READ)?;
+    let token = &token.token;
     let request = GetDeploymentRequest { id: id(&raw)? };
     let response = state
         .backends
@@ -133,10 +132,10 @@ async fn get_deployment(
 
 async fn list_steps(
     State(state): State<AppState>,
-    token: V1Token,
+    token: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<ListStepsResponse>, ApiError> {
-    let token = token.require(scope::DEPLOYMENTS_READ)?;
+    let token = &token.token;
     let request = ListStepsRequest {
         deployment_id: id(&raw)?,
     };
@@ -151,7 +150,7 @@ async fn list_steps(
 
 async fn finish_deployment(
     State(state): State<AppState>,
-    token: V1Token,
+    token: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<Deployment>, ApiError> {
     let id = id(&raw)?;
@@ -162,7 +161,7 @@ async fn finish_deployment(
             "this token may not finish another deployment".into(),
         ));
     }
-    let token = token.require(scope::DEPLOYMENTS_FINISH)?;
+    let token = &token.token;
     let response = state
         .backends
         .deploy()
@@ -174,10 +173,10 @@ async fn finish_deployment(
 
 async fn cancel_deployment(
     State(state): State<AppState>,
-    token: V1Token,
+    token: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<Deployment>, ApiError> {
-    let token = token.require(scope::DEPLOYMENTS_CANCEL)?;
+    let token = &token.token;
     let request = CancelDeploymentRequest { id: id(&raw)? };
     let response = state
         .backends
@@ -189,15 +188,8 @@ async fn cancel_deployment(
 }
 
 /// A step result of the deployment token's own deployment.
-async fn report_step(State(state): State<AppState>, token: V1Token, bytes: Bytes) -> Result<Json<Step>, ApiError> {
-    // A step belongs to the deployment the token was minted for.
-    if token.claims.token_type != TokenType::Deployment {
-        return Err(ApiError::Detail(
-            StatusCode::FORBIDDEN,
-            "this route needs a deployment token".into(),
-        ));
-    }
-    let token = token.require(scope::STEPS_REPORT)?;
+async fn report_step(State(state): State<AppState>, token: Caller, bytes: Bytes) -> Result<Json<Step>, ApiError> {
+    let token = &token.token;
     let request: ReportStepRequest = body(&bytes)?;
     if request.name.is_empty() {
         return Err(bad_request("a step needs a name"));

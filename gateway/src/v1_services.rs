@@ -8,15 +8,14 @@ use axum::{
     http::StatusCode,
     routing::{delete, get, post},
 };
-use common::scope;
 use proto::registry::v1 as pb;
 use serde::Deserialize;
 
 use crate::{
     error::ApiError,
     fastdeploy::auth::with_token,
+    interceptor::Caller,
     server::{AppState, method_not_allowed},
-    v1::V1Token,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -42,10 +41,10 @@ pub struct Page {
 
 async fn list(
     State(state): State<AppState>,
-    token: V1Token,
+    token: Caller,
     query: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<pb::ListServicesResponse>, ApiError> {
-    let bearer = token.require(scope::SERVICES_READ)?;
+    let bearer = &token.token;
     let Query(page) = query.map_err(|e| ApiError::Detail(StatusCode::BAD_REQUEST, e.body_text()))?;
     let request = pb::ListServicesRequest {
         page_size: page.page_size,
@@ -60,8 +59,8 @@ async fn list(
     Ok(Json(response.into_inner()))
 }
 
-async fn sync(State(state): State<AppState>, token: V1Token) -> Result<Json<pb::SyncServicesResponse>, ApiError> {
-    let bearer = token.require(scope::SERVICES_SYNC)?;
+async fn sync(State(state): State<AppState>, token: Caller) -> Result<Json<pb::SyncServicesResponse>, ApiError> {
+    let bearer = &token.token;
     let response = state
         .backends
         .registry()
@@ -73,10 +72,10 @@ async fn sync(State(state): State<AppState>, token: V1Token) -> Result<Json<pb::
 
 async fn remove(
     State(state): State<AppState>,
-    token: V1Token,
+    token: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<pb::DeleteServiceResponse>, ApiError> {
-    let bearer = token.require(scope::SERVICES_DELETE)?;
+    let bearer = &token.token;
     let id = id
         .parse::<i64>()
         .map_err(|_| ApiError::Detail(StatusCode::BAD_REQUEST, "the service id must be an integer".into()))?;
@@ -91,9 +90,9 @@ async fn remove(
 
 async fn deployed(
     State(state): State<AppState>,
-    token: V1Token,
+    token: Caller,
 ) -> Result<Json<pb::ListDeployedServicesResponse>, ApiError> {
-    let bearer = token.require(scope::DEPLOYED_SERVICES_READ)?;
+    let bearer = &token.token;
     let response = state
         .backends
         .registry()

@@ -11,8 +11,9 @@ use proto::auth::v1::{CreateUserRequest, LoginRequest, LoginResponse, User, WhoA
 use crate::{
     error::ApiError,
     fastdeploy::auth::{with_request_id, with_token},
+    interceptor::Caller,
     server::{AppState, method_not_allowed},
-    v1::{V1User, body},
+    v1::body,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -42,8 +43,8 @@ async fn login(
     }
 }
 
-async fn who_am_i(State(state): State<AppState>, user: V1User) -> Result<Json<User>, ApiError> {
-    let request = with_token(WhoAmIRequest {}, user.token())?;
+async fn who_am_i(State(state): State<AppState>, user: Caller) -> Result<Json<User>, ApiError> {
+    let request = with_token(WhoAmIRequest {}, &user.token)?;
     let me = state.backends.auth().who_am_i(request).await.map_err(auth_error)?;
     Ok(Json(me.into_inner()))
 }
@@ -51,10 +52,10 @@ async fn who_am_i(State(state): State<AppState>, user: V1User) -> Result<Json<Us
 /// Create a user (a user token with `users:write`).
 async fn create_user(
     State(state): State<AppState>,
-    user: V1User,
+    user: Caller,
     json: Result<Json<CreateUserRequest>, JsonRejection>,
 ) -> Result<Json<User>, ApiError> {
-    let request = with_token(body(json)?, user.token())?;
+    let request = with_token(body(json)?, &user.token)?;
     let created = state.backends.auth().create_user(request).await.map_err(auth_error)?;
     Ok(Json(created.into_inner()))
 }

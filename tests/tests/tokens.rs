@@ -156,7 +156,7 @@ async fn v1_tokens_refusals(backend: Backend) {
     let (status, body) = get(&stack, "/v1/tokens", &service).await;
     assert_eq!(
         (status, body),
-        (403, json!({"detail": "this route needs a user token"}))
+        (403, json!({"detail": "a service token may not make this call"}))
     );
     let (status, _) = delete(&stack, "/v1/tokens/x", &service).await;
     assert_eq!(status, 403);

@@ -1,12 +1,10 @@
-//! Token checks for fastDeploy routes, done before any backend call: a missing or
-//! non-Bearer header is 401 "Not authenticated"; any token that fails verification,
-//! including a token of the wrong type, is 401 "Could not validate credentials".
+//! Token verification for HTTP routes (the interceptor applies it before any handler
+//! runs): a missing or non-Bearer header is 401 "Not authenticated"; a token that fails
+//! verification is 401 "Could not validate credentials". Also: gRPC requests carrying
+//! the caller's token and the request id to the backends.
 
-use axum::{
-    extract::FromRequestParts,
-    http::{StatusCode, request::Parts},
-};
-use common::token::{Claims, TokenError, TokenType, bearer_token};
+use axum::http::{StatusCode, request::Parts};
+use common::token::{Claims, TokenError, bearer_token};
 
 use crate::{error::ApiError, server::AppState};
 
@@ -54,77 +52,6 @@ pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims
             tracing::info!(%reason, "token refused");
             Err(ApiError::invalid_credentials())
         }
-    }
-}
-
-/// fastDeploy's rule: a token of the wrong type is 401 like any invalid token.
-async fn authenticate(parts: &Parts, state: &AppState, expected: TokenType) -> Result<(String, Claims), ApiError> {
-    let (token, claims) = verified(parts, state).await?;
-    if claims.token_type != expected {
-        crate::metrics::count_refusal("wrong type");
-        tracing::info!(got = %claims.token_type, %expected, "token refused: wrong type");
-        return Err(ApiError::invalid_credentials());
-    }
-    Ok((token, claims))
-}
-
-/// A verified user token.
-pub struct UserToken {
-    pub token: String,
-    pub claims: Claims,
-}
-
-impl FromRequestParts<AppState> for UserToken {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, claims) = authenticate(parts, state, TokenType::User).await?;
-        Ok(UserToken { token, claims })
-    }
-}
-
-/// A verified service token (its `service` claim names the service it acts for).
-pub struct ServiceToken {
-    pub token: String,
-    pub claims: Claims,
-}
-
-impl FromRequestParts<AppState> for ServiceToken {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, claims) = authenticate(parts, state, TokenType::Service).await?;
-        Ok(ServiceToken { token, claims })
-    }
-}
-
-/// A verified deployment token (its `deployment` claim names its one deployment).
-pub struct DeploymentToken {
-    pub token: String,
-    pub claims: Claims,
-}
-
-impl FromRequestParts<AppState> for DeploymentToken {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, claims) = authenticate(parts, state, TokenType::Deployment).await?;
-        Ok(DeploymentToken { token, claims })
-    }
-}
-
-/// A verified config token.
-pub struct ConfigToken {
-    pub token: String,
-    pub claims: Claims,
-}
-
-impl FromRequestParts<AppState> for ConfigToken {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (token, claims) = authenticate(parts, state, TokenType::Config).await?;
-        Ok(ConfigToken { token, claims })
     }
 }
 

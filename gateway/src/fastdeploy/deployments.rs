@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use axum::{
     Json,
-    body::to_bytes,
     extract::{ConnectInfo, FromRequestParts, Path, RawQuery, Request, State, rejection::PathRejection},
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
@@ -17,13 +16,10 @@ use proto::deploy::v1::{
 };
 use serde_json::{Value, json};
 
-use super::{
-    auth::{DeploymentToken, ServiceToken, UserToken, with_token},
-    objects,
-    service_token::parse_json,
-};
+use super::{auth::with_token, objects};
 use crate::{
     error::{ApiError, validation_error},
+    interceptor::{Caller, JsonBody},
     server::AppState,
 };
 
@@ -48,15 +44,6 @@ fn deployment_not_found() -> ApiError {
     ApiError::Detail(StatusCode::NOT_FOUND, "Deployment not found".into())
 }
 
-/// The request body as JSON (`None` when empty); not JSON is 422 `json_invalid`.
-async fn json_body(body: axum::body::Body) -> Result<Option<Value>, ApiError> {
-    // The body limit layer has already bounded the body.
-    let bytes = to_bytes(body, usize::MAX)
-        .await
-        .map_err(|_| ApiError::Detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".into()))?;
-    parse_json(&bytes)
-}
-
 /// An integer path or query parameter, or FastAPI's `int_parsing` error.
 fn int_param(value: &str, loc: &[&str]) -> Result<i64, ApiError> {
     value.trim().parse().map_err(|_| {
@@ -70,7 +57,7 @@ fn int_param(value: &str, loc: &[&str]) -> Result<i64, ApiError> {
 }
 
 /// `GET /deployments/` (user token): every deployment, without steps, by id.
-pub async fn list(State(state): State<AppState>, user: UserToken) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Json<Value>, ApiError> {
     let mut deployments = Vec::new();
     let mut page_token = String::new();
     for _ in 0..MAX_PAGES {
@@ -104,9 +91,9 @@ pub async fn list(State(state): State<AppState>, user: UserToken) -> Result<Json
 /// `POST /deployments/` (service token): starts a deployment of the token's service
 /// and answers at once with a **StartedDeployment**.
 pub async fn start(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
-    let (mut parts, body) = request.into_parts();
-    let body = json_body(body).await?;
-    let service = ServiceToken::from_request_parts(&mut parts, &state).await?;
+    let (mut parts, _) = request.into_parts();
+    let JsonBody(body) = JsonBody::from_request_parts(&mut parts, &state).await?;
+    let service = Caller::from_request_parts(&mut parts, &state).await?;
     let env = objects::start_env(body)?;
     let env = serde_json::from_value(Value::Object(env))
         .map_err(|_| ApiError::Detail(StatusCode::BAD_REQUEST, "env cannot be stored".into()))?;
@@ -170,7 +157,7 @@ fn wrong_service_token() -> Response {
 /// answered alike (403), so a service token cannot probe which ids exist.
 pub async fn get(
     State(state): State<AppState>,
-    service: ServiceToken,
+    service: Caller,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = match id {
@@ -193,7 +180,7 @@ pub async fn get(
 }
 
 /// `PUT /deployments/finish/` (deployment token): finishes the token's deployment.
-pub async fn finish(State(state): State<AppState>, deployment: DeploymentToken) -> Result<Json<Value>, ApiError> {
+pub async fn finish(State(state): State<AppState>, deployment: Caller) -> Result<Json<Value>, ApiError> {
     let id = deployment.claims.deployment.ok_or_else(ApiError::invalid_credentials)?;
     let request = FinishDeploymentRequest { id };
     match state
@@ -209,10 +196,11 @@ pub async fn finish(State(state): State<AppState>, deployment: DeploymentToken) 
 }
 
 /// `POST /steps/` (deployment token): a step result of the token's deployment.
-pub async fn report_step(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
-    let (mut parts, body) = request.into_parts();
-    let body = json_body(body).await?;
-    let deployment = DeploymentToken::from_request_parts(&mut parts, &state).await?;
+pub async fn report_step(
+    State(state): State<AppState>,
+    deployment: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
     let report = objects::step_report(body)?;
     let request = ReportStepRequest {
         name: report.name,
@@ -236,7 +224,7 @@ pub async fn report_step(State(state): State<AppState>, request: Request) -> Res
 /// `GET /steps/?deployment_id=N` (user token): the steps of one deployment.
 pub async fn list_steps(
     State(state): State<AppState>,
-    user: UserToken,
+    user: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let pairs: Vec<(String, String)> =

@@ -14,8 +14,6 @@ use axum::{
     routing::{any, delete, get, post, put},
 };
 
-pub use auth::UserToken;
-
 use crate::server::{AppState, method_not_allowed};
 
 pub fn routes() -> Router<AppState> {
@@ -43,7 +41,7 @@ pub fn routes() -> Router<AppState> {
                 .post(deployments::report_step)
                 .fallback(method_not_allowed),
         )
-        .route("/deployments/ws/{client_id}", any(websocket::upgrade))
+        .route(websocket::PATH, any(websocket::upgrade))
         .route("/services/", get(services::list).fallback(method_not_allowed))
         .route("/services/names/", get(services::names).fallback(method_not_allowed))
         .route("/services/sync", post(services::sync).fallback(method_not_allowed))

@@ -286,6 +286,22 @@ fn parse_text(s: &str) -> Result<DateTime<Utc>, DatetimeError> {
     Err(DatetimeError::Parsing("invalid datetime format"))
 }
 
+/// The body as JSON; `None` when there is none. Not JSON is FastAPI's `json_invalid`.
+pub fn parse_json(bytes: &[u8]) -> Result<Option<Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(bytes).map(Some).map_err(|e| {
+        ApiError::Validation(vec![json!({
+            "type": "json_invalid",
+            "loc": ["body", e.column().saturating_sub(1)],
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": { "error": "Expecting value" },
+        })])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,31 +2,27 @@
 //! fastDeploy, the service must exist. Validation answers in FastAPI's shapes, and
 //! a body that is not JSON is refused before authentication, as there.
 
-use axum::{
-    Json,
-    body::to_bytes,
-    extract::{FromRequestParts, Request, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State};
 use proto::auth::v1::MintServiceTokenRequest;
 use serde_json::{Map, Value, json};
 
-use super::auth::{UserToken, with_token};
+use super::auth::with_token;
 use crate::{
     error::{ApiError, validation_error},
+    interceptor::{Caller, JsonBody},
     server::AppState,
 };
 
 const DEFAULT_DAYS: i64 = 1;
 const MAX_DAYS: i64 = 180;
 
-pub async fn mint(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
-    let (mut parts, body) = request.into_parts();
-    let bytes = to_bytes(body, usize::MAX)
-        .await
-        .map_err(|_| ApiError::Detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".into()))?;
-    let body = parse_json(&bytes)?;
-    let user = UserToken::from_request_parts(&mut parts, &state).await?;
+/// The interceptor has decoded the body (before authenticating, as FastAPI does) and
+/// checked the user token.
+pub async fn mint(
+    State(state): State<AppState>,
+    user: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
     let (service, origin, days) = validate(body)?;
     let request = MintServiceTokenRequest {
         service,
@@ -46,22 +42,6 @@ pub async fn mint(State(state): State<AppState>, request: Request) -> Result<Jso
         Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::invalid_credentials()),
         Err(status) => Err(ApiError::from_backend("auth", &status)),
     }
-}
-
-/// The body as JSON; `None` when there is none. Not JSON is FastAPI's `json_invalid`.
-pub fn parse_json(bytes: &[u8]) -> Result<Option<Value>, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    serde_json::from_slice(bytes).map(Some).map_err(|e| {
-        ApiError::Validation(vec![json!({
-            "type": "json_invalid",
-            "loc": ["body", e.column().saturating_sub(1)],
-            "msg": "JSON decode error",
-            "input": {},
-            "ctx": { "error": "Expecting value" },
-        })])
-    })
 }
 
 fn validate(body: Option<Value>) -> Result<(String, String, i64), ApiError> {

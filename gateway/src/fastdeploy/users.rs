@@ -9,9 +9,10 @@ use axum::{
 use proto::auth::v1::{LoginRequest, WhoAmIRequest};
 use serde_json::{Value, json};
 
-use super::auth::{UserToken, with_request_id, with_token};
+use super::auth::{with_request_id, with_token};
 use crate::{
     error::{ApiError, validation_error},
+    interceptor::Caller,
     server::AppState,
 };
 
@@ -100,7 +101,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Js
     }
 }
 
-pub async fn me(State(state): State<AppState>, user: UserToken) -> Result<Json<Value>, ApiError> {
+pub async fn me(State(state): State<AppState>, user: Caller) -> Result<Json<Value>, ApiError> {
     match state
         .backends
         .auth()

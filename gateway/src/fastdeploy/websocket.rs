@@ -32,7 +32,8 @@ use axum::{
 };
 use common::{
     scope,
-    token::{Claims, TokenError, TokenType},
+    scope_table::{Credential, routes_at},
+    token::{Claims, TokenError},
 };
 use proto::auth::v1::WhoAmIRequest;
 use serde_json::{Value, json};
@@ -46,6 +47,9 @@ use hub::{Frame, Registration};
 
 use super::auth::with_token;
 use crate::{error::ApiError, server::AppState};
+
+/// The socket's route (its scope-table entry has the same path).
+pub const PATH: &str = "/deployments/ws/{client_id}";
 
 /// Largest frame a client may send (an auth message is far smaller).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
@@ -324,8 +328,11 @@ async fn verify_user(state: &AppState, token: &str) -> Option<(Claims, String)> 
             return None;
         }
     };
-    if claims.token_type != TokenType::User {
-        tracing::info!(got = %claims.token_type, "websocket token refused: not a user token");
+    // The socket's entry in the scope table (a user token); frames are filtered by
+    // their own permission as they are delivered.
+    let entry = routes_at(PATH).find(|r| r.credential == Credential::FirstMessage)?;
+    if let Err(refusal) = entry.access.check(&claims) {
+        tracing::info!(%refusal, "websocket token refused: scope");
         return None;
     }
     if claims.exp <= chrono::Utc::now().timestamp() {

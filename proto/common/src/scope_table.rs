@@ -1,6 +1,7 @@
 //! The scope table: who may call each RPC of the three services and each HTTP route of
-//! the gateway, as data. The gateway's gRPC and grpc-web proxy looks every call up here
-//! and refuses it before anything reaches a backend; the backends check again
+//! the gateway, as data. The gateway's gRPC and grpc-web proxy and its HTTP interceptor
+//! look every call up here and refuse it before anything reaches a backend; the
+//! backends check again
 //! (defence in depth). Tests keep the table complete: every RPC of the descriptor set
 //! has exactly one entry, and every route the gateway declares has one too.
 
@@ -214,18 +215,45 @@ pub fn rpc(path: &str) -> Option<&'static Rpc> {
     RPCS.iter().find(|r| r.path == path)
 }
 
+/// Where a route's token comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The `Authorization: Bearer` header, checked by the gateway's interceptor before
+    /// the handler runs.
+    Header,
+    /// The first message of a WebSocket (fastDeploy's protocol): the upgrade itself is
+    /// open and the socket checks the token it receives against the same entry.
+    FirstMessage,
+}
+
 /// One HTTP route of the gateway: method, path template (`{name}` matches one
-/// segment) and who may call it. fastDeploy routes answer a refusal with 401 (its
-/// rule), `/v1` routes with 403 for a valid token; the entry says who gets through.
+/// segment), who may call it and where the token comes from. fastDeploy routes answer
+/// a refusal with 401 (its rule), `/v1` routes with 403 for a valid token; the entry
+/// says who gets through.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
+    pub credential: Credential,
 }
 
 const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
-    Route { method, path, access }
+    Route {
+        method,
+        path,
+        access,
+        credential: Credential::Header,
+    }
+}
+
+const fn websocket(path: &'static str, access: Access) -> Route {
+    Route {
+        method: "GET",
+        path,
+        access,
+        credential: Credential::FirstMessage,
+    }
 }
 
 /// Every HTTP route of the gateway. A new route adds one line here; a gateway test
@@ -263,12 +291,9 @@ pub const ROUTES: &[Route] = &[
     ),
     route("POST", "/steps/", token(&[Deployment], scope::STEPS_REPORT)),
     route("GET", "/steps/", token(&[User], scope::DEPLOYMENTS_READ)),
-    // The WebSocket upgrade itself is open; the user token comes as the first message.
-    route(
-        "GET",
-        "/deployments/ws/{client_id}",
-        token(&[User], scope::DEPLOYMENTS_READ),
-    ),
+    // The user token comes as the socket's first message; each frame then needs the
+    // permission of what it carries (services:read, deployments:read).
+    websocket("/deployments/ws/{client_id}", any_permission(&[User])),
     route(
         "GET",
         "/deployed-services/",
@@ -333,6 +358,11 @@ pub fn path_matches(template: &str, path: &str) -> bool {
             _ => return false,
         }
     }
+}
+
+/// The entries of a path template (as the router declares it), one per method.
+pub fn routes_at(template: &str) -> impl Iterator<Item = &'static Route> + '_ {
+    ROUTES.iter().filter(move |r| r.path == template)
 }
 
 /// The entry of a request by method and concrete path. A literal template wins over one
