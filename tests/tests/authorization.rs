@@ -9,25 +9,12 @@
 mod support;
 
 use common::scope_table::{Access, Credential, ROUTES};
-use common::token::TokenType;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::*;
 use tests::{Backend, Stack, on_every_backend};
 
 on_every_backend!(every_route_against_every_token_kind);
-
-/// The token kinds, in the order of each row's cells.
-const KINDS: [&str; 8] = [
-    "user",
-    "service",
-    "service of another",
-    "deployment",
-    "deployment of another",
-    "config",
-    "expired",
-    "revoked",
-];
 
 /// One row: method, path template, the body sent, and a cell per token kind:
 /// - `A`: admitted: the gateway lets it through (whatever the handler then answers,
@@ -136,30 +123,8 @@ async fn send(stack: &Stack, method: &str, path: &str, token: &str, body: Option
 async fn every_route_against_every_token_kind(backend: Backend) {
     let stack = Stack::start_with(backend, gated_services).await;
     let spool = spool(stack.dir.path());
-    let admin = stack.admin_token().await;
-    let alpha = service_token(&stack, &admin, "alpha").await;
-    let beta = service_token(&stack, &admin, "beta").await;
-    let a = start(&stack, &alpha, None).await["id"].as_i64().unwrap();
-    let b = start(&stack, &beta, None).await["id"].as_i64().unwrap();
-    let deployment_token = |config: Value| config["access_token"].as_str().unwrap().to_owned();
-    let dep_a = deployment_token(gated_config(&stack, &spool, "alpha").await);
-    let dep_b = deployment_token(gated_config(&stack, &spool, "beta").await);
-    let config = signed(&stack, TokenType::Config, 600);
-    let expired = signed(&stack, TokenType::User, -120);
-    let revoked = stack.admin_token().await;
-    revoke(&stack, &admin, &revoked, "/users/me").await;
-    // `/users/me` is refused by the auth service as soon as the revocation is stored;
-    // wait until the gateway's own revocation set has it too: a valid user token on a
-    // deployment-token route is 403 at the gateway, a revoked one 401.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while send(&stack, "POST", "/v1/steps", &revoked, None).await.0 != 401 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway never saw the revocation"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let tokens = [&admin, &alpha, &beta, &dep_a, &dep_b, &config, &expired, &revoked];
+    let kinds = token_kinds(&stack).await;
+    let (a, b) = (kinds.a, kinds.b);
 
     let rows = rows();
     // Every route that takes a token has exactly one row, and every row is a route.
@@ -180,7 +145,7 @@ async fn every_route_against_every_token_kind(backend: Backend) {
 
     for row in &rows {
         let cells: Vec<char> = row.cells.split_whitespace().flat_map(str::chars).collect();
-        assert_eq!(cells.len(), KINDS.len(), "{} {}", row.method, row.path);
+        assert_eq!(cells.len(), 8, "{} {}", row.method, row.path);
         let path = row
             .path
             .replace("{deployment_id}", &a.to_string())
@@ -195,13 +160,13 @@ async fn every_route_against_every_token_kind(backend: Backend) {
             path
         };
         let v1 = row.path.starts_with("/v1/");
-        for ((kind, token), cell) in KINDS.iter().zip(tokens).zip(&cells) {
+        for ((kind, token), cell) in kinds.named().into_iter().zip(&cells) {
             let (status, body) = send(&stack, row.method, &path, token, row.body.as_ref()).await;
             let what = format!("{} {path} with a {kind} token", row.method);
             match cell {
                 'A' => assert!(status != 401 && status != 403, "{what}: admitted, got {status} {body}"),
                 'R' => {
-                    let valid = !matches!(*kind, "expired" | "revoked");
+                    let valid = !matches!(kind, "expired" | "revoked");
                     let want = if v1 && valid { 403 } else { 401 };
                     assert_eq!(status, want, "{what}: refused at the gateway: {body}");
                     if want == 401 {

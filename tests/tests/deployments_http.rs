@@ -6,7 +6,6 @@ mod support;
 
 use std::path::Path;
 
-use common::token::TokenType;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::*;
@@ -76,34 +75,10 @@ fn gated_services(root: &Path) {
 async fn authorization_matrix(backend: Backend) {
     let stack = Stack::start_with(backend, gated_services).await;
     let spool = spool(stack.dir.path());
-    let admin = stack.admin_token().await;
-    let alpha = service_token(&stack, &admin, "alpha").await;
-    let beta = service_token(&stack, &admin, "beta").await;
-    let a = start(&stack, &alpha, None).await["id"].as_i64().unwrap();
-    let b = start(&stack, &beta, None).await["id"].as_i64().unwrap();
-    let dep_a = gated_config(&stack, &spool, "alpha").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let dep_b = gated_config(&stack, &spool, "beta").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let config = signed(&stack, TokenType::Config, 600);
-    let expired = signed(&stack, TokenType::User, -120);
-    let revoked = service_token(&stack, &admin, "alpha").await;
-    revoke(&stack, &admin, &revoked, &format!("/deployments/{a}")).await;
-
-    let tokens = [
-        ("user", admin.as_str()),
-        ("service", alpha.as_str()),
-        ("service of another", beta.as_str()),
-        ("deployment", dep_a.as_str()),
-        ("deployment of another", dep_b.as_str()),
-        ("config", config.as_str()),
-        ("expired", expired.as_str()),
-        ("revoked", revoked.as_str()),
-    ];
+    let kinds = token_kinds(&stack).await;
+    let (admin, alpha, beta, dep_b) = (&kinds.admin, &kinds.alpha, &kinds.beta, &kinds.dep_b);
+    let (a, b) = (kinds.a, kinds.b);
+    let tokens = kinds.named();
     let step = json!({"name": "remote", "state": "success", "started": "2026-01-01T00:00:00Z",
                       "finished": "2026-01-01T00:00:01Z", "message": "from the test"});
     // Expected status per token, in the order above (finish comes last, below).
@@ -159,15 +134,15 @@ async fn authorization_matrix(backend: Backend) {
     assert_eq!((status, body), (401, json!({"detail": "Not authenticated"})));
 
     // A missing deployment looks like another service's: ids cannot be probed.
-    let (status, challenge, body) = call(&stack, Method::GET, "/deployments/999999", Some(&alpha), None).await;
+    let (status, challenge, body) = call(&stack, Method::GET, "/deployments/999999", Some(alpha), None).await;
     assert_eq!(
         (status, challenge.as_deref(), body),
         (403, Some("Bearer"), json!({"detail": "Wrong service token"}))
     );
 
     // Each deployment token reported to its own deployment only.
-    let (_, steps_a) = get(&stack, &format!("/steps/?deployment_id={a}"), &admin).await;
-    let (_, steps_b) = get(&stack, &format!("/steps/?deployment_id={b}"), &admin).await;
+    let (_, steps_a) = get(&stack, &format!("/steps/?deployment_id={a}"), admin).await;
+    let (_, steps_b) = get(&stack, &format!("/steps/?deployment_id={b}"), admin).await;
     let remote = |steps: &Value| {
         steps
             .as_array()
@@ -184,26 +159,22 @@ async fn authorization_matrix(backend: Backend) {
         let (status, _, body) = call(&stack, Method::PUT, "/deployments/finish/", Some(token), None).await;
         assert_eq!(status, 401, "finish with a {name} token: {body}");
     }
-    let (status, _, body) = call(&stack, Method::PUT, "/deployments/finish/", Some(&dep_b), None).await;
+    let (status, _, body) = call(&stack, Method::PUT, "/deployments/finish/", Some(dep_b), None).await;
     assert_eq!(
         (status, body),
         (200, json!({"detail": format!("Deployment {b} finished")}))
     );
     release(&spool, "beta");
-    let deployment_b = wait_finished(&stack, &beta, b).await;
+    let deployment_b = wait_finished(&stack, beta, b).await;
     assert!(is_utc_micros(&deployment_b["finished"]), "{deployment_b}");
-    let (_, deployment_a) = get(&stack, &format!("/deployments/{a}"), &alpha).await;
+    let (_, deployment_a) = get(&stack, &format!("/deployments/{a}"), alpha).await;
     assert!(
         deployment_a["finished"].is_null(),
         "finishing b touched a: {deployment_a}"
     );
     let late = routes[3].2.clone();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while call(&stack, Method::POST, "/steps/", Some(&dep_b), late.clone())
-        .await
-        .0
-        != 401
-    {
+    while call(&stack, Method::POST, "/steps/", Some(dep_b), late.clone()).await.0 != 401 {
         assert!(
             std::time::Instant::now() < deadline,
             "a finished deployment's token still reports"
@@ -211,7 +182,7 @@ async fn authorization_matrix(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     release(&spool, "alpha");
-    let done = wait_finished(&stack, &alpha, a).await;
+    let done = wait_finished(&stack, alpha, a).await;
     assert!(
         done["steps"]
             .as_array()

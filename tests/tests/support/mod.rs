@@ -209,3 +209,71 @@ pub fn is_utc_micros(value: &Value) -> bool {
             && chrono::DateTime::parse_from_rfc3339(s).is_ok()
     })
 }
+
+/// A token of every kind a caller can hold, over two gated services `alpha` and
+/// `beta` with one deployment each (`a` of alpha, `b` of beta) held running.
+pub struct TokenKinds {
+    pub admin: String,
+    pub alpha: String,
+    pub beta: String,
+    pub a: i64,
+    pub b: i64,
+    pub dep_a: String,
+    pub dep_b: String,
+    pub config: String,
+    pub expired: String,
+    /// A service token of alpha, revoked (the gateway itself refuses it).
+    pub revoked: String,
+}
+
+impl TokenKinds {
+    /// Names and tokens in the order of the authorization matrices' columns.
+    pub fn named(&self) -> [(&'static str, &str); 8] {
+        [
+            ("user", &self.admin),
+            ("service", &self.alpha),
+            ("service of another", &self.beta),
+            ("deployment", &self.dep_a),
+            ("deployment of another", &self.dep_b),
+            ("config", &self.config),
+            ("expired", &self.expired),
+            ("revoked", &self.revoked),
+        ]
+    }
+}
+
+/// Mints every kind of token on a stack whose services directory has gated `alpha`
+/// and `beta` (see [`gated_script`]), starting one deployment of each.
+pub async fn token_kinds(stack: &Stack) -> TokenKinds {
+    let spool = spool(stack.dir.path());
+    let admin = stack.admin_token().await;
+    let alpha = service_token(stack, &admin, "alpha").await;
+    let beta = service_token(stack, &admin, "beta").await;
+    let a = start(stack, &alpha, None).await["id"].as_i64().unwrap();
+    let b = start(stack, &beta, None).await["id"].as_i64().unwrap();
+    let access_token = |config: Value| config["access_token"].as_str().unwrap().to_owned();
+    let dep_a = access_token(gated_config(stack, &spool, "alpha").await);
+    let dep_b = access_token(gated_config(stack, &spool, "beta").await);
+    let revoked = service_token(stack, &admin, "alpha").await;
+    revoke(stack, &admin, &revoked, &format!("/deployments/{a}")).await;
+    // The probe above may be refused by the deploy service first; wait until the
+    // gateway's own revocation set has it: a valid service token on a deployment-token
+    // route is 403 at the gateway, a revoked one 401.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call(stack, Method::POST, "/v1/steps", Some(&revoked), None).await.0 != 401 {
+        assert!(Instant::now() < deadline, "the gateway never saw the revocation");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    TokenKinds {
+        config: signed(stack, TokenType::Config, 600),
+        expired: signed(stack, TokenType::User, -120),
+        admin,
+        alpha,
+        beta,
+        a,
+        b,
+        dep_a,
+        dep_b,
+        revoked,
+    }
+}
