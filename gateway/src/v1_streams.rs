@@ -228,6 +228,10 @@ where
             message = self.upstream.message() => match message {
                 Ok(Some(message)) => Ok(message),
                 Ok(None) => return None,
+                Err(status) if connection_lost(&status) => {
+                    tracing::warn!(backend = self.backend, error = %status.message(), "upstream stream lost");
+                    Err(unavailable(&format!("{} service unavailable", self.backend)))
+                }
                 Err(status) => {
                     tracing::info!(backend = self.backend, code = ?status.code(), "upstream stream failed");
                     Err(ApiError::from_backend(self.backend, &status))
@@ -264,6 +268,13 @@ where
             }
         }
     }
+}
+
+/// Whether a status comes from the connection to the backend failing (tonic makes
+/// one, with the transport error as its source) rather than from the backend's own
+/// answer (which has none).
+fn connection_lost(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unknown && std::error::Error::source(status).is_some()
 }
 
 fn unavailable(detail: &str) -> ApiError {
