@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod config;
 pub mod keys;
 pub mod legacy;
+pub mod paging;
 pub mod passwords;
 pub mod policy;
 pub mod registry;

@@ -25,6 +25,7 @@ use crate::{
     Config,
     accounts::{AccountError, Accounts},
     keys::KeyRing,
+    paging::{self, Cursor},
     passwords::Hasher,
     policy::{self, PolicyError},
     storage::{Store, StoreError, TokenFilter},
@@ -419,10 +420,19 @@ impl AuthService for AuthApi {
             created_by: non_empty(r.created_by),
             include_revoked: r.include_revoked,
         };
-        let tokens = self.store.list_tokens(&filter).await.map_err(internal)?;
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => Some(
+                Cursor::decode(token)
+                    .ok_or_else(|| ErrorCode::InvalidArgument.status("page_token is not one this service gave"))?,
+            ),
+        };
+        let (rows, next_page_token) = paging::page(&self.store, &filter, after.as_ref(), r.page_size)
+            .await
+            .map_err(internal)?;
         Ok(Response::new(pb::ListTokensResponse {
-            tokens: tokens.iter().map(crate::registry::token_info).collect(),
-            next_page_token: String::new(),
+            tokens: rows.iter().map(crate::registry::token_info).collect(),
+            next_page_token,
         }))
     }
 

@@ -139,12 +139,28 @@ pub async fn run(command: TokensCommand) -> anyhow::Result<()> {
             if all {
                 query.push("include_revoked=true".into());
             }
-            let path = if query.is_empty() {
-                "/v1/tokens".to_owned()
-            } else {
-                format!("/v1/tokens?{}", query.join("&"))
-            };
-            let listed = Client::new(&gateway)?.get(&path).await?;
+            // Every page, so the list is whole however many tokens there are.
+            let client = Client::new(&gateway)?;
+            let mut tokens = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let mut page_query = query.clone();
+                if !page_token.is_empty() {
+                    page_query.push(format!("page_token={}", encode(&page_token)));
+                }
+                let path = if page_query.is_empty() {
+                    "/v1/tokens".to_owned()
+                } else {
+                    format!("/v1/tokens?{}", page_query.join("&"))
+                };
+                let page = client.get(&path).await?;
+                tokens.extend(page["tokens"].as_array().cloned().unwrap_or_default());
+                match page["nextPageToken"].as_str() {
+                    Some(next) if !next.is_empty() && next != page_token => page_token = next.to_owned(),
+                    _ => break,
+                }
+            }
+            let listed = json!({ "tokens": tokens });
             if gateway.json {
                 return print_json(&listed);
             }

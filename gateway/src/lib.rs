@@ -14,6 +14,7 @@ pub mod server;
 pub mod v1;
 pub mod v1_deployments;
 pub mod v1_services;
+pub mod v1_streams;
 pub mod v1_users;
 
 pub use config::Config;

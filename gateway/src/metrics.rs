@@ -2,7 +2,7 @@
 //! when the client sent a sane one, else a new UUID), echoed in the response, put in
 //! the request's log span and passed to the backends; and `/metrics` in Prometheus
 //! text format: requests by route, method and status, latency histograms by route,
-//! and token refusals by reason.
+//! token refusals by reason, and streamed responses open now by route.
 
 use std::{
     collections::BTreeMap,
@@ -45,6 +45,8 @@ struct Metrics {
     requests: BTreeMap<(String, String, u16), u64>,
     latency: BTreeMap<String, Histogram>,
     refusals: BTreeMap<String, u64>,
+    /// Streamed responses open now, by route (a gauge).
+    streams: BTreeMap<&'static str, u64>,
 }
 
 fn metrics() -> &'static Mutex<Metrics> {
@@ -56,6 +58,30 @@ fn metrics() -> &'static Mutex<Metrics> {
 pub fn count_refusal(reason: &str) {
     if let Ok(mut m) = metrics().lock() {
         *m.refusals.entry(reason.to_owned()).or_default() += 1;
+    }
+}
+
+/// Counts a streamed response as open until it is dropped (the client went away, the
+/// stream ended or the gateway stopped).
+#[derive(Debug)]
+pub struct OpenStream {
+    route: &'static str,
+}
+
+pub fn open_stream(route: &'static str) -> OpenStream {
+    if let Ok(mut m) = metrics().lock() {
+        *m.streams.entry(route).or_default() += 1;
+    }
+    OpenStream { route }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if let Ok(mut m) = metrics().lock()
+            && let Some(open) = m.streams.get_mut(self.route)
+        {
+            *open = open.saturating_sub(1);
+        }
     }
 }
 
@@ -164,6 +190,14 @@ pub async fn render() -> Response {
         let _ = writeln!(out, "# TYPE slipway_auth_refusals_total counter");
         for (reason, n) in &m.refusals {
             let _ = writeln!(out, "slipway_auth_refusals_total{{reason=\"{}\"}} {n}", label(reason));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP slipway_http_streams_open Streamed (NDJSON) responses open now, by route."
+        );
+        let _ = writeln!(out, "# TYPE slipway_http_streams_open gauge");
+        for (route, n) in &m.streams {
+            let _ = writeln!(out, "slipway_http_streams_open{{route=\"{}\"}} {n}", label(route));
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

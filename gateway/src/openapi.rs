@@ -23,6 +23,9 @@ pub enum Body {
     Proto(&'static str),
     /// A schema of fastDeploy's contract, by component name.
     Contract(&'static str),
+    /// A stream of proto messages, one proto3 JSON object per line
+    /// (`application/x-ndjson`, see `v1_streams`).
+    ProtoStream(&'static str),
 }
 
 /// One operation: method, path (axum template), summary, request and response.
@@ -50,7 +53,7 @@ const fn op(
     }
 }
 
-use Body::{Contract, None as NoBody, Proto};
+use Body::{Contract, None as NoBody, Proto, ProtoStream};
 
 pub const OPERATIONS: &[Operation] = &[
     op("GET", "/healthz", "Liveness of the gateway", NoBody, NoBody),
@@ -180,7 +183,7 @@ pub const OPERATIONS: &[Operation] = &[
     op(
         "GET",
         "/v1/tokens",
-        "List tokens (?service=&type=&created_by=&include_revoked=)",
+        "List tokens, newest first (?service=&type=&created_by=&include_revoked=&page_size=&page_token=)",
         NoBody,
         Proto("slipway.auth.v1.ListTokensResponse"),
     ),
@@ -270,11 +273,39 @@ pub const OPERATIONS: &[Operation] = &[
         Proto("slipway.registry.v1.SyncServicesResponse"),
     ),
     op(
+        "GET",
+        "/v1/services/{id}",
+        "A synced service by id",
+        NoBody,
+        Proto("slipway.registry.v1.Service"),
+    ),
+    op(
         "DELETE",
         "/v1/services/{id}",
         "Delete a service",
         NoBody,
         Proto("slipway.registry.v1.DeleteServiceResponse"),
+    ),
+    op(
+        "GET",
+        "/v1/services/by-name/{name}",
+        "A synced service by name",
+        NoBody,
+        Proto("slipway.registry.v1.Service"),
+    ),
+    op(
+        "GET",
+        "/v1/service-names",
+        "Folder names in the services directory, synced or not",
+        NoBody,
+        Proto("slipway.registry.v1.ListServiceNamesResponse"),
+    ),
+    op(
+        "GET",
+        "/v1/services/watch",
+        "Stream of service changes (NDJSON, one ServiceEvent per line)",
+        NoBody,
+        ProtoStream("slipway.registry.v1.ServiceEvent"),
     ),
     op(
         "GET",
@@ -332,6 +363,21 @@ pub const OPERATIONS: &[Operation] = &[
         "Report a step (deployment token)",
         Proto("slipway.deploy.v1.ReportStepRequest"),
         Proto("slipway.deploy.v1.Step"),
+    ),
+    op(
+        "GET",
+        "/v1/deployments/watch",
+        "Stream of deployment and step events (NDJSON, one Event per line; ?service=&deployment_id=&after_sequence=)",
+        NoBody,
+        ProtoStream("slipway.deploy.v1.Event"),
+    ),
+    // /v1: the revocation feed
+    op(
+        "GET",
+        "/v1/revocations/watch",
+        "Stream of revoked token ids (NDJSON, one RevocationEvent per line; ?after_sequence=)",
+        NoBody,
+        ProtoStream("slipway.auth.v1.RevocationEvent"),
     ),
 ];
 
@@ -458,17 +504,19 @@ fn field_schema(message: &DescriptorProto, field: &FieldDescriptorProto) -> Valu
     }
 }
 
-fn body_schema(body: Body) -> Option<Value> {
+fn content(body: Body) -> Option<Value> {
+    let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
     match body {
         Body::None => None,
-        Body::Proto(name) | Body::Contract(name) => Some(json!({"$ref": format!("#/components/schemas/{name}")})),
+        Body::Proto(name) | Body::Contract(name) => Some(json!({ "application/json": { "schema": schema(name) } })),
+        Body::ProtoStream(name) => Some(json!({ crate::v1_streams::NDJSON: { "schema": schema(name) } })),
     }
 }
 
-fn content(body: Body) -> Option<Value> {
-    let schema = body_schema(body)?;
-    Some(json!({ "application/json": { "schema": schema } }))
-}
+/// What a streamed response is, for its 200 answer.
+const STREAM_OK: &str = "OK: one message per line (proto3 JSON), each sent as it comes; the body ends \
+    when the stream does. A stream that fails (backend lost, token expired or revoked, gateway \
+    stopping) ends after one last line {\"error\": {\"status\": <HTTP status>, \"detail\": \"...\"}}.";
 
 /// The whole document.
 pub fn document() -> Value {
@@ -484,7 +532,8 @@ pub fn document() -> Value {
             "responses": {},
         });
         let mut responses = Map::new();
-        let mut ok = json!({"description": "OK"});
+        let streamed = matches!(op.response, Body::ProtoStream(_));
+        let mut ok = json!({"description": if streamed { STREAM_OK } else { "OK" }});
         if let Some(c) = content(op.response) {
             ok["content"] = c;
         }
@@ -570,6 +619,11 @@ mod tests {
             let name = &piece[..piece.find('"').unwrap()];
             assert!(schemas.contains_key(name), "dangling $ref {name}");
         }
+        let watch = &doc["paths"]["/v1/deployments/watch"]["get"]["responses"]["200"];
+        assert_eq!(
+            watch["content"]["application/x-ndjson"]["schema"]["$ref"],
+            "#/components/schemas/slipway.deploy.v1.Event"
+        );
         let deployment = &schemas["slipway.deploy.v1.Deployment"]["properties"];
         assert_eq!(
             deployment["serviceId"]["type"], "string",

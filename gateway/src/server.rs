@@ -76,6 +76,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .merge(crate::v1_deployments::routes())
         .merge(crate::v1_users::routes())
         .merge(crate::v1_services::routes())
+        .merge(crate::v1_streams::routes())
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
@@ -167,6 +168,7 @@ const SERVED_PATHS: &[&str] = &[
     "/v1/deployments/{id}/steps",
     "/v1/deployments/{id}/finish",
     "/v1/deployments/{id}/cancel",
+    "/v1/deployments/watch",
     "/v1/steps",
     "/services/",
     "/services/names/",
@@ -176,7 +178,11 @@ const SERVED_PATHS: &[&str] = &[
     "/v1/services",
     "/v1/services/sync",
     "/v1/services/{id}",
+    "/v1/services/by-name/{name}",
+    "/v1/services/watch",
+    "/v1/service-names",
     "/v1/deployed-services",
+    "/v1/revocations/watch",
 ];
 
 async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> Response {

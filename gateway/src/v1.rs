@@ -66,6 +66,10 @@ pub struct ListQuery {
     created_by: Option<String>,
     #[serde(default)]
     include_revoked: bool,
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
 }
 
 fn parse_type(name: &str) -> Result<PbType, ApiError> {
@@ -98,7 +102,8 @@ async fn list_tokens(
         r#type: token_type as i32,
         created_by: query.created_by.unwrap_or_default(),
         include_revoked: query.include_revoked,
-        ..Default::default()
+        page_size: query.page_size,
+        page_token: query.page_token,
     };
     let response = state
         .backends

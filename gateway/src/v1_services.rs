@@ -1,14 +1,15 @@
-//! Slipway's own services API under `/v1`, in proto3 JSON: list, sync (with the
-//! problem of every folder that did not sync), delete, and deployed services. A valid
-//! token without the permission a route needs gets 403.
+//! Slipway's own services API under `/v1`, in proto3 JSON: list, get (by id or by
+//! name), folder names, sync (with the problem of every folder that did not sync),
+//! delete, and deployed services. A valid token without the permission a route needs
+//! gets 403. Watching services is in `v1_streams`.
 
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
     http::StatusCode,
-    routing::{delete, get, post},
+    routing::{get, post},
 };
-use proto::registry::v1 as pb;
+use proto::registry::v1::{self as pb, get_service_request::Key};
 use serde::Deserialize;
 
 use crate::{
@@ -22,7 +23,15 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/services", get(list).fallback(method_not_allowed))
         .route("/v1/services/sync", post(sync).fallback(method_not_allowed))
-        .route("/v1/services/{id}", delete(remove).fallback(method_not_allowed))
+        .route(
+            "/v1/services/{id}",
+            get(get_by_id).delete(remove).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/services/by-name/{name}",
+            get(get_by_name).fallback(method_not_allowed),
+        )
+        .route("/v1/service-names", get(names).fallback(method_not_allowed))
         .route("/v1/deployed-services", get(deployed).fallback(method_not_allowed))
 }
 
@@ -59,6 +68,55 @@ async fn list(
     Ok(Json(response.into_inner()))
 }
 
+fn service_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::Detail(StatusCode::BAD_REQUEST, "the service id must be an integer".into()))
+}
+
+/// GetService for a caller that may read services.
+async fn get_service(state: &AppState, bearer: &str, key: Key) -> Result<Json<pb::Service>, ApiError> {
+    let request = pb::GetServiceRequest { key: Some(key) };
+    let response = state
+        .backends
+        .registry()
+        .get_service(with_token(request, bearer)?)
+        .await
+        .map_err(registry_error)?;
+    Ok(Json(response.into_inner()))
+}
+
+/// One synced service by its id; 404 when there is none.
+async fn get_by_id(
+    State(state): State<AppState>,
+    token: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<pb::Service>, ApiError> {
+    let bearer = &token.token;
+    get_service(&state, bearer, Key::Id(service_id(&id)?)).await
+}
+
+/// One synced service by its name (its folder's name); 404 when there is none.
+async fn get_by_name(
+    State(state): State<AppState>,
+    token: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<pb::Service>, ApiError> {
+    let bearer = &token.token;
+    get_service(&state, bearer, Key::Name(name)).await
+}
+
+/// Folder names in the services directory, synced or not.
+async fn names(State(state): State<AppState>, token: Caller) -> Result<Json<pb::ListServiceNamesResponse>, ApiError> {
+    let bearer = &token.token;
+    let response = state
+        .backends
+        .registry()
+        .list_service_names(with_token(pb::ListServiceNamesRequest {}, bearer)?)
+        .await
+        .map_err(registry_error)?;
+    Ok(Json(response.into_inner()))
+}
+
 async fn sync(State(state): State<AppState>, token: Caller) -> Result<Json<pb::SyncServicesResponse>, ApiError> {
     let bearer = &token.token;
     let response = state
@@ -76,9 +134,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<Json<pb::DeleteServiceResponse>, ApiError> {
     let bearer = &token.token;
-    let id = id
-        .parse::<i64>()
-        .map_err(|_| ApiError::Detail(StatusCode::BAD_REQUEST, "the service id must be an integer".into()))?;
+    let id = service_id(&id)?;
     let response = state
         .backends
         .registry()

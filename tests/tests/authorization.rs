@@ -76,6 +76,11 @@ fn rows() -> Vec<Row> {
         row("GET", "/v1/services", None, "A R R R R R R R"),
         row("POST", "/v1/services/sync", None, "A R R R R R R R"),
         row("DELETE", "/v1/services/{id}", None, "A R R R R R R R"),
+        row("GET", "/v1/services/{id}", None, "A R R R R R R R"),
+        row("GET", "/v1/services/by-name/{name}", None, "A R R R R R R R"),
+        row("GET", "/v1/service-names", None, "A R R R R R R R"),
+        row("GET", "/v1/services/watch", None, "A R R R R R R R"),
+        row("GET", "/v1/deployments/watch", None, "A A A A A R R R"),
         row("GET", "/v1/deployed-services", None, "A R R R R A R R"),
         row("GET", "/v1/deployments", None, "A A A A A R R R"),
         row("POST", "/v1/deployments", not_an_object(), "A A A R R R R R"),
@@ -151,6 +156,7 @@ async fn every_route_against_every_token_kind(backend: Backend) {
             .replace("{deployment_id}", &a.to_string())
             .replace("{service_id}", "999999")
             .replace("/v1/services/{id}", "/v1/services/999999")
+            .replace("{name}", "alpha")
             .replace("/v1/tokens/{id}", "/v1/tokens/no-such-token")
             .replace("{id}/cancel", &format!("{b}/cancel"))
             .replace("{id}", &a.to_string());
@@ -160,7 +166,9 @@ async fn every_route_against_every_token_kind(backend: Backend) {
             path
         };
         let v1 = row.path.starts_with("/v1/");
-        for ((kind, token), cell) in kinds.named().into_iter().zip(&cells) {
+        // Right to left, so the user's call, which may end a deployment (and so revoke
+        // its deployment token), comes after the deployment tokens' calls.
+        for ((kind, token), cell) in kinds.named().into_iter().zip(&cells).rev() {
             let (status, body) = send(&stack, row.method, &path, token, row.body.as_ref()).await;
             let what = format!("{} {path} with a {kind} token", row.method);
             match cell {

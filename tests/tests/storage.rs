@@ -7,6 +7,7 @@ use tests::{Backend, TestDatabase, on_every_backend};
 on_every_backend!(
     auth_store_users,
     auth_store_token_registry,
+    auth_store_token_pages,
     registry_store_services,
     deploy_store_deployments
 );
@@ -109,6 +110,88 @@ async fn auth_store_token_registry(backend: Backend) {
     assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
     let rest = store.revocations_after(log[0].seq).await.unwrap();
     assert_eq!(rest.len(), 2);
+}
+
+/// ListTokens pages: newest first, ties on the creation time broken by id, every token
+/// exactly once however the pages fall, and a token minted between pages lands on a
+/// page not yet read or on none (never repeats one already read).
+async fn auth_store_token_pages(backend: Backend) {
+    use auth_service::{
+        paging::{self, Cursor},
+        storage::{Store, TokenFilter, tokens},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(backend, &dir, "auth").await;
+    let store = Store::open(&db.url).await.unwrap();
+    // Whole microseconds, so both databases keep the times exactly.
+    let base = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    let token = |id: String, created_at: chrono::DateTime<chrono::Utc>| tokens::Model {
+        id: id.clone(),
+        token_type: "config".into(),
+        name: id,
+        subject: "config".into(),
+        service: None,
+        origin: None,
+        permissions: None,
+        created_by: "alice".into(),
+        created_at,
+        expires_at: base + chrono::Duration::days(3650),
+        revoked_at: None,
+        parent_id: None,
+        deployment_id: None,
+    };
+    // Eleven tokens over four distinct times: three share each of the first three.
+    let mut expected = Vec::new();
+    for i in 0..11i64 {
+        let at = base + chrono::Duration::microseconds(i / 3);
+        let id = format!("t{:02}", (i * 7) % 11);
+        store.record_token(token(id.clone(), at)).await.unwrap();
+        expected.push((at, id));
+    }
+    expected.sort_by(|a, b| b.cmp(a));
+    let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+    let all = TokenFilter::default();
+    let listed: Vec<String> = store
+        .list_tokens(&all)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, expected, "newest first, ties by id descending");
+
+    for size in [1u32, 2, 3, 4, 10, 11, 12] {
+        let (mut seen, mut after, mut pages) = (Vec::new(), None::<Cursor>, 0);
+        loop {
+            let (rows, next) = paging::page(&store, &all, after.as_ref(), size).await.unwrap();
+            assert!(rows.len() <= size as usize);
+            seen.extend(rows.into_iter().map(|t| t.id));
+            pages += 1;
+            if next.is_empty() {
+                break;
+            }
+            after = Some(Cursor::decode(&next).expect("a page token this service gave"));
+            assert!(pages <= 11, "size {size}: the pages never end");
+        }
+        assert_eq!(seen, expected, "size {size}: every token once, in order");
+        assert_eq!(
+            pages,
+            11usize.div_ceil(size as usize).max(1),
+            "size {size}: no empty last page"
+        );
+    }
+
+    // A token minted while a client pages (newer than all) is not on the later pages.
+    let (first, next) = paging::page(&store, &all, None, 4).await.unwrap();
+    store
+        .record_token(token("t99".into(), base + chrono::Duration::seconds(60)))
+        .await
+        .unwrap();
+    let (second, _) = paging::page(&store, &all, Cursor::decode(&next).as_ref(), 4)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = first.iter().chain(&second).map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, expected[..8].iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 async fn registry_store_services(backend: Backend) {

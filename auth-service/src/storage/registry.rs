@@ -3,9 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
 
 use super::{Store, StoreError, revocations, tokens};
+use crate::paging::Cursor;
 
 /// Which tokens to list; empty fields match everything.
 #[derive(Debug, Default, Clone)]
@@ -28,7 +31,29 @@ impl Store {
 
     /// Tokens matching the filter, newest first.
     pub async fn list_tokens(&self, filter: &TokenFilter) -> Result<Vec<tokens::Model>, StoreError> {
+        self.list_tokens_page(filter, None, None).await
+    }
+
+    /// One page of `list_tokens`: at most `limit` tokens listed after `after` (newest
+    /// first by creation time, ties by id descending, so the order is total).
+    pub async fn list_tokens_page(
+        &self,
+        filter: &TokenFilter,
+        after: Option<&Cursor>,
+        limit: Option<u64>,
+    ) -> Result<Vec<tokens::Model>, StoreError> {
         let mut condition = Condition::all();
+        if let Some(after) = after {
+            condition = condition.add(
+                Condition::any()
+                    .add(tokens::Column::CreatedAt.lt(after.created_at))
+                    .add(
+                        Condition::all()
+                            .add(tokens::Column::CreatedAt.eq(after.created_at))
+                            .add(tokens::Column::Id.lt(after.id.clone())),
+                    ),
+            );
+        }
         if let Some(service) = &filter.service {
             condition = condition.add(tokens::Column::Service.eq(service.clone()));
         }
@@ -44,6 +69,8 @@ impl Store {
         Ok(tokens::Entity::find()
             .filter(condition)
             .order_by_desc(tokens::Column::CreatedAt)
+            .order_by_desc(tokens::Column::Id)
+            .limit(limit)
             .all(self.connection())
             .await?)
     }

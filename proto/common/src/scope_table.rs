@@ -314,7 +314,16 @@ pub const ROUTES: &[Route] = &[
     // /v1: services
     route("GET", "/v1/services", token(&[User], scope::SERVICES_READ)),
     route("POST", "/v1/services/sync", token(&[User], scope::SERVICES_SYNC)),
+    route("GET", "/v1/services/{id}", token(&[User], scope::SERVICES_READ)),
     route("DELETE", "/v1/services/{id}", token(&[User], scope::SERVICES_DELETE)),
+    route(
+        "GET",
+        "/v1/services/by-name/{name}",
+        token(&[User], scope::SERVICES_READ),
+    ),
+    route("GET", "/v1/service-names", token(&[User], scope::SERVICES_READ)),
+    // NDJSON stream of WatchServices
+    route("GET", "/v1/services/watch", token(&[User], scope::SERVICES_READ)),
     route(
         "GET",
         "/v1/deployed-services",
@@ -344,6 +353,10 @@ pub const ROUTES: &[Route] = &[
         token(&[User], scope::DEPLOYMENTS_CANCEL),
     ),
     route("POST", "/v1/steps", token(&[Deployment], scope::STEPS_REPORT)),
+    // NDJSON stream of WatchEvents
+    route("GET", "/v1/deployments/watch", token(READERS, scope::DEPLOYMENTS_READ)),
+    // /v1: the revocation feed (NDJSON stream of WatchRevocations; open like the RPC)
+    route("GET", "/v1/revocations/watch", Access::Open),
 ];
 
 /// Whether `path` fits `template`, segment by segment (`{name}` matches one non-empty
