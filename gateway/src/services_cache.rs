@@ -409,4 +409,46 @@ mod tests {
         assert!(failed.is_err());
         assert!(cache.lock().body.is_none());
     }
+
+    #[tokio::test]
+    async fn a_proxied_write_empties_the_cache_before_its_answer_goes_back() {
+        use axum::{Router, body::Body, routing::any};
+        use tower::ServiceExt;
+
+        let cache = cache();
+        cache.lock().set_watch(Watch::Live);
+        let seen_by_handler = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .fallback(any({
+                let (cache, seen) = (cache.clone(), seen_by_handler.clone());
+                move || async move {
+                    // What the cache holds while the backend works on the request.
+                    let cached = cache.lock().body.is_some();
+                    seen.lock().unwrap().push(cached);
+                    "done"
+                }
+            }))
+            .layer(axum::middleware::from_fn_with_state(cache.clone(), invalidate_on_write));
+        for (method, path, emptied) in [
+            ("GET", "/services/", false),
+            ("POST", "/services/sync", true),
+            ("DELETE", "/services/3", true),
+            ("POST", "/v1/services/sync", true),
+            ("DELETE", "/v1/services/3", true),
+            ("POST", "/slipway.registry.v1.RegistryService/SyncServices", true),
+            ("POST", "/slipway.registry.v1.RegistryService/DeleteService", true),
+            ("POST", "/slipway.registry.v1.RegistryService/ListServices", false),
+            ("DELETE", "/deployments/3", false),
+        ] {
+            assert_eq!(fetched(&cache, "list").await, "list");
+            let request = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert!(response.status().is_success());
+            assert_eq!(cache.lock().body.is_none(), emptied, "{method} {path}");
+            cache.invalidate();
+        }
+        // The handler (the backend call) ran with the cache as it was: it is emptied
+        // after the backend answered, not only before.
+        assert!(seen_by_handler.lock().unwrap().iter().all(|cached| *cached));
+    }
 }
