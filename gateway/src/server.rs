@@ -17,8 +17,12 @@ use tower_http::trace::TraceLayer;
 
 use crate::{Config, backends::Backends, error::ApiError, fastdeploy, services_cache::ServicesCache};
 
+/// What every handler and middleware shares. Cloned for every request (axum clones a
+/// route's state and each layer's service per request), so it is one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub backends: Backends,
     pub verifier: Arc<RemoteVerifier>,
     /// The WebSocket live feed.
@@ -27,6 +31,14 @@ pub struct AppState {
     pub legacy: Option<Arc<crate::legacy::LegacyExchange>>,
     /// `GET /services/`'s answer while the registry's WatchServices is followed.
     pub services: Arc<ServicesCache>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open requests.
@@ -49,13 +61,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         Arc::new(crate::legacy::LegacyExchange::default())
     });
     let app = router(
-        AppState {
+        AppState(Arc::new(Shared {
             backends,
             verifier,
             hub,
             legacy,
             services,
-        },
+        })),
         &config,
     );
     tracing::info!(service = "gateway", addr = %listener.local_addr()?, "listening");
@@ -96,7 +108,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         // Around routes and proxy alike: a sync or delete empties the services cache
         // once the registry has answered, so its client reads its own change.
         .layer(axum::middleware::from_fn_with_state(
-            state.services,
+            state.services.clone(),
             crate::services_cache::invalidate_on_write,
         ))
         // Request id, its span, and per-route counts and latency (gRPC calls included).
