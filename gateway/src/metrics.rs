@@ -150,9 +150,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let span = tracing::info_span!(
         "request",
-        request_id = id.to_str().unwrap_or_default(),
-        method = method.as_str(),
-        route
+        request_id = %id.to_str().unwrap_or_default(),
+        method = %method,
+        route = %route
     );
     let mut response = CURRENT
         .scope(id.clone(), tracing::Instrument::instrument(next.run(request), span))
