@@ -1,7 +1,8 @@
 //! gRPC clients of the backends. Channels connect lazily, so the gateway starts (and
 //! answers 503) while a backend is down; every call has a deadline. HTTP/2 pings find
-//! a connection that died silently (a vanished host), so streams followed over it
-//! (the services cache's and the WebSocket hub's) end instead of waiting forever.
+//! a connection that died silently (a vanished host) within about 50 s, so streams
+//! followed over it (the services cache's and the WebSocket hub's) end instead of
+//! waiting forever.
 
 use std::time::Duration;
 
@@ -24,8 +25,8 @@ pub struct Backends {
 impl Backends {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(config.backend_timeout_ms);
-        const PING_EVERY: Duration = Duration::from_secs(10);
-        const PING_TIMEOUT: Duration = Duration::from_secs(5);
+        const PING_EVERY: Duration = Duration::from_secs(30);
+        const PING_TIMEOUT: Duration = Duration::from_secs(20);
         let channel = |url: &str| -> anyhow::Result<Channel> {
             Ok(Endpoint::from_shared(url.to_owned())?
                 .connect_timeout(Duration::from_secs(2).min(timeout))

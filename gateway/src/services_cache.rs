@@ -44,8 +44,11 @@
 //!
 //! **Assumptions.** One registry process (as deployed): its events are in-process, so
 //! with several registry replicas a change made through one would not reach watchers
-//! of another. A connection that dies silently is found by HTTP/2 keep-alive pings on
-//! the backend channels (see `backends.rs`).
+//! of another. A registry that stops or restarts closes its connections, which ends
+//! the stream at once; a connection that dies silently (the registry's host vanishing)
+//! is only found by the backend channels' HTTP/2 keep-alive pings, within about 50 s
+//! (see `backends.rs`), and until then a change made through another registry
+//! process could go unseen.
 
 use std::{
     future::Future,
