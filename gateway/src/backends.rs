@@ -1,5 +1,8 @@
 //! gRPC clients of the backends. Channels connect lazily, so the gateway starts (and
-//! answers 503) while a backend is down; every call has a deadline.
+//! answers 503) while a backend is down; every call has a deadline. HTTP/2 pings find
+//! a connection that died silently (a vanished host) within about 50 s, so streams
+//! followed over it (the services cache's and the WebSocket hub's) end instead of
+//! waiting forever.
 
 use std::time::Duration;
 
@@ -22,10 +25,14 @@ pub struct Backends {
 impl Backends {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(config.backend_timeout_ms);
+        const PING_EVERY: Duration = Duration::from_secs(30);
+        const PING_TIMEOUT: Duration = Duration::from_secs(20);
         let channel = |url: &str| -> anyhow::Result<Channel> {
             Ok(Endpoint::from_shared(url.to_owned())?
                 .connect_timeout(Duration::from_secs(2).min(timeout))
                 .timeout(timeout)
+                .http2_keep_alive_interval(PING_EVERY)
+                .keep_alive_timeout(PING_TIMEOUT)
                 .connect_lazy())
         };
         Ok(Backends {

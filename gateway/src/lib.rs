@@ -11,6 +11,7 @@ pub mod legacy;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
+pub mod services_cache;
 pub mod v1;
 pub mod v1_deployments;
 pub mod v1_services;

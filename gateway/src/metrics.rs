@@ -3,61 +3,123 @@
 //! the request's log span and passed to the backends; and `/metrics` in Prometheus
 //! text format: requests by route, method and status, latency histograms by route,
 //! token refusals by reason, and streamed responses open now by route.
+//!
+//! Counting takes no lock on the hot path once a route and a (method, status) pair
+//! have been seen: each route has its own atomic counters behind a read lock, and
+//! nothing is allocated per request.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt::Write,
-    sync::{Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Instant,
 };
 
 use axum::{
     extract::{MatchedPath, Request},
-    http::{HeaderValue, header},
+    http::{HeaderValue, Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
 pub const REQUEST_ID: &str = "x-request-id";
-const BUCKETS: &[f64] = &[
+const BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// The label of every path no route matched.
+const UNMATCHED: &str = "unmatched";
 
 tokio::task_local! {
     /// The id of the request the current task serves.
-    static CURRENT: String;
+    static CURRENT: HeaderValue;
 }
 
 /// The current request's id, for calls to the backends.
 pub fn current_request_id() -> Option<String> {
-    CURRENT.try_with(Clone::clone).ok()
+    CURRENT
+        .try_with(|id| id.to_str().ok().map(str::to_owned))
+        .ok()
+        .flatten()
 }
 
+/// One route's counters. The histogram keeps each request in the one bucket it falls
+/// in (the first bound at or above it); `/metrics` adds them up.
 #[derive(Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+struct RouteStats {
+    /// Requests by method and status: a route sees few pairs, so a short list.
+    requests: RwLock<Vec<(Method, u16, AtomicU64)>>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    /// The sum of latencies in seconds, as `f64` bits.
+    sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl RouteStats {
+    fn record(&self, method: &Method, status: u16, seconds: f64) {
+        let counted = read(&self.requests)
+            .iter()
+            .find(|(m, s, _)| m == method && *s == status)
+            .map(|(_, _, n)| n.fetch_add(1, Ordering::Relaxed))
+            .is_some();
+        if !counted {
+            let mut requests = self.requests.write().unwrap_or_else(PoisonError::into_inner);
+            match requests.iter().find(|(m, s, _)| m == method && *s == status) {
+                Some((_, _, n)) => drop(n.fetch_add(1, Ordering::Relaxed)),
+                None => requests.push((method.clone(), status, AtomicU64::new(1))),
+            }
+        }
+        // The count goes up before the bucket, and `/metrics` reads buckets before the
+        // count, so the `+Inf` bucket is never below the last bound's.
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let _ = self.sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            Some((f64::from_bits(bits) + seconds).to_bits())
+        });
+        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[bucket].fetch_add(1, Ordering::Release);
+        }
+    }
 }
 
 #[derive(Default)]
 struct Metrics {
-    requests: BTreeMap<(String, String, u16), u64>,
-    latency: BTreeMap<String, Histogram>,
-    refusals: BTreeMap<String, u64>,
+    routes: RwLock<HashMap<Box<str>, Arc<RouteStats>>>,
+    refusals: Mutex<BTreeMap<String, u64>>,
     /// Streamed responses open now, by route (a gauge).
-    streams: BTreeMap<&'static str, u64>,
+    streams: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-fn metrics() -> &'static Mutex<Metrics> {
-    static METRICS: OnceLock<Mutex<Metrics>> = OnceLock::new();
-    METRICS.get_or_init(Mutex::default)
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::default)
+}
+
+/// Counters stay usable after a panic elsewhere: every update is a whole one.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn route_stats(route: &str) -> Arc<RouteStats> {
+    let routes = &metrics().routes;
+    if let Some(stats) = read(routes).get(route) {
+        return stats.clone();
+    }
+    routes
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(route.into())
+        .or_default()
+        .clone()
 }
 
 /// Counts a refused token, by reason (`missing`, `expired`, `revoked`, …).
 pub fn count_refusal(reason: &str) {
-    if let Ok(mut m) = metrics().lock() {
-        *m.refusals.entry(reason.to_owned()).or_default() += 1;
+    let mut refusals = metrics().refusals.lock().unwrap_or_else(PoisonError::into_inner);
+    match refusals.get_mut(reason) {
+        Some(n) => *n += 1,
+        None => drop(refusals.insert(reason.to_owned(), 1)),
     }
 }
 
@@ -69,71 +131,59 @@ pub struct OpenStream {
 }
 
 pub fn open_stream(route: &'static str) -> OpenStream {
-    if let Ok(mut m) = metrics().lock() {
-        *m.streams.entry(route).or_default() += 1;
-    }
+    let mut streams = metrics().streams.lock().unwrap_or_else(PoisonError::into_inner);
+    *streams.entry(route).or_default() += 1;
     OpenStream { route }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        if let Ok(mut m) = metrics().lock()
-            && let Some(open) = m.streams.get_mut(self.route)
-        {
+        let mut streams = metrics().streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = streams.get_mut(self.route) {
             *open = open.saturating_sub(1);
         }
     }
 }
 
-fn sane_id(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?;
-    let ok = !text.is_empty()
-        && text.len() <= 128
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    ok.then(|| text.to_owned())
+fn sane_id(value: &HeaderValue) -> bool {
+    let text = value.as_bytes();
+    !text.is_empty() && text.len() <= 128 && text.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+}
+
+/// A new random (v4) UUID, from the thread's generator rather than a system call.
+fn new_id() -> HeaderValue {
+    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_str(uuid.hyphenated().encode_lower(&mut text)).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Middleware: request id, span, and the request's count and latency.
 pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(sane_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        request.headers_mut().insert(REQUEST_ID, value);
-    }
+    let id = match request.headers().get(REQUEST_ID) {
+        Some(id) if sane_id(id) => id.clone(),
+        _ => {
+            let id = new_id();
+            request.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
     // Unmatched paths share one label so scanners cannot grow the metrics without bound.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
-    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id.to_str().unwrap_or_default(),
+        method = %method,
+        route = %route
+    );
     let mut response = CURRENT
         .scope(id.clone(), tracing::Instrument::instrument(next.run(request), span))
         .await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+    response.headers_mut().insert(REQUEST_ID, id);
     let seconds = started.elapsed().as_secs_f64();
-    if let Ok(mut m) = metrics().lock() {
-        *m.requests
-            .entry((route.clone(), method, response.status().as_u16()))
-            .or_default() += 1;
-        let h = m.latency.entry(route).or_default();
-        if h.counts.is_empty() {
-            h.counts = vec![0; BUCKETS.len()];
-        }
-        for (count, bound) in h.counts.iter_mut().zip(BUCKETS) {
-            if seconds <= *bound {
-                *count += 1;
-            }
-        }
-        h.sum += seconds;
-        h.count += 1;
-    }
+    route_stats(route).record(&method, response.status().as_u16(), seconds);
     response
 }
 
@@ -143,62 +193,116 @@ fn label(value: &str) -> String {
 
 /// `GET /metrics`.
 pub async fn render() -> Response {
+    let mut routes: Vec<(Box<str>, Arc<RouteStats>)> = read(&metrics().routes)
+        .iter()
+        .map(|(route, stats)| (route.clone(), stats.clone()))
+        .collect();
+    routes.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = String::new();
-    if let Ok(m) = metrics().lock() {
-        let _ = writeln!(
-            out,
-            "# HELP slipway_http_requests_total HTTP requests by route, method and status."
-        );
-        let _ = writeln!(out, "# TYPE slipway_http_requests_total counter");
-        for ((route, method, status), n) in &m.requests {
+    let _ = writeln!(
+        out,
+        "# HELP slipway_http_requests_total HTTP requests by route, method and status."
+    );
+    let _ = writeln!(out, "# TYPE slipway_http_requests_total counter");
+    for (route, stats) in &routes {
+        let mut requests: Vec<(String, u16, u64)> = read(&stats.requests)
+            .iter()
+            .map(|(method, status, n)| (method.to_string(), *status, n.load(Ordering::Relaxed)))
+            .collect();
+        requests.sort();
+        let route = label(route);
+        for (method, status, n) in requests {
             let _ = writeln!(
                 out,
-                "slipway_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                label(route)
+                "slipway_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
             );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP slipway_http_request_duration_seconds HTTP request latency by route."
-        );
-        let _ = writeln!(out, "# TYPE slipway_http_request_duration_seconds histogram");
-        for (route, h) in &m.latency {
-            let route = label(route);
-            for (count, bound) in h.counts.iter().zip(BUCKETS) {
-                let _ = writeln!(
-                    out,
-                    "slipway_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "slipway_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "slipway_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "slipway_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
-            );
-        }
-        let _ = writeln!(out, "# HELP slipway_auth_refusals_total Tokens refused, by reason.");
-        let _ = writeln!(out, "# TYPE slipway_auth_refusals_total counter");
-        for (reason, n) in &m.refusals {
-            let _ = writeln!(out, "slipway_auth_refusals_total{{reason=\"{}\"}} {n}", label(reason));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP slipway_http_streams_open Streamed (NDJSON) responses open now, by route."
-        );
-        let _ = writeln!(out, "# TYPE slipway_http_streams_open gauge");
-        for (route, n) in &m.streams {
-            let _ = writeln!(out, "slipway_http_streams_open{{route=\"{}\"}} {n}", label(route));
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP slipway_http_request_duration_seconds HTTP request latency by route."
+    );
+    let _ = writeln!(out, "# TYPE slipway_http_request_duration_seconds histogram");
+    for (route, stats) in &routes {
+        let route = label(route);
+        let mut cumulative = 0;
+        for (bucket, bound) in stats.buckets.iter().zip(BUCKETS) {
+            cumulative += bucket.load(Ordering::Acquire);
+            let _ = writeln!(
+                out,
+                "slipway_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = stats.count.load(Ordering::Relaxed);
+        let sum = f64::from_bits(stats.sum.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "slipway_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "slipway_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "slipway_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
+        );
+    }
+    let _ = writeln!(out, "# HELP slipway_auth_refusals_total Tokens refused, by reason.");
+    let _ = writeln!(out, "# TYPE slipway_auth_refusals_total counter");
+    for (reason, n) in metrics().refusals.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        let _ = writeln!(out, "slipway_auth_refusals_total{{reason=\"{}\"}} {n}", label(reason));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP slipway_http_streams_open Streamed (NDJSON) responses open now, by route."
+    );
+    let _ = writeln!(out, "# TYPE slipway_http_streams_open gauge");
+    for (route, n) in metrics().streams.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        let _ = writeln!(out, "slipway_http_streams_open{{route=\"{}\"}} {n}", label(route));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_kept_when_sane_and_made_up_otherwise() {
+        assert!(sane_id(&HeaderValue::from_static("ci-run-42.step-7")));
+        assert!(!sane_id(&HeaderValue::from_static("bad id with spaces")));
+        assert!(!sane_id(&HeaderValue::from_static("")));
+        assert!(!sane_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()));
+        let id = new_id();
+        let parsed = uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_ne!(new_id(), id);
+    }
+
+    #[tokio::test]
+    async fn each_request_counts_once_by_method_status_and_bucket() {
+        let stats = RouteStats::default();
+        for (method, status, seconds) in [
+            (Method::GET, 200, 0.0005),
+            (Method::GET, 200, 0.003),
+            (Method::GET, 401, 20.0),
+            (Method::POST, 200, 0.003),
+        ] {
+            stats.record(&method, status, seconds);
+        }
+        let requests: Vec<(String, u16, u64)> = read(&stats.requests)
+            .iter()
+            .map(|(m, s, n)| (m.to_string(), *s, n.load(Ordering::Relaxed)))
+            .collect();
+        assert_eq!(
+            requests,
+            [("GET".into(), 200, 2), ("GET".into(), 401, 1), ("POST".into(), 200, 1)]
+        );
+        let buckets: Vec<u64> = stats.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        assert_eq!(buckets, [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(stats.count.load(Ordering::Relaxed), 4);
+        let sum = f64::from_bits(stats.sum.load(Ordering::Relaxed));
+        assert!((sum - 20.0065).abs() < 1e-9, "{sum}");
+    }
 }

@@ -15,16 +15,30 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::{Config, backends::Backends, error::ApiError, fastdeploy};
+use crate::{Config, backends::Backends, error::ApiError, fastdeploy, services_cache::ServicesCache};
 
+/// What every handler and middleware shares. Cloned for every request (axum clones a
+/// route's state and each layer's service per request), so it is one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub backends: Backends,
     pub verifier: Arc<RemoteVerifier>,
     /// The WebSocket live feed.
     pub hub: Arc<fastdeploy::websocket::Hub>,
     /// fastDeploy token exchange, when `--legacy-tokens` is on.
     pub legacy: Option<Arc<crate::legacy::LegacyExchange>>,
+    /// `GET /services/`'s answer while the registry's WatchServices is followed.
+    pub services: Arc<ServicesCache>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open requests.
@@ -41,17 +55,19 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     });
     let hub = fastdeploy::websocket::Hub::new(shutdown.clone());
     let feed = tokio::spawn(hub.clone().run(backends.clone(), verifier.clone()));
+    let services = ServicesCache::new(backends.clone(), verifier.clone(), shutdown.clone());
     let legacy = config.legacy_tokens.then(|| {
         tracing::warn!("legacy fastDeploy tokens are exchanged at the auth service");
         Arc::new(crate::legacy::LegacyExchange::default())
     });
     let app = router(
-        AppState {
+        AppState(Arc::new(Shared {
             backends,
             verifier,
             hub,
             legacy,
-        },
+            services,
+        })),
         &config,
     );
     tracing::info!(service = "gateway", addr = %listener.local_addr()?, "listening");
@@ -92,7 +108,16 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .with_state(state.clone())
         // gRPC and grpc-web (content-type application/grpc*), whatever the path, go to
         // the proxy, which checks the scope table before any backend sees the call.
-        .layer(axum::middleware::from_fn_with_state(state, crate::grpc_proxy::dispatch))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::grpc_proxy::dispatch,
+        ))
+        // Around routes and proxy alike: a sync or delete empties the services cache
+        // once the registry has answered, so its client reads its own change.
+        .layer(axum::middleware::from_fn_with_state(
+            state.services.clone(),
+            crate::services_cache::invalidate_on_write,
+        ))
         // Request id, its span, and per-route counts and latency (gRPC calls included).
         .layer(axum::middleware::from_fn(crate::metrics::observe))
         // Bodies beyond the limit are refused before any handler reads them.

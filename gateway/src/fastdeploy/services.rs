@@ -5,7 +5,10 @@
 use axum::{
     Json,
     extract::{Path, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
 };
+use bytes::Bytes;
 use proto::{registry::v1 as pb, wkt};
 use serde_json::{Value, json};
 
@@ -29,8 +32,18 @@ pub(crate) fn struct_json(value: Option<&wkt::Struct>) -> Value {
     value.map_or_else(|| json!({}), proto::json::from_struct)
 }
 
-/// `GET /services/`: every synced service as `{id, name, data}`.
-pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Json<Value>, ApiError> {
+/// `GET /services/`: every synced service as `{id, name, data}`. The interceptor has
+/// checked the token; the list then comes from the services cache when it may answer.
+pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Response, ApiError> {
+    let body = state
+        .services
+        .get_or_fetch(&user.token, &user.claims, fetch_list(&state, &user.token))
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Every service from the registry (page after page), as the JSON `list` answers.
+async fn fetch_list(state: &AppState, token: &str) -> Result<Bytes, ApiError> {
     let mut services = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -41,7 +54,7 @@ pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Json<Va
         let page = state
             .backends
             .registry()
-            .list_services(with_token(request, &user.token)?)
+            .list_services(with_token(request, token)?)
             .await
             .map_err(registry_error)?
             .into_inner();
@@ -55,7 +68,11 @@ pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Json<Va
         }
         page_token = page.next_page_token;
     }
-    Ok(Json(Value::Array(services)))
+    let body = serde_json::to_vec(&Value::Array(services)).map_err(|error| {
+        tracing::error!(%error, "cannot encode the services list");
+        ApiError::Detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error".into())
+    })?;
+    Ok(Bytes::from(body))
 }
 
 /// `GET /services/names/`: the service folders' names, synced or not.
