@@ -117,43 +117,21 @@ async fn writes_through_the_gateway_are_read_back_at_once(backend: Backend) {
     let root = stack.services_dir();
     warm_and_prove_cached(&stack, &token, 1).await;
 
-    // fastDeploy's sync: the renamed row is deleted, alpha comes back, gamma is added.
+    // fastDeploy's sync and delete, then /v1's (the cache warm before each): the
+    // renamed row is deleted, alpha comes back, gamma is added, then deleted.
     write_service(&root, "gamma", json!({}), "#!/bin/sh\n");
-    let (status, _, body) = call(&stack, Method::POST, "/services/sync", Some(&token), None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(listed(&stack, &token).await, ["alpha", "beta", "gamma"]);
-
-    // fastDeploy's delete.
-    let (_, list) = get(&stack, "/services/", &token).await;
-    let gamma = id_of(&list, "gamma");
-    let (status, _, _) = call(
-        &stack,
-        Method::DELETE,
-        &format!("/services/{gamma}"),
-        Some(&token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(listed(&stack, &token).await, ["alpha", "beta"]);
-
-    // /v1 sync and delete (the cache is warm again in between).
-    warm(&stack, &token, 1).await;
-    let (status, _, body) = call(&stack, Method::POST, "/v1/services/sync", Some(&token), None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(listed(&stack, &token).await, ["alpha", "beta", "gamma"]);
-    let (_, list) = get(&stack, "/services/", &token).await;
-    let gamma = id_of(&list, "gamma");
-    let (status, _, _) = call(
-        &stack,
-        Method::DELETE,
-        &format!("/v1/services/{gamma}"),
-        Some(&token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(listed(&stack, &token).await, ["alpha", "beta"]);
+    for (sync, delete) in [("/services/sync", "/services"), ("/v1/services/sync", "/v1/services")] {
+        warm(&stack, &token, 1).await;
+        let (status, _, body) = call(&stack, Method::POST, sync, Some(&token), None).await;
+        assert_eq!(status, 200, "{sync}: {body}");
+        assert_eq!(listed(&stack, &token).await, ["alpha", "beta", "gamma"], "{sync}");
+        let (_, list) = get(&stack, "/services/", &token).await;
+        let gamma = id_of(&list, "gamma");
+        let path = format!("{delete}/{gamma}");
+        let (status, _, _) = call(&stack, Method::DELETE, &path, Some(&token), None).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(listed(&stack, &token).await, ["alpha", "beta"], "{path}");
+    }
 
     // gRPC through the gateway.
     warm(&stack, &token, 1).await;
