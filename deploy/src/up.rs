@@ -216,9 +216,10 @@ async fn start_all(
     Ok(())
 }
 
-/// A loopback address whose port was free a moment ago.
+/// A loopback address whose port was free a moment ago (and that no outgoing
+/// connection can take before the service binds it).
 fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(common::server::free_loopback_port()?)
 }
 
 /// Starts `slipway serve <sub>` and waits until it has written its address file.

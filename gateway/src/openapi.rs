@@ -216,6 +216,13 @@ pub const OPERATIONS: &[Operation] = &[
         Proto("slipway.auth.v1.DebugTokenResponse"),
     ),
     op(
+        "POST",
+        "/v1/tokens/exchange",
+        "Exchange a fastDeploy user token for a short-lived Slipway token (when legacy tokens are on)",
+        Proto("slipway.auth.v1.ExchangeLegacyTokenRequest"),
+        Proto("slipway.auth.v1.MintedToken"),
+    ),
+    op(
         "DELETE",
         "/v1/tokens/{id}",
         "Revoke a token and every token derived from it",
@@ -607,6 +614,168 @@ mod tests {
                 op.method,
                 op.path
             );
+        }
+    }
+
+    /// The `/v1` route of every RPC that may be called at the edge (internal RPCs are
+    /// refused there). A new RPC without a route here fails the test below.
+    const HTTP_OF_RPC: &[(&str, &str, &str)] = &[
+        ("/slipway.auth.v1.AuthService/Login", "POST", "/v1/login"),
+        ("/slipway.auth.v1.AuthService/WhoAmI", "GET", "/v1/users/me"),
+        ("/slipway.auth.v1.AuthService/GetJwks", "GET", "/.well-known/jwks.json"),
+        ("/slipway.auth.v1.AuthService/RotateKeys", "POST", "/v1/keys/rotate"),
+        (
+            "/slipway.auth.v1.AuthService/MintServiceToken",
+            "POST",
+            "/v1/tokens/service",
+        ),
+        ("/slipway.auth.v1.AuthService/MintConfigToken", "POST", "/v1/tokens"),
+        (
+            "/slipway.auth.v1.AuthService/AttenuateToken",
+            "POST",
+            "/v1/tokens/attenuate",
+        ),
+        ("/slipway.auth.v1.AuthService/ListTokens", "GET", "/v1/tokens"),
+        ("/slipway.auth.v1.AuthService/RevokeTokens", "DELETE", "/v1/tokens/{id}"),
+        ("/slipway.auth.v1.AuthService/DebugToken", "POST", "/v1/tokens/debug"),
+        (
+            "/slipway.auth.v1.AuthService/WatchRevocations",
+            "GET",
+            "/v1/revocations/watch",
+        ),
+        ("/slipway.auth.v1.AuthService/CreateUser", "POST", "/v1/users"),
+        (
+            "/slipway.auth.v1.AuthService/ChangePassword",
+            "POST",
+            "/v1/users/me/password",
+        ),
+        (
+            "/slipway.auth.v1.AuthService/ExchangeLegacyToken",
+            "POST",
+            "/v1/tokens/exchange",
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/ListServices",
+            "GET",
+            "/v1/services",
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/ListServiceNames",
+            "GET",
+            "/v1/service-names",
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/GetService",
+            "GET",
+            "/v1/services/{id}",
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/SyncServices",
+            "POST",
+            "/v1/services/sync",
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/DeleteService",
+            "DELETE",
+            "/v1/services/{id}",
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/ListDeployedServices",
+            "GET",
+            "/v1/deployed-services",
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/WatchServices",
+            "GET",
+            "/v1/services/watch",
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/StartDeployment",
+            "POST",
+            "/v1/deployments",
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/ListDeployments",
+            "GET",
+            "/v1/deployments",
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/GetDeployment",
+            "GET",
+            "/v1/deployments/{id}",
+        ),
+        ("/slipway.deploy.v1.DeployService/ReportStep", "POST", "/v1/steps"),
+        (
+            "/slipway.deploy.v1.DeployService/ListSteps",
+            "GET",
+            "/v1/deployments/{id}/steps",
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/FinishDeployment",
+            "POST",
+            "/v1/deployments/{id}/finish",
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/CancelDeployment",
+            "POST",
+            "/v1/deployments/{id}/cancel",
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/WatchEvents",
+            "GET",
+            "/v1/deployments/watch",
+        ),
+    ];
+
+    /// (input, output) message names of an RPC, from the descriptor set.
+    fn rpc_types(path: &str) -> (String, String) {
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap();
+        let set = FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
+        for file in &set.file {
+            let package = file.package.clone().unwrap_or_default();
+            for s in &file.service {
+                if format!("{package}.{}", s.name()) != service {
+                    continue;
+                }
+                let m = s.method.iter().find(|m| m.name() == method).unwrap();
+                let name = |t: &str| t.trim_start_matches('.').to_owned();
+                return (name(m.input_type()), name(m.output_type()));
+            }
+        }
+        panic!("{path} is not in the descriptor set")
+    }
+
+    #[test]
+    fn every_rpc_served_at_the_edge_has_an_http_route_with_its_messages() {
+        for rpc in common::scope_table::RPCS {
+            let routes: Vec<_> = HTTP_OF_RPC.iter().filter(|(p, _, _)| *p == rpc.path).collect();
+            if rpc.access == Access::Internal {
+                assert!(routes.is_empty(), "{} is internal: no HTTP route", rpc.path);
+                continue;
+            }
+            assert_eq!(routes.len(), 1, "{} needs exactly one HTTP route", rpc.path);
+            let (_, method, path) = routes[0];
+            let op = OPERATIONS
+                .iter()
+                .find(|o| o.method == *method && o.path == *path)
+                .unwrap_or_else(|| panic!("{method} {path} ({}) is not an operation", rpc.path));
+            let route = ROUTES.iter().find(|r| r.method == *method && r.path == *path).unwrap();
+            assert_eq!(
+                route.access, rpc.access,
+                "{method} {path} and {}: same access",
+                rpc.path
+            );
+            let (input, output) = rpc_types(rpc.path);
+            match op.response {
+                Proto(name) | ProtoStream(name) => assert_eq!(name, output, "{method} {path}"),
+                other => panic!("{method} {path}: response {other:?}, not {output}"),
+            }
+            if let Proto(name) = op.request {
+                assert_eq!(name, input, "{method} {path}");
+            }
+            if rpc.server_streaming {
+                assert!(matches!(op.response, ProtoStream(_)), "{method} {path} streams");
+            }
         }
     }
 

@@ -179,6 +179,7 @@ const SERVED_PATHS: &[&str] = &[
     "/v1/tokens/service",
     "/v1/tokens/attenuate",
     "/v1/tokens/debug",
+    "/v1/tokens/exchange",
     "/v1/users/me/password",
     "/v1/login",
     "/v1/users/me",

@@ -12,14 +12,14 @@ use axum::{
 };
 use proto::auth::v1::{
     AttenuateTokenRequest, ChangePasswordRequest, ChangePasswordResponse, DebugTokenRequest, DebugTokenResponse,
-    ListTokensRequest, ListTokensResponse, MintConfigTokenRequest, MintServiceTokenRequest, MintedToken,
-    RevokeTokensRequest, RevokeTokensResponse, RotateKeysRequest, RotateKeysResponse, TokenType as PbType,
+    ExchangeLegacyTokenRequest, ListTokensRequest, ListTokensResponse, MintConfigTokenRequest, MintServiceTokenRequest,
+    MintedToken, RevokeTokensRequest, RevokeTokensResponse, RotateKeysRequest, RotateKeysResponse, TokenType as PbType,
 };
 use serde::Deserialize;
 
 use crate::{
     error::ApiError,
-    fastdeploy::auth::with_token,
+    fastdeploy::auth::{with_request_id, with_token},
     interceptor::Caller,
     server::{AppState, method_not_allowed},
 };
@@ -39,6 +39,10 @@ pub fn routes() -> Router<AppState> {
             post(attenuate_token).fallback(method_not_allowed),
         )
         .route("/v1/tokens/debug", post(debug_token).fallback(method_not_allowed))
+        .route(
+            "/v1/tokens/exchange",
+            post(exchange_legacy_token).fallback(method_not_allowed),
+        )
         .route("/v1/tokens/{id}", delete(revoke_token).fallback(method_not_allowed))
         .route(
             "/v1/users/me/password",
@@ -197,6 +201,22 @@ async fn debug_token(
         .backends
         .auth()
         .debug_token(body(json)?)
+        .await
+        .map_err(auth_error)?;
+    Ok(Json(response.into_inner()))
+}
+
+/// Exchanges a fastDeploy HS256 user token for a short-lived Slipway token (when the
+/// auth service accepts legacy tokens, until its cutoff); the legacy token is the
+/// credential, as on the RPC.
+async fn exchange_legacy_token(
+    State(state): State<AppState>,
+    json: Result<Json<ExchangeLegacyTokenRequest>, JsonRejection>,
+) -> Result<Json<MintedToken>, ApiError> {
+    let response = state
+        .backends
+        .auth()
+        .exchange_legacy_token(with_request_id(body(json)?))
         .await
         .map_err(auth_error)?;
     Ok(Json(response.into_inner()))

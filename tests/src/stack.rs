@@ -331,8 +331,7 @@ pub fn sign(key: &ed25519_dalek::SigningKey, claims: &Claims) -> String {
 /// A loopback address with a port that was free a moment ago, for a process that
 /// must be named before it starts.
 fn reserve_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr")
+    common::server::free_loopback_port().expect("a free loopback port")
 }
 
 fn path(p: &Path) -> String {

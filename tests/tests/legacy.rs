@@ -72,6 +72,20 @@ async fn legacy_tokens_work_until_the_cutoff(backend: Backend) {
     assert!(stack.log("auth").contains("legacy fastDeploy token used"));
     assert!(!stack.log("auth").contains(SECRET) && !stack.log("gateway").contains(SECRET));
 
+    // The exchange is also offered as such: `POST /v1/tokens/exchange`, no other token.
+    let response = stack
+        .http
+        .post(stack.url("/v1/tokens/exchange"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let minted: Value = response.json().await.unwrap();
+    let exchanged = minted["token"].as_str().unwrap();
+    assert_ne!(exchanged, token);
+    assert_eq!(me(&stack, exchanged).await.0, 200, "{minted}");
+
     // Wrong secret, expired, unknown user, and a deployment token: refused as fastDeploy would.
     for bad in [
         fastdeploy_token("guess", json!({"type": "user", "user": "admin", "exp": in_secs(600)})),
@@ -105,7 +119,11 @@ async fn legacy_tokens_work_until_the_cutoff(backend: Backend) {
         .iter()
         .filter(|t| t["name"] == "legacy exchange")
         .collect();
-    assert_eq!(exchanged.len(), 1, "one exchange, then the cache: {listed}");
+    assert_eq!(
+        exchanged.len(),
+        2,
+        "one exchange by the gateway (then its cache), one asked for: {listed}"
+    );
     assert_eq!(exchanged[0]["createdBy"], "legacy:admin");
 }
 
@@ -118,4 +136,15 @@ async fn legacy_tokens_are_refused_by_default(backend: Backend) {
     // ...and not configured at all.
     let stack = Stack::start(backend).await;
     assert_eq!(me(&stack, &token).await.0, 401);
+    let response = stack
+        .http
+        .post(stack.url("/v1/tokens/exchange"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert!((400..500).contains(&status), "{status} {body}");
+    assert!(!body.contains("token\""), "no token minted: {body}");
 }

@@ -305,6 +305,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/tokens/service", token(&[User], scope::TOKENS_MINT)),
     route("POST", "/v1/tokens/attenuate", Access::AnyToken),
     route("POST", "/v1/tokens/debug", Access::Open),
+    route("POST", "/v1/tokens/exchange", Access::Open),
     route("DELETE", "/v1/tokens/{id}", token(&[User], scope::TOKENS_REVOKE)),
     route("POST", "/v1/users/me/password", any_permission(&[User])),
     route("POST", "/v1/login", Access::Open),

@@ -107,3 +107,34 @@ where
         }
     }
 }
+
+/// A free loopback address for a process started next to bind, when the processes must
+/// know each other's addresses before they start (`slipway up`, the test harness).
+/// Ports come from below Linux's ephemeral range (32768-60999 by default): a port the
+/// kernel hands out for an outgoing connection could be taken in the moment between
+/// this check and the bind, and was, now and then. Within a process, ports are handed
+/// out in turn from a random start, so concurrent callers never pick the same one;
+/// each is checked free by binding it.
+pub fn free_loopback_port() -> io::Result<SocketAddr> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        AtomicU32::new(seed.wrapping_add(std::process::id().wrapping_mul(7919)))
+    });
+    for _ in 0..SPAN {
+        let port = LOW + next.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let Ok(port) = u16::try_from(port) else { continue };
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr();
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        format!("no free loopback port in {LOW}..{}", LOW + SPAN),
+    ))
+}
