@@ -38,6 +38,18 @@ async fn me(stack: &Stack, token: &str) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
 }
 
+/// `POST /v1/tokens/exchange`: the status and the body's text.
+async fn exchange(stack: &Stack, token: &str) -> (u16, String) {
+    let response = stack
+        .http
+        .post(stack.url("/v1/tokens/exchange"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
 async fn start(backend: Backend, until: &str) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
@@ -73,15 +85,9 @@ async fn legacy_tokens_work_until_the_cutoff(backend: Backend) {
     assert!(!stack.log("auth").contains(SECRET) && !stack.log("gateway").contains(SECRET));
 
     // The exchange is also offered as such: `POST /v1/tokens/exchange`, no other token.
-    let response = stack
-        .http
-        .post(stack.url("/v1/tokens/exchange"))
-        .json(&json!({ "token": token }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let minted: Value = response.json().await.unwrap();
+    let (status, minted) = exchange(&stack, &token).await;
+    assert_eq!(status, 200, "{minted}");
+    let minted: Value = serde_json::from_str(&minted).unwrap();
     let exchanged = minted["token"].as_str().unwrap();
     assert_ne!(exchanged, token);
     assert_eq!(me(&stack, exchanged).await.0, 200, "{minted}");
@@ -136,15 +142,7 @@ async fn legacy_tokens_are_refused_by_default(backend: Backend) {
     // ...and not configured at all.
     let stack = Stack::start(backend).await;
     assert_eq!(me(&stack, &token).await.0, 401);
-    let response = stack
-        .http
-        .post(stack.url("/v1/tokens/exchange"))
-        .json(&json!({ "token": token }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
+    let (status, body) = exchange(&stack, &token).await;
     assert!((400..500).contains(&status), "{status} {body}");
     assert!(!body.contains("token\""), "no token minted: {body}");
 }
