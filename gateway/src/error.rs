@@ -55,6 +55,11 @@ pub fn validation_error(kind: &str, loc: &[&str], msg: &str, input: Value) -> Va
     json!({ "type": kind, "loc": loc, "msg": msg, "input": input })
 }
 
+/// FastAPI's entry for a required field that is absent.
+pub fn missing(loc: &[&str], input: Value) -> Value {
+    validation_error("missing", loc, "Field required", input)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {

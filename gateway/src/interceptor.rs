@@ -101,10 +101,10 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
 }
 
 async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> {
-    let Some(template) = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()) else {
+    let Some(template) = request.extensions().get::<MatchedPath>().cloned() else {
         return Ok(request);
     };
-    let Some(route) = entry(request.method(), &template)? else {
+    let Some(route) = entry(request.method(), template.as_str())? else {
         return Ok(request);
     };
     let (mut parts, body) = request.into_parts();

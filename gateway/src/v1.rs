@@ -57,7 +57,7 @@ pub fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::Detail(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
-fn auth_error(status: tonic::Status) -> ApiError {
+pub(crate) fn auth_error(status: tonic::Status) -> ApiError {
     ApiError::from_backend("auth", &status)
 }
 

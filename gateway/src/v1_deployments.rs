@@ -81,7 +81,6 @@ async fn list_deployments(
     token: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ListDeploymentsResponse>, ApiError> {
-    let token = &token.token;
     let Query(query) = query.map_err(|e| bad_request(e.body_text()))?;
     let request = ListDeploymentsRequest {
         service: query.service.unwrap_or_default(),
@@ -91,7 +90,7 @@ async fn list_deployments(
     let response = state
         .backends
         .deploy()
-        .list_deployments(with_token(request, token)?)
+        .list_deployments(with_token(request, &token.token)?)
         .await
         .map_err(deploy_error)?;
     Ok(Json(response.into_inner()))
@@ -103,12 +102,11 @@ async fn start_deployment(
     token: Caller,
     bytes: Bytes,
 ) -> Result<Json<Deployment>, ApiError> {
-    let token = &token.token;
     let request: StartDeploymentRequest = body(&bytes)?;
     let response = state
         .backends
         .deploy()
-        .start_deployment(with_token(request, token)?)
+        .start_deployment(with_token(request, &token.token)?)
         .await
         .map_err(deploy_error)?;
     Ok(Json(response.into_inner()))
@@ -119,12 +117,11 @@ async fn get_deployment(
     token: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<Deployment>, ApiError> {
-    let token = &token.token;
     let request = GetDeploymentRequest { id: id(&raw)? };
     let response = state
         .backends
         .deploy()
-        .get_deployment(with_token(request, token)?)
+        .get_deployment(with_token(request, &token.token)?)
         .await
         .map_err(deploy_error)?;
     Ok(Json(response.into_inner()))
@@ -135,14 +132,13 @@ async fn list_steps(
     token: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<ListStepsResponse>, ApiError> {
-    let token = &token.token;
     let request = ListStepsRequest {
         deployment_id: id(&raw)?,
     };
     let response = state
         .backends
         .deploy()
-        .list_steps(with_token(request, token)?)
+        .list_steps(with_token(request, &token.token)?)
         .await
         .map_err(deploy_error)?;
     Ok(Json(response.into_inner()))
@@ -161,11 +157,10 @@ async fn finish_deployment(
             "this token may not finish another deployment".into(),
         ));
     }
-    let token = &token.token;
     let response = state
         .backends
         .deploy()
-        .finish_deployment(with_token(FinishDeploymentRequest { id }, token)?)
+        .finish_deployment(with_token(FinishDeploymentRequest { id }, &token.token)?)
         .await
         .map_err(deploy_error)?;
     Ok(Json(response.into_inner()))
@@ -176,12 +171,11 @@ async fn cancel_deployment(
     token: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<Deployment>, ApiError> {
-    let token = &token.token;
     let request = CancelDeploymentRequest { id: id(&raw)? };
     let response = state
         .backends
         .deploy()
-        .cancel_deployment(with_token(request, token)?)
+        .cancel_deployment(with_token(request, &token.token)?)
         .await
         .map_err(deploy_error)?;
     Ok(Json(response.into_inner()))
@@ -189,7 +183,6 @@ async fn cancel_deployment(
 
 /// A step result of the deployment token's own deployment.
 async fn report_step(State(state): State<AppState>, token: Caller, bytes: Bytes) -> Result<Json<Step>, ApiError> {
-    let token = &token.token;
     let request: ReportStepRequest = body(&bytes)?;
     if request.name.is_empty() {
         return Err(bad_request("a step needs a name"));
@@ -197,7 +190,7 @@ async fn report_step(State(state): State<AppState>, token: Caller, bytes: Bytes)
     let response = state
         .backends
         .deploy()
-        .report_step(with_token(request, token)?)
+        .report_step(with_token(request, &token.token)?)
         .await
         .map_err(deploy_error)?;
     Ok(Json(response.into_inner()))

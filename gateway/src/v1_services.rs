@@ -53,7 +53,6 @@ async fn list(
     token: Caller,
     query: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<pb::ListServicesResponse>, ApiError> {
-    let bearer = &token.token;
     let Query(page) = query.map_err(|e| ApiError::Detail(StatusCode::BAD_REQUEST, e.body_text()))?;
     let request = pb::ListServicesRequest {
         page_size: page.page_size,
@@ -62,7 +61,7 @@ async fn list(
     let response = state
         .backends
         .registry()
-        .list_services(with_token(request, bearer)?)
+        .list_services(with_token(request, &token.token)?)
         .await
         .map_err(registry_error)?;
     Ok(Json(response.into_inner()))
@@ -91,8 +90,7 @@ async fn get_by_id(
     token: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<pb::Service>, ApiError> {
-    let bearer = &token.token;
-    get_service(&state, bearer, Key::Id(service_id(&id)?)).await
+    get_service(&state, &token.token, Key::Id(service_id(&id)?)).await
 }
 
 /// One synced service by its name (its folder's name); 404 when there is none.
@@ -101,28 +99,25 @@ async fn get_by_name(
     token: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<pb::Service>, ApiError> {
-    let bearer = &token.token;
-    get_service(&state, bearer, Key::Name(name)).await
+    get_service(&state, &token.token, Key::Name(name)).await
 }
 
 /// Folder names in the services directory, synced or not.
 async fn names(State(state): State<AppState>, token: Caller) -> Result<Json<pb::ListServiceNamesResponse>, ApiError> {
-    let bearer = &token.token;
     let response = state
         .backends
         .registry()
-        .list_service_names(with_token(pb::ListServiceNamesRequest {}, bearer)?)
+        .list_service_names(with_token(pb::ListServiceNamesRequest {}, &token.token)?)
         .await
         .map_err(registry_error)?;
     Ok(Json(response.into_inner()))
 }
 
 async fn sync(State(state): State<AppState>, token: Caller) -> Result<Json<pb::SyncServicesResponse>, ApiError> {
-    let bearer = &token.token;
     let response = state
         .backends
         .registry()
-        .sync_services(with_token(pb::SyncServicesRequest {}, bearer)?)
+        .sync_services(with_token(pb::SyncServicesRequest {}, &token.token)?)
         .await
         .map_err(registry_error)?;
     Ok(Json(response.into_inner()))
@@ -133,12 +128,11 @@ async fn remove(
     token: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<pb::DeleteServiceResponse>, ApiError> {
-    let bearer = &token.token;
     let id = service_id(&id)?;
     let response = state
         .backends
         .registry()
-        .delete_service(with_token(pb::DeleteServiceRequest { id }, bearer)?)
+        .delete_service(with_token(pb::DeleteServiceRequest { id }, &token.token)?)
         .await
         .map_err(registry_error)?;
     Ok(Json(response.into_inner()))
@@ -148,11 +142,10 @@ async fn deployed(
     State(state): State<AppState>,
     token: Caller,
 ) -> Result<Json<pb::ListDeployedServicesResponse>, ApiError> {
-    let bearer = &token.token;
     let response = state
         .backends
         .registry()
-        .list_deployed_services(with_token(pb::ListDeployedServicesRequest {}, bearer)?)
+        .list_deployed_services(with_token(pb::ListDeployedServicesRequest {}, &token.token)?)
         .await
         .map_err(registry_error)?;
     Ok(Json(response.into_inner()))

@@ -86,7 +86,6 @@ async fn watch_deployments(
     token: Caller,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let bearer = &token.token;
     let Query(query) = query.map_err(bad_query)?;
     let request = WatchEventsRequest {
         service: query.service,
@@ -96,7 +95,7 @@ async fn watch_deployments(
     let upstream = state
         .backends
         .deploy()
-        .watch_events(with_token(request, bearer)?)
+        .watch_events(with_token(request, &token.token)?)
         .await
         .map_err(|s| ApiError::from_backend("deploy", &s))?;
     Ok(Feed::new(
@@ -111,11 +110,10 @@ async fn watch_deployments(
 
 /// Every service change from now on (sync, delete).
 async fn watch_services(State(state): State<AppState>, token: Caller) -> Result<Response, ApiError> {
-    let bearer = &token.token;
     let upstream = state
         .backends
         .registry()
-        .watch_services(with_token(WatchServicesRequest {}, bearer)?)
+        .watch_services(with_token(WatchServicesRequest {}, &token.token)?)
         .await
         .map_err(|s| ApiError::from_backend("registry", &s))?;
     Ok(Feed::new(

@@ -13,7 +13,7 @@ use crate::{
     fastdeploy::auth::{with_request_id, with_token},
     interceptor::Caller,
     server::{AppState, method_not_allowed},
-    v1::body,
+    v1::{auth_error, body},
 };
 
 pub fn routes() -> Router<AppState> {
@@ -21,10 +21,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/login", post(login).fallback(method_not_allowed))
         .route("/v1/users/me", get(who_am_i).fallback(method_not_allowed))
         .route("/v1/users", post(create_user).fallback(method_not_allowed))
-}
-
-fn auth_error(status: tonic::Status) -> ApiError {
-    ApiError::from_backend("auth", &status)
 }
 
 /// Log in with `{"username", "password"}`; a wrong name or password is 401.

@@ -3,6 +3,8 @@
 //! introspection, password changes revoking a user's tokens, service tokens only for
 //! existing services, and the `slipway tokens` CLI. On SQLite and PostgreSQL.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use common::identity::{Credential, DEPLOY_SERVICE};
@@ -10,6 +12,7 @@ use proto::auth::v1::{
     CreateUserRequest, MintDeploymentTokenRequest, RevokeTokensRequest, auth_service_client::AuthServiceClient,
 };
 use serde_json::{Value, json};
+use support::send;
 use tests::grpc::{bearer, claims_of};
 use tests::{Backend, Stack, on_every_backend};
 
@@ -22,30 +25,12 @@ on_every_backend!(
     config_tokens_refuse_every_bad_variant,
 );
 
-async fn call(
-    stack: &Stack,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = stack.http.request(method, stack.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-}
-
 async fn post(stack: &Stack, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    call(stack, reqwest::Method::POST, path, token, Some(body)).await
+    send(stack, reqwest::Method::POST, path, token, Some(body)).await
 }
 
 async fn get(stack: &Stack, path: &str, token: &str) -> (u16, Value) {
-    call(stack, reqwest::Method::GET, path, Some(token), None).await
+    send(stack, reqwest::Method::GET, path, Some(token), None).await
 }
 
 /// Polls until `path` answers `want` for `token` (revocations reach the gateway
@@ -134,7 +119,7 @@ async fn config_tokens_attenuation_and_debug(backend: Backend) {
     let (status, _) = get(&stack, "/v1/tokens", &reader).await;
     assert_eq!(status, 200);
     let jti = claims["jti"].as_str().unwrap();
-    let (status, _) = call(
+    let (status, _) = send(
         &stack,
         reqwest::Method::DELETE,
         &format!("/v1/tokens/{jti}"),
@@ -164,7 +149,7 @@ async fn config_tokens_attenuation_and_debug(backend: Backend) {
     // Revoking the parent revokes the derived token.
     let admin_jti = claims_of(&admin)["jti"].as_str().unwrap().to_owned();
     let other_admin = stack.admin_token().await;
-    let (status, body) = call(
+    let (status, body) = send(
         &stack,
         reqwest::Method::DELETE,
         &format!("/v1/tokens/{admin_jti}"),
@@ -524,7 +509,7 @@ async fn config_tokens_refuse_every_bad_variant(backend: Backend) {
     let (status, _) = get(&stack, path, &child).await;
     assert_eq!(status, 200, "the derived token works before its parent is revoked");
     let jti = claims_of(&revoked)["jti"].as_str().unwrap().to_owned();
-    let (status, _) = call(
+    let (status, _) = send(
         &stack,
         reqwest::Method::DELETE,
         &format!("/v1/tokens/{jti}"),

@@ -2,28 +2,13 @@
 //! proto3 JSON, with 403 for a valid token without the permission. On SQLite and
 //! PostgreSQL.
 
-use serde_json::{Value, json};
+mod support;
+
+use serde_json::json;
+use support::send;
 use tests::{Backend, Stack, on_every_backend};
 
 on_every_backend!(users_over_v1);
-
-async fn send(
-    stack: &Stack,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = stack.http.request(method, stack.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-}
 
 async fn users_over_v1(backend: Backend) {
     use reqwest::Method;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{auth::with_token, objects};
 use crate::{
-    error::{ApiError, validation_error},
+    error::{ApiError, missing, validation_error},
     interceptor::{Caller, JsonBody},
     server::AppState,
 };
@@ -234,12 +234,7 @@ pub async fn list_steps(
     let deployment_id = match pairs.iter().rev().find(|(k, _)| k == "deployment_id") {
         Some((_, value)) => int_param(value, &loc)?,
         None => {
-            return Err(ApiError::Validation(vec![validation_error(
-                "missing",
-                &loc,
-                "Field required",
-                Value::Null,
-            )]));
+            return Err(ApiError::Validation(vec![missing(&loc, Value::Null)]));
         }
     };
     let request = ListStepsRequest { deployment_id };

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use proto::{deploy::v1 as deploy, registry::v1 as registry, wkt::Timestamp};
 use serde_json::{Map, Value, json};
 
-use crate::error::{ApiError, validation_error};
+use crate::error::{ApiError, missing, validation_error};
 
 /// A timestamp as fastDeploy's clients read it, or null.
 pub fn timestamp(t: Option<&Timestamp>) -> Value {
@@ -74,12 +74,7 @@ pub fn service(s: &registry::Service) -> Map<String, Value> {
 /// `model_attributes_type`.
 pub fn body_object(body: Option<Value>) -> Result<Map<String, Value>, ApiError> {
     match body {
-        None => Err(ApiError::Validation(vec![validation_error(
-            "missing",
-            &["body"],
-            "Field required",
-            Value::Null,
-        )])),
+        None => Err(ApiError::Validation(vec![missing(&["body"], Value::Null)])),
         Some(Value::Object(map)) => Ok(map),
         Some(other) => Err(not_an_object(other)),
     }
@@ -142,12 +137,7 @@ pub fn step_report(body: Option<Value>) -> Result<StepReport, ApiError> {
             None
         }
         None => {
-            errors.push(validation_error(
-                "missing",
-                &["body", field],
-                "Field required",
-                whole.clone(),
-            ));
+            errors.push(missing(&["body", field], whole.clone()));
             None
         }
     };
@@ -162,12 +152,7 @@ pub fn step_report(body: Option<Value>) -> Result<StepReport, ApiError> {
             }
         },
         None => {
-            errors.push(validation_error(
-                "missing",
-                &["body", field],
-                "Field required",
-                whole.clone(),
-            ));
+            errors.push(missing(&["body", field], whole.clone()));
             None
         }
     };
@@ -185,12 +170,7 @@ pub fn step_report(body: Option<Value>) -> Result<StepReport, ApiError> {
             None
         }
         None => {
-            errors.push(validation_error(
-                "missing",
-                &["body", "message"],
-                "Field required",
-                whole,
-            ));
+            errors.push(missing(&["body", "message"], whole));
             None
         }
     };

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::auth::with_token;
 use crate::{
-    error::{ApiError, validation_error},
+    error::{ApiError, missing, validation_error},
     interceptor::{Caller, JsonBody},
     server::AppState,
 };
@@ -60,12 +60,7 @@ fn string_field(object: &Map<String, Value>, name: &str, errors: &mut Vec<Value>
     match object.get(name) {
         Some(Value::String(s)) => Some(s.clone()),
         None => {
-            errors.push(validation_error(
-                "missing",
-                &["body", name],
-                "Field required",
-                Value::Object(object.clone()),
-            ));
+            errors.push(missing(&["body", name], Value::Object(object.clone())));
             None
         }
         Some(other) => {

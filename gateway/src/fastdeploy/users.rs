@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::auth::{with_request_id, with_token};
 use crate::{
-    error::{ApiError, validation_error},
+    error::{ApiError, missing},
     interceptor::Caller,
     server::AppState,
 };
@@ -69,12 +69,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Js
     let password = field("password");
     for (name, value) in [("username", &username), ("password", &password)] {
         if value.is_none() {
-            errors.push(validation_error(
-                "missing",
-                &["body", name],
-                "Field required",
-                Value::Null,
-            ));
+            errors.push(missing(&["body", name], Value::Null));
         }
     }
     let (Some(username), Some(password), true) = (username, password, errors.is_empty()) else {

@@ -109,6 +109,12 @@ pub async fn call(
     (status, challenge, body)
 }
 
+/// [`call`] without the challenge header: the status and the body.
+pub async fn send(stack: &Stack, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let (status, _, body) = call(stack, method, path, token, body).await;
+    (status, body)
+}
+
 pub async fn get(stack: &Stack, path: &str, token: &str) -> (u16, Value) {
     let (status, _, body) = call(stack, Method::GET, path, Some(token), None).await;
     (status, body)
