@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use proto::auth::v1 as pb;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::storage::{Store, tokens};
@@ -63,42 +64,55 @@ pub fn token_info(t: &tokens::Model) -> pb::TokenInfo {
 }
 
 /// Revocations after `after`: first everything not yet expired (marked `snapshot`),
-/// then each new batch, with heartbeats in between. Ends when the watcher goes away.
-pub fn revocation_feed(store: Store, after: i64) -> impl Stream<Item = Result<pb::RevocationEvent, Status>> {
+/// then each new batch, with heartbeats in between. Ends when the watcher goes away,
+/// and (end of stream: verifiers reconnect) at `shutdown`.
+pub fn revocation_feed(
+    store: Store,
+    after: i64,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Result<pb::RevocationEvent, Status>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
-        let mut last = after;
-        let mut snapshot = true;
-        let mut sent_at = Instant::now();
-        loop {
-            let rows = match store.revocations_after(last).await {
-                Ok(rows) => rows,
-                Err(error) => {
-                    tracing::error!(%error, "revocation feed cannot read the database");
-                    let _ = tx.send(Err(Status::unavailable("revocations unavailable"))).await;
-                    return;
-                }
-            };
-            if snapshot || !rows.is_empty() || sent_at.elapsed() >= HEARTBEAT {
-                let sequence = rows.last().map_or(last, |r| r.seq);
-                let event = pb::RevocationEvent {
-                    sequence,
-                    expires_at: rows.iter().map(|r| r.expires_at).max().map(timestamp),
-                    token_ids: rows.into_iter().map(|r| r.token_id).collect(),
-                    snapshot,
-                };
-                if tx.send(Ok(event)).await.is_err() {
-                    return;
-                }
-                last = sequence;
-                snapshot = false;
-                sent_at = Instant::now();
-            }
-            tokio::select! {
-                () = tokio::time::sleep(POLL_INTERVAL) => {}
-                () = tx.closed() => return,
-            }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = feed(store, after, tx) => {}
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// The feed of one watcher, until it goes away.
+async fn feed(store: Store, after: i64, tx: tokio::sync::mpsc::Sender<Result<pb::RevocationEvent, Status>>) {
+    let mut last = after;
+    let mut snapshot = true;
+    let mut sent_at = Instant::now();
+    loop {
+        let rows = match store.revocations_after(last).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::error!(%error, "revocation feed cannot read the database");
+                let _ = tx.send(Err(Status::unavailable("revocations unavailable"))).await;
+                return;
+            }
+        };
+        if snapshot || !rows.is_empty() || sent_at.elapsed() >= HEARTBEAT {
+            let sequence = rows.last().map_or(last, |r| r.seq);
+            let event = pb::RevocationEvent {
+                sequence,
+                expires_at: rows.iter().map(|r| r.expires_at).max().map(timestamp),
+                token_ids: rows.into_iter().map(|r| r.token_id).collect(),
+                snapshot,
+            };
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+            last = sequence;
+            snapshot = false;
+            sent_at = Instant::now();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            () = tx.closed() => return,
+        }
+    }
 }

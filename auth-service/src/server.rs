@@ -53,6 +53,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?
         .with_registry(RegistryServiceClient::new(registry))
         .with_trusted(config.trust.trusted()?)
+        .with_shutdown(shutdown.clone())
         .with_legacy(match (&config.legacy_secret_file, config.legacy_until) {
             (Some(path), Some(until)) => {
                 tracing::warn!(%until, "legacy fastDeploy tokens are accepted until the cutoff");
@@ -110,6 +111,8 @@ pub struct AuthApi {
     trusted: Vec<TrustedCaller>,
     /// fastDeploy token acceptance during a migration, when configured.
     legacy: Option<crate::legacy::Legacy>,
+    /// Ends the revocation feeds when the service stops, so shutdown never waits on them.
+    shutdown: CancellationToken,
 }
 
 impl AuthApi {
@@ -131,6 +134,7 @@ impl AuthApi {
             registry: None,
             trusted: Vec::new(),
             legacy: None,
+            shutdown: CancellationToken::new(),
         })
     }
 
@@ -141,6 +145,11 @@ impl AuthApi {
 
     pub fn with_legacy(mut self, legacy: Option<crate::legacy::Legacy>) -> Self {
         self.legacy = legacy;
+        self
+    }
+
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
         self
     }
 
@@ -518,7 +527,7 @@ impl AuthService for AuthApi {
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let after = request.into_inner().after_sequence;
-        let feed = crate::registry::revocation_feed(self.store.clone(), after);
+        let feed = crate::registry::revocation_feed(self.store.clone(), after, self.shutdown.clone());
         Ok(Response::new(Box::pin(feed)))
     }
 

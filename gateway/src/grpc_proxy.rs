@@ -5,7 +5,9 @@
 //! the gateway's verifier and checked against the entry, all before anything reaches
 //! a backend; then the call is forwarded untouched (bodies streamed both ways) to the
 //! backend that serves it. Service-to-service credentials are stripped: nobody passes
-//! the deploy service's authority through the edge.
+//! the deploy service's authority through the edge. A server stream opened with a
+//! token ends when that token is revoked or expires: the backend ends it, and the
+//! gateway ends its side too (trailers with UNAUTHENTICATED), whichever comes first.
 
 use std::{
     convert::Infallible,
@@ -21,11 +23,15 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+use bytes::Bytes;
 use common::{
     error::ErrorCode,
+    guard::{TokenEnd, token_end},
     identity::{CALLER_HEADER, CREDENTIAL_HEADER},
     scope_table::{self, Access},
+    token::Claims,
 };
+use http_body::Frame;
 use tonic::{Status, body::Body as GrpcBody, transport::Channel};
 use tower::{Layer, Service, ServiceExt};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
@@ -98,7 +104,21 @@ impl Service<http::Request<GrpcBody>> for Proxy {
 async fn forward(state: AppState, request: http::Request<GrpcBody>) -> http::Response<GrpcBody> {
     let path: String = request.uri().path().chars().take(200).collect();
     match admit(&state, request).await {
-        Ok((backend, channel, request)) => call(backend, channel, request).await,
+        Ok(Admitted {
+            backend,
+            channel,
+            request,
+            stream,
+        }) => {
+            let response = call(backend, channel, request).await;
+            match stream {
+                Some(claims) => {
+                    let end = stream_end(&state, claims);
+                    response.map(|body| GrpcBody::new(StreamBody::new(body, end)))
+                }
+                None => response,
+            }
+        }
         Err(status) => {
             tracing::info!(rpc = %path, code = ?status.code(), reason = status.message(), "grpc call refused at the gateway");
             status.into_http()
@@ -106,11 +126,38 @@ async fn forward(state: AppState, request: http::Request<GrpcBody>) -> http::Res
     }
 }
 
-/// The backend and the request to send it, once the scope table says the caller may.
-async fn admit(
-    state: &AppState,
+/// A call the caller may make: where it goes and what to send.
+struct Admitted {
+    backend: &'static str,
+    channel: Channel,
     request: http::Request<GrpcBody>,
-) -> Result<(&'static str, Channel, http::Request<GrpcBody>), Status> {
+    /// For a server stream: the claims of the token that opened it (none for an open
+    /// RPC), to end the stream with it.
+    stream: Option<Option<Claims>>,
+}
+
+/// When the gateway ends a proxied stream itself: when the token that opened it is no
+/// longer good (see [`token_end`]), or when the gateway stops (UNAVAILABLE).
+fn stream_end(state: &AppState, claims: Option<Claims>) -> TokenEnd {
+    let shutdown = state.hub.shutdown().clone();
+    let token = claims.map(|claims| token_end(state.verifier.clone(), claims));
+    Box::pin(async move {
+        let stopping = async move {
+            shutdown.cancelled().await;
+            Status::unavailable("the gateway is shutting down")
+        };
+        match token {
+            Some(token) => tokio::select! {
+                status = token => status,
+                status = stopping => status,
+            },
+            None => stopping.await,
+        }
+    })
+}
+
+/// The backend and the request to send it, once the scope table says the caller may.
+async fn admit(state: &AppState, request: http::Request<GrpcBody>) -> Result<Admitted, Status> {
     let rpc = scope_table::rpc(request.uri().path()).ok_or_else(|| Status::unimplemented("no such RPC here"))?;
     let (mut parts, body) = request.into_parts();
     if parts.headers.contains_key(CREDENTIAL_HEADER) {
@@ -119,19 +166,24 @@ async fn admit(
     for name in STRIPPED {
         parts.headers.remove(*name);
     }
-    match rpc.access {
-        Access::Open => {}
+    let claims = match rpc.access {
+        Access::Open => None,
         Access::Internal => return Err(ErrorCode::PermissionDenied.status(scope_table::Refusal::Internal.to_string())),
-        access => authorize(state, &mut parts, access).await?,
-    }
-    let (name, channel) = backend(state, rpc.path)?;
+        access => Some(authorize(state, &mut parts, access).await?),
+    };
+    let (backend, channel) = backend(state, rpc.path)?;
     parts.version = Version::HTTP_2;
-    Ok((name, channel, http::Request::from_parts(parts, body)))
+    Ok(Admitted {
+        backend,
+        channel,
+        request: http::Request::from_parts(parts, body),
+        stream: rpc.server_streaming.then_some(claims),
+    })
 }
 
 /// Verifies the bearer token (a fastDeploy token is exchanged first when that is on)
 /// and checks it against the entry; the backend gets the token it will verify again.
-async fn authorize(state: &AppState, parts: &mut Parts, access: Access) -> Result<(), Status> {
+async fn authorize(state: &AppState, parts: &mut Parts, access: Access) -> Result<Claims, Status> {
     let (token, claims) = verified(parts, state).await.map_err(|error| match error {
         ApiError::Detail(code, _) if code.as_u16() == 503 => Status::unavailable("auth service unavailable"),
         ApiError::Detail(_, detail) => Status::unauthenticated(detail),
@@ -144,7 +196,7 @@ async fn authorize(state: &AppState, parts: &mut Parts, access: Access) -> Resul
     let value = HeaderValue::try_from(format!("Bearer {token}"))
         .map_err(|_| Status::unauthenticated("Could not validate credentials"))?;
     parts.headers.insert(header::AUTHORIZATION, value);
-    Ok(())
+    Ok(claims)
 }
 
 /// The backend serving an RPC, by its service's full name.
@@ -191,6 +243,58 @@ async fn call(
                 Status::unavailable(format!("{backend} service unavailable")).into_http()
             }
         }
+    }
+}
+
+/// A proxied stream's response body, ended by the gateway itself (trailers carrying
+/// the status of [`stream_end`]) once the token that opened it is no longer good or
+/// the gateway stops, unless the backend ended it first. tonic-web turns the trailers
+/// into grpc-web's trailer frame.
+struct StreamBody {
+    inner: GrpcBody,
+    /// Dropped once the backend has sent its trailers.
+    end: Option<TokenEnd>,
+    done: bool,
+}
+
+impl StreamBody {
+    fn new(inner: GrpcBody, end: TokenEnd) -> Self {
+        StreamBody {
+            inner,
+            end: Some(end),
+            done: false,
+        }
+    }
+}
+
+impl http_body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(end) = this.end.as_mut()
+            && let Poll::Ready(status) = end.as_mut().poll(cx)
+        {
+            this.done = true;
+            let mut trailers = status.into_http::<()>().into_parts().0.headers;
+            trailers.remove(header::CONTENT_TYPE);
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            None => this.done = true,
+            Some(Ok(frame)) if frame.is_trailers() => this.end = None,
+            Some(_) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
     }
 }
 

@@ -71,13 +71,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         &config,
     );
     tracing::info!(service = "gateway", addr = %listener.local_addr()?, "listening");
-    // Stop accepting and drain requests first (WebSockets are closed with 1001 as the
+    // Stop accepting and drain requests first, for at most `common::shutdown::DRAIN`
+    // (WebSockets are closed with 1001, NDJSON and proxied gRPC streams ended as the
     // shutdown starts), then stop the live feed and following revocations. Peer
     // addresses are kept for X-Forwarded-Proto, believed from loopback peers only.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    common::shutdown::drain_bounded("gateway", server.into_future(), &shutdown).await?;
     shutdown.cancel();
     let _ = feed.await;
     let _ = follower.await;

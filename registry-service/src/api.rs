@@ -205,7 +205,8 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::WatchServicesRequest>,
     ) -> Result<Response<Self::WatchServicesStream>, Status> {
-        self.guard.require(&request, scope::SERVICES_READ).await?;
-        Ok(Response::new(Box::pin(self.events.watch(self.shutdown.clone()))))
+        let claims = self.guard.require(&request, scope::SERVICES_READ).await?;
+        let events = self.events.watch(self.shutdown.clone());
+        Ok(Response::new(Box::pin(self.guard.bind_stream(claims, events))))
     }
 }

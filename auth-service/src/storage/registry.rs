@@ -1,10 +1,18 @@
 //! The token registry on top of the `tokens` and `revocations` tables: record, list,
 //! revoke with cascade, and the numbered revocation log verifiers follow.
+//!
+//! The log has no gaps a reader could pass: revocations are written one transaction
+//! at a time (on PostgreSQL under a table lock taken before anything else, on SQLite
+//! by its single writer), so they commit in the order of their sequence numbers. A
+//! reader that has seen number N has seen every committed revocation below N; a
+//! number lost to a rolled-back transaction is never filled and need not be waited
+//! for.
 
 use std::collections::BTreeSet;
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
 
 use super::{Store, StoreError, revocations, tokens};
@@ -80,6 +88,15 @@ impl Store {
     /// newly revoked (already revoked ones are left as they were).
     pub async fn revoke_tokens(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         let txn = self.connection().begin().await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            // Sequence numbers are drawn at insert but become visible at commit: two
+            // revocations in flight could commit out of order and a reader between the
+            // two commits would pass the lower number for good. One revoking
+            // transaction at a time (readers are not blocked) rules that out. Taken
+            // first, before any token row is locked, so revocations cannot deadlock.
+            txn.execute_unprepared("LOCK TABLE revocations IN EXCLUSIVE MODE")
+                .await?;
+        }
         let mut all: BTreeSet<String> = BTreeSet::new();
         for id in ids {
             if tokens::Entity::find_by_id(id.clone()).one(&txn).await?.is_none() {
@@ -154,11 +171,13 @@ impl Store {
         Ok(self.find_token(id).await?.is_some_and(|t| t.revoked_at.is_some()))
     }
 
-    /// Revocations after `seq` whose tokens have not expired yet, in order.
+    /// Revocations after `seq` whose tokens may still verify (not past `exp` plus the
+    /// verifiers' leeway), in order.
     pub async fn revocations_after(&self, seq: i64) -> Result<Vec<revocations::Model>, StoreError> {
+        let leeway = chrono::Duration::seconds(common::token::LEEWAY_SECS as i64);
         Ok(revocations::Entity::find()
             .filter(revocations::Column::Seq.gt(seq))
-            .filter(revocations::Column::ExpiresAt.gt(chrono::Utc::now()))
+            .filter(revocations::Column::ExpiresAt.gt(chrono::Utc::now() - leeway))
             .order_by_asc(revocations::Column::Seq)
             .all(self.connection())
             .await?)

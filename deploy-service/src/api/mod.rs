@@ -7,7 +7,11 @@ mod watch;
 
 use std::{path::PathBuf, sync::Arc};
 
-use common::{error::ErrorCode, guard::Guard, scope};
+use common::{
+    error::ErrorCode,
+    guard::{Guard, TokenBound},
+    scope,
+};
 use proto::deploy::v1::{self as pb, deploy_service_server::DeployService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -409,13 +413,16 @@ impl DeployService for DeployApi {
         Ok(Response::new(self.inner.cancel(caller, request.into_inner().id).await?))
     }
 
-    type WatchEventsStream = watch::EventStream;
+    /// Ends when the caller's token is revoked or expires.
+    type WatchEventsStream = TokenBound<watch::EventStream>;
 
     async fn watch_events(
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
-        Ok(Response::new(self.inner.watch(caller, request.into_inner()).await?))
+        let claims = self.inner.guard.require(&request, scope::DEPLOYMENTS_READ).await?;
+        let caller = Caller::from_claims(&claims)?;
+        let events = self.inner.watch(caller, request.into_inner()).await?;
+        Ok(Response::new(self.inner.guard.bind_stream(claims, events)))
     }
 }

@@ -1,11 +1,19 @@
 //! Token checks inside a backend service (defence in depth behind the gateway): the
 //! caller's bearer token is verified against the auth service's keys and revocation
 //! feed, then its permissions are checked. Internal callers are recognised by their
-//! credential (see `identity`).
+//! credential (see `identity`). Server streams are bound to their token
+//! ([`Guard::bind_stream`]): they end when it is revoked or expires.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use proto::auth::v1::auth_service_client::AuthServiceClient;
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, transport::Endpoint};
 
@@ -77,6 +85,13 @@ impl Guard {
             .map(TrustedCaller::name)
     }
 
+    /// `stream`, ended with UNAUTHENTICATED ("token revoked" / "token expired") as
+    /// soon as the token whose `claims` opened it is revoked or at its `exp`, or with
+    /// UNAVAILABLE when the revocation feed goes stale. Ending drops `stream`.
+    pub fn bind_stream<S>(&self, claims: Claims, stream: S) -> TokenBound<S> {
+        TokenBound::new(self.verifier.clone(), claims, stream)
+    }
+
     /// Whether the revocation feed is fresh (for readiness).
     pub fn ready(&self) -> bool {
         self.verifier.revocations_fresh()
@@ -95,5 +110,70 @@ impl Guard {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
+    }
+}
+
+/// The status a call lasting past its token's validity ends with.
+pub fn token_end_status(reason: &TokenError) -> Status {
+    match reason {
+        TokenError::Revoked => ErrorCode::Unauthenticated.status("token revoked"),
+        TokenError::Expired => ErrorCode::Unauthenticated.status("token expired"),
+        TokenError::RevocationsUnavailable => ErrorCode::Unavailable.status("token revocation list unavailable"),
+        other => ErrorCode::Unauthenticated.status(format!("invalid token: {other}")),
+    }
+}
+
+/// A future that completes with the status a call must end with once its token is
+/// no longer good (see [`RemoteVerifier::token_ends`]).
+pub type TokenEnd = Pin<Box<dyn Future<Output = Status> + Send>>;
+
+/// The end of a call made with the token of `claims`.
+pub fn token_end(verifier: Arc<RemoteVerifier>, claims: Claims) -> TokenEnd {
+    Box::pin(async move {
+        let reason = verifier.token_ends(claims).await;
+        tracing::info!(%reason, "ending a stream: its token is no longer good");
+        token_end_status(&reason)
+    })
+}
+
+/// A server stream that ends when its token does (see [`Guard::bind_stream`]).
+pub struct TokenBound<S> {
+    /// `None` once the stream has ended.
+    inner: Option<S>,
+    end: TokenEnd,
+}
+
+impl<S> TokenBound<S> {
+    pub fn new(verifier: Arc<RemoteVerifier>, claims: Claims, stream: S) -> Self {
+        TokenBound {
+            inner: Some(stream),
+            end: token_end(verifier, claims),
+        }
+    }
+}
+
+impl<S, T> Stream for TokenBound<S>
+where
+    S: Stream<Item = Result<T, Status>> + Unpin,
+{
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // The token first: nothing more is sent once it is no longer good.
+        if let Poll::Ready(status) = this.end.as_mut().poll(cx) {
+            this.inner = None;
+            return Poll::Ready(Some(Err(status)));
+        }
+        match Pin::new(inner).poll_next(cx) {
+            Poll::Ready(None) => {
+                this.inner = None;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
     }
 }

@@ -24,7 +24,7 @@ pub async fn bind(addr: SocketAddr, addr_file: Option<&Path>) -> io::Result<TcpL
 
 /// Serves one gRPC API (`routes`, reported healthy under `grpc_name`) together with the
 /// health checking protocol and server reflection, until `shutdown` is cancelled; then
-/// stops accepting and lets open calls finish.
+/// stops accepting and lets open calls finish (for at most `shutdown::DRAIN`).
 pub async fn serve_grpc(
     service: &'static str,
     grpc_name: &str,
@@ -38,7 +38,7 @@ pub async fn serve_grpc(
         .await;
     let routes = routes.add_service(health).add_service(reflection()?);
     tracing::info!(service, addr = %listener.local_addr()?, "listening");
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         // Every line logged while serving a call carries its RPC and the request id
         // the gateway passed along.
         .trace_fn(|request| {
@@ -50,8 +50,8 @@ pub async fn serve_grpc(
             tracing::info_span!("rpc", path = %request.uri().path(), request_id = %id)
         })
         .add_routes(routes)
-        .serve_with_incoming_shutdown(no_delay(listener), shutdown.cancelled_owned())
-        .await?;
+        .serve_with_incoming_shutdown(no_delay(listener), shutdown.clone().cancelled_owned());
+    crate::shutdown::drain_bounded(service, server, &shutdown).await?;
     tracing::info!(service, "stopped");
     Ok(())
 }

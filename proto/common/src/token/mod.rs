@@ -11,4 +11,4 @@ mod verify;
 pub use claims::{Claims, TokenType};
 pub use jwk::{decoding_key, key_id, public_jwk};
 pub use remote::RemoteVerifier;
-pub use verify::{MAX_TOKEN_LEN, TokenError, Verifier, bearer_token};
+pub use verify::{LEEWAY_SECS, MAX_TOKEN_LEN, TokenError, Verifier, bearer_token};

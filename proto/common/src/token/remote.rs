@@ -3,10 +3,14 @@
 //! garbage tokens cannot hammer the auth service), and whose revocation set follows
 //! the auth service's revocation feed. If the feed is lost for longer than
 //! `max_stale`, every token is refused (fail closed) until it is back.
+//!
+//! A revoked id is kept until its token's `exp` plus the verification leeway, so a
+//! revoked token never verifies again. [`RemoteVerifier::token_ends`] tells a long
+//! call (a server stream) when its token stops being valid.
 
 use std::{
     collections::HashMap,
-    sync::RwLock,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -15,7 +19,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::{Claims, TokenError, Verifier};
+use super::{Claims, LEEWAY_SECS, TokenError, Verifier};
 
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -25,6 +29,9 @@ pub struct RemoteVerifier {
     last_refresh: Mutex<Option<Instant>>,
     revocations: RwLock<Revocations>,
     max_stale: Duration,
+    /// Bumped at every event of the feed, so [`RemoteVerifier::token_ends`] looks
+    /// again at once.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Revoked token ids (with their expiry, to forget them afterwards) and when the
@@ -52,6 +59,7 @@ impl RemoteVerifier {
             last_refresh: Mutex::new(None),
             revocations: RwLock::new(Revocations::default()),
             max_stale,
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -106,12 +114,40 @@ impl RemoteVerifier {
         let Ok(mut set) = self.revocations.write() else { return };
         let now = chrono::Utc::now().timestamp();
         let expires = event.expires_at.map_or(i64::MAX, |t| t.seconds);
-        set.ids.retain(|_, exp| *exp >= now);
+        // A token verifies until `exp` + leeway: its revocation must last as long.
+        set.ids.retain(|_, exp| exp.saturating_add(LEEWAY_SECS as i64) >= now);
         for id in event.token_ids {
             set.ids.insert(id, expires);
         }
         set.sequence = set.sequence.max(event.sequence);
         set.heard_at = Some(Instant::now());
+        drop(set);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Completes when a token that verified stops being good for a call that lasts
+    /// (a server stream): at its `exp` ([`TokenError::Expired`]), within moments of
+    /// the feed reporting it revoked ([`TokenError::Revoked`]), or once the feed has
+    /// been silent too long ([`TokenError::RevocationsUnavailable`], looked at every
+    /// second).
+    pub async fn token_ends(self: Arc<Self>, claims: Claims) -> TokenError {
+        let mut changes = self.changes.subscribe();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let left_ms = claims.exp.saturating_mul(1000).saturating_sub(now_ms);
+        let expiry = tokio::time::sleep(Duration::from_millis(u64::try_from(left_ms).unwrap_or(0)));
+        tokio::pin!(expiry);
+        let mut freshness = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if let Err(reason) = self.check_revocation(&claims) {
+                return reason;
+            }
+            tokio::select! {
+                () = &mut expiry => return TokenError::Expired,
+                // The sender lives in `self`, so this never fails while we hold it.
+                _ = changes.changed() => {}
+                _ = freshness.tick() => {}
+            }
+        }
     }
 
     fn check_revocation(&self, claims: &Claims) -> Result<(), TokenError> {

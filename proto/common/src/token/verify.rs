@@ -10,8 +10,8 @@ use super::{Claims, TokenType, jwk::decoding_key};
 
 /// Longer tokens are refused before any parsing or crypto work.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-/// Clock skew allowed on `nbf` and `exp`.
-const LEEWAY_SECS: u64 = 5;
+/// Clock skew allowed on `nbf` and `exp`: a token verifies until `exp` + this.
+pub const LEEWAY_SECS: u64 = 5;
 
 /// Why a token was refused. The text is safe to log; callers show clients a fixed message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
