@@ -31,3 +31,30 @@ pub fn claims_of(token: &str) -> serde_json::Value {
         .expect("base64url payload");
     serde_json::from_slice(&payload).expect("JSON claims")
 }
+
+/// How a grpc-web response body ended: the `grpc-status` and `grpc-message` of its
+/// trailer frame, or `None` when the body ended without one. Panics when a message
+/// frame comes (the callers' streams are quiet) or the body breaks off.
+pub async fn grpc_web_trailers(response: &mut reqwest::Response) -> Option<(String, String)> {
+    let mut buffer = Vec::new();
+    loop {
+        let chunk = response.chunk().await.expect("the grpc-web body broke off")?;
+        buffer.extend_from_slice(&chunk);
+        if buffer.len() < 5 {
+            continue;
+        }
+        let length = u32::from_be_bytes(buffer[1..5].try_into().expect("4 bytes")) as usize;
+        if buffer.len() < 5 + length {
+            continue;
+        }
+        assert_eq!(buffer[0], 0x80, "a message frame came before the trailers");
+        let text = String::from_utf8(buffer[5..5 + length].to_vec()).expect("UTF-8 trailers");
+        let field = |name: &str| {
+            text.split("\r\n")
+                .find_map(|line| line.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        return Some((field("grpc-status:"), field("grpc-message:")));
+    }
+}

@@ -12,7 +12,7 @@ use proto::{
 };
 use tests::{
     Backend, Stack,
-    grpc::{bearer, channel, claims_of},
+    grpc::{bearer, channel, claims_of, grpc_web_trailers},
     on_every_backend,
 };
 use tonic::{Code, Status, Streaming};
@@ -107,36 +107,6 @@ async fn grpc_end<T: std::fmt::Debug>(stream: &mut Streaming<T>) -> Status {
     }
 }
 
-/// How a grpc-web stream ended: the `grpc-status` and `grpc-message` of its trailer
-/// frame (no message frame may come first).
-async fn grpc_web_end(response: &mut reqwest::Response) -> (String, String) {
-    let mut buffer = Vec::new();
-    loop {
-        let chunk = response
-            .chunk()
-            .await
-            .unwrap()
-            .expect("a trailer frame before the body ends");
-        buffer.extend_from_slice(&chunk);
-        if buffer.len() < 5 {
-            continue;
-        }
-        let length = u32::from_be_bytes(buffer[1..5].try_into().unwrap()) as usize;
-        if buffer.len() < 5 + length {
-            continue;
-        }
-        assert_eq!(buffer[0], 0x80, "a message frame came before the trailers");
-        let text = String::from_utf8(buffer[5..5 + length].to_vec()).unwrap();
-        let field = |name: &str| {
-            text.split("\r\n")
-                .find_map(|line| line.strip_prefix(name))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
-        return (field("grpc-status:"), field("grpc-message:"));
-    }
-}
-
 /// Every stream ends within `within` with UNAUTHENTICATED and a message naming `why`.
 async fn all_end(streams: &mut Streams, within: Duration, why: &str, stack: &Stack) {
     let deadline = tokio::time::Instant::now() + within;
@@ -144,7 +114,7 @@ async fn all_end(streams: &mut Streams, within: Duration, why: &str, stack: &Sta
         tokio::time::timeout_at(deadline, grpc_end(&mut streams.registry_direct)),
         tokio::time::timeout_at(deadline, grpc_end(&mut streams.deploy_direct)),
         tokio::time::timeout_at(deadline, grpc_end(&mut streams.gateway_grpc)),
-        tokio::time::timeout_at(deadline, grpc_web_end(&mut streams.gateway_grpc_web)),
+        tokio::time::timeout_at(deadline, grpc_web_trailers(&mut streams.gateway_grpc_web)),
     );
     for (way, status) in [
         ("registry direct", registry),
@@ -155,7 +125,9 @@ async fn all_end(streams: &mut Streams, within: Duration, why: &str, stack: &Sta
         assert_eq!(status.code(), Code::Unauthenticated, "{way}: {status:?}");
         assert!(status.message().contains(why), "{way}: {status:?}");
     }
-    let (code, message) = web.unwrap_or_else(|_| panic!("gateway grpc-web: still open after {within:?}"));
+    let (code, message) = web
+        .unwrap_or_else(|_| panic!("gateway grpc-web: still open after {within:?}"))
+        .expect("gateway grpc-web: a trailer frame before the body ends");
     assert_eq!(code, "16", "gateway grpc-web: {message}");
     assert!(message.contains(why), "gateway grpc-web: {message}");
 }
