@@ -2,7 +2,7 @@
 //! credential (never a caller's token): the registry for service configs and
 //! deployed services, the auth service to mint and revoke deployment tokens.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use common::identity::Credential;
 use proto::{
@@ -97,6 +97,42 @@ impl Backends {
             }
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => Err(backend_error("registry", &status)),
+        }
+    }
+
+    /// Whether the registry still has the service with this id.
+    pub async fn service_exists(&self, id: i64) -> Result<bool, BackendError> {
+        let request = self.credential.request(registry::GetServiceRequest {
+            key: Some(registry::get_service_request::Key::Id(id)),
+        });
+        match self.registry.clone().get_service(request).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(backend_error("registry", &status)),
+        }
+    }
+
+    /// The ids of every service the registry has.
+    pub async fn service_ids(&self) -> Result<HashSet<i64>, BackendError> {
+        let mut ids = HashSet::new();
+        let mut page_token = String::new();
+        loop {
+            let request = self.credential.request(registry::ListServicesRequest {
+                page_size: 0,
+                page_token: page_token.clone(),
+            });
+            let page = self
+                .registry
+                .clone()
+                .list_services(request)
+                .await
+                .map_err(|s| backend_error("registry", &s))?
+                .into_inner();
+            ids.extend(page.services.iter().map(|s| s.id));
+            if page.next_page_token.is_empty() || page.next_page_token == page_token {
+                return Ok(ids);
+            }
+            page_token = page.next_page_token;
         }
     }
 

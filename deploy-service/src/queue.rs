@@ -14,7 +14,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     model::{Outcome, Status},
     runner::{self, Runner},
-    storage::deployments,
+    storage::{NewDeployment, deployments},
 };
 
 /// More deployments than can ever be running at once.
@@ -123,16 +123,43 @@ impl Queue {
             return Ok(());
         }
         let _deciding = self.inner.scheduling.lock().await;
+        self.start_queued().await?;
+        Ok(())
+    }
+
+    /// Accepts a new deployment: the queued ones that may start go first; then the new
+    /// one starts at once if the limits still allow (stored running, so that it is
+    /// announced once, already running), else it is queued.
+    pub async fn accept(&self, new: NewDeployment) -> Result<deployments::Model, DbErr> {
+        let _deciding = self.inner.scheduling.lock().await;
+        let store = self.inner.runner.store();
+        if self.inner.shutdown.is_cancelled() {
+            return Ok(store.create_deployment(new).await?.0);
+        }
+        let running = self.start_queued().await?;
+        let total: u32 = running.values().sum();
+        let of_service = running.get(&new.service).copied().unwrap_or(0);
+        if total >= self.inner.limits.max_running || of_service >= self.inner.limits.max_running_per_service {
+            return Ok(store.create_deployment(new).await?.0);
+        }
+        let (deployment, _) = store.create_running(new, &self.inner.runner_id).await?;
+        self.spawn_run(deployment.clone());
+        Ok(deployment)
+    }
+
+    /// Starts queued deployments while the limits allow (the caller holds the
+    /// scheduling lock). Returns how many run per service now.
+    async fn start_queued(&self) -> Result<HashMap<String, u32>, DbErr> {
         let store = self.inner.runner.store();
         let running = store.deployments_in(Status::Running, ALL).await?;
         let mut total = running.len();
         let max = self.inner.limits.max_running as usize;
-        if total >= max {
-            return Ok(());
-        }
         let mut per_service: HashMap<String, u32> = HashMap::new();
         for d in &running {
             *per_service.entry(d.service.clone()).or_default() += 1;
+        }
+        if total >= max {
+            return Ok(per_service);
         }
         for queued in store.deployments_in(Status::Queued, 10_000).await? {
             if total >= max {
@@ -148,7 +175,7 @@ impl Queue {
                 self.spawn_run(started);
             }
         }
-        Ok(())
+        Ok(per_service)
     }
 
     fn spawn_run(&self, deployment: deployments::Model) {

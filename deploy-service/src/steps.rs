@@ -3,17 +3,17 @@
 //! steps, applies reports, and stores the rows this says it changed.
 //!
 //! * The report names a step; the step it applies to is, among the steps with that
-//!   name, the running one, else the first pending one, else the last finished one.
-//!   A name no step has is a new step, appended after the others.
+//!   name, the running one, else the first pending one. A name with no running or
+//!   pending step (a new name, or one whose steps all finished) is a new step,
+//!   appended after the others: a retried step shows every attempt (contract 4.10
+//!   step 6).
 //! * `success`/`failure` finishes the step (`finished` = now). When the running step
 //!   succeeds and no other step is still running, the next pending step (by sequence)
 //!   becomes running. A failure hands over to nothing: the pending steps wait.
 //! * A pending step reported out of order is finished (or made running) without
 //!   touching the step that is running.
-//! * A finished step reported again with `success`/`failure` is updated in place (a
-//!   retried step that now succeeds), never duplicated.
-//! * A step never goes back: `pending` or `running` reports for a step already that
-//!   far or further only update its message.
+//! * A step never goes back: a `pending` report for the running step only updates
+//!   its message.
 
 use chrono::{DateTime, Utc};
 
@@ -26,19 +26,20 @@ fn state(step: &Step) -> StepState {
     StepState::parse(&step.state).unwrap_or(StepState::Pending)
 }
 
-/// The step a report about `name` applies to (one pass over the steps).
+/// The step a report about `name` applies to (one pass over the steps): its running
+/// step, else its first pending one; None for a new step.
 fn target(steps: &[Step], name: &str) -> Option<usize> {
-    let (mut pending, mut done) = (None, None);
+    let mut pending = None;
     for (i, step) in steps.iter().enumerate().filter(|(_, s)| s.name == name) {
         match state(step) {
             StepState::Running => return Some(i),
             StepState::Pending => {
                 pending.get_or_insert(i);
             }
-            StepState::Success | StepState::Failure => done = Some(i),
+            StepState::Success | StepState::Failure => {}
         }
     }
-    pending.or(done)
+    pending
 }
 
 /// Applies `report` to `steps` (the visible steps of one running deployment, in
@@ -165,27 +166,38 @@ mod tests {
     }
 
     #[test]
-    fn unknown_names_append_and_completed_names_update_in_place() {
+    fn unknown_and_completed_names_append() {
         let mut steps = plan(&["one"]);
         assert_eq!(report(&mut steps, "extra", "success"), [1]);
         assert_eq!(steps[1].sequence, 2);
         assert_eq!(steps[1].id, 0);
         report(&mut steps, "one", "failure");
-        // A retried step that now succeeds: same row (bug 25).
-        assert_eq!(report(&mut steps, "one", "success"), [0]);
-        expect(&steps, &[("one", "success"), ("extra", "success")]);
-        assert_eq!(steps[0].message, "one success");
+        // A retried step: both attempts show (contract 4.10 step 6).
+        assert_eq!(report(&mut steps, "one", "success"), [2]);
+        expect(&steps, &[("one", "failure"), ("extra", "success"), ("one", "success")]);
+        assert_eq!(
+            (steps[0].message.as_str(), steps[2].message.as_str()),
+            ("one failure", "one success")
+        );
+        // A running retry is the step later reports apply to.
+        report(&mut steps, "extra", "running");
+        assert_eq!(report(&mut steps, "extra", "success"), [3]);
+        expect(
+            &steps,
+            &[
+                ("one", "failure"),
+                ("extra", "success"),
+                ("one", "success"),
+                ("extra", "success"),
+            ],
+        );
     }
 
     #[test]
-    fn nothing_goes_back() {
+    fn the_running_step_never_goes_back() {
         let mut steps = plan(&["one", "two"]);
         report(&mut steps, "one", "pending");
         expect(&steps, &[("one", "running"), ("two", "pending")]);
-        report(&mut steps, "one", "success");
-        report(&mut steps, "one", "running");
-        report(&mut steps, "one", "pending");
-        expect(&steps, &[("one", "success"), ("two", "running")]);
         assert_eq!(steps[0].message, "one pending", "only the message changes");
     }
 

@@ -74,11 +74,12 @@ fn sync_text(report: &Value) -> String {
             out.push_str(&format!("{label:<8} {name}\n"));
         }
     }
-    let problems = report["problems"].as_array().cloned().unwrap_or_default();
-    for problem in &problems {
-        let service = problem["service"].as_str().unwrap_or_default();
-        let reason = problem["reason"].as_str().unwrap_or_default();
-        out.push_str(&format!("problem  {service}: {reason}\n"));
+    for (label, key) in [("problem", "problems"), ("warning", "warnings")] {
+        for problem in report[key].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let service = problem["service"].as_str().unwrap_or_default();
+            let reason = problem["reason"].as_str().unwrap_or_default();
+            out.push_str(&format!("{label:<8} {service}: {reason}\n"));
+        }
     }
     if out.is_empty() {
         out.push_str("services already in sync\n");
@@ -117,10 +118,12 @@ mod tests {
         let report = json!({
             "added": ["gamma"], "updated": ["alpha"], "deleted": ["beta"],
             "problems": [{"service": "bad", "reason": "config.json is missing"}],
+            "warnings": [{"service": "alpha", "reason": "deploy script alpha/deploy.sh does not exist"}],
         });
         assert_eq!(
             sync_text(&report),
-            "added    gamma\nupdated  alpha\ndeleted  beta\nproblem  bad: config.json is missing\n"
+            "added    gamma\nupdated  alpha\ndeleted  beta\nproblem  bad: config.json is missing\n\
+             warning  alpha: deploy script alpha/deploy.sh does not exist\n"
         );
         assert_eq!(sync_text(&json!({})), "services already in sync\n");
     }

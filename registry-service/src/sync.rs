@@ -22,6 +22,8 @@ pub struct SyncReport {
     pub updated: Vec<String>,
     pub deleted: Vec<String>,
     pub problems: Vec<Problem>,
+    /// Synced services that cannot deploy as they are.
+    pub warnings: Vec<Problem>,
 }
 
 impl From<SyncReport> for pb::SyncServicesResponse {
@@ -30,15 +32,16 @@ impl From<SyncReport> for pb::SyncServicesResponse {
             added: report.added,
             updated: report.updated,
             deleted: report.deleted,
-            problems: report
-                .problems
-                .into_iter()
-                .map(|p| pb::SyncProblem {
-                    service: p.service,
-                    reason: p.reason,
-                })
-                .collect(),
+            problems: report.problems.into_iter().map(problem).collect(),
+            warnings: report.warnings.into_iter().map(problem).collect(),
         }
+    }
+}
+
+fn problem(p: Problem) -> pb::SyncProblem {
+    pb::SyncProblem {
+        service: p.service,
+        reason: p.reason,
     }
 }
 
@@ -52,6 +55,7 @@ pub async fn sync(store: &Store, catalog: &Catalog, events: &Events) -> Result<S
     let changes = store.apply_sync(&scan.services, &kept).await?;
     let mut report = SyncReport {
         problems: scan.problems,
+        warnings: scan.warnings,
         ..SyncReport::default()
     };
     for change in changes {
@@ -73,11 +77,15 @@ pub async fn sync(store: &Store, catalog: &Catalog, events: &Events) -> Result<S
     for problem in &report.problems {
         tracing::warn!(service = %problem.service, reason = %problem.reason, "service folder not synced");
     }
+    for warning in &report.warnings {
+        tracing::warn!(service = %warning.service, reason = %warning.reason, "service synced, but it cannot deploy");
+    }
     tracing::info!(
         added = report.added.len(),
         updated = report.updated.len(),
         deleted = report.deleted.len(),
         problems = report.problems.len(),
+        warnings = report.warnings.len(),
         "services synced"
     );
     Ok(report)

@@ -38,7 +38,8 @@ fn write_service(root: &Path, name: &str, config: &str, mode: u32) {
     fs::set_permissions(&script, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The services every scenario starts with: two good ones and one of each bad kind.
+/// The services every scenario starts with: two good ones, one whose script is not
+/// executable (synced, with a warning) and one that is not a service.
 fn initial_services(root: &Path) {
     write_service(
         root,
@@ -101,7 +102,12 @@ async fn sync_at_start_reports_problems_and_keeps_good_services(backend: Backend
     let stack = Stack::start_with(backend, initial_services).await;
     let token = stack.admin_token().await;
     let services = list(&stack, &token).await;
-    assert_eq!(names(&services), ["alpha", "beta"], "{}", stack.log("registry"));
+    assert_eq!(
+        names(&services),
+        ["alpha", "beta", "not-executable"],
+        "{}",
+        stack.log("registry")
+    );
     assert_eq!(
         struct_json(&services[0].data),
         json!({"description": "A", "steps": [{"name": "build"}]})
@@ -155,18 +161,25 @@ async fn sync_at_start_reports_problems_and_keeps_good_services(backend: Backend
         .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
 
-    // Syncing again changes nothing and reports the same problems.
+    // Syncing again changes nothing and reports the same problems and warnings.
     let again = sync(&stack, &token).await;
     assert!(
         again.added.is_empty() && again.updated.is_empty() && again.deleted.is_empty(),
         "{again:?}"
     );
-    assert!(problem(&again, "not-executable").contains("not executable"));
     assert!(problem(&again, "bad-json").contains("not valid JSON"));
     assert_eq!(
         again.problems.len(),
-        2,
+        1,
         "hidden folders and plain files are not services: {again:?}"
+    );
+    assert_eq!(again.warnings.len(), 1, "{again:?}");
+    assert_eq!(
+        (again.warnings[0].service.as_str(), again.warnings[0].reason.as_str()),
+        (
+            "not-executable",
+            "deploy script not-executable/deploy.sh is not executable"
+        )
     );
     assert_eq!(list(&stack, &token).await, services, "ids and data unchanged");
 }
@@ -187,17 +200,18 @@ async fn sync_on_request_adds_updates_deletes(backend: Backend) {
     fs::remove_dir_all(root.join("beta")).unwrap();
     fs::set_permissions(root.join("not-executable/deploy.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     let report = sync(&stack, &token).await;
-    assert_eq!(report.added, ["gamma", "not-executable"]);
+    assert_eq!(report.added, ["gamma"]);
     assert_eq!(report.updated, ["alpha"]);
     assert_eq!(report.deleted, ["beta"]);
     assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(report.warnings.is_empty(), "the script is executable now: {report:?}");
     problem(&report, "bad-json");
 
     let after = list(&stack, &token).await;
-    assert_eq!(names(&after), ["alpha", "gamma", "not-executable"]);
+    assert_eq!(names(&after), ["alpha", "not-executable", "gamma"]);
     assert_eq!(after[0].id, before[0].id, "an update keeps the id");
     assert_eq!(struct_json(&after[0].data), json!({"description": "changed"}));
-    assert!(after[1].id > before[1].id, "new ids are never reused ones");
+    assert!(after[2].id > before[2].id, "new ids are never reused ones");
 
     // Steps of a service with an Ansible playbook come from its first play; the path
     // is relative to the project root (by default the services directory's parent).
@@ -305,7 +319,7 @@ async fn names_delete_and_watch(backend: Backend) {
         .unwrap_err();
     assert_eq!(again.code(), Code::NotFound);
     assert_eq!(again.message(), "Service does not exist");
-    assert_eq!(names(&list(&stack, &token).await), ["beta"]);
+    assert_eq!(names(&list(&stack, &token).await), ["beta", "not-executable"]);
 
     // The folder is still there: the next sync brings the service back with a new id.
     let root = stack.services_dir();
@@ -465,7 +479,7 @@ async fn fastdeploy_services_routes(backend: Backend) {
     let (status, body) = http(&stack, Method::GET, "/services/", t).await;
     assert_eq!(status, 200, "{body}");
     let rows = body.as_array().unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
     for row in rows {
         let mut keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort();
@@ -480,7 +494,7 @@ async fn fastdeploy_services_routes(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(body, json!(["alpha", "bad-json", "beta", "not-executable"]));
 
-    // Sync answers 200 although two folders have problems; the good new one is synced.
+    // Sync answers 200 although a folder has a problem; the good new one is synced.
     write_service(&stack.services_dir(), "gamma", "{}", 0o755);
     let (status, body) = http(&stack, Method::POST, "/services/sync", t).await;
     assert_eq!((status, body), (200, json!({"detail": "Services synced"})));
@@ -609,7 +623,7 @@ async fn v1_services_routes(backend: Backend) {
     let (status, body) = http(&stack, Method::GET, "/v1/services", t).await;
     assert_eq!(status, 200, "{body}");
     let services = body["services"].as_array().unwrap();
-    assert_eq!(services.len(), 2);
+    assert_eq!(services.len(), 3);
     assert_eq!(services[0]["name"], "alpha");
     let alpha_id = services[0]["id"].as_str().unwrap().to_owned(); // int64 as a string
 
@@ -618,10 +632,12 @@ async fn v1_services_routes(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["deleted"], json!(["beta"]));
     let problems = body["problems"].as_array().unwrap();
-    assert_eq!(problems.len(), 2, "{body}");
-    let reasons: Vec<&str> = problems.iter().map(|p| p["service"].as_str().unwrap()).collect();
-    assert_eq!(reasons, ["bad-json", "not-executable"]);
-    assert!(problems[1]["reason"].as_str().unwrap().contains("not executable"));
+    assert_eq!(problems.len(), 1, "{body}");
+    assert_eq!(problems[0]["service"], "bad-json");
+    assert_eq!(
+        body["warnings"],
+        json!([{"service": "not-executable", "reason": "deploy script not-executable/deploy.sh is not executable"}])
+    );
 
     let (status, body) = http(&stack, Method::DELETE, &format!("/v1/services/{alpha_id}"), t).await;
     assert_eq!((status, body), (200, json!({})));
@@ -708,14 +724,15 @@ async fn slipway_services_sync_and_list(backend: Backend) {
     );
     assert_eq!(
         lines[3],
-        "problem  not-executable: deploy script not-executable/deploy.sh is not executable"
+        "warning  not-executable: deploy script not-executable/deploy.sh is not executable"
     );
     assert_eq!(lines.len(), 4, "{out}");
 
     let (ok, out, err) = slipway(&stack, &token, &["services", "sync", "--json"]).await;
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["problems"].as_array().unwrap().len(), 2);
+    assert_eq!(report["problems"].as_array().unwrap().len(), 1);
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 1);
 
     let (ok, out, err) = slipway(&stack, &token, &["services", "list"]).await;
     assert!(ok, "{err}");
@@ -734,7 +751,7 @@ async fn slipway_services_sync_and_list(backend: Backend) {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["alpha", "gamma"]);
+    assert_eq!(names, ["alpha", "not-executable", "gamma"]);
 
     let (ok, _, err) = slipway(&stack, "not-a-token", &["services", "list"]).await;
     assert!(!ok);

@@ -25,7 +25,9 @@ on_every_backend!(
     feed_resumes_after_a_deploy_service_restart,
     expiry_warns_then_closes,
     reauthentication_extends_the_session,
-    revoked_token_closes_the_socket
+    revoked_token_closes_the_socket,
+    a_start_is_announced_once,
+    retries_and_finish_over_the_feed
 );
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -359,4 +361,147 @@ async fn revoked_token_closes_the_socket(backend: Backend) {
         Next::Silent,
         "the other socket stays"
     );
+}
+
+/// A frame of deployment `id` in short: `deployment finished=…` or `step NAME STATE`
+/// (`deleted` when so); None for any other frame.
+fn frame_of(frame: &Value, id: i64) -> Option<String> {
+    match frame["type"].as_str() {
+        Some("deployment") if frame["id"] == id => {
+            Some(format!("deployment finished={}", frame["finished"].is_string()))
+        }
+        Some("step") if frame["deployment_id"] == id => Some(format!(
+            "step {} {}{}",
+            frame["name"].as_str().unwrap_or_default(),
+            frame["state"].as_str().unwrap_or_default(),
+            if frame["deleted"] == true { " deleted" } else { "" }
+        )),
+        _ => None,
+    }
+}
+
+/// The next `count` frames of deployment `id`, in short, and the frames themselves.
+async fn frames_of(socket: &mut Socket, id: i64, count: usize) -> (Vec<String>, Vec<Value>) {
+    let (mut short, mut frames) = (Vec::new(), Vec::new());
+    while short.len() < count {
+        let value = frame(socket).await;
+        if let Some(s) = frame_of(&value, id) {
+            short.push(s);
+            frames.push(value);
+        }
+    }
+    (short, frames)
+}
+
+/// Asserts that no frame of deployment `id` arrives for a while.
+async fn no_more_frames_of(socket: &mut Socket, id: i64) {
+    let deadline = Instant::now() + Duration::from_millis(800);
+    while let Next::Frame(value) = next(socket, deadline.saturating_duration_since(Instant::now())).await {
+        assert_eq!(frame_of(&value, id), None, "an extra frame: {value}");
+    }
+}
+
+/// Contract 2.11: a deployment that starts at once is announced once: one `deployment`
+/// frame, then one `step` frame per planned step, the first already running; for a
+/// plan from config.json, for `Unknown step`, and for a plan from the last success.
+async fn a_start_is_announced_once(backend: Backend) {
+    let stack = Stack::start_with(backend, |root| {
+        let spool = spool(root.parent().unwrap());
+        let steps = json!({"steps": [{"name": "build"}, {"name": "deploy"}]});
+        write_service(root, "alpha", steps, &gated_script(&spool, "alpha"));
+        write_service(root, "gamma", json!({}), &gated_script(&spool, "gamma"));
+    })
+    .await;
+    let spool = spool(stack.dir.path());
+    let admin = stack.admin_token().await;
+    let mut socket = authenticated(&stack, &admin).await;
+    let alpha = service_token(&stack, &admin, "alpha").await;
+    let gamma = service_token(&stack, &admin, "gamma").await;
+    let announced = ["deployment finished=false", "step build running", "step deploy pending"];
+
+    let first = start(&stack, &alpha, None).await["id"].as_i64().unwrap();
+    assert_eq!(frames_of(&mut socket, first, 3).await.0, announced);
+    no_more_frames_of(&mut socket, first).await;
+
+    let unknown = start(&stack, &gamma, None).await["id"].as_i64().unwrap();
+    assert_eq!(
+        frames_of(&mut socket, unknown, 2).await.0,
+        ["deployment finished=false", "step Unknown step running"]
+    );
+    no_more_frames_of(&mut socket, unknown).await;
+
+    // The first run succeeds (deploy never reported); the next plan comes from it.
+    release(&spool, "alpha");
+    frames_until(&mut socket, "deployment", |f| {
+        f["id"] == first && f["finished"].is_string()
+    })
+    .await;
+    wait_finished(&stack, &alpha, first).await;
+    std::fs::remove_file(spool.join("alpha.go")).unwrap();
+    let second = start(&stack, &alpha, None).await["id"].as_i64().unwrap();
+    assert_eq!(frames_of(&mut socket, second, 3).await.0, announced);
+    no_more_frames_of(&mut socket, second).await;
+    release(&spool, "alpha");
+    release(&spool, "gamma");
+    wait_finished(&stack, &alpha, second).await;
+    wait_finished(&stack, &gamma, unknown).await;
+}
+
+/// Contract 4.10 step 6 and 2.13 over the live feed: a retried step is a new step
+/// (its own id); finish sends the `deployment` frame with `finished`, then one
+/// `deleted` step frame per unfinished step, and nothing follows when the script ends.
+async fn retries_and_finish_over_the_feed(backend: Backend) {
+    let stack = Stack::start_with(backend, |root| {
+        let spool = spool(root.parent().unwrap());
+        let retry = reporting_script(
+            &[
+                json!({"name": "migrate", "state": "failure", "message": "locked"}),
+                json!({"name": "migrate", "state": "success", "message": "migrated"}),
+            ],
+            0,
+        );
+        write_service(root, "alpha", json!({"steps": [{"name": "migrate"}]}), &retry);
+        let steps = json!({"steps": [{"name": "build"}, {"name": "deploy"}]});
+        write_service(root, "beta", steps, &gated_script(&spool, "beta"));
+    })
+    .await;
+    let spool = spool(stack.dir.path());
+    let admin = stack.admin_token().await;
+    let mut socket = authenticated(&stack, &admin).await;
+
+    let alpha = service_token(&stack, &admin, "alpha").await;
+    let id = start(&stack, &alpha, None).await["id"].as_i64().unwrap();
+    let (short, frames) = frames_of(&mut socket, id, 5).await;
+    assert_eq!(
+        short,
+        [
+            "deployment finished=false",
+            "step migrate running",
+            "step migrate failure",
+            "step migrate success",
+            "deployment finished=true"
+        ]
+    );
+    assert_eq!(frames[1]["id"], frames[2]["id"]);
+    assert_ne!(frames[2]["id"], frames[3]["id"], "a retry is a new step");
+
+    let beta = service_token(&stack, &admin, "beta").await;
+    let id = start(&stack, &beta, None).await["id"].as_i64().unwrap();
+    assert_eq!(frames_of(&mut socket, id, 3).await.0.len(), 3);
+    let token = gated_config(&stack, &spool, "beta").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = call(&stack, Method::PUT, "/deployments/finish/", Some(&token), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        frames_of(&mut socket, id, 3).await.0,
+        [
+            "deployment finished=true",
+            "step build running deleted",
+            "step deploy pending deleted"
+        ]
+    );
+    release(&spool, "beta");
+    no_more_frames_of(&mut socket, id).await;
 }

@@ -98,6 +98,40 @@ impl Shared {
         Caller::from_claims(&claims)
     }
 
+    /// The registry's answer, or UNAVAILABLE.
+    fn registry_down(error: crate::backends::BackendError) -> Status {
+        tracing::warn!(%error, "registry lookup failed");
+        ErrorCode::Unavailable.status("the registry is unavailable")
+    }
+
+    /// `found`, unless its service was removed (folder gone and synced, or deleted):
+    /// such deployments are gone for every reader but the run's own deployment token,
+    /// as fastDeploy's cascade deletes them (contract 2.9, 4.3).
+    async fn unless_service_removed(
+        &self,
+        caller: &Caller,
+        found: Option<deployments::Model>,
+    ) -> Result<Option<deployments::Model>, Status> {
+        let Some(row) = found else { return Ok(None) };
+        if matches!(caller, Caller::Deployment { .. }) {
+            return Ok(Some(row));
+        }
+        let exists = self
+            .backends
+            .service_exists(row.service_id)
+            .await
+            .map_err(Shared::registry_down)?;
+        Ok(exists.then_some(row))
+    }
+
+    /// A deployment this caller may read, with removed services' deployments treated
+    /// as missing.
+    async fn readable(&self, caller: &Caller, id: i64) -> Result<deployments::Model, Status> {
+        let found = self.store.get_deployment(id).await.map_err(internal)?;
+        let found = self.unless_service_removed(caller, found).await?;
+        caller.readable(id, found)
+    }
+
     /// A deployment with its visible steps.
     async fn full(&self, row: &deployments::Model) -> Result<pb::Deployment, Status> {
         let steps = self.store.visible_steps(row.id).await.map_err(internal)?;
@@ -147,9 +181,9 @@ impl Shared {
         let steps = plan::steps(&last, &service.data).map_err(invalid)?;
         let timeout_secs = plan::timeout_secs(&service.data, self.default_timeout_secs).map_err(invalid)?;
         let script = plan::deploy_script(&self.services_dir, &name, &service.data).map_err(invalid)?;
-        let (deployment, _) = self
-            .store
-            .create_deployment(NewDeployment {
+        let deployment = self
+            .queue
+            .accept(NewDeployment {
                 service_id: service.id,
                 service: service.name,
                 origin,
@@ -161,12 +195,7 @@ impl Shared {
             })
             .await
             .map_err(internal)?;
-        tracing::info!(id = deployment.id, service = %deployment.service, "deployment accepted");
-        // Start it now if the limits allow, so the answer says RUNNING; a failure here
-        // leaves it queued for the scheduling loop.
-        if let Err(error) = self.queue.schedule().await {
-            tracing::error!(%error, "scheduling after a start failed");
-        }
+        tracing::info!(id = deployment.id, service = %deployment.service, status = %deployment.status, "deployment accepted");
         let row = self.store.get_deployment(deployment.id).await.map_err(internal)?;
         self.full(&row.unwrap_or(deployment)).await
     }
@@ -215,6 +244,11 @@ impl Shared {
             rows.truncate(size as usize);
             next_page_token = rows.last().map(|d| d.id.to_string()).unwrap_or_default();
         }
+        // Deployments of removed services are not listed (a page may come out short).
+        if !rows.is_empty() && !matches!(caller, Caller::Deployment { .. }) {
+            let live = self.backends.service_ids().await.map_err(Shared::registry_down)?;
+            rows.retain(|d| live.contains(&d.service_id));
+        }
         Ok(pb::ListDeploymentsResponse {
             deployments: rows.iter().map(|d| convert::deployment(d, &[])).collect(),
             next_page_token,
@@ -258,10 +292,23 @@ impl Shared {
             }
             other => refused(id, other),
         })?;
-        // A run whose script is not running here (none should be) ends now.
-        if row.status == DeploymentStatus::Running.as_str() && !self.queue.runs_here(id) {
-            let runner_end = self.store.end_deployment(id, &Outcome::Exited, None, false).await;
-            row = runner_end.map_err(internal)?.unwrap_or(row);
+        // Finished at once, as fastDeploy does (contract 2.13): succeeded unless a step
+        // failed, its unfinished steps removed, all before the answer. The runner still
+        // waits for the script (and stops it at the time limit); its exit no longer
+        // changes the outcome.
+        if row.status == DeploymentStatus::Running.as_str() {
+            let ended = self.store.end_deployment(id, &Outcome::Exited, None, false).await;
+            row = ended.map_err(internal)?.unwrap_or(row);
+            tracing::info!(id, status = %row.status, script_running = self.queue.runs_here(id), "deployment finished");
+            // Its token may do nothing more; the runner revokes it again at the end.
+            if let Some(token_id) = row.token_id.clone() {
+                let backends = self.backends.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = backends.revoke_token(&token_id).await {
+                        tracing::warn!(id, %error, "deployment token not revoked at finish; revoked when the run ends");
+                    }
+                });
+            }
         }
         self.full(&row).await
     }
@@ -277,7 +324,9 @@ impl Shared {
             .map_err(internal)?
             .ok_or_else(|| not_found(id))?;
         let already = || ErrorCode::Conflict.status(format!("deployment {id} is already finished"));
-        if row.finished.is_some() {
+        // A finished deployment whose script still runs (finished by the script
+        // itself) may still have its script stopped; its outcome stays.
+        if row.finished.is_some() && !self.queue.runs_here(id) {
             return Err(already());
         }
         let ended = match self.queue.cancel(id, &name).await.map_err(internal)? {
@@ -372,9 +421,7 @@ impl DeployService for DeployApi {
         request: Request<pb::GetDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
         let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
-        let id = request.into_inner().id;
-        let found = self.inner.store.get_deployment(id).await.map_err(internal)?;
-        let row = caller.readable(id, found)?;
+        let row = self.inner.readable(&caller, request.into_inner().id).await?;
         Ok(Response::new(self.inner.full(&row).await?))
     }
 
@@ -388,9 +435,7 @@ impl DeployService for DeployApi {
         request: Request<pb::ListStepsRequest>,
     ) -> Result<Response<pb::ListStepsResponse>, Status> {
         let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
-        let id = request.into_inner().deployment_id;
-        let found = self.inner.store.get_deployment(id).await.map_err(internal)?;
-        let row = caller.readable(id, found)?;
+        let row = self.inner.readable(&caller, request.into_inner().deployment_id).await?;
         let steps = self.inner.store.visible_steps(row.id).await.map_err(internal)?;
         Ok(Response::new(pb::ListStepsResponse {
             steps: steps.iter().map(convert::step).collect(),

@@ -97,6 +97,22 @@ impl Collected {
             _ => text,
         }
     }
+
+    /// `value` with the run's deployment token replaced in every string and key.
+    fn redact_value(&self, value: &mut Value) {
+        match value {
+            Value::String(text) => *text = self.redact(std::mem::take(text)),
+            Value::Array(items) => items.iter_mut().for_each(|item| self.redact_value(item)),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (key, mut item) in entries {
+                    self.redact_value(&mut item);
+                    map.insert(self.redact(key), item);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
 }
 
 impl Runner {
@@ -130,13 +146,62 @@ impl Runner {
         let ended = self
             .execute(&deployment, cancel, &shutdown, &mut token_id, &mut collected)
             .await;
-        let outcome = self.publish(&deployment, ended.outcome, &collected).await;
-        let ended_row = self.end(id, &outcome, ended.exit_code).await;
+        let ended_row = match self.finished_early(id).await {
+            Some(row) => self.after_finish(row, ended, &collected).await,
+            None => {
+                let outcome = self.publish(&deployment, ended.outcome, &collected).await;
+                let row = self.end(id, &outcome, ended.exit_code).await;
+                tracing::info!(id, service = %deployment.service, outcome = ?outcome, "deployment ended");
+                row
+            }
+        };
         if let Some(token_id) = token_id {
             self.revoke(&token_id).await;
         }
-        tracing::info!(id, service = %deployment.service, outcome = ?outcome, "deployment ended");
         ended_row.unwrap_or(deployment)
+    }
+
+    /// The deployment, if it was finished (`FinishDeployment`) while its script ran.
+    async fn finished_early(&self, id: i64) -> Option<deployments::Model> {
+        match self.store.get_deployment(id).await {
+            Ok(row) => row.filter(|row| row.finished.is_some()),
+            Err(error) => {
+                tracing::error!(id, %error, "cannot read the deployment after its run");
+                None
+            }
+        }
+    }
+
+    /// The script of a deployment finished while it ran has ended: the outcome
+    /// recorded at finish stands. The deployed service is published only when the
+    /// deployment succeeded and the script then exited 0.
+    async fn after_finish(
+        &self,
+        row: deployments::Model,
+        ended: Ended,
+        collected: &Collected,
+    ) -> Option<deployments::Model> {
+        let id = row.id;
+        if ended.outcome != Outcome::Exited {
+            tracing::warn!(
+                id,
+                status = %row.status,
+                script = ?ended.outcome,
+                "the deploy script ended badly after its deployment was finished; the outcome is kept"
+            );
+        } else {
+            tracing::info!(id, status = %row.status, "the deploy script of a finished deployment exited");
+        }
+        if let Err(error) = self.store.set_exit_code(id, ended.exit_code).await {
+            tracing::error!(id, %error, "exit code not stored");
+        }
+        let succeeded = row.status == crate::model::Status::Succeeded.as_str();
+        if let (true, Outcome::Exited, Some(config)) = (succeeded, &ended.outcome, &collected.deployed_service) {
+            if let Err(error) = self.backends.publish(id, &row.service, config).await {
+                tracing::error!(id, %error, "deployed service of a finished deployment not published");
+            }
+        }
+        self.store.get_deployment(id).await.ok().flatten().or(Some(row))
     }
 
     async fn execute(
@@ -270,7 +335,8 @@ impl Runner {
                         collected.last_output = Some(text);
                     }
                 }
-                Item::Line(Line::DeployedService(config)) => {
+                Item::Line(Line::DeployedService(mut config)) => {
+                    collected.redact_value(&mut config);
                     if let Err(error) = self.store.set_deployed_config(id, config.clone()).await {
                         tracing::error!(id, %error, "deployed service config not stored");
                     }

@@ -160,16 +160,43 @@ impl Store {
         &self,
         new: NewDeployment,
     ) -> Result<(deployments::Model, Vec<steps::Model>), DbErr> {
-        let _writer = self.writer.lock().await;
+        self.insert_deployment(new, None).await
+    }
+
+    /// Records a deployment that starts at once, run by `runner_id`: running, its
+    /// first planned step running. Announced once, as fastDeploy does (contract
+    /// 2.11): the `deployment` event, then one `step` event per planned step.
+    pub async fn create_running(
+        &self,
+        new: NewDeployment,
+        runner_id: &str,
+    ) -> Result<(deployments::Model, Vec<steps::Model>), DbErr> {
+        self.insert_deployment(new, Some(runner_id)).await
+    }
+
+    async fn insert_deployment(
+        &self,
+        new: NewDeployment,
+        runner_id: Option<&str>,
+    ) -> Result<(deployments::Model, Vec<steps::Model>), DbErr> {
+        let mut writer = self.writer.lock().await;
         let txn = self.db.begin().await?;
+        let at = now();
+        let status = if runner_id.is_some() {
+            Status::Running
+        } else {
+            Status::Queued
+        };
         let deployment = deployments::ActiveModel {
             service_id: Set(new.service_id),
             service: Set(new.service),
             origin: Set(new.origin),
             user: Set(new.user),
             context: Set(new.context),
-            status: Set(Status::Queued.as_str().into()),
-            started: Set(Some(now())),
+            status: Set(status.as_str().into()),
+            started: Set(Some(at)),
+            run_started: Set(runner_id.map(|_| at)),
+            runner_id: Set(runner_id.map(str::to_owned)),
             deploy_script: Set(Some(new.deploy_script)),
             timeout_secs: Set(Some(new.timeout_secs)),
             finish_requested: Set(false),
@@ -181,16 +208,20 @@ impl Store {
             .steps
             .into_iter()
             .enumerate()
-            .map(|(i, name)| steps::Model {
-                id: 0,
-                deployment_id: deployment.id,
-                sequence: i as i64 + 1,
-                name,
-                state: StepState::Pending.as_str().into(),
-                started: None,
-                finished: None,
-                message: String::new(),
-                removed: false,
+            .map(|(i, name)| {
+                let runs = i == 0 && runner_id.is_some();
+                let state = if runs { StepState::Running } else { StepState::Pending };
+                steps::Model {
+                    id: 0,
+                    deployment_id: deployment.id,
+                    sequence: i as i64 + 1,
+                    name,
+                    state: state.as_str().into(),
+                    started: runs.then_some(at),
+                    finished: None,
+                    message: String::new(),
+                    removed: false,
+                }
             })
             .collect();
         insert_new_steps(&txn, &mut planned).await?;
@@ -200,6 +231,9 @@ impl Store {
             emitted.step(step, false);
         }
         self.commit(txn, emitted).await?;
+        if runner_id.is_some() {
+            writer.steps.insert(deployment.id, planned.clone());
+        }
         Ok((deployment, planned))
     }
 
@@ -257,6 +291,16 @@ impl Store {
             (deployments::Column::ProcessStart, start.into()),
         ];
         self.set_columns(id, values).await
+    }
+
+    pub async fn set_exit_code(&self, id: i64, exit_code: Option<i64>) -> Result<(), DbErr> {
+        match exit_code {
+            Some(code) => {
+                self.set_columns(id, vec![(deployments::Column::ExitCode, code.into())])
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     pub async fn set_deployed_config(&self, id: i64, config: Value) -> Result<(), DbErr> {
@@ -367,11 +411,23 @@ impl Store {
         let at = now();
         let steps = visible_steps(&txn, id).await?;
         let failed = steps.iter().find(|s| is(s, StepState::Failure));
+        // A step that failed already says why: no `failed step` beside it (contract
+        // 4.9, 4.10); the run's own reason stays in `failure_reason`.
         let (status, reason, failed_step) = match (outcome, failed) {
             (Outcome::Exited, None) => (Status::Succeeded, None, None),
             (Outcome::Exited, Some(step)) => (Status::Failed, Some(format!("step {:?} failed", step.name)), None),
-            (Outcome::Failed(why), _) => (Status::Failed, Some(why.clone()), Some(why.clone())),
-            (Outcome::Cancelled(why), _) => (Status::Cancelled, Some(why.clone()), Some(why.clone())),
+            (Outcome::Failed(why), None) => (Status::Failed, Some(why.clone()), Some(why.clone())),
+            (Outcome::Failed(why), Some(step)) => (
+                Status::Failed,
+                Some(format!("step {:?} failed; {why}", step.name)),
+                None,
+            ),
+            (Outcome::Cancelled(why), None) => (Status::Cancelled, Some(why.clone()), Some(why.clone())),
+            (Outcome::Cancelled(why), Some(step)) => (
+                Status::Cancelled,
+                Some(format!("step {:?} failed; {why}", step.name)),
+                None,
+            ),
         };
         let mut emitted = Emitted::new(&deployment);
         if let Some(message) = failed_step {

@@ -99,6 +99,9 @@ pub async fn sync(State(state): State<AppState>, user: Caller) -> Result<Json<Va
     for problem in &report.problems {
         tracing::warn!(service = %problem.service, reason = %problem.reason, "service folder not synced");
     }
+    for warning in &report.warnings {
+        tracing::warn!(service = %warning.service, reason = %warning.reason, "service synced, but it cannot deploy");
+    }
     Ok(Json(json!({ "detail": "Services synced" })))
 }
 

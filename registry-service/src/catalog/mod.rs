@@ -23,12 +23,14 @@ pub struct Problem {
     pub reason: String,
 }
 
-/// What a scan of the services directory found: good services (sorted by name) and
-/// problem folders.
+/// What a scan of the services directory found: good services (sorted by name),
+/// problem folders (not synced), and warnings about services that are synced but
+/// cannot deploy as they are (a deploy script missing or not executable).
 #[derive(Debug, Default)]
 pub struct Scan {
     pub services: Vec<(String, Value)>,
     pub problems: Vec<Problem>,
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +100,15 @@ impl Catalog {
         for folder in self.folders()? {
             match folder {
                 Ok(name) => match self.read_service(&name) {
-                    Ok(data) => scan.services.push((name, data)),
+                    Ok((data, warning)) => {
+                        if let Some(reason) = warning {
+                            scan.warnings.push(Problem {
+                                service: name.clone(),
+                                reason,
+                            });
+                        }
+                        scan.services.push((name, data));
+                    }
                     Err(reason) => scan.problems.push(Problem { service: name, reason }),
                 },
                 Err(lossy) => scan.problems.push(Problem {
@@ -111,8 +121,9 @@ impl Catalog {
     }
 
     /// One service's data: its `config.json`, with `steps` derived from its Ansible
-    /// playbook when it names one; or why it is not a usable service.
-    fn read_service(&self, name: &str) -> Result<Value, String> {
+    /// playbook when it names one, and a warning when its deploy script cannot run;
+    /// or why it is not a usable service.
+    fn read_service(&self, name: &str) -> Result<(Value, Option<String>), String> {
         let mut data = read_config(&self.services_dir.join(name).join("config.json"))?;
         let Value::Object(object) = &mut data else {
             return Err(format!("config.json must hold a JSON object, not {}", kind(&data)));
@@ -122,7 +133,8 @@ impl Catalog {
             Some(Value::String(s)) if !s.is_empty() => s.as_str(),
             Some(_) => return Err("`deploy_script` must be a non-empty string".into()),
         };
-        paths::check_script(&self.services_dir, name, script)?;
+        let relative = paths::script_inside(&self.services_dir, name, script)?;
+        let warning = paths::script_warning(&self.services_dir, &relative);
         match object.get("ansible_playbook") {
             None => check_steps(object.get("steps"))?,
             Some(Value::String(playbook)) => {
@@ -131,7 +143,7 @@ impl Catalog {
             }
             Some(_) => return Err("`ansible_playbook` must be a string".into()),
         }
-        Ok(data)
+        Ok((data, warning))
     }
 }
 

@@ -34,27 +34,34 @@ pub fn script_path(name: &str, script: &str) -> PathBuf {
     }
 }
 
-/// Checks that the deploy script is an executable file inside the services directory.
-pub fn check_script(services_dir: &Path, name: &str, script: &str) -> Result<PathBuf, String> {
-    let relative = inside(services_dir, &script_path(name, script))
-        .ok_or_else(|| format!("deploy script {script} is outside the services directory"))?;
+/// The deploy script of service `name` relative to the services directory, or the
+/// problem when its path leaves the services directory.
+pub fn script_inside(services_dir: &Path, name: &str, script: &str) -> Result<PathBuf, String> {
+    inside(services_dir, &script_path(name, script))
+        .ok_or_else(|| format!("deploy script {script} is outside the services directory"))
+}
+
+/// Why the deploy script (relative to the services directory) cannot run now: missing,
+/// not a file or not executable. fastDeploy still lists such a service and fails its
+/// deployments when they run (contract 4.7), so this is a warning, not a problem.
+pub fn script_warning(services_dir: &Path, relative: &Path) -> Option<String> {
     let shown = relative.display();
-    let metadata = match std::fs::metadata(services_dir.join(&relative)) {
+    let metadata = match std::fs::metadata(services_dir.join(relative)) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("deploy script {shown} does not exist"));
+            return Some(format!("deploy script {shown} does not exist"));
         }
-        Err(e) => return Err(format!("deploy script {shown} cannot be read: {e}")),
+        Err(e) => return Some(format!("deploy script {shown} cannot be read: {e}")),
     };
     if !metadata.is_file() {
-        return Err(format!("deploy script {shown} is not a file"));
+        return Some(format!("deploy script {shown} is not a file"));
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if metadata.permissions().mode() & 0o111 == 0 {
-            return Err(format!("deploy script {shown} is not executable"));
+            return Some(format!("deploy script {shown} is not executable"));
         }
     }
-    Ok(relative)
+    None
 }
