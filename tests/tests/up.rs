@@ -34,10 +34,25 @@ fn wait_for<T>(what: &str, proc: &mut Proc, mut check: impl FnMut() -> Option<T>
 }
 
 fn start_up(data_dir: &Path, log_dir: &Path, name: &str, envs: &[(&str, String)]) -> (Proc, SocketAddr) {
+    let args = ["--data-dir", &data_dir.to_string_lossy()].map(String::from);
+    start_up_with(data_dir, log_dir, name, &args, envs, None)
+}
+
+/// `slipway up --http 127.0.0.1:0 <args>` in `cwd`; `data_dir` is where it is expected
+/// to put its data (and so the gateway's address file).
+fn start_up_with(
+    data_dir: &Path,
+    log_dir: &Path,
+    name: &str,
+    args: &[String],
+    envs: &[(&str, String)],
+    cwd: Option<&Path>,
+) -> (Proc, SocketAddr) {
     let addr_file = data_dir.join("run").join("gateway.addr");
     let _ = std::fs::remove_file(&addr_file);
-    let args = ["up", "--data-dir", &data_dir.to_string_lossy(), "--http", "127.0.0.1:0"].map(String::from);
-    let mut proc = Proc::spawn(name, "slipway", &args, envs, log_dir);
+    let mut all = ["up", "--http", "127.0.0.1:0"].map(String::from).to_vec();
+    all.extend_from_slice(args);
+    let mut proc = Proc::spawn_in(name, "slipway", &all, envs, log_dir, cwd);
     let addr = wait_for("the gateway address", &mut proc, || {
         std::fs::read_to_string(&addr_file)
             .ok()
@@ -97,6 +112,10 @@ async fn up_runs_the_whole_system_and_keeps_data_across_restarts() {
         .await
         .expect("admin login with the printed password");
     assert_eq!(me(addr, &token).await["name"], "admin");
+    // No ./services here: the example services, and the startup output says so, and
+    // that this is a single-user setup.
+    assert!(log.contains("(the example services"), "{log}");
+    assert!(log.contains("single-user development setup"), "{log}");
 
     // SIGTERM stops up and every process it started.
     assert!(
@@ -146,4 +165,128 @@ async fn up_runs_the_whole_system_and_keeps_data_across_restarts() {
     assert!(login(addr, "bob", "another-password").await.is_none());
     assert!(!up.log_text().contains(&password), "the password was printed again");
     assert!(up.stop(Duration::from_secs(20)));
+}
+
+/// A service folder: `config.json` and an executable `deploy.sh` with `script`.
+fn write_service(root: &Path, name: &str, config: &Value, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let path = dir.join("deploy.sh");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+async fn services(addr: SocketAddr, token: &str) -> Vec<Value> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("http://{addr}/services/"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /services/")
+        .json()
+        .await
+        .expect("json");
+    body.as_array().cloned().unwrap_or_else(|| panic!("not a list: {body}"))
+}
+
+/// Every `SLIPWAY_*` variable `up` documents, and nothing else: each must take effect
+/// (before, `SLIPWAY_ADMIN_USER` reached the auth service without its password and it
+/// refused to start).
+#[tokio::test(flavor = "multi_thread")]
+async fn up_takes_each_documented_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let services_dir = dir.path().join("site").join("services");
+    let project_root = dir.path().join("root");
+    let marker = dir.path().join("cwd-of-script");
+    // The playbook lies in the project root only, not in the services directory's
+    // parent: the service syncs only if the registry got the project root.
+    std::fs::create_dir_all(project_root.join("ansible")).unwrap();
+    std::fs::write(
+        project_root.join("ansible/deploy.yml"),
+        "- hosts: all\n  tasks:\n    - name: Install\n      debug: {msg: x}\n",
+    )
+    .unwrap();
+    write_service(
+        &services_dir,
+        "play",
+        &serde_json::json!({"ansible_playbook": "ansible/deploy.yml"}),
+        &format!("#!/bin/sh\npwd > '{}'\n", marker.display()),
+    );
+    let envs = [
+        ("SLIPWAY_DATA_DIR", data_dir.to_string_lossy().into_owned()),
+        ("SLIPWAY_SERVICES_DIR", services_dir.to_string_lossy().into_owned()),
+        ("SLIPWAY_PROJECT_ROOT", project_root.to_string_lossy().into_owned()),
+        ("SLIPWAY_ADMIN_USER", "chief".to_owned()),
+        ("SLIPWAY_ADMIN_PASSWORD", "chiefs-password".to_owned()),
+    ];
+    let (mut up, addr) = start_up_with(&data_dir, dir.path(), "up-env", &[], &envs, None);
+    let log = up.log_text();
+    assert!(log.contains("(--services-dir)"), "{log}");
+
+    let token = login(addr, "chief", "chiefs-password")
+        .await
+        .unwrap_or_else(|| panic!("SLIPWAY_ADMIN_USER/PASSWORD not used:\n{}", up.log_text()));
+    assert!(login(addr, "admin", "chiefs-password").await.is_none());
+    let listed = services(addr, &token).await;
+    let play = listed.iter().find(|s| s["name"] == "play").unwrap_or_else(|| {
+        panic!(
+            "the service was not synced from the project root: {listed:?}\n{}",
+            up.log_text()
+        )
+    });
+    assert_eq!(
+        play["data"]["steps"],
+        serde_json::json!([{"name": "Gathering Facts"}, {"name": "Install"}])
+    );
+
+    // The deploy service got the project root too: the script runs there.
+    let client = reqwest::Client::new();
+    let minted: Value = client
+        .post(format!("http://{addr}/service-token"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"service": "play", "origin": "ci", "expiration_in_days": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let service_token = minted["service_token"].as_str().unwrap_or_else(|| panic!("{minted}"));
+    let started = client
+        .post(format!("http://{addr}/deployments/"))
+        .bearer_auth(service_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let cwd = wait_for("the deploy script", &mut up, || std::fs::read_to_string(&marker).ok());
+    assert_eq!(Path::new(cwd.trim()), project_root.canonicalize().unwrap());
+    assert!(up.stop(Duration::from_secs(20)), "{}", up.log_text());
+}
+
+/// Without `--services-dir`, `./services` in the working directory wins over the
+/// examples compiled into the binary, and the startup output says which it took.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_defaults_to_services_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    write_service(
+        &work.join("services"),
+        "mine",
+        &serde_json::json!({}),
+        "#!/bin/sh\nexit 0\n",
+    );
+    let envs = [("SLIPWAY_ADMIN_PASSWORD", "admins-password".to_owned())];
+    // The data dir is the default too: ./slipway-data in the working directory.
+    let data_dir = work.join("slipway-data");
+    let (mut up, addr) = start_up_with(&data_dir, dir.path(), "up-cwd", &[], &envs, Some(&work));
+    let log = up.log_text();
+    assert!(log.contains("(./services in the working directory)"), "{log}");
+    let token = login(addr, "admin", "admins-password").await.expect("admin logs in");
+    let names: Vec<Value> = services(addr, &token).await.iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(names, vec![Value::from("mine")], "{}", up.log_text());
+    assert!(up.stop(Duration::from_secs(20)), "{}", up.log_text());
 }
