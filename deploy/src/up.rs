@@ -68,10 +68,10 @@ struct Running {
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    common::db::private_dir(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let run_dir = data_dir.join("run");
-    std::fs::create_dir_all(&run_dir)?;
+    common::db::private_dir(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let (services_dir, services_origin) = services_dir(args.services_dir)?;
     let project_root = match &args.project_root {
         Some(root) => root
