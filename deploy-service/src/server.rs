@@ -64,6 +64,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
                 path: config.deploy_path.clone(),
                 home: std::env::var("HOME").unwrap_or_else(|_| "/".into()),
                 lang: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+                denied: config.denied_to_scripts(),
             },
             ssh_auth_sock: std::env::var("SSH_AUTH_SOCK").ok().filter(|s| !s.is_empty()),
         },

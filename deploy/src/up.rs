@@ -35,6 +35,10 @@ pub struct UpArgs {
     /// The admin user to make sure of.
     #[arg(long, env = "SLIPWAY_ADMIN_USER", default_value = "admin")]
     admin_user: String,
+    /// Let deploy scripts reach the data dir (and use `sudo`): by default the deploy
+    /// service keeps them out of it with Landlock where the kernel has it.
+    #[arg(long)]
+    no_landlock: bool,
     /// Password for the admin user if it has to be created (default: generated and printed once).
     #[arg(long, env = "SLIPWAY_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<SecretString>,
@@ -59,6 +63,7 @@ const PRIVATE_ENV: &[&str] = &[
     "SLIPWAY_REGISTRY_URL",
     "SLIPWAY_DEPLOY_URL",
     "SLIPWAY_PUBLIC_URL",
+    "SLIPWAY_LANDLOCK",
 ];
 
 struct Running {
@@ -92,7 +97,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         services: &services_dir,
         project_root: &project_root,
     };
-    let started = start_all(&dirs, args.http, &mut running).await;
+    let started = start_all(&dirs, args.http, !args.no_landlock, &mut running).await;
     if let Err(error) = started {
         stop_all(&mut running).await;
         return Err(error);
@@ -108,8 +113,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("  project    {}", project_root.display());
     println!(
         "this is a single-user development setup: every service and every deploy script runs \
-         as you, and scripts are kept out of the data dir only where the kernel has Landlock; \
-         see deploy/systemd or deploy/kubernetes to run Slipway for real"
+         as you; scripts are kept out of the data dir only where the kernel has Landlock{}. \
+         See deploy/systemd or deploy/kubernetes to run Slipway for real",
+        if args.no_landlock { " (off: --no-landlock)" } else { "" }
     );
     println!("press Ctrl-C to stop");
 
@@ -199,7 +205,12 @@ struct Dirs<'a> {
     project_root: &'a Path,
 }
 
-async fn start_all(dirs: &Dirs<'_>, http: SocketAddr, running: &mut Vec<Running>) -> anyhow::Result<()> {
+async fn start_all(
+    dirs: &Dirs<'_>,
+    http: SocketAddr,
+    landlock: bool,
+    running: &mut Vec<Running>,
+) -> anyhow::Result<()> {
     let data = dirs.data.to_string_lossy().into_owned();
     let services = dirs.services.to_string_lossy().into_owned();
     let project_root = dirs.project_root.to_string_lossy().into_owned();
@@ -259,6 +270,7 @@ async fn start_all(dirs: &Dirs<'_>, http: SocketAddr, running: &mut Vec<Running>
                     "--public-url",
                     &public_url,
                 ],
+                if landlock { &["--landlock"][..] } else { &[] },
             ]
             .concat(),
         ),

@@ -197,6 +197,29 @@ async fn services(addr: SocketAddr, token: &str) -> Vec<Value> {
     body.as_array().cloned().unwrap_or_else(|| panic!("not a list: {body}"))
 }
 
+/// Mints a service token for `service` with a user token and starts a deployment.
+async fn start_deployment(addr: SocketAddr, user_token: &str, service: &str) {
+    let client = reqwest::Client::new();
+    let minted: Value = client
+        .post(format!("http://{addr}/service-token"))
+        .bearer_auth(user_token)
+        .json(&serde_json::json!({"service": service, "origin": "ci", "expiration_in_days": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let service_token = minted["service_token"].as_str().unwrap_or_else(|| panic!("{minted}"));
+    let started = client
+        .post(format!("http://{addr}/deployments/"))
+        .bearer_auth(service_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+}
+
 /// Every `SLIPWAY_*` variable `up` documents, and nothing else: each must take effect
 /// (before, `SLIPWAY_ADMIN_USER` reached the auth service without its password and it
 /// refused to start).
@@ -206,7 +229,9 @@ async fn up_takes_each_documented_variable() {
     let data_dir = dir.path().join("data");
     let services_dir = dir.path().join("site").join("services");
     let project_root = dir.path().join("root");
-    let marker = dir.path().join("cwd-of-script");
+    // In a folder of its own: beside the data dir, Landlock lets scripts create nothing.
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let marker = dir.path().join("out").join("cwd-of-script");
     // The playbook lies in the project root only, not in the services directory's
     // parent: the service syncs only if the registry got the project root.
     std::fs::create_dir_all(project_root.join("ansible")).unwrap();
@@ -249,25 +274,7 @@ async fn up_takes_each_documented_variable() {
     );
 
     // The deploy service got the project root too: the script runs there.
-    let client = reqwest::Client::new();
-    let minted: Value = client
-        .post(format!("http://{addr}/service-token"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"service": "play", "origin": "ci", "expiration_in_days": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let service_token = minted["service_token"].as_str().unwrap_or_else(|| panic!("{minted}"));
-    let started = client
-        .post(format!("http://{addr}/deployments/"))
-        .bearer_auth(service_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
+    start_deployment(addr, &token, "play").await;
     let cwd = wait_for("the deploy script", &mut up, || std::fs::read_to_string(&marker).ok());
     assert_eq!(Path::new(cwd.trim()), project_root.canonicalize().unwrap());
     assert!(up.stop(Duration::from_secs(20)), "{}", up.log_text());
@@ -294,5 +301,77 @@ async fn up_defaults_to_services_in_the_working_directory() {
     let token = login(addr, "admin", "admins-password").await.expect("admin logs in");
     let names: Vec<Value> = services(addr, &token).await.iter().map(|s| s["name"].clone()).collect();
     assert_eq!(names, vec![Value::from("mine")], "{}", up.log_text());
+    assert!(up.stop(Duration::from_secs(20)), "{}", up.log_text());
+}
+
+/// Asks the kernel for its Landlock ABI version, as the deploy service does.
+#[allow(unsafe_code)] // one system call with no memory involved
+fn kernel_has_landlock() -> bool {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION).
+    unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        ) >= 1
+    }
+}
+
+/// Under `up` every service shares the data dir and runs as the same user. Where the
+/// kernel has Landlock, the deploy service keeps scripts out of it: no credential, no
+/// database, no other run's config file, while the script still reads its own config
+/// file and everything outside. Where it has not, scripts run unrestricted and the
+/// deploy service says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_keeps_deploy_scripts_out_of_the_data_dir_where_the_kernel_has_landlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let services_dir = dir.path().join("site").join("services");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let (d, o) = (data.display(), out.display());
+    let script = format!(
+        "#!/bin/sh\n\
+         try() {{ if \"$@\" >/dev/null 2>&1; then echo yes; else echo no; fi; }}\n\
+         try cat '{d}/credentials/deploy-service.key' > '{o}/credential'\n\
+         try cat '{d}/auth.db' > '{o}/auth_db'\n\
+         try ls '{d}/deploy-runs' > '{o}/runs'\n\
+         try grep -q deployment_id \"$2\" > '{o}/own_config'\n\
+         try cat \"$0\" > '{o}/elsewhere'\n\
+         echo done > '{o}/done'\n"
+    );
+    write_service(&services_dir, "probe", &serde_json::json!({}), &script);
+    let args = [
+        "--data-dir",
+        &d.to_string(),
+        "--services-dir",
+        &services_dir.to_string_lossy(),
+    ]
+    .map(String::from);
+    let envs = [("SLIPWAY_ADMIN_PASSWORD", "admins-password".to_owned())];
+    let (mut up, addr) = start_up_with(&data, dir.path(), "up-landlock", &args, &envs, None);
+    let token = login(addr, "admin", "admins-password").await.expect("admin logs in");
+    start_deployment(addr, &token, "probe").await;
+    wait_for("the probe script", &mut up, || out.join("done").exists().then_some(()));
+
+    let could = |what: &str| {
+        std::fs::read_to_string(out.join(what))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let log = up.log_text();
+    assert_eq!(could("own_config"), "yes", "its own config file\n{log}");
+    assert_eq!(could("elsewhere"), "yes", "its own script, outside the data dir\n{log}");
+    if kernel_has_landlock() {
+        assert_eq!(could("credential"), "no", "the deploy service's credential");
+        assert_eq!(could("auth_db"), "no", "the auth service's database");
+        assert_eq!(could("runs"), "no", "other runs' config files");
+    } else {
+        eprintln!("NOTICE: this kernel has no Landlock; checking the unrestricted fallback");
+        assert_eq!(could("credential"), "yes");
+        assert!(log.contains("no Landlock"), "{log}");
+    }
     assert!(up.stop(Duration::from_secs(20)), "{}", up.log_text());
 }

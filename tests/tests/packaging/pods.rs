@@ -241,7 +241,9 @@ fn auth_state_is_out_of_reach_of_deploy_scripts() {
     // The volumes holding the auth service's data dir and keys.
     let mut private = BTreeSet::new();
     for setting in ["SLIPWAY_DATA_DIR", "SLIPWAY_KEYS_DIR"] {
-        let Some(path) = auth.env_value(&manifests, setting) else { continue };
+        let Some(path) = auth.env_value(&manifests, setting) else {
+            continue;
+        };
         let (mount, _) = auth
             .mount_of(&path)
             .unwrap_or_else(|| panic!("{}: {setting}={path} is on no volume", auth.context()));
@@ -250,7 +252,10 @@ fn auth_state_is_out_of_reach_of_deploy_scripts() {
             private.insert(source);
         }
     }
-    assert!(!private.is_empty(), "the auth service's keys are on no persistent volume");
+    assert!(
+        !private.is_empty(),
+        "the auth service's keys are on no persistent volume"
+    );
     for volume in deploy.workload.volumes() {
         if let Some(source) = shared_source(volume) {
             assert!(
