@@ -117,6 +117,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
          See deploy/systemd or deploy/kubernetes to run Slipway for real",
         if args.no_landlock { " (off: --no-landlock)" } else { "" }
     );
+    if !args.no_landlock && data_dir.starts_with(&project_root) {
+        println!(
+            "note: the data dir is inside the project root, so deploy scripts cannot list or \
+             create files directly in the directories that contain it, {} among them (Landlock \
+             grants nothing on them); give --data-dir outside it, or --no-landlock",
+            project_root.display()
+        );
+    }
     println!("press Ctrl-C to stop");
 
     let exited = tokio::select! {
