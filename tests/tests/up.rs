@@ -375,3 +375,49 @@ async fn up_keeps_deploy_scripts_out_of_the_data_dir_where_the_kernel_has_landlo
     }
     assert!(up.stop(Duration::from_secs(20)), "{}", up.log_text());
 }
+
+/// A `slipway` binary installed elsewhere, with the example services in a `services`
+/// folder beside it, and no `./services` where it runs: it takes the ones beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_defaults_to_services_next_to_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let install = dir.path().join("opt");
+    std::fs::create_dir(&install).unwrap();
+    let binary = install.join("slipway");
+    if std::fs::hard_link(bin_dir().join("slipway"), &binary).is_err() {
+        std::fs::copy(bin_dir().join("slipway"), &binary).unwrap();
+    }
+    write_service(
+        &install.join("services"),
+        "beside",
+        &serde_json::json!({}),
+        "#!/bin/sh\nexit 0\n",
+    );
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let envs = [("SLIPWAY_ADMIN_PASSWORD", "admins-password".to_owned())];
+    let data_dir = work.join("slipway-data");
+    let binary = binary.to_string_lossy().into_owned();
+    // An absolute path: `Proc` runs it instead of the one in the build directory.
+    let args = ["up", "--http", "127.0.0.1:0"].map(String::from);
+    let mut up = Proc::spawn_in("up-beside", &binary, &args, &envs, dir.path(), Some(&work));
+    let addr: SocketAddr = wait_for("the gateway address", &mut up, || {
+        std::fs::read_to_string(data_dir.join("run").join("gateway.addr"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    });
+    wait_for("slipway is up", &mut up, || {
+        proc_log(dir.path(), "up-beside")
+            .contains("slipway is up")
+            .then_some(())
+    });
+    let log = up.log_text();
+    assert!(
+        log.contains("(the example services next to the slipway binary)"),
+        "{log}"
+    );
+    let token = login(addr, "admin", "admins-password").await.expect("admin logs in");
+    let names: Vec<Value> = services(addr, &token).await.iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(names, vec![Value::from("beside")], "{}", up.log_text());
+    assert!(up.stop(Duration::from_secs(20)), "{}", up.log_text());
+}
