@@ -266,6 +266,15 @@ fn auth_state_is_out_of_reach_of_deploy_scripts() {
         }
     }
 
+    // sudo is impossible in the pod anyway, so scripts are kept out of the deploy
+    // service's own data dir and credential too.
+    assert_eq!(
+        deploy.env_value(&manifests, "SLIPWAY_LANDLOCK").as_deref(),
+        Some("true"),
+        "{}: SLIPWAY_LANDLOCK",
+        deploy.context()
+    );
+
     // The Secret key with the auth service's database URL.
     let url = auth
         .env(&manifests)
