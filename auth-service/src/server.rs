@@ -35,6 +35,10 @@ use crate::{
 /// Opens storage and keys, makes sure the admin user exists, and serves gRPC on
 /// `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config
+        .storage
+        .prepare_data_dir()
+        .with_context(|| format!("preparing the data dir {}", config.storage.data_dir.display()))?;
     let url = config.database_url();
     let store = Store::open(&url)
         .await

@@ -52,6 +52,11 @@ pub struct Config {
         default_value = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     )]
     pub deploy_path: String,
+    /// Keep deploy scripts out of the data dir and the credential file with Landlock,
+    /// where the kernel has it (else they run unrestricted, with a warning). Scripts
+    /// then run with no_new_privs: `sudo` in them stops working.
+    #[arg(long, env = "SLIPWAY_LANDLOCK")]
+    pub landlock: bool,
 }
 
 impl Config {
@@ -66,6 +71,20 @@ impl Config {
             Some(root) => std::path::absolute(root).unwrap_or_else(|_| root.clone()),
             None => services.parent().map(PathBuf::from).unwrap_or(services),
         }
+    }
+
+    /// What deploy scripts may not touch (with `--landlock`): the data dir, where the
+    /// databases, other runs' config files and, under `slipway up`, every service's
+    /// secrets are, and the deploy service's credential.
+    pub fn denied_to_scripts(&self) -> Vec<PathBuf> {
+        if !self.landlock {
+            return Vec::new();
+        }
+        let data = std::path::absolute(&self.storage.data_dir).unwrap_or_else(|_| self.storage.data_dir.clone());
+        [Some(data), self.credential_file.clone()]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// The private directory of the config files handed to deploy scripts.

@@ -25,6 +25,10 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(8);
 /// Opens storage, recovers interrupted runs and serves gRPC on `listener` until
 /// `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config
+        .storage
+        .prepare_data_dir()
+        .with_context(|| format!("preparing the data dir {}", config.storage.data_dir.display()))?;
     let url = config.database_url();
     let store = Store::open(&url)
         .await
@@ -60,6 +64,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
                 path: config.deploy_path.clone(),
                 home: std::env::var("HOME").unwrap_or_else(|_| "/".into()),
                 lang: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+                denied: config.denied_to_scripts(),
             },
             ssh_auth_sock: std::env::var("SSH_AUTH_SOCK").ok().filter(|s| !s.is_empty()),
         },

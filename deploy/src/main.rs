@@ -1,5 +1,5 @@
-//! `slipway`: start the whole system locally, manage users (and, as later issues land,
-//! tokens and deployments).
+//! `slipway`: start the whole system locally (`up`), manage users, tokens and keys,
+//! sync and list services, start deployments, and run one service (`serve`).
 
 mod client;
 mod deploy_cmd;

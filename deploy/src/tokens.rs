@@ -336,15 +336,22 @@ fn print_debug(report: &Value) {
             println!("{key:<12} {}", text(&claims[key]));
         }
     }
-    let when = |key: &str| {
-        claims[key]
-            .as_i64()
-            .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_else(|| "-".into())
-    };
-    println!("issued:      {}", when("iat"));
-    println!("expires:     {}", when("exp"));
+    let now = chrono::Utc::now();
+    match claim_time(&claims["iat"]) {
+        Some(issued) => println!("issued:      {} ({} ago)", issued.to_rfc3339(), span(now - issued)),
+        None => println!("issued:      -"),
+    }
+    match claim_time(&claims["exp"]) {
+        Some(expires) if expires > now => {
+            println!("expires:     {} (in {})", expires.to_rfc3339(), span(expires - now));
+        }
+        Some(expires) => println!(
+            "expires:     {} (expired {} ago)",
+            expires.to_rfc3339(),
+            span(now - expires)
+        ),
+        None => println!("expires:     -"),
+    }
     if let Some(services) = claims["services"].as_array() {
         let names: Vec<String> = services.iter().map(text).collect();
         println!("services:    {}", names.join(", "));
@@ -362,6 +369,31 @@ fn print_debug(report: &Value) {
         );
     } else {
         println!("registered:  not in this system's token registry");
+    }
+}
+
+/// A JWT time claim (seconds since the epoch). The report carries the claims as a
+/// protobuf `Struct`, whose numbers are doubles: `1767225600.0` as well as `1767225600`.
+fn claim_time(value: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    let seconds = value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|s| s.is_finite() && s.fract() == 0.0 && s.abs() < 1e15)
+            // Whole and far inside i64: the cast is exact.
+            .map(|s| s as i64)
+    })?;
+    chrono::DateTime::from_timestamp(seconds, 0)
+}
+
+/// A duration as `2d 3h 4m`, `3h 4m`, `4m 5s` or `5s`.
+fn span(duration: chrono::TimeDelta) -> String {
+    let total = duration.num_seconds().max(0);
+    let (days, hours, minutes, seconds) = (total / 86_400, total / 3600 % 24, total / 60 % 60, total % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, _) => format!("{minutes}m {seconds}s"),
+        (0, _, _) => format!("{hours}h {minutes}m"),
+        _ => format!("{days}d {hours}h {minutes}m"),
     }
 }
 

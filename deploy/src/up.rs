@@ -19,26 +19,39 @@ use tokio::process::{Child, Command};
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
     /// Where each service keeps its SQLite file (and the auth service its keys).
-    #[arg(long, default_value = "slipway-data")]
+    #[arg(long, env = "SLIPWAY_DATA_DIR", default_value = "slipway-data")]
     data_dir: PathBuf,
-    /// The services directory (a folder per service with a config.json).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/services"))]
-    services_dir: PathBuf,
+    /// The services directory (a folder per service with a config.json). Default:
+    /// `./services` if it exists, else the example services shipped with slipway.
+    #[arg(long, env = "SLIPWAY_SERVICES_DIR")]
+    services_dir: Option<PathBuf>,
+    /// fastDeploy's project root: base of `ansible_playbook` paths and deploy scripts'
+    /// working directory (default: the services directory's parent).
+    #[arg(long, env = "SLIPWAY_PROJECT_ROOT")]
+    project_root: Option<PathBuf>,
     /// Address of the HTTP gateway.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
     /// The admin user to make sure of.
     #[arg(long, env = "SLIPWAY_ADMIN_USER", default_value = "admin")]
     admin_user: String,
+    /// Let deploy scripts reach the data dir (and use `sudo`): by default the deploy
+    /// service keeps them out of it with Landlock where the kernel has it.
+    #[arg(long)]
+    no_landlock: bool,
     /// Password for the admin user if it has to be created (default: generated and printed once).
     #[arg(long, env = "SLIPWAY_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<SecretString>,
 }
 
-/// Settings a service would otherwise pick up from the caller's environment; `up`
-/// decides them itself.
+/// Settings a service would otherwise pick up from the caller's environment: the ones
+/// `up` reads itself (it passes what the services need as flags) and the ones it
+/// decides itself.
 const PRIVATE_ENV: &[&str] = &[
+    "SLIPWAY_ADMIN_USER",
     "SLIPWAY_ADMIN_PASSWORD",
+    "SLIPWAY_SERVICES_DIR",
+    "SLIPWAY_PROJECT_ROOT",
     "SLIPWAY_PASSWORD",
     "SLIPWAY_DATABASE_URL",
     "SLIPWAY_LISTEN",
@@ -50,6 +63,7 @@ const PRIVATE_ENV: &[&str] = &[
     "SLIPWAY_REGISTRY_URL",
     "SLIPWAY_DEPLOY_URL",
     "SLIPWAY_PUBLIC_URL",
+    "SLIPWAY_LANDLOCK",
 ];
 
 struct Running {
@@ -59,20 +73,31 @@ struct Running {
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    common::db::private_dir(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let run_dir = data_dir.join("run");
-    std::fs::create_dir_all(&run_dir)?;
-    let services_dir = args
-        .services_dir
-        .canonicalize()
-        .with_context(|| format!("services dir {}", args.services_dir.display()))?;
+    common::db::private_dir(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let (services_dir, services_origin) = services_dir(args.services_dir)?;
+    let project_root = match &args.project_root {
+        Some(root) => root
+            .canonicalize()
+            .with_context(|| format!("project root {}", root.display()))?,
+        None => services_dir
+            .parent()
+            .map_or_else(|| services_dir.clone(), Path::to_path_buf),
+    };
 
     ensure_admin(&data_dir, &args.admin_user, args.admin_password).await?;
 
     let shutdown = common::shutdown::on_signal();
     let mut running: Vec<Running> = Vec::new();
-    let started = start_all(&data_dir, &run_dir, &services_dir, args.http, &mut running).await;
+    let dirs = Dirs {
+        data: &data_dir,
+        run: &run_dir,
+        services: &services_dir,
+        project_root: &project_root,
+    };
+    let started = start_all(&dirs, args.http, !args.no_landlock, &mut running).await;
     if let Err(error) = started {
         stop_all(&mut running).await;
         return Err(error);
@@ -84,7 +109,22 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("  {:<10} {scheme}://{}", r.name, r.addr);
     }
     println!("  data dir   {}", data_dir.display());
-    println!("  services   {}", services_dir.display());
+    println!("  services   {} ({services_origin})", services_dir.display());
+    println!("  project    {}", project_root.display());
+    println!(
+        "this is a single-user development setup: every service and every deploy script runs \
+         as you; scripts are kept out of the data dir only where the kernel has Landlock{}. \
+         See deploy/systemd or deploy/kubernetes to run Slipway for real",
+        if args.no_landlock { " (off: --no-landlock)" } else { "" }
+    );
+    if !args.no_landlock && data_dir.starts_with(&project_root) {
+        println!(
+            "note: the data dir is inside the project root, so deploy scripts cannot list or \
+             create files directly in the directories that contain it, {} among them (Landlock \
+             grants nothing on them); give --data-dir outside it, or --no-landlock",
+            project_root.display()
+        );
+    }
     println!("press Ctrl-C to stop");
 
     let exited = tokio::select! {
@@ -99,6 +139,38 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The services directory `up` uses and where it comes from: `--services-dir`, else
+/// `./services` when it exists, else the example services shipped next to the binary
+/// (`<dir of slipway>/services`) or, for a binary built from source, in the source tree.
+fn services_dir(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, &'static str)> {
+    if let Some(dir) = given {
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("services dir {}", dir.display()))?;
+        return Ok((dir, "--services-dir"));
+    }
+    let beside_binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("services")));
+    let candidates = [
+        (Some(PathBuf::from("services")), "./services in the working directory"),
+        (beside_binary, "the example services next to the slipway binary"),
+        (
+            Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/services"))),
+            "the example services in the source tree",
+        ),
+    ];
+    for (dir, origin) in candidates {
+        if let Some(dir) = dir.filter(|d| d.is_dir()) {
+            return Ok((dir.canonicalize()?, origin));
+        }
+    }
+    bail!(
+        "no services directory: ./services does not exist and no example services were found \
+         next to the slipway binary; give one with --services-dir"
+    )
 }
 
 async fn ensure_admin(data_dir: &Path, name: &str, password: Option<SecretString>) -> anyhow::Result<()> {
@@ -133,17 +205,25 @@ async fn ensure_admin(data_dir: &Path, name: &str, password: Option<SecretString
     Ok(())
 }
 
+/// The directories `up` hands to the services.
+struct Dirs<'a> {
+    data: &'a Path,
+    run: &'a Path,
+    services: &'a Path,
+    project_root: &'a Path,
+}
+
 async fn start_all(
-    data_dir: &Path,
-    run_dir: &Path,
-    services_dir: &Path,
+    dirs: &Dirs<'_>,
     http: SocketAddr,
+    landlock: bool,
     running: &mut Vec<Running>,
 ) -> anyhow::Result<()> {
-    let data = data_dir.to_string_lossy().into_owned();
-    let services = services_dir.to_string_lossy().into_owned();
+    let data = dirs.data.to_string_lossy().into_owned();
+    let services = dirs.services.to_string_lossy().into_owned();
+    let project_root = dirs.project_root.to_string_lossy().into_owned();
     // The deploy service's credential, trusted by the auth and registry services.
-    let credential_path = data_dir.join("credentials").join("deploy-service.key");
+    let credential_path = dirs.data.join("credentials").join("deploy-service.key");
     common::identity::Credential::create_if_missing(&credential_path)?;
     let credential = credential_path.to_string_lossy().into_owned();
     // The services name each other, so their addresses are chosen before any starts.
@@ -161,7 +241,12 @@ async fn start_all(
         http.to_string(),
     );
     let trust = ["--deploy-credential-file", credential.as_str()];
-    let services_flag = ["--services-dir", services.as_str()];
+    let services_flag = [
+        "--services-dir",
+        services.as_str(),
+        "--project-root",
+        project_root.as_str(),
+    ];
     let plans: [(&'static str, Vec<&str>); 4] = [
         (
             "auth",
@@ -193,6 +278,7 @@ async fn start_all(
                     "--public-url",
                     &public_url,
                 ],
+                if landlock { &["--landlock"][..] } else { &[] },
             ]
             .concat(),
         ),
@@ -211,7 +297,7 @@ async fn start_all(
         ),
     ];
     for (name, args) in plans {
-        running.push(spawn(name, name, &args, run_dir).await?);
+        running.push(spawn(name, name, &args, dirs.run).await?);
     }
     Ok(())
 }

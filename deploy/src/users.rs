@@ -31,7 +31,7 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
             let password = read_password()?;
             let url = database_url.unwrap_or_else(|| common::db::sqlite_url(&data_dir, "auth.db"));
             if url.starts_with("sqlite:") {
-                std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+                common::db::private_dir(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             }
             let store = Store::open(&url)
                 .await

@@ -71,13 +71,27 @@ pub struct Proc {
     binary: String,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
 }
 
 impl Proc {
     pub fn spawn(name: &str, binary: &str, args: &[String], envs: &[(&str, String)], dir: &Path) -> Proc {
+        Proc::spawn_in(name, binary, args, envs, dir, None)
+    }
+
+    /// `spawn` with `cwd` as the working directory (the test's own when `None`).
+    pub fn spawn_in(
+        name: &str,
+        binary: &str,
+        args: &[String],
+        envs: &[(&str, String)],
+        dir: &Path,
+        cwd: Option<&Path>,
+    ) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-        let child = launch(binary, args, &envs, &log);
+        let cwd = cwd.map(Path::to_path_buf);
+        let child = launch(binary, args, &envs, &log, cwd.as_deref());
         Proc {
             name: name.to_owned(),
             child,
@@ -85,13 +99,14 @@ impl Proc {
             binary: binary.to_owned(),
             args: args.to_vec(),
             envs,
+            cwd,
         }
     }
 
     /// Starts the same binary with the same arguments again (after `stop` or `kill`),
     /// appending to the same log.
     pub fn restart(&mut self) {
-        self.child = launch(&self.binary, &self.args, &self.envs, &self.log);
+        self.child = launch(&self.binary, &self.args, &self.envs, &self.log, self.cwd.as_deref());
     }
 
     /// SIGKILL, as a crash would end it.
@@ -149,11 +164,14 @@ impl Proc {
 }
 
 /// Spawns `binary` with its output appended to `log`.
-fn launch(binary: &str, args: &[String], envs: &[(String, String)], log: &Path) -> Child {
+fn launch(binary: &str, args: &[String], envs: &[(String, String)], log: &Path, cwd: Option<&Path>) -> Child {
     let out = File::options().create(true).append(true).open(log).expect("log file");
     let err = out.try_clone().expect("log file");
     let mut command = Command::new(bin_dir().join(binary));
     command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
     // Tests decide every setting; nothing leaks in from the caller's environment.
     for (key, _) in std::env::vars() {
         if key.starts_with("SLIPWAY_") && key != "SLIPWAY_LOG" {

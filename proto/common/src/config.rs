@@ -20,6 +20,15 @@ impl StorageArgs {
             .clone()
             .unwrap_or_else(|| crate::db::sqlite_url(&self.data_dir, file))
     }
+
+    /// Makes the data dir private to this user (mode 0700) at start: created when the
+    /// service keeps its SQLite file there, narrowed whenever it exists.
+    pub fn prepare_data_dir(&self) -> std::io::Result<()> {
+        if self.database_url.is_none() || self.data_dir.exists() {
+            crate::db::private_dir(&self.data_dir)?;
+        }
+        Ok(())
+    }
 }
 
 /// How a backend service reaches the auth service to verify tokens itself.

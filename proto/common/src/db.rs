@@ -1,7 +1,13 @@
 //! Database connections: SQLite (the embedded default, one file per service) or
 //! PostgreSQL, chosen by the URL.
 
-use std::{path::Path, time::Duration};
+use std::{
+    fs::{DirBuilder, OpenOptions, Permissions},
+    io,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
@@ -11,8 +17,15 @@ pub fn sqlite_url(data_dir: &Path, file: &str) -> String {
 }
 
 /// Connects to SQLite or PostgreSQL. SQLite runs in WAL mode with a busy timeout, so
-/// readers never block the writer.
+/// readers never block the writer. A SQLite file (and its `-wal` and `-shm` files) is
+/// private to this user, mode 0600: created so, and narrowed at every connect if it
+/// was wider; a missing parent directory is created with mode 0700.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let sqlite_file = sqlite_path(url);
+    if let Some(path) = &sqlite_file {
+        secure_sqlite_file(path, url.contains("mode=rwc"))
+            .map_err(|e| DbErr::Custom(format!("making {} private: {e}", path.display())))?;
+    }
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
@@ -28,7 +41,74 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     } else {
         options.max_connections(16);
     }
-    Database::connect(options).await
+    let db = Database::connect(options).await?;
+    if let Some(path) = &sqlite_file {
+        // Opening in WAL mode created these (with the database file's mode); ones a
+        // previous process left with a wider mode are narrowed here.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.clone().into_os_string();
+            side.push(suffix);
+            narrow(Path::new(&side), 0o600)
+                .map_err(|e| DbErr::Custom(format!("making {} private: {e}", Path::new(&side).display())))?;
+        }
+    }
+    Ok(db)
+}
+
+/// Makes `dir` private to this user: created with mode 0700 (parents too) when missing,
+/// narrowed to 0700 when it exists with a wider mode. A directory this user may not
+/// change (one it does not own) is left as it is, with a warning.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    match narrow(dir, 0o700) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data dir private (mode 0700)");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The file of a SQLite URL (`sqlite://path?…` or `sqlite:path?…`), none for other
+/// databases and in-memory ones.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// The database file at mode 0600: created so (with a 0700 parent when that is missing
+/// too) when `create`, else narrowed if it exists.
+fn secure_sqlite_file(path: &Path, create: bool) -> io::Result<()> {
+    if create && !path.exists() {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+        }
+        // SQLite takes an empty file for a new database. Another process may have
+        // created it meanwhile: then it is narrowed below like any existing one.
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    narrow(path, 0o600)
+}
+
+/// Takes away every permission bit beyond `mode` from `path`, if it exists.
+fn narrow(path: &Path, mode: u32) -> io::Result<()> {
+    let current = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if current & !mode != 0 {
+        std::fs::set_permissions(path, Permissions::from_mode(current & mode))?;
+    }
+    Ok(())
 }
 
 /// The database URL with any password removed, for logs.
@@ -46,6 +126,15 @@ pub fn redacted(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_file_of_sqlite_urls_only() {
+        assert_eq!(sqlite_path("sqlite:///x/y.db?mode=rwc"), Some(PathBuf::from("/x/y.db")));
+        assert_eq!(sqlite_path("sqlite:data/y.db"), Some(PathBuf::from("data/y.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("sqlite://x.db?mode=memory"), None);
+        assert_eq!(sqlite_path("postgres://u@h/db"), None);
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -204,3 +204,104 @@ fn services_directory_holds_usable_services() {
         }
     }
 }
+
+/// What backs a volume beyond one pod (a claim, a host path, a Secret or ConfigMap); an
+/// `emptyDir` belongs to its pod alone.
+fn shared_source(volume: &Value) -> Option<String> {
+    [
+        ("persistentVolumeClaim", "claimName"),
+        ("hostPath", "path"),
+        ("secret", "secretName"),
+        ("configMap", "name"),
+        ("nfs", "path"),
+    ]
+    .iter()
+    .find_map(|(kind, field)| volume[kind][field].as_str().map(|v| format!("{kind} {v}")))
+}
+
+/// Deploy scripts run in the deploy service's pod. The auth service's signing keys and
+/// its database are in another pod, on volumes and Secret keys that pod alone gets.
+#[test]
+fn auth_state_is_out_of_reach_of_deploy_scripts() {
+    let manifests = Manifests::load();
+    let containers = manifests.containers();
+    let of_part = |part: &str| {
+        containers
+            .iter()
+            .find(|c| c.program().0.part() == part)
+            .unwrap_or_else(|| panic!("no container runs the {part} service"))
+    };
+    let (auth, deploy) = (of_part("auth"), of_part("deploy"));
+    assert_ne!(
+        auth.workload.name(),
+        deploy.workload.name(),
+        "the auth and deploy services share a pod"
+    );
+
+    // The volumes holding the auth service's data dir and keys.
+    let mut private = BTreeSet::new();
+    for setting in ["SLIPWAY_DATA_DIR", "SLIPWAY_KEYS_DIR"] {
+        let Some(path) = auth.env_value(&manifests, setting) else {
+            continue;
+        };
+        let (mount, _) = auth
+            .mount_of(&path)
+            .unwrap_or_else(|| panic!("{}: {setting}={path} is on no volume", auth.context()));
+        let volume = auth.workload.volume(mount["name"].as_str().unwrap()).unwrap();
+        if let Some(source) = shared_source(volume) {
+            private.insert(source);
+        }
+    }
+    assert!(
+        !private.is_empty(),
+        "the auth service's keys are on no persistent volume"
+    );
+    for volume in deploy.workload.volumes() {
+        if let Some(source) = shared_source(volume) {
+            assert!(
+                !private.contains(&source),
+                "{}: mounts {source}, which holds the auth service's keys or data",
+                deploy.context()
+            );
+        }
+    }
+
+    // sudo is impossible in the pod anyway, so scripts are kept out of the deploy
+    // service's own data dir and credential too.
+    assert_eq!(
+        deploy.env_value(&manifests, "SLIPWAY_LANDLOCK").as_deref(),
+        Some("true"),
+        "{}: SLIPWAY_LANDLOCK",
+        deploy.context()
+    );
+
+    // The Secret key with the auth service's database URL.
+    let url = auth
+        .env(&manifests)
+        .into_iter()
+        .find(|v| v.name == "SLIPWAY_DATABASE_URL")
+        .expect("the auth service's database URL");
+    let secret = &url.source["valueFrom"]["secretKeyRef"];
+    let (name, key) = (secret["name"].as_str().unwrap(), secret["key"].as_str().unwrap());
+    for var in deploy.env(&manifests) {
+        let reference = &var.source["valueFrom"]["secretKeyRef"];
+        assert!(
+            !(reference["name"] == name && reference["key"] == key),
+            "{}: {} is the auth service's database URL",
+            deploy.context(),
+            var.name
+        );
+        assert!(
+            var.source["secretRef"]["name"] != name,
+            "{}: envFrom gets every key of {name}, the auth service's database URL too",
+            deploy.context()
+        );
+    }
+    for volume in deploy.workload.volumes() {
+        assert!(
+            volume["secret"]["secretName"] != name,
+            "{}: mounts {name}, with the auth service's database URL",
+            deploy.context()
+        );
+    }
+}

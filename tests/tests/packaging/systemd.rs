@@ -309,3 +309,64 @@ fn slipway_target_starts_every_unit() {
         );
     }
 }
+
+/// Deploy scripts run as the deploy unit's user. Every other part that keeps state (the
+/// auth service's signing keys and users, the registry's deployed-service configs) runs
+/// as another user and group, in a state dir only that user may enter.
+#[test]
+fn other_parts_state_is_out_of_reach_of_deploy_scripts() {
+    let units = service_units();
+    let deploy = units
+        .iter()
+        .find(|u| u.program().0.part() == "deploy")
+        .expect("a unit runs the deploy service");
+    let script_user = deploy.last("User").expect("the deploy unit names its user");
+    let script_group = deploy.last("Group").unwrap_or(script_user);
+    let script_groups: BTreeSet<String> = deploy
+        .all("Service", "SupplementaryGroups")
+        .iter()
+        .flat_map(|g| words(g))
+        .chain([script_group.to_owned()])
+        .collect();
+    assert!(
+        deploy.last("DynamicUser").is_none(),
+        "{}: scripts need a fixed user",
+        deploy.file
+    );
+    let mut parts = BTreeSet::new();
+    for unit in units.iter().filter(|u| u.program().0.part() != "deploy") {
+        let file = &unit.file;
+        let user = unit.last("User").unwrap_or_else(|| panic!("{file}: no User="));
+        let group = unit.last("Group").unwrap_or(user);
+        assert_ne!(user, script_user, "{file}: runs as the user deploy scripts run as");
+        assert!(
+            !script_groups.contains(group),
+            "{file}: its group {group} is one deploy scripts have"
+        );
+        if let Some(data) = unit.env("SLIPWAY_DATA_DIR") {
+            parts.insert(unit.program().0.part().to_owned());
+            assert_eq!(
+                unit.last("StateDirectoryMode"),
+                Some("0700"),
+                "{file}: the state dir {data} is for its user alone"
+            );
+            assert_eq!(unit.last("UMask"), Some("0077"), "{file}: files it creates are private");
+            assert_ne!(
+                deploy.env("SLIPWAY_DATA_DIR").as_deref(),
+                Some(data.as_str()),
+                "{file}: shares the deploy service's data dir"
+            );
+        }
+        if let Some(keys) = unit.env("SLIPWAY_KEYS_DIR") {
+            let data = unit.env("SLIPWAY_DATA_DIR").unwrap_or_default();
+            assert!(
+                keys.starts_with(&format!("{data}/")),
+                "{file}: the keys dir {keys} lies outside its private state dir"
+            );
+        }
+    }
+    assert!(
+        parts.contains("auth") && parts.contains("registry"),
+        "the auth and registry units keep state in a data dir: {parts:?}"
+    );
+}
