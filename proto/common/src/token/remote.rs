@@ -245,6 +245,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn token_ends_at_revocation_or_expiry() {
+        let (verifier, _) = remote(Duration::from_secs(60));
+        let verifier = Arc::new(verifier);
+        verifier.apply(event(&[]));
+        let ends = tokio::spawn(verifier.clone().token_ends(claims(now())));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!ends.is_finished(), "a good token's call goes on");
+        verifier.apply(RevocationEvent {
+            sequence: 2,
+            ..event(&["j1"])
+        });
+        let reason = tokio::time::timeout(Duration::from_secs(1), ends)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reason, TokenError::Revoked);
+
+        let expired = Claims {
+            jti: "j2".into(),
+            exp: now() - 1,
+            ..claims(now())
+        };
+        assert_eq!(verifier.clone().token_ends(expired).await, TokenError::Expired);
+    }
+
+    #[tokio::test]
+    async fn revoked_ids_are_kept_through_the_leeway() {
+        let (verifier, _) = remote(Duration::from_secs(60));
+        let within = proto::wkt::Timestamp {
+            seconds: now() - LEEWAY_SECS as i64 + 2,
+            nanos: 0,
+        };
+        verifier.apply(RevocationEvent {
+            expires_at: Some(within),
+            ..event(&["late"])
+        });
+        verifier.apply(RevocationEvent {
+            sequence: 2,
+            ..event(&[])
+        });
+        assert!(verifier.revocations.read().unwrap().ids.contains_key("late"));
+    }
+
+    #[tokio::test]
     async fn refuses_revoked_ids_and_forgets_them_after_expiry() {
         let (verifier, enc) = remote(Duration::from_secs(60));
         let token = sign(&enc, "k1", &claims(now()));
