@@ -235,7 +235,14 @@ async fn finish_ends_the_deployment_at_once(backend: Backend) {
     assert!(is_utc_micros(&finished["finished"]), "{finished}");
     assert_eq!(steps_of(&finished["steps"]), [step("build", "success", "built")]);
 
-    // The script still runs; when it exits 3, the outcome recorded at finish stays.
+    // The script still runs, so the next deployment of alpha waits for it (one run
+    // per service at a time).
+    let body = json!({"service": "alpha"});
+    let (status, queued) = send(&stack, Method::POST, "/v1/deployments", Some(&admin), Some(body)).await;
+    assert_eq!(status, 200, "{queued}");
+    assert_eq!(queued["status"], "DEPLOYMENT_STATUS_QUEUED", "{queued}");
+
+    // When it exits 3, the outcome recorded at finish stays.
     release(&spool, "alpha");
     wait_until(&stack, "the late exit logged", async || {
         stack.log("deploy").contains("after its deployment was finished")
@@ -245,6 +252,8 @@ async fn finish_ends_the_deployment_at_once(backend: Backend) {
     assert_eq!(after, finished, "the script's exit changed the finished deployment");
     let (_, v1) = get(&stack, &format!("/v1/deployments/{id}"), &admin).await;
     assert_eq!(v1["status"], "DEPLOYMENT_STATUS_SUCCEEDED", "{v1}");
+    let next: i64 = queued["id"].as_str().unwrap().parse().unwrap();
+    wait_finished(&stack, &token, next).await;
 }
 
 /// Contract 2.9 and 4.3: a service's deployments go with it, whether its folder is
