@@ -31,6 +31,7 @@ pub struct Limits {
 /// A run in progress in this process.
 #[derive(Clone)]
 struct RunHandle {
+    service: String,
     cancel: mpsc::Sender<String>,
     done: watch::Receiver<bool>,
 }
@@ -148,16 +149,29 @@ impl Queue {
     }
 
     /// Starts queued deployments while the limits allow (the caller holds the
-    /// scheduling lock). Returns how many run per service now.
+    /// scheduling lock). Returns how many run per service now. A run counts until its
+    /// script has ended, even when its deployment was finished before (by
+    /// `FinishDeployment`).
     async fn start_queued(&self) -> Result<HashMap<String, u32>, DbErr> {
         let store = self.inner.runner.store();
         let running = store.deployments_in(Status::Running, ALL).await?;
-        let mut total = running.len();
-        let max = self.inner.limits.max_running as usize;
         let mut per_service: HashMap<String, u32> = HashMap::new();
-        for d in &running {
-            *per_service.entry(d.service.clone()).or_default() += 1;
+        let mut total = 0;
+        let mut count = |service: &str| {
+            *per_service.entry(service.to_owned()).or_default() += 1;
+            total += 1;
+        };
+        let here: Vec<(i64, String)> = match self.inner.runs.lock() {
+            Ok(runs) => runs.iter().map(|(id, run)| (*id, run.service.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (_, service) in &here {
+            count(service);
         }
+        for d in running.iter().filter(|d| !here.iter().any(|(id, _)| *id == d.id)) {
+            count(&d.service);
+        }
+        let max = self.inner.limits.max_running as usize;
         if total >= max {
             return Ok(per_service);
         }
@@ -186,6 +200,7 @@ impl Queue {
             runs.insert(
                 id,
                 RunHandle {
+                    service: deployment.service.clone(),
                     cancel: cancel_tx,
                     done: done_rx,
                 },

@@ -235,7 +235,14 @@ async fn finish_ends_the_deployment_at_once(backend: Backend) {
     assert!(is_utc_micros(&finished["finished"]), "{finished}");
     assert_eq!(steps_of(&finished["steps"]), [step("build", "success", "built")]);
 
-    // The script still runs; when it exits 3, the outcome recorded at finish stays.
+    // The script still runs, so the next deployment of alpha waits for it (one run
+    // per service at a time).
+    let body = json!({"service": "alpha"});
+    let (status, queued) = send(&stack, Method::POST, "/v1/deployments", Some(&admin), Some(body)).await;
+    assert_eq!(status, 200, "{queued}");
+    assert_eq!(queued["status"], "DEPLOYMENT_STATUS_QUEUED", "{queued}");
+
+    // When it exits 3, the outcome recorded at finish stays.
     release(&spool, "alpha");
     wait_until(&stack, "the late exit logged", async || {
         stack.log("deploy").contains("after its deployment was finished")
@@ -245,10 +252,13 @@ async fn finish_ends_the_deployment_at_once(backend: Backend) {
     assert_eq!(after, finished, "the script's exit changed the finished deployment");
     let (_, v1) = get(&stack, &format!("/v1/deployments/{id}"), &admin).await;
     assert_eq!(v1["status"], "DEPLOYMENT_STATUS_SUCCEEDED", "{v1}");
+    let next: i64 = queued["id"].as_str().unwrap().parse().unwrap();
+    wait_finished(&stack, &token, next).await;
 }
 
 /// Contract 2.9 and 4.3: a service's deployments go with it, whether its folder is
-/// removed and synced or it is deleted; a new service of the same name starts afresh.
+/// removed and synced or it is deleted; a new service of the same name starts afresh
+/// (its plan too, contract 4.5).
 async fn deployments_of_removed_services_are_not_listed(backend: Backend) {
     let script = reporting_script(&[json!({"name": "build", "state": "success", "message": ""})], 0);
     let stack = Stack::start_with(backend, |root| {
@@ -303,7 +313,12 @@ async fn deployments_of_removed_services_are_not_listed(backend: Backend) {
     assert_eq!(listed().await, Vec::<i64>::new());
     let (status, body) = get(&stack, &format!("/deployments/{}", ids[0]), &new_alpha).await;
     assert_eq!((status, body), (403, json!({"detail": "Wrong service token"})));
-    let id = start(&stack, &new_alpha, None).await["id"].as_i64().unwrap();
+    // Its plan does not come from the old alpha's success (which reported `build`).
+    let body = json!({"service": "alpha"});
+    let (status, started) = send(&stack, Method::POST, "/v1/deployments", Some(&admin), Some(body)).await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["steps"][0]["name"], "Unknown step", "{started}");
+    let id: i64 = started["id"].as_str().unwrap().parse().unwrap();
     wait_finished(&stack, &new_alpha, id).await;
     assert_eq!(listed().await, [id]);
 }

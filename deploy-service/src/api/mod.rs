@@ -177,7 +177,7 @@ impl Shared {
             }
         };
         let invalid = |e: plan::PlanError| ErrorCode::InvalidArgument.status(e.to_string());
-        let last = self.store.last_succeeded_steps(&name).await.map_err(internal)?;
+        let last = self.store.last_succeeded_steps(service.id).await.map_err(internal)?;
         let steps = plan::steps(&last, &service.data).map_err(invalid)?;
         let timeout_secs = plan::timeout_secs(&service.data, self.default_timeout_secs).map_err(invalid)?;
         let script = plan::deploy_script(&self.services_dir, &name, &service.data).map_err(invalid)?;

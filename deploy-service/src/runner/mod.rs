@@ -196,10 +196,10 @@ impl Runner {
             tracing::error!(id, %error, "exit code not stored");
         }
         let succeeded = row.status == crate::model::Status::Succeeded.as_str();
-        if let (true, Outcome::Exited, Some(config)) = (succeeded, &ended.outcome, &collected.deployed_service) {
-            if let Err(error) = self.backends.publish(id, &row.service, config).await {
-                tracing::error!(id, %error, "deployed service of a finished deployment not published");
-            }
+        if let (true, Outcome::Exited, Some(config)) = (succeeded, &ended.outcome, &collected.deployed_service)
+            && let Err(error) = self.backends.publish(id, &row.service, config).await
+        {
+            tracing::error!(id, %error, "deployed service of a finished deployment not published");
         }
         self.store.get_deployment(id).await.ok().flatten().or(Some(row))
     }

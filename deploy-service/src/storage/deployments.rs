@@ -31,7 +31,7 @@ pub struct Model {
     pub process_start: Option<i64>,
     /// The `jti` of the deployment token minted for the run.
     pub token_id: Option<String>,
-    /// The script (or a user) said the deployment is finished; its exit decides.
+    /// The script (or a user) asked to finish the deployment (it is then ended at once).
     pub finish_requested: bool,
     /// The deployed-service config the script reported, published on success.
     pub deployed_config: Option<Json>,

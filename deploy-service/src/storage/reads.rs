@@ -65,11 +65,12 @@ impl Store {
             .await
     }
 
-    /// Every step (removed ones too) of the service's last succeeded deployment, in
-    /// sequence order; empty when it has none.
-    pub async fn last_succeeded_steps(&self, service: &str) -> Result<Vec<steps::Model>, DbErr> {
+    /// Every step (removed ones too) of the last succeeded deployment of the service
+    /// with this id (a service removed and synced again has a new id, and starts
+    /// afresh), in sequence order; empty when it has none.
+    pub async fn last_succeeded_steps(&self, service_id: i64) -> Result<Vec<steps::Model>, DbErr> {
         let last = deployments::Entity::find()
-            .filter(deployments::Column::Service.eq(service))
+            .filter(deployments::Column::ServiceId.eq(service_id))
             .filter(deployments::Column::Status.eq(Status::Succeeded.as_str()))
             .order_by_desc(deployments::Column::Id)
             .one(&self.db)

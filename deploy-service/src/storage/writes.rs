@@ -363,8 +363,8 @@ impl Store {
     }
 
     /// The script (or a user) says the deployment is finished: no more reports are
-    /// taken; the script's exit still decides the outcome. A finished deployment is
-    /// returned unchanged.
+    /// taken from now on (the caller then ends it with `end_deployment`). A finished
+    /// deployment is returned unchanged.
     pub async fn request_finish(&self, id: i64) -> Result<deployments::Model, ReportRefused> {
         let _writer = self.writer.lock().await;
         let mut deployment = deployments::Entity::find_by_id(id)
