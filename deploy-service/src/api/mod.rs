@@ -213,6 +213,7 @@ impl Shared {
                 .filter(|n| *n >= 0)
                 .ok_or_else(|| ErrorCode::InvalidArgument.status("invalid page_token"))?,
         };
+        let include_removed = request.include_removed_services;
         let wanted = (!request.service.is_empty()).then_some(request.service);
         let mut rows = match &caller {
             Caller::User { .. } => {
@@ -240,13 +241,20 @@ impl Shared {
             rows.truncate(size as usize);
             next_page_token = rows.last().map(|d| d.id.to_string()).unwrap_or_default();
         }
-        // Deployments of removed services are not listed (a page may come out short).
-        if !rows.is_empty() && !matches!(caller, Caller::Deployment { .. }) {
+        let mut deployments: Vec<pb::Deployment> = rows.iter().map(|d| convert::deployment(d, &[])).collect();
+        // Deployments of removed services are left out (a page may come out short),
+        // or marked when asked for.
+        if !deployments.is_empty() && !matches!(caller, Caller::Deployment { .. }) {
             let live = self.backends.service_ids().await.map_err(Shared::registry_down)?;
-            rows.retain(|d| live.contains(&d.service_id));
+            for d in &mut deployments {
+                d.service_removed = !live.contains(&d.service_id);
+            }
+            if !include_removed {
+                deployments.retain(|d| !d.service_removed);
+            }
         }
         Ok(pb::ListDeploymentsResponse {
-            deployments: rows.iter().map(|d| convert::deployment(d, &[])).collect(),
+            deployments,
             next_page_token,
         })
     }
