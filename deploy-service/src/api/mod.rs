@@ -304,15 +304,6 @@ impl Shared {
             let ended = self.store.end_deployment(id, &Outcome::Exited, None, false).await;
             row = ended.map_err(internal)?.unwrap_or(row);
             tracing::info!(id, status = %row.status, script_running = self.queue.runs_here(id), "deployment finished");
-            // Its token may do nothing more; the runner revokes it again at the end.
-            if let Some(token_id) = row.token_id.clone() {
-                let backends = self.backends.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = backends.revoke_token(&token_id).await {
-                        tracing::warn!(id, %error, "deployment token not revoked at finish; revoked when the run ends");
-                    }
-                });
-            }
         }
         self.full(&row).await
     }
