@@ -59,6 +59,7 @@ pub fn deployment(row: &deployments::Model, steps: &[steps::Model]) -> pb::Deplo
         steps: steps.iter().map(step).collect(),
         failure_reason: row.failure_reason.clone().unwrap_or_default(),
         run_started: row.run_started.map(timestamp),
+        service_removed: false,
     }
 }
 

@@ -5,7 +5,14 @@
 //! runs a previous process left behind are ended (their scripts stopped if still
 //! there), then the queue resumes.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use sea_orm::DbErr;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
@@ -32,6 +39,8 @@ pub struct Limits {
 #[derive(Clone)]
 struct RunHandle {
     service: String,
+    /// Set until the run's script has ended (its deployment may be finished before).
+    script_running: Arc<AtomicBool>,
     cancel: mpsc::Sender<String>,
     done: watch::Receiver<bool>,
 }
@@ -162,7 +171,11 @@ impl Queue {
             total += 1;
         };
         let here: Vec<(i64, String)> = match self.inner.runs.lock() {
-            Ok(runs) => runs.iter().map(|(id, run)| (*id, run.service.clone())).collect(),
+            Ok(runs) => runs
+                .iter()
+                .filter(|(_, run)| run.script_running.load(Ordering::SeqCst))
+                .map(|(id, run)| (*id, run.service.clone()))
+                .collect(),
             Err(_) => Vec::new(),
         };
         for (_, service) in &here {
@@ -196,11 +209,13 @@ impl Queue {
         let id = deployment.id;
         let (cancel_tx, cancel_rx) = mpsc::channel(4);
         let (done_tx, done_rx) = watch::channel(false);
+        let script_running = Arc::new(AtomicBool::new(true));
         if let Ok(mut runs) = self.inner.runs.lock() {
             runs.insert(
                 id,
                 RunHandle {
                     service: deployment.service.clone(),
+                    script_running: script_running.clone(),
                     cancel: cancel_tx,
                     done: done_rx,
                 },
@@ -211,7 +226,7 @@ impl Queue {
             let runner = queue.inner.runner.clone();
             let shutdown = queue.inner.shutdown.clone();
             // The run in its own task, so that a panic in it still ends the deployment.
-            let run = tokio::spawn(async move { runner.run(deployment, cancel_rx, shutdown).await });
+            let run = tokio::spawn(async move { runner.run(deployment, cancel_rx, shutdown, &script_running).await });
             if let Err(error) = run.await {
                 tracing::error!(id, %error, "run task failed");
                 let reason = "the deploy service's runner failed during the run".to_owned();

@@ -325,7 +325,7 @@ pub const OPERATIONS: &[Operation] = &[
     op(
         "GET",
         "/v1/deployments",
-        "List deployments (?service=&page_size=&page_token=)",
+        "List deployments (?service=&page_size=&page_token=&include_removed_services=)",
         NoBody,
         Proto("slipway.deploy.v1.ListDeploymentsResponse"),
     ),

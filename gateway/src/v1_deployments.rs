@@ -74,6 +74,7 @@ pub struct ListQuery {
     service: Option<String>,
     page_size: Option<u32>,
     page_token: Option<String>,
+    include_removed_services: Option<bool>,
 }
 
 async fn list_deployments(
@@ -86,6 +87,7 @@ async fn list_deployments(
         service: query.service.unwrap_or_default(),
         page_size: query.page_size.unwrap_or_default(),
         page_token: query.page_token.unwrap_or_default(),
+        include_removed_services: query.include_removed_services.unwrap_or_default(),
     };
     let response = state
         .backends

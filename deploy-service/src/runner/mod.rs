@@ -10,6 +10,7 @@ mod secret_file;
 
 use std::{
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
@@ -133,12 +134,14 @@ impl Runner {
     }
 
     /// Runs a deployment the queue has just started, to its end. `cancel` carries the
-    /// name of a user who cancels it; `shutdown` stops it with the service.
+    /// name of a user who cancels it; `shutdown` stops it with the service;
+    /// `script_running` is cleared once the script has ended.
     pub async fn run(
         &self,
         deployment: deployments::Model,
         cancel: mpsc::Receiver<String>,
         shutdown: CancellationToken,
+        script_running: &AtomicBool,
     ) -> deployments::Model {
         let id = deployment.id;
         let mut token_id = None;
@@ -146,6 +149,7 @@ impl Runner {
         let ended = self
             .execute(&deployment, cancel, &shutdown, &mut token_id, &mut collected)
             .await;
+        script_running.store(false, Ordering::SeqCst);
         let ended_row = match self.finished_early(id).await {
             Some(row) => self.after_finish(row, ended, &collected).await,
             None => {
