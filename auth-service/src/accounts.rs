@@ -1,4 +1,11 @@
-//! User accounts: log in, create, make sure the bootstrap admin exists.
+//! User accounts: log in, create, make sure the bootstrap admin exists, disable,
+//! enable and delete.
+//!
+//! Disabling keeps the account (name, hash, who disabled it) and refuses its logins;
+//! enabling gives them back. Deleting removes the account; the name may be used
+//! again. Both revoke every token the user holds or minted, through the revocation
+//! feed. Nobody disables or deletes themselves, so the caller, an enabled user,
+//! always remains: the last enabled user cannot be locked out.
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -21,6 +28,19 @@ pub enum AccountError {
     InvalidName(&'static str),
     #[error("invalid password: {0}")]
     InvalidPassword(&'static str),
+    #[error("user {0:?} not found")]
+    UnknownUser(String),
+    #[error("you cannot {0} your own account")]
+    Yourself(&'static str),
+}
+
+/// What `disable` and `delete` did.
+#[derive(Debug)]
+pub struct Removed {
+    /// The user as it is now (for `delete`, as it was).
+    pub user: users::Model,
+    /// The ids of the tokens revoked.
+    pub revoked: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,13 +54,14 @@ impl Accounts {
         Accounts { store, hasher }
     }
 
-    /// The user when name and password match. An unknown user costs the same hashing
-    /// work as a wrong password. A legacy (bcrypt) hash is replaced by argon2id.
+    /// The user when name and password match and the account is enabled. Unknown
+    /// and disabled users, wrong passwords and legacy (bcrypt) users cost the same
+    /// hashing work (see `passwords`). A legacy hash is replaced by argon2id.
     pub async fn login(&self, name: &str, password: &SecretString) -> Result<Option<users::Model>, AccountError> {
         if name.is_empty() || name.len() > MAX_NAME_LEN || password.expose_secret().len() > MAX_PASSWORD_LEN {
             return Ok(None);
         }
-        let user = self.store.find_user(name).await?;
+        let user = self.store.find_user(name).await?.filter(users::Model::is_enabled);
         let verdict = self
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
@@ -51,11 +72,21 @@ impl Accounts {
                     let hash = self.hasher.hash(password).await?;
                     self.store.set_password_hash(user.id, &hash, false).await?;
                     tracing::info!(user = %user.name, "legacy password hash replaced with argon2id");
+                    self.refresh_legacy().await?;
                 }
                 Ok(Some(user))
             }
             _ => Ok(None),
         }
+    }
+
+    /// Reads which bcrypt cost the stored legacy hashes have (if any are left), so
+    /// refusals cost what a legacy user's refusal costs. At start, after each rehash,
+    /// and now and then (another replica or an import may change them).
+    pub async fn refresh_legacy(&self) -> Result<(), AccountError> {
+        let cost = self.store.legacy_bcrypt_cost().await?;
+        self.hasher.set_legacy_cost(cost).await?;
+        Ok(())
     }
 
     pub async fn create(&self, name: &str, password: &SecretString) -> Result<users::Model, AccountError> {
@@ -87,6 +118,63 @@ impl Accounts {
 
     pub async fn find(&self, name: &str) -> Result<Option<users::Model>, AccountError> {
         Ok(self.store.find_user(name).await?)
+    }
+
+    /// The user, when it exists and is enabled.
+    pub async fn find_enabled(&self, name: &str) -> Result<Option<users::Model>, AccountError> {
+        Ok(self.store.find_user(name).await?.filter(users::Model::is_enabled))
+    }
+
+    /// Disables `name` (asked by `by`, who may not be `name`): logins are refused from
+    /// now on and every token the user holds or minted is revoked. Disabling a
+    /// disabled user revokes again whatever is left and keeps the first record.
+    pub async fn disable(&self, name: &str, by: &str) -> Result<Removed, AccountError> {
+        if name == by {
+            return Err(AccountError::Yourself("disable"));
+        }
+        let existing = self.find_or_fail(name).await?;
+        let user = if existing.is_enabled() {
+            self.store
+                .set_user_disabled(name, Some(by))
+                .await?
+                .ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?
+        } else {
+            existing
+        };
+        // After the flag is set: a token minted while this runs either is found here
+        // or sees the flag when it checks again after recording itself.
+        let revoked = self.store.revoke_user_tokens(name).await?;
+        Ok(Removed { user, revoked })
+    }
+
+    /// Lets a disabled user log in again (the tokens revoked stay revoked).
+    pub async fn enable(&self, name: &str) -> Result<users::Model, AccountError> {
+        self.find_or_fail(name).await?;
+        self.store
+            .set_user_disabled(name, None)
+            .await?
+            .ok_or_else(|| AccountError::UnknownUser(name.to_owned()))
+    }
+
+    /// Deletes `name` (asked by `by`, who may not be `name`) and revokes every token
+    /// the user holds or minted. The token registry keeps their records.
+    pub async fn delete(&self, name: &str, by: &str) -> Result<Removed, AccountError> {
+        if name == by {
+            return Err(AccountError::Yourself("delete"));
+        }
+        let user = self.find_or_fail(name).await?;
+        if !self.store.delete_user(name).await? {
+            return Err(AccountError::UnknownUser(name.to_owned()));
+        }
+        let revoked = self.store.revoke_user_tokens(name).await?;
+        Ok(Removed { user, revoked })
+    }
+
+    async fn find_or_fail(&self, name: &str) -> Result<users::Model, AccountError> {
+        self.store
+            .find_user(name)
+            .await?
+            .ok_or_else(|| AccountError::UnknownUser(name.to_owned()))
     }
 }
 

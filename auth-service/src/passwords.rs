@@ -1,13 +1,23 @@
 //! Password hashing: argon2id for new hashes; fastDeploy's bcrypt hashes are accepted
 //! and reported for rehashing. Hashing runs on the blocking pool behind a semaphore
-//! so a burst of logins never starves other requests, and an unknown user is checked
-//! against a dummy hash so it costs the same time as a wrong password.
+//! so a burst of logins never starves other requests.
+//!
+//! Every refusal costs the same, so a login's time does not tell an unknown user, a
+//! wrong password and a user still on a fastDeploy (bcrypt) hash apart: an unknown
+//! user is checked against a dummy argon2id hash, and a refused check also does the
+//! work of the other kind of hash against a dummy (an argon2id refusal one bcrypt
+//! check at the cost of the legacy hashes still stored, a bcrypt refusal one argon2id
+//! check). While no legacy hash is left, a refusal costs one argon2id check.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
+
+/// The dummy bcrypt hash is made at most at this cost (each step doubles the work; a
+/// stored hash above it would take seconds to check anyway).
+const MAX_DUMMY_BCRYPT_COST: u32 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -28,16 +38,26 @@ pub enum Verdict {
     Accepted { rehash: bool },
 }
 
+/// A bcrypt hash of a password nobody has, at `cost`.
+#[derive(Clone)]
+struct DummyBcrypt {
+    cost: u32,
+    hash: Arc<str>,
+}
+
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
     dummy_hash: Arc<str>,
+    /// Present while legacy hashes are stored (see the module comment).
+    dummy_bcrypt: Arc<RwLock<Option<DummyBcrypt>>>,
 }
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hasher")
             .field("permits", &self.permits.available_permits())
+            .field("legacy_cost", &self.legacy_cost())
             .finish()
     }
 }
@@ -50,6 +70,7 @@ impl Hasher {
         Ok(Hasher {
             permits,
             dummy_hash: dummy.into(),
+            dummy_bcrypt: Arc::new(RwLock::new(None)),
         })
     }
 
@@ -59,21 +80,78 @@ impl Hasher {
         Self::new(cores.saturating_sub(1)).await
     }
 
+    /// The bcrypt cost refusals pay for, or `None` while no legacy hash is stored.
+    pub fn legacy_cost(&self) -> Option<u32> {
+        read(&self.dummy_bcrypt).map(|d| d.cost)
+    }
+
+    /// Tells the hasher the highest bcrypt cost among the stored legacy hashes (`None`:
+    /// none left), so refusals keep costing what a legacy user's refusal costs.
+    pub async fn set_legacy_cost(&self, cost: Option<u32>) -> Result<(), PasswordError> {
+        let cost = cost.map(|c| c.clamp(4, MAX_DUMMY_BCRYPT_COST));
+        if self.legacy_cost() == cost {
+            return Ok(());
+        }
+        let dummy = match cost {
+            None => None,
+            Some(cost) => {
+                let hash = tokio::task::spawn_blocking(move || bcrypt::hash("slipway-dummy-password", cost))
+                    .await?
+                    .map_err(|e| PasswordError::Hash(e.to_string()))?;
+                Some(DummyBcrypt {
+                    cost,
+                    hash: hash.into(),
+                })
+            }
+        };
+        match self.dummy_bcrypt.write() {
+            Ok(mut guard) => *guard = dummy,
+            Err(poisoned) => *poisoned.into_inner() = dummy,
+        }
+        Ok(())
+    }
+
     pub async fn hash(&self, password: &SecretString) -> Result<String, PasswordError> {
         let _permit = self.permits.acquire().await.map_err(|_| PasswordError::Closed)?;
         let password = password.clone();
         tokio::task::spawn_blocking(move || hash_blocking(password.expose_secret())).await?
     }
 
-    /// Checks `password` against `stored`, or against the dummy hash when the user is
-    /// unknown (`stored` is `None`), so both paths cost the same.
+    /// Checks `password` against `stored`, or refuses it when there is no usable
+    /// account (`stored` is `None`: unknown or disabled user) after the same work as
+    /// any other refusal.
     pub async fn verify(&self, password: &SecretString, stored: Option<&str>) -> Result<Verdict, PasswordError> {
         let _permit = self.permits.acquire().await.map_err(|_| PasswordError::Closed)?;
         let password = password.clone();
         let known = stored.is_some();
-        let stored: String = stored.map(str::to_owned).unwrap_or_else(|| self.dummy_hash.to_string());
-        let verdict = tokio::task::spawn_blocking(move || verify_blocking(password.expose_secret(), &stored)).await?;
-        Ok(if known { verdict } else { Verdict::Refused })
+        let stored: Arc<str> = stored.map(Arc::from).unwrap_or_else(|| self.dummy_hash.clone());
+        let dummy_argon2 = self.dummy_hash.clone();
+        let dummy_bcrypt = read(&self.dummy_bcrypt).map(|d| d.hash);
+        let verdict = tokio::task::spawn_blocking(move || {
+            let verdict = verify_blocking(password.expose_secret(), &stored);
+            if known && verdict != Verdict::Refused {
+                return verdict;
+            }
+            // A refusal: the other kind of hash's work too, against a dummy.
+            let other = if is_bcrypt(&stored) {
+                Some(dummy_argon2)
+            } else {
+                dummy_bcrypt
+            };
+            if let Some(other) = other {
+                std::hint::black_box(verify_blocking(password.expose_secret(), &other));
+            }
+            Verdict::Refused
+        })
+        .await?;
+        Ok(verdict)
+    }
+}
+
+fn read(lock: &RwLock<Option<DummyBcrypt>>) -> Option<DummyBcrypt> {
+    match lock.read() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
     }
 }
 
@@ -102,6 +180,15 @@ fn verify_blocking(password: &str, stored: &str) -> Verdict {
 
 fn is_bcrypt(stored: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"].iter().any(|p| stored.starts_with(p))
+}
+
+/// The cost of a bcrypt hash (`$2b$12$…` is 12), or `None` for anything else.
+pub fn bcrypt_cost(stored: &str) -> Option<u32> {
+    if !is_bcrypt(stored) {
+        return None;
+    }
+    let cost: u32 = stored.get(4..6)?.parse().ok()?;
+    (4..=31).contains(&cost).then_some(cost)
 }
 
 #[cfg(test)]
@@ -144,5 +231,36 @@ mod tests {
             hasher.verify(&secret("wrong"), Some(&legacy)).await.unwrap(),
             Verdict::Refused
         );
+        assert_eq!(bcrypt_cost(&legacy), Some(4));
+        assert_eq!(bcrypt_cost("$argon2id$v=19$m=19456,t=2,p=1$x$y"), None);
+        assert_eq!(bcrypt_cost("$2b$xx$abc"), None);
+    }
+
+    #[tokio::test]
+    async fn refusals_stay_refusals_with_a_legacy_dummy() {
+        let hasher = Hasher::new(1).await.unwrap();
+        assert_eq!(hasher.legacy_cost(), None);
+        hasher.set_legacy_cost(Some(4)).await.unwrap();
+        assert_eq!(hasher.legacy_cost(), Some(4));
+        let argon = hasher.hash(&secret("hunter2")).await.unwrap();
+        let legacy = bcrypt::hash("s3cret", 4).unwrap();
+        // The dummies' own password is never accepted, for any path.
+        for stored in [None, Some(argon.as_str()), Some(legacy.as_str())] {
+            assert_eq!(
+                hasher.verify(&secret("slipway-dummy-password"), stored).await.unwrap(),
+                Verdict::Refused,
+                "{stored:?}"
+            );
+        }
+        assert_eq!(
+            hasher.verify(&secret("hunter2"), Some(&argon)).await.unwrap(),
+            Verdict::Accepted { rehash: false }
+        );
+        assert_eq!(
+            hasher.verify(&secret("s3cret"), Some(&legacy)).await.unwrap(),
+            Verdict::Accepted { rehash: true }
+        );
+        hasher.set_legacy_cost(None).await.unwrap();
+        assert_eq!(hasher.legacy_cost(), None);
     }
 }

@@ -1,6 +1,12 @@
 //! What may be minted: each mint or attenuation request checked and turned into a
 //! `TokenSpec`, or refused with a reason the caller can act on. Pure functions, so
 //! the rules are tested without a server.
+//!
+//! The rule for every minter: a token never creates a token with a permission or a
+//! life it lacks itself. The one exception is the workflow: a full user token (a
+//! login, not attenuated) mints service and config tokens of any allowed life. A
+//! token minted by an attenuated token names it as parent, so revoking the minter
+//! revokes what it minted.
 
 use chrono::Duration;
 use common::{
@@ -169,6 +175,50 @@ pub fn deployment_token(request: &pb::MintDeploymentTokenRequest) -> Result<Toke
     })
 }
 
+/// `spec` as minted by the holder of `minter`: unchanged for a full user token;
+/// otherwise it may not carry a permission the minter lacks, outlive it, or leave an
+/// origin it is pinned to, and it records the minter as its parent.
+pub fn bound_by_minter(minter: &Claims, mut spec: TokenSpec, now: i64) -> Result<TokenSpec, PolicyError> {
+    let full_user = minter.token_type == TokenType::User && minter.permissions.is_none() && minter.parent.is_none();
+    if full_user {
+        return Ok(spec);
+    }
+    let have = scope::effective(minter);
+    let wanted: Vec<String> = match &spec.permissions {
+        Some(list) => list.clone(),
+        None => scope::defaults(spec.token_type)
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+    };
+    if let Some(missing) = wanted.iter().find(|p| !have.contains(&p.as_str())) {
+        return Err(PolicyError::Wider(format!(
+            "the presented token does not have the permission {missing:?}, so it cannot mint a token that has it"
+        )));
+    }
+    let exp = spec
+        .expires_at
+        .unwrap_or_else(|| now.saturating_add(spec.life.num_seconds()));
+    if exp > minter.exp {
+        return Err(PolicyError::Wider(format!(
+            "a token minted by a narrowed token cannot outlive it (it expires in {} s)",
+            minter.exp.saturating_sub(now).max(0)
+        )));
+    }
+    if let Some(pinned) = &minter.origin {
+        match &spec.origin {
+            Some(origin) if origin != pinned => {
+                return Err(PolicyError::Wider(format!(
+                    "the presented token is pinned to origin {pinned:?}"
+                )));
+            }
+            _ => spec.origin = Some(pinned.clone()),
+        }
+    }
+    spec.parent = Some(minter.jti.clone());
+    Ok(spec)
+}
+
 /// A token derived from `parent`: a subset of its permissions, no longer life, and an
 /// origin that may be pinned but never changed. Everything else is inherited.
 pub fn attenuate(parent: &Claims, request: &pb::AttenuateTokenRequest, now: i64) -> Result<TokenSpec, PolicyError> {
@@ -319,6 +369,77 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(attenuate(&child, &repin, now), Err(PolicyError::Wider(_))));
+    }
+
+    fn user_claims(now: i64) -> Claims {
+        Claims {
+            sub: "user:alice".into(),
+            jti: "login".into(),
+            token_type: TokenType::User,
+            service: None,
+            ..service_claims(now)
+        }
+    }
+
+    #[test]
+    fn only_a_full_user_token_mints_beyond_itself() {
+        let now = 1_000_000;
+        let config = |days| pb::MintConfigTokenRequest {
+            expiration_in_days: days,
+            ..Default::default()
+        };
+        let year = config_token("alice", &config(365)).unwrap();
+
+        // A login token: as today, a year, no parent.
+        let full = user_claims(now);
+        let spec = bound_by_minter(&full, year.clone(), now).unwrap();
+        assert_eq!((spec.parent, spec.life), (None, Duration::days(365)));
+
+        // Attenuated to tokens:mint for 60 s: no deployed-services:read, no year.
+        let mut narrowed = user_claims(now);
+        narrowed.jti = "narrowed".into();
+        narrowed.parent = Some("login".into());
+        narrowed.permissions = Some(vec![scope::TOKENS_MINT.into()]);
+        narrowed.exp = now + 60;
+        assert!(matches!(
+            bound_by_minter(&narrowed, year.clone(), now),
+            Err(PolicyError::Wider(_))
+        ));
+        narrowed.permissions = Some(vec![scope::TOKENS_MINT.into(), scope::DEPLOYED_SERVICES_READ.into()]);
+        assert!(matches!(
+            bound_by_minter(&narrowed, year.clone(), now),
+            Err(PolicyError::Wider(_))
+        ));
+        narrowed.exp = now + 2 * 86400;
+        let spec = bound_by_minter(&narrowed, config_token("alice", &config(1)).unwrap(), now).unwrap();
+        assert_eq!(spec.parent.as_deref(), Some("narrowed"));
+
+        // Only shortened, all permissions kept: still bound by its life and recorded.
+        let mut shortened = user_claims(now);
+        shortened.parent = Some("login".into());
+        assert!(bound_by_minter(&shortened, year, now).is_err());
+
+        // A service token the minter lacks deployments:start for, and a pinned origin.
+        let service = |permissions: Vec<String>, origin: &str| {
+            service_token(
+                "alice",
+                &pb::MintServiceTokenRequest {
+                    service: "web".into(),
+                    origin: origin.into(),
+                    expiration_in_days: 1,
+                    permissions,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        narrowed.permissions = Some(vec![scope::TOKENS_MINT.into(), scope::DEPLOYMENTS_READ.into()]);
+        narrowed.origin = Some("ci".into());
+        assert!(bound_by_minter(&narrowed, service(vec![], "ci"), now).is_err());
+        let read_only = vec![scope::DEPLOYMENTS_READ.to_owned()];
+        assert!(bound_by_minter(&narrowed, service(read_only.clone(), "laptop"), now).is_err());
+        let spec = bound_by_minter(&narrowed, service(read_only, "ci"), now).unwrap();
+        assert_eq!(spec.parent.as_deref(), Some("narrowed"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use common::{
     error::ErrorCode,
     identity::{DEPLOY_SERVICE, TrustedCaller},
     scope,
-    token::{Claims, MAX_TOKEN_LEN, TokenType, Verifier, bearer_token},
+    token::{Claims, MAX_TOKEN_LEN, TokenError, TokenType, Verifier, bearer_token},
 };
 use proto::{
     auth::v1::{
@@ -45,6 +45,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
     let keys = Arc::new(KeyRing::open(&config.keys_dir())?);
     let accounts = Accounts::new(store.clone(), Hasher::for_this_machine().await?);
+    accounts.refresh_legacy().await?;
     if let (Some(name), Some(password)) = (&config.admin_user, &config.admin_password)
         && accounts.ensure(name, password).await?
     {
@@ -99,6 +100,9 @@ async fn reload_keys_periodically(api: Arc<AuthApi>, shutdown: CancellationToken
             },
             Ok(false) => {}
             Err(error) => tracing::error!(%error, "cannot re-read the keys dir"),
+        }
+        if let Err(error) = api.accounts.refresh_legacy().await {
+            tracing::error!(%error, "cannot read which legacy password hashes are left");
         }
     }
 }
@@ -198,18 +202,54 @@ impl AuthApi {
         Ok(claims)
     }
 
-    /// Signs `spec`, records the token, and answers with it.
-    async fn issue(&self, spec: TokenSpec, name: &str, created_by: &str) -> Result<pb::MintedToken, Status> {
+    /// Signs `spec`, records the token, and answers with it. `owner` is the user whose
+    /// standing the token depends on (its holder or minter), if any.
+    async fn issue(
+        &self,
+        spec: TokenSpec,
+        name: &str,
+        created_by: &str,
+        owner: Option<&str>,
+    ) -> Result<pb::MintedToken, Status> {
         let (token, claims) = self.minter.mint(spec).map_err(internal)?;
         let record = crate::tokens::record_of(&claims, name, created_by);
         let info = crate::registry::token_info(&record);
         self.store.record_token(record).await.map_err(internal)?;
+        self.still_standing(&claims, owner).await?;
         tracing::info!(jti = %claims.jti, token_type = %claims.token_type, by = created_by, "token minted");
         Ok(pb::MintedToken {
             token,
             token_type: "bearer".into(),
             info: Some(info),
         })
+    }
+
+    /// Checked again once a new token is recorded, so that a revocation or a user
+    /// disabled while it was minted cannot miss it: when its parent was revoked or its
+    /// owner disabled or deleted meanwhile, the new token is revoked and refused.
+    async fn still_standing(&self, claims: &Claims, owner: Option<&str>) -> Result<(), Status> {
+        let parent_revoked = match &claims.parent {
+            Some(parent) => self.store.is_revoked(parent).await.map_err(internal)?,
+            None => false,
+        };
+        let owner_gone = match owner {
+            Some(user) => self
+                .accounts
+                .find_enabled(user)
+                .await
+                .map_err(account_status)?
+                .is_none(),
+            None => false,
+        };
+        if parent_revoked || owner_gone {
+            self.store
+                .revoke_tokens(std::slice::from_ref(&claims.jti))
+                .await
+                .map_err(internal)?;
+            tracing::info!(jti = %claims.jti, parent_revoked, owner_gone, "token revoked as it was minted");
+            return Err(ErrorCode::Unauthenticated.status("invalid token"));
+        }
+        Ok(())
     }
 
     /// Whether `service` is a service the registry knows, asked with the caller's token.
@@ -228,6 +268,13 @@ impl AuthApi {
             Err(status) if status.code() == tonic::Code::NotFound => {
                 Err(ErrorCode::NotFound.status(format!("service {service:?} does not exist")))
             }
+            // A narrowed token that mints without `services:read`.
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                Err(ErrorCode::PermissionDenied.status(format!(
+                    "minting for a service needs {}, to check that it exists",
+                    scope::SERVICES_READ
+                )))
+            }
             Err(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "registry lookup failed");
                 Err(ErrorCode::Unavailable.status("the registry cannot be reached to check the service"))
@@ -245,14 +292,14 @@ impl AuthApi {
         Ok(claims)
     }
 
-    /// The user named by a user token, which must still exist.
+    /// The user named by a user token, which must still exist and be enabled.
     async fn current_user(&self, claims: &Claims) -> Result<crate::storage::users::Model, Status> {
         let name = claims
             .user
             .as_deref()
             .ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))?;
         self.accounts
-            .find(name)
+            .find_enabled(name)
             .await
             .map_err(account_status)?
             .ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))
@@ -301,12 +348,33 @@ fn account_status(error: AccountError) -> Status {
         AccountError::Store(StoreError::UserExists(name)) => {
             Status::already_exists(format!("user {name:?} already exists"))
         }
+        AccountError::UnknownUser(name) => ErrorCode::NotFound.status(format!("user {name:?} not found")),
+        error @ AccountError::Yourself(_) => ErrorCode::Conflict.status(error.to_string()),
         other => internal(other),
     }
 }
 
 fn timestamp(seconds: i64) -> proto::wkt::Timestamp {
     proto::wkt::Timestamp { seconds, nanos: 0 }
+}
+
+fn user_message(user: crate::storage::users::Model) -> pb::User {
+    pb::User {
+        id: user.id,
+        name: user.name,
+        disabled_at: user.disabled_at.map(Into::into),
+        disabled_by: user.disabled_by.unwrap_or_default(),
+    }
+}
+
+fn count(ids: &[String]) -> u32 {
+    u32::try_from(ids.len()).unwrap_or(u32::MAX)
+}
+
+/// Whether a verification failure came after the signature checked out (the token is
+/// one the auth service signed, only outside its time window).
+fn signature_verified(error: &TokenError) -> bool {
+    matches!(error, TokenError::Expired | TokenError::NotYetValid)
 }
 
 #[tonic::async_trait]
@@ -327,6 +395,10 @@ impl AuthService for AuthApi {
         let (token, claims) = self.minter.user_token(&user.name).map_err(internal)?;
         let record = crate::tokens::record_of(&claims, "login", &user.name);
         self.store.record_token(record).await.map_err(internal)?;
+        if self.still_standing(&claims, Some(&user.name)).await.is_err() {
+            tracing::info!("login refused: the user was disabled meanwhile");
+            return Err(ErrorCode::Unauthenticated.status("Incorrect username or password"));
+        }
         tracing::info!(jti = %claims.jti, "user logged in");
         Ok(Response::new(pb::LoginResponse {
             access_token: token,
@@ -338,10 +410,7 @@ impl AuthService for AuthApi {
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::User>, Status> {
         let claims = self.authenticate(&request, TokenType::User).await?;
         let user = self.current_user(&claims).await?;
-        Ok(Response::new(pb::User {
-            id: user.id,
-            name: user.name,
-        }))
+        Ok(Response::new(user_message(user)))
     }
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::Jwks>, Status> {
@@ -367,9 +436,12 @@ impl AuthService for AuthApi {
         let claims = self.authorize(&request, TokenType::User, scope::TOKENS_MINT).await?;
         let user = self.current_user(&claims).await?;
         let spec = policy::service_token(&user.name, request.get_ref()).map_err(policy_status)?;
+        let spec = policy::bound_by_minter(&claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
         self.check_service_exists(&request, &request.get_ref().service).await?;
         let name = request.get_ref().name.clone();
-        Ok(Response::new(self.issue(spec, &name, &user.name).await?))
+        Ok(Response::new(
+            self.issue(spec, &name, &user.name, Some(&user.name)).await?,
+        ))
     }
 
     async fn mint_config_token(
@@ -379,11 +451,14 @@ impl AuthService for AuthApi {
         let claims = self.authorize(&request, TokenType::User, scope::TOKENS_MINT).await?;
         let user = self.current_user(&claims).await?;
         let spec = policy::config_token(&user.name, request.get_ref()).map_err(policy_status)?;
+        let spec = policy::bound_by_minter(&claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
         for service in &request.get_ref().services {
             self.check_service_exists(&request, service).await?;
         }
         let name = request.get_ref().name.clone();
-        Ok(Response::new(self.issue(spec, &name, &user.name).await?))
+        Ok(Response::new(
+            self.issue(spec, &name, &user.name, Some(&user.name)).await?,
+        ))
     }
 
     async fn mint_deployment_token(
@@ -396,7 +471,7 @@ impl AuthService for AuthApi {
         }
         let spec = policy::deployment_token(request.get_ref()).map_err(policy_status)?;
         let name = format!("deployment {}", request.get_ref().deployment_id);
-        Ok(Response::new(self.issue(spec, &name, DEPLOY_SERVICE).await?))
+        Ok(Response::new(self.issue(spec, &name, DEPLOY_SERVICE, None).await?))
     }
 
     async fn attenuate_token(
@@ -404,15 +479,17 @@ impl AuthService for AuthApi {
         request: Request<pb::AttenuateTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
         let parent = self.authenticate_any(&request).await?;
-        if parent.token_type == TokenType::User {
+        let owner = if parent.token_type == TokenType::User {
             // A derived user token is only as good as the user behind it.
-            self.current_user(&parent).await?;
-        }
+            Some(self.current_user(&parent).await?.name)
+        } else {
+            None
+        };
         let now = chrono::Utc::now().timestamp();
         let spec = policy::attenuate(&parent, request.get_ref(), now).map_err(policy_status)?;
         let by = parent.user.clone().unwrap_or_else(|| parent.sub.clone());
         let name = request.get_ref().name.clone();
-        Ok(Response::new(self.issue(spec, &name, &by).await?))
+        Ok(Response::new(self.issue(spec, &name, &by, owner.as_deref()).await?))
     }
 
     async fn list_tokens(
@@ -499,15 +576,22 @@ impl AuthService for AuthApi {
             return Err(ErrorCode::InvalidArgument.status("not a JWT (header.payload.signature)"));
         };
         let decoded: Option<Claims> = serde_json::from_value(payload.clone()).ok();
-        let info = match &decoded {
-            Some(c) => self.store.find_token(&c.jti).await.map_err(internal)?,
-            None => None,
+        let verified = self.verifier.verify(token);
+        // Registry data only for a token the auth service signed: anyone can write a
+        // JWT carrying someone else's `jti`.
+        let signed_here = match &verified {
+            Ok(_) => true,
+            Err(e) => signature_verified(e),
         };
-        let reason = match self.verifier.verify(token) {
+        let info = match &decoded {
+            Some(c) if signed_here => self.store.find_token(&c.jti).await.map_err(internal)?,
+            _ => None,
+        };
+        let reason = match verified {
             Err(e) => Some(e.to_string()),
             Ok(claims) if self.store.is_revoked(&claims.jti).await.map_err(internal)? => Some("token revoked".into()),
             Ok(claims) if claims.token_type == TokenType::User && self.current_user(&claims).await.is_err() => {
-                Some("the user no longer exists".into())
+                Some("the user no longer exists or is disabled".into())
             }
             Ok(_) => None,
         };
@@ -545,9 +629,53 @@ impl AuthService for AuthApi {
             .await
             .map_err(account_status)?;
         tracing::info!(user = %user.name, by = %creator.name, "user created");
-        Ok(Response::new(pb::User {
-            id: user.id,
-            name: user.name,
+        Ok(Response::new(user_message(user)))
+    }
+
+    async fn disable_user(
+        &self,
+        request: Request<pb::DisableUserRequest>,
+    ) -> Result<Response<pb::DisableUserResponse>, Status> {
+        let claims = self.authorize(&request, TokenType::User, scope::USERS_WRITE).await?;
+        let caller = self.current_user(&claims).await?;
+        let name = request.into_inner().name;
+        let removed = self
+            .accounts
+            .disable(&name, &caller.name)
+            .await
+            .map_err(account_status)?;
+        tracing::info!(user = %name, by = %caller.name, revoked = removed.revoked.len(), "user disabled; tokens revoked");
+        Ok(Response::new(pb::DisableUserResponse {
+            revoked_tokens: count(&removed.revoked),
+            user: Some(user_message(removed.user)),
+        }))
+    }
+
+    async fn enable_user(&self, request: Request<pb::EnableUserRequest>) -> Result<Response<pb::User>, Status> {
+        let claims = self.authorize(&request, TokenType::User, scope::USERS_WRITE).await?;
+        let caller = self.current_user(&claims).await?;
+        let name = request.into_inner().name;
+        let user = self.accounts.enable(&name).await.map_err(account_status)?;
+        tracing::info!(user = %name, by = %caller.name, "user enabled");
+        Ok(Response::new(user_message(user)))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let claims = self.authorize(&request, TokenType::User, scope::USERS_WRITE).await?;
+        let caller = self.current_user(&claims).await?;
+        let name = request.into_inner().name;
+        let removed = self
+            .accounts
+            .delete(&name, &caller.name)
+            .await
+            .map_err(account_status)?;
+        tracing::info!(user = %name, by = %caller.name, revoked = removed.revoked.len(), "user deleted; tokens revoked");
+        Ok(Response::new(pb::DeleteUserResponse {
+            revoked_tokens: count(&removed.revoked),
+            user: Some(user_message(removed.user)),
         }))
     }
 
@@ -582,7 +710,7 @@ impl AuthService for AuthApi {
         let revoked = self.store.revoke_user_tokens(&user.name).await.map_err(internal)?;
         tracing::info!(user = %user.name, revoked = revoked.len(), "password changed; tokens revoked");
         Ok(Response::new(pb::ChangePasswordResponse {
-            revoked_tokens: u32::try_from(revoked.len()).unwrap_or(u32::MAX),
+            revoked_tokens: count(&revoked),
         }))
     }
 
@@ -603,12 +731,18 @@ impl AuthService for AuthApi {
             tracing::info!(reason = %e, "legacy token refused");
             ErrorCode::Unauthenticated.status(e.to_string())
         })?;
-        if spec.token_type == TokenType::User
-            && let Some(user) = &spec.user
-            && self.accounts.find(user).await.map_err(account_status)?.is_none()
-        {
-            tracing::info!(user, "legacy token refused: unknown user");
-            return Err(ErrorCode::Unauthenticated.status("invalid legacy token"));
+        // A user token needs an enabled user; a token any user minted, that the user
+        // is not disabled.
+        if let Some(user) = &spec.user {
+            let account = self.accounts.find(user).await.map_err(account_status)?;
+            let refused = match account {
+                None => spec.token_type == TokenType::User,
+                Some(account) => !account.is_enabled(),
+            };
+            if refused {
+                tracing::info!(user, "legacy token refused: unknown or disabled user");
+                return Err(ErrorCode::Unauthenticated.status("invalid legacy token"));
+            }
         }
         tracing::warn!(
             legacy = true,
@@ -618,6 +752,11 @@ impl AuthService for AuthApi {
             "legacy fastDeploy token used"
         );
         let by = format!("legacy:{}", spec.user.as_deref().unwrap_or("unknown"));
-        Ok(Response::new(self.issue(spec, "legacy exchange", &by).await?))
+        let owner = (spec.token_type == TokenType::User)
+            .then(|| spec.user.clone())
+            .flatten();
+        Ok(Response::new(
+            self.issue(spec, "legacy exchange", &by, owner.as_deref()).await?,
+        ))
     }
 }

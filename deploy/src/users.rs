@@ -1,11 +1,16 @@
 //! `slipway users create NAME`: like fastDeploy's `createuser`, straight on the auth
 //! service's database (whoever can read the data dir is an administrator anyway).
+//! `slipway users disable|enable|delete NAME`: through the gateway, with a user token
+//! that may `users:write`.
 
 use std::{io::BufRead, path::PathBuf};
 
 use anyhow::{Context, bail};
 use auth_service::{accounts::Accounts, passwords::Hasher, storage::Store};
 use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::client::{Client, GatewayArgs, print_json};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UsersCommand {
@@ -19,6 +24,43 @@ pub enum UsersCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Disable a user (not yourself): logins are refused at once and every token the
+    /// user holds or minted is revoked. The account is kept.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Let a disabled user log in again (revoked tokens stay revoked).
+    Enable {
+        name: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Delete a user (not yourself) and revoke every token the user holds or minted.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+}
+
+/// A user name as one path segment.
+fn user_path(name: &str, action: &str) -> String {
+    let mut encoded = String::new();
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("/v1/users/{encoded}{action}")
+}
+
+fn revoked(answer: &Value) -> u64 {
+    // proto3 JSON leaves a zero count out.
+    answer["revokedTokens"].as_u64().unwrap_or(0)
 }
 
 pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
@@ -39,6 +81,34 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
             let accounts = Accounts::new(store, Hasher::new(1).await?);
             let user = accounts.create(&name, &password).await?;
             println!("user {} created (id {})", user.name, user.id);
+            Ok(())
+        }
+        UsersCommand::Disable { name, gateway } => {
+            let answer = Client::new(&gateway)?
+                .post(&user_path(&name, "/disable"), &json!({}))
+                .await?;
+            if gateway.json {
+                return print_json(&answer);
+            }
+            println!("user {name} disabled; {} tokens revoked", revoked(&answer));
+            Ok(())
+        }
+        UsersCommand::Enable { name, gateway } => {
+            let answer = Client::new(&gateway)?
+                .post(&user_path(&name, "/enable"), &json!({}))
+                .await?;
+            if gateway.json {
+                return print_json(&answer);
+            }
+            println!("user {name} enabled");
+            Ok(())
+        }
+        UsersCommand::Delete { name, gateway } => {
+            let answer = Client::new(&gateway)?.delete(&user_path(&name, "")).await?;
+            if gateway.json {
+                return print_json(&answer);
+            }
+            println!("user {name} deleted; {} tokens revoked", revoked(&answer));
             Ok(())
         }
     }

@@ -252,6 +252,27 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "POST",
+        "/v1/users/{name}/disable",
+        "Disable a user (not yourself): logins refused, every token they hold or minted revoked",
+        NoBody,
+        Proto("slipway.auth.v1.DisableUserResponse"),
+    ),
+    op(
+        "POST",
+        "/v1/users/{name}/enable",
+        "Let a disabled user log in again",
+        NoBody,
+        Proto("slipway.auth.v1.User"),
+    ),
+    op(
+        "DELETE",
+        "/v1/users/{name}",
+        "Delete a user (not yourself) and revoke every token they hold or minted",
+        NoBody,
+        Proto("slipway.auth.v1.DeleteUserResponse"),
+    ),
+    op(
+        "POST",
         "/v1/users/me/password",
         "Change the caller's password; revokes their tokens",
         Proto("slipway.auth.v1.ChangePasswordRequest"),
@@ -644,6 +665,17 @@ mod tests {
             "/v1/revocations/watch",
         ),
         ("/slipway.auth.v1.AuthService/CreateUser", "POST", "/v1/users"),
+        (
+            "/slipway.auth.v1.AuthService/DisableUser",
+            "POST",
+            "/v1/users/{name}/disable",
+        ),
+        (
+            "/slipway.auth.v1.AuthService/EnableUser",
+            "POST",
+            "/v1/users/{name}/enable",
+        ),
+        ("/slipway.auth.v1.AuthService/DeleteUser", "DELETE", "/v1/users/{name}"),
         (
             "/slipway.auth.v1.AuthService/ChangePassword",
             "POST",

@@ -1,12 +1,16 @@
-//! `/v1` for the auth service's user RPCs: log in with JSON, who am I, create a user.
+//! `/v1` for the auth service's user RPCs: log in with JSON, who am I, create, disable,
+//! enable and delete a user.
 
 use axum::{
     Json, Router,
-    extract::{State, rejection::JsonRejection},
+    extract::{Path, State, rejection::JsonRejection},
     http::StatusCode,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
-use proto::auth::v1::{CreateUserRequest, LoginRequest, LoginResponse, User, WhoAmIRequest};
+use proto::auth::v1::{
+    CreateUserRequest, DeleteUserRequest, DeleteUserResponse, DisableUserRequest, DisableUserResponse,
+    EnableUserRequest, LoginRequest, LoginResponse, User, WhoAmIRequest,
+};
 
 use crate::{
     error::ApiError,
@@ -21,6 +25,15 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/login", post(login).fallback(method_not_allowed))
         .route("/v1/users/me", get(who_am_i).fallback(method_not_allowed))
         .route("/v1/users", post(create_user).fallback(method_not_allowed))
+        .route("/v1/users/{name}", delete(delete_user).fallback(method_not_allowed))
+        .route(
+            "/v1/users/{name}/disable",
+            post(disable_user).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/users/{name}/enable",
+            post(enable_user).fallback(method_not_allowed),
+        )
 }
 
 /// Log in with `{"username", "password"}`; a wrong name or password is 401.
@@ -54,4 +67,37 @@ async fn create_user(
     let request = with_token(body(json)?, &user.token)?;
     let created = state.backends.auth().create_user(request).await.map_err(auth_error)?;
     Ok(Json(created.into_inner()))
+}
+
+/// Disable a user: logins refused, every token the user holds or minted revoked.
+async fn disable_user(
+    State(state): State<AppState>,
+    user: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<DisableUserResponse>, ApiError> {
+    let request = with_token(DisableUserRequest { name }, &user.token)?;
+    let response = state.backends.auth().disable_user(request).await.map_err(auth_error)?;
+    Ok(Json(response.into_inner()))
+}
+
+/// Let a disabled user log in again.
+async fn enable_user(
+    State(state): State<AppState>,
+    user: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<User>, ApiError> {
+    let request = with_token(EnableUserRequest { name }, &user.token)?;
+    let response = state.backends.auth().enable_user(request).await.map_err(auth_error)?;
+    Ok(Json(response.into_inner()))
+}
+
+/// Delete a user and revoke every token the user holds or minted.
+async fn delete_user(
+    State(state): State<AppState>,
+    user: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<DeleteUserResponse>, ApiError> {
+    let request = with_token(DeleteUserRequest { name }, &user.token)?;
+    let response = state.backends.auth().delete_user(request).await.map_err(auth_error)?;
+    Ok(Json(response.into_inner()))
 }

@@ -73,6 +73,10 @@ fn rows() -> Vec<Row> {
         row("POST", "/v1/users/me/password", not_an_object(), "A R R R R R R R"),
         row("GET", "/v1/users/me", None, "A R R R R R R R"),
         row("POST", "/v1/users", not_an_object(), "A R R R R R R R"),
+        // No such user ("alpha"): admitted calls change nothing.
+        row("POST", "/v1/users/{name}/disable", None, "A R R R R R R R"),
+        row("POST", "/v1/users/{name}/enable", None, "A R R R R R R R"),
+        row("DELETE", "/v1/users/{name}", None, "A R R R R R R R"),
         row("GET", "/v1/services", None, "A R R R R R R R"),
         row("POST", "/v1/services/sync", None, "A R R R R R R R"),
         row("DELETE", "/v1/services/{id}", None, "A R R R R R R R"),

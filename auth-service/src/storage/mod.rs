@@ -7,7 +7,7 @@ pub mod revocations;
 pub mod tokens;
 pub mod users;
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, Set};
 use sea_orm_migration::MigratorTrait;
 
 pub use migrations::Migrator;
@@ -83,5 +83,40 @@ impl Store {
         }
         user.update(&self.db).await?;
         Ok(())
+    }
+
+    /// Disables (`by` given) or enables (`None`) a user. Returns the updated user, or
+    /// `None` when there is no such user.
+    pub async fn set_user_disabled(&self, name: &str, by: Option<&str>) -> Result<Option<users::Model>, StoreError> {
+        let Some(user) = self.find_user(name).await? else {
+            return Ok(None);
+        };
+        let mut row: users::ActiveModel = user.into();
+        row.disabled_at = Set(by.map(|_| chrono::Utc::now()));
+        row.disabled_by = Set(by.map(str::to_owned));
+        Ok(Some(row.update(&self.db).await?))
+    }
+
+    /// Removes a user's row; returns whether there was one. Its tokens stay in the
+    /// registry (revoked by the caller), so who held and minted what stays on record.
+    pub async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        let result = users::Entity::delete_many()
+            .filter(users::Column::Name.eq(name))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected > 0)
+    }
+
+    /// The highest bcrypt cost among the legacy (fastDeploy) hashes still stored, or
+    /// `None` when every user has an argon2id hash.
+    pub async fn legacy_bcrypt_cost(&self) -> Result<Option<u32>, StoreError> {
+        let hashes: Vec<String> = users::Entity::find()
+            .select_only()
+            .column(users::Column::PasswordHash)
+            .filter(users::Column::PasswordHash.starts_with("$2"))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(hashes.iter().filter_map(|h| crate::passwords::bcrypt_cost(h)).max())
     }
 }

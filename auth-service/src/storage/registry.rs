@@ -144,14 +144,16 @@ impl Store {
         Ok(revoked)
     }
 
-    /// Revokes every live token `user` holds (its sessions) or minted, and everything
-    /// derived from them. Returns the ids revoked.
+    /// Revokes every live token `user` holds (its sessions) or minted (themselves or by
+    /// trading a fastDeploy token), and everything derived from them. Returns the ids
+    /// revoked.
     pub async fn revoke_user_tokens(&self, user: &str) -> Result<Vec<String>, StoreError> {
         let now = chrono::Utc::now();
         let ids: Vec<String> = tokens::Entity::find()
             .filter(
                 Condition::any()
                     .add(tokens::Column::CreatedBy.eq(user))
+                    .add(tokens::Column::CreatedBy.eq(format!("legacy:{user}")))
                     .add(tokens::Column::Subject.eq(format!("user:{user}"))),
             )
             .filter(tokens::Column::RevokedAt.is_null())

@@ -12,6 +12,16 @@ pub struct Model {
     pub password_hash: String,
     pub created_at: DateTimeUtc,
     pub password_changed_at: DateTimeUtc,
+    /// When the user was disabled: no login, no token (see `Accounts::disable`).
+    pub disabled_at: Option<DateTimeUtc>,
+    /// Who disabled the user.
+    pub disabled_by: Option<String>,
+}
+
+impl Model {
+    pub fn is_enabled(&self) -> bool {
+        self.disabled_at.is_none()
+    }
 }
 
 // Hand-written so a hash never reaches a log.
@@ -20,6 +30,7 @@ impl std::fmt::Debug for Model {
         f.debug_struct("User")
             .field("id", &self.id)
             .field("name", &self.name)
+            .field("disabled_at", &self.disabled_at)
             .finish_non_exhaustive()
     }
 }

@@ -141,6 +141,18 @@ pub const RPCS: &[Rpc] = &[
         token(&[User], scope::USERS_WRITE),
     ),
     unary("/slipway.auth.v1.AuthService/ChangePassword", any_permission(&[User])),
+    unary(
+        "/slipway.auth.v1.AuthService/DisableUser",
+        token(&[User], scope::USERS_WRITE),
+    ),
+    unary(
+        "/slipway.auth.v1.AuthService/EnableUser",
+        token(&[User], scope::USERS_WRITE),
+    ),
+    unary(
+        "/slipway.auth.v1.AuthService/DeleteUser",
+        token(&[User], scope::USERS_WRITE),
+    ),
     unary("/slipway.auth.v1.AuthService/ExchangeLegacyToken", Access::Open),
     // registry
     unary(
@@ -311,6 +323,9 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/login", Access::Open),
     route("GET", "/v1/users/me", any_permission(&[User])),
     route("POST", "/v1/users", token(&[User], scope::USERS_WRITE)),
+    route("POST", "/v1/users/{name}/disable", token(&[User], scope::USERS_WRITE)),
+    route("POST", "/v1/users/{name}/enable", token(&[User], scope::USERS_WRITE)),
+    route("DELETE", "/v1/users/{name}", token(&[User], scope::USERS_WRITE)),
     route("POST", "/v1/keys/rotate", token(&[User], scope::KEYS_ROTATE)),
     // /v1: services
     route("GET", "/v1/services", token(&[User], scope::SERVICES_READ)),

@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_create_users;
 mod m0002_create_tokens;
 mod m0003_create_revocations;
+mod m0004_user_disabled;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_create_users::Migration),
             Box::new(m0002_create_tokens::Migration),
             Box::new(m0003_create_revocations::Migration),
+            Box::new(m0004_user_disabled::Migration),
         ]
     }
 
