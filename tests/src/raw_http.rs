@@ -102,6 +102,8 @@ pub async fn request(addr: SocketAddr, head: &str, upload: Upload<'_>, timeout: 
             Ok::<(), std::io::Error>(())
         }
     });
+    // An answer to HEAD announces a length but has no body.
+    let bodiless = head.starts_with("HEAD ");
     let reading = async {
         let mut buf = Vec::new();
         let mut piece = [0u8; 4096];
@@ -115,6 +117,7 @@ pub async fn request(addr: SocketAddr, head: &str, upload: Upload<'_>, timeout: 
                     .lines()
                     .find_map(|l| l.strip_prefix("content-length:"))
                     .and_then(|v| v.trim().parse::<usize>().ok())
+                    .filter(|_| !bodiless)
                     .unwrap_or(0);
                 wanted = Some(end + 4 + length.min(MAX_ANSWER));
             }
