@@ -8,11 +8,22 @@
 //! the deploy service's authority through the edge. A server stream opened with a
 //! token ends when that token is revoked or expires: the backend ends it, and the
 //! gateway ends its side too (trailers with UNAUTHENTICATED), whichever comes first.
+//!
+//! Request messages are bounded by `--max-body-bytes`: once the token is checked (a
+//! refused call's body is never read), the first message's 5-byte header is read and a
+//! longer message is refused `RESOURCE_EXHAUSTED` at once; the request stream is then
+//! capped at that one message (every RPC takes one request message), so a body that
+//! goes on past it ends the call with `RESOURCE_EXHAUSTED` too. Nothing is buffered
+//! beyond what the backend has not taken yet.
 
 use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -32,11 +43,18 @@ use common::{
     token::Claims,
 };
 use http_body::Frame;
+use http_body_util::BodyExt;
 use tonic::{Status, body::Body as GrpcBody, transport::Channel};
 use tower::{Layer, Service, ServiceExt};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
-use crate::{Config, error::ApiError, fastdeploy::auth::verified, server::AppState};
+use crate::{
+    Config,
+    body_limit::{Capped, is_too_large},
+    error::ApiError,
+    fastdeploy::auth::verified,
+    server::AppState,
+};
 
 /// Headers never passed to a backend: the service-to-service identity (only the
 /// deploy service may present it, directly), the browser's cookies, and HTTP/1.1
@@ -103,7 +121,8 @@ impl Service<http::Request<GrpcBody>> for Proxy {
 /// Admits and forwards one call; any refusal is a trailers-only gRPC answer.
 async fn forward(state: AppState, request: http::Request<GrpcBody>) -> http::Response<GrpcBody> {
     let path: String = request.uri().path().chars().take(200).collect();
-    match admit(&state, request).await {
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let refusal = match admit(&state, request, &exceeded).await {
         Ok(Admitted {
             backend,
             channel,
@@ -111,19 +130,21 @@ async fn forward(state: AppState, request: http::Request<GrpcBody>) -> http::Res
             stream,
         }) => {
             let response = call(backend, channel, request).await;
-            match stream {
-                Some(claims) => {
-                    let end = stream_end(&state, claims);
-                    response.map(|body| GrpcBody::new(StreamBody::new(body, end)))
-                }
-                None => response,
+            if !exceeded.load(Ordering::Acquire) {
+                return match stream {
+                    Some(claims) => {
+                        let end = stream_end(&state, claims);
+                        response.map(|body| GrpcBody::new(StreamBody::new(body, end)))
+                    }
+                    None => response,
+                };
             }
+            too_large(state.max_body_bytes)
         }
-        Err(status) => {
-            tracing::info!(rpc = %path, code = ?status.code(), reason = status.message(), "grpc call refused at the gateway");
-            status.into_http()
-        }
-    }
+        Err(status) => status,
+    };
+    tracing::info!(rpc = %path, code = ?refusal.code(), reason = refusal.message(), "grpc call refused at the gateway");
+    refusal.into_http()
 }
 
 /// A call the caller may make: where it goes and what to send.
@@ -156,8 +177,17 @@ fn stream_end(state: &AppState, claims: Option<Claims>) -> TokenEnd {
     })
 }
 
-/// The backend and the request to send it, once the scope table says the caller may.
-async fn admit(state: &AppState, request: http::Request<GrpcBody>) -> Result<Admitted, Status> {
+fn too_large(max: usize) -> Status {
+    Status::resource_exhausted(format!("the request must be one message of at most {max} bytes"))
+}
+
+/// The backend and the request to send it, once the scope table says the caller may
+/// and the first message's header is within the limit.
+async fn admit(
+    state: &AppState,
+    request: http::Request<GrpcBody>,
+    exceeded: &Arc<AtomicBool>,
+) -> Result<Admitted, Status> {
     let rpc = scope_table::rpc(request.uri().path()).ok_or_else(|| Status::unimplemented("no such RPC here"))?;
     let (mut parts, body) = request.into_parts();
     if parts.headers.contains_key(CREDENTIAL_HEADER) {
@@ -172,6 +202,7 @@ async fn admit(state: &AppState, request: http::Request<GrpcBody>) -> Result<Adm
         access => Some(authorize(state, &mut parts, access).await?),
     };
     let (backend, channel) = backend(state, rpc.path)?;
+    let body = bounded(body, state.max_body_bytes, exceeded.clone()).await?;
     parts.version = Version::HTTP_2;
     Ok(Admitted {
         backend,
@@ -179,6 +210,44 @@ async fn admit(state: &AppState, request: http::Request<GrpcBody>) -> Result<Adm
         request: http::Request::from_parts(parts, body),
         stream: rpc.server_streaming.then_some(claims),
     })
+}
+
+/// Bytes of a gRPC message's header: a compression flag and a big-endian length.
+const MESSAGE_HEADER: usize = 5;
+
+/// The request body capped at one message of at most `max` bytes, after reading just
+/// far enough to see the first message's declared length (refused when longer).
+async fn bounded(body: GrpcBody, max: usize, exceeded: Arc<AtomicBool>) -> Result<GrpcBody, Status> {
+    let mut body = Capped::new(body, max.saturating_add(MESSAGE_HEADER), exceeded);
+    let mut read = Vec::new();
+    let mut header = Vec::with_capacity(MESSAGE_HEADER);
+    while header.len() < MESSAGE_HEADER {
+        let Some(frame) = body.frame().await else { break };
+        let frame = frame.map_err(|error| {
+            if is_too_large(error.as_ref()) {
+                too_large(max)
+            } else {
+                Status::cancelled("the request body was cut short")
+            }
+        })?;
+        let Some(data) = frame.data_ref() else {
+            read.push(frame);
+            break;
+        };
+        let wanted = MESSAGE_HEADER - header.len();
+        header.extend_from_slice(&data[..wanted.min(data.len())]);
+        read.push(frame);
+    }
+    if let Some(length) = header.get(1..MESSAGE_HEADER) {
+        let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        // Every RPC takes one message: the body may hold that one and nothing more.
+        match usize::try_from(length) {
+            Ok(n) if n <= max && body.limit_to(MESSAGE_HEADER + n) => {}
+            _ => return Err(too_large(max)),
+        }
+    }
+    body.unread(read);
+    Ok(GrpcBody::new(body))
 }
 
 /// Verifies the bearer token (a fastDeploy token is exchanged first when that is on)

@@ -8,9 +8,13 @@
 //! or under-permitted token (its contract, 3.3); `/v1` routes answer 401 for a missing
 //! or invalid token and 403 for a valid one the entry does not admit. A request whose
 //! path has no entry at all is 500 (fail closed; tests keep the table complete).
+//!
+//! The token is verified before any of the body is read: a request without a valid
+//! token is refused with its body unread, whatever its size (`body_limit` bounds the
+//! rest).
 
 use axum::{
-    body::{Body, Bytes, to_bytes},
+    body::Body,
     extract::{FromRequestParts, MatchedPath, Request, State},
     http::{Method, StatusCode, request::Parts},
     middleware::Next,
@@ -28,9 +32,11 @@ use crate::{
     server::AppState,
 };
 
-/// fastDeploy routes that take a JSON body: FastAPI decodes it before authenticating,
-/// so a body that is not JSON is 422 even without a token (contract 1.2).
-const JSON_BEFORE_AUTH: &[(&str, &str)] = &[
+/// fastDeploy routes that take a JSON body. FastAPI decodes it before authenticating
+/// (contract 1.2); Slipway verifies the token first (an unauthenticated body is never
+/// read), then, as FastAPI, a body that is not JSON is 422 before the token's type and
+/// permissions are checked.
+const JSON_BEFORE_SCOPE: &[(&str, &str)] = &[
     ("POST", "/service-token"),
     ("POST", "/deployments/"),
     ("POST", "/steps/"),
@@ -44,7 +50,7 @@ pub struct Caller {
     pub claims: Claims,
 }
 
-/// The request body of a [`JSON_BEFORE_AUTH`] route, decoded (`None` when blank).
+/// The request body of a [`JSON_BEFORE_SCOPE`] route, decoded (`None` when blank).
 #[derive(Debug, Clone)]
 pub struct JsonBody(pub Option<Value>);
 
@@ -108,18 +114,20 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
         return Ok(request);
     };
     let (mut parts, body) = request.into_parts();
-    let body = if JSON_BEFORE_AUTH.contains(&(route.method, route.path)) {
-        // The body limit layer has already bounded the body.
-        let bytes = to_bytes(body, usize::MAX)
-            .await
-            .map_err(|_| ApiError::Detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".into()))?;
+    // The token first: without a valid one, the body is never read.
+    let caller = if route.credential == Credential::Header && route.access.needs_token() {
+        Some(verified(&parts, state).await?)
+    } else {
+        None
+    };
+    let body = if JSON_BEFORE_SCOPE.contains(&(route.method, route.path)) {
+        let bytes = crate::body_limit::read_all(body).await?;
         parts.extensions.insert(JsonBody(parse_json(&bytes)?));
-        Body::from(Bytes::new())
+        Body::empty()
     } else {
         body
     };
-    if route.credential == Credential::Header && route.access.needs_token() {
-        let (token, claims) = verified(&parts, state).await?;
+    if let Some((token, claims)) = caller {
         if let Err(refusal) = route.access.check(&claims) {
             return Err(refuse(route, &claims, &refusal));
         }
@@ -159,8 +167,8 @@ mod tests {
     }
 
     #[test]
-    fn json_before_auth_routes_exist() {
-        for (method, path) in JSON_BEFORE_AUTH {
+    fn json_before_scope_routes_exist() {
+        for (method, path) in JSON_BEFORE_SCOPE {
             assert!(
                 routes_at(path).any(|r| r.method == *method),
                 "{method} {path} is not in the scope table"

@@ -2,6 +2,7 @@
 //! tokens checked before any backend is called.
 
 pub mod backends;
+pub mod body_limit;
 pub mod config;
 pub mod error;
 pub mod fastdeploy;

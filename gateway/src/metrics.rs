@@ -31,6 +31,25 @@ const BUCKETS: [f64; 13] = [
 ];
 /// The label of every path no route matched.
 const UNMATCHED: &str = "unmatched";
+/// The label of every method outside the standard nine.
+const OTHER_METHOD: &str = "other";
+
+/// A bounded label for a request's method: the standard methods by name, anything else
+/// (a client may send any token as a method) as one value.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => OTHER_METHOD,
+    }
+}
 
 tokio::task_local! {
     /// The id of the request the current task serves.
@@ -49,8 +68,9 @@ pub fn current_request_id() -> Option<String> {
 /// in (the first bound at or above it); `/metrics` adds them up.
 #[derive(Default)]
 struct RouteStats {
-    /// Requests by method and status: a route sees few pairs, so a short list.
-    requests: RwLock<Vec<(Method, u16, AtomicU64)>>,
+    /// Requests by method label and status: at most ten labels and the statuses the
+    /// gateway answers, so a short list.
+    requests: RwLock<Vec<(&'static str, u16, AtomicU64)>>,
     buckets: [AtomicU64; BUCKETS.len()],
     /// The sum of latencies in seconds, as `f64` bits.
     sum: AtomicU64,
@@ -58,17 +78,17 @@ struct RouteStats {
 }
 
 impl RouteStats {
-    fn record(&self, method: &Method, status: u16, seconds: f64) {
+    fn record(&self, method: &'static str, status: u16, seconds: f64) {
         let counted = read(&self.requests)
             .iter()
-            .find(|(m, s, _)| m == method && *s == status)
+            .find(|(m, s, _)| *m == method && *s == status)
             .map(|(_, _, n)| n.fetch_add(1, Ordering::Relaxed))
             .is_some();
         if !counted {
             let mut requests = self.requests.write().unwrap_or_else(PoisonError::into_inner);
-            match requests.iter().find(|(m, s, _)| m == method && *s == status) {
+            match requests.iter().find(|(m, s, _)| *m == method && *s == status) {
                 Some((_, _, n)) => drop(n.fetch_add(1, Ordering::Relaxed)),
-                None => requests.push((method.clone(), status, AtomicU64::new(1))),
+                None => requests.push((method, status, AtomicU64::new(1))),
             }
         }
         // The count goes up before the bucket, and `/metrics` reads buckets before the
@@ -86,7 +106,7 @@ impl RouteStats {
 #[derive(Default)]
 struct Metrics {
     routes: RwLock<HashMap<Box<str>, Arc<RouteStats>>>,
-    refusals: Mutex<BTreeMap<String, u64>>,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// Streamed responses open now, by route (a gauge).
     streams: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -114,12 +134,13 @@ fn route_stats(route: &str) -> Arc<RouteStats> {
         .clone()
 }
 
-/// Counts a refused token, by reason (`missing`, `expired`, `revoked`, …).
-pub fn count_refusal(reason: &str) {
+/// Counts a refused token, by reason (`missing`, `expired`, `revoked`, …): a fixed
+/// label, never request data.
+pub fn count_refusal(reason: &'static str) {
     let mut refusals = metrics().refusals.lock().unwrap_or_else(PoisonError::into_inner);
     match refusals.get_mut(reason) {
         Some(n) => *n += 1,
-        None => drop(refusals.insert(reason.to_owned(), 1)),
+        None => drop(refusals.insert(reason, 1)),
     }
 }
 
@@ -168,14 +189,16 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
             id
         }
     };
-    // Unmatched paths share one label so scanners cannot grow the metrics without bound.
+    // Labels never come from request data: unmatched paths share one route label and
+    // unknown methods one method label, so clients cannot grow the metrics (or the log
+    // lines) without bound.
     let route = request.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let span = tracing::info_span!(
         "request",
         request_id = %id.to_str().unwrap_or_default(),
-        method = %method,
+        method,
         route = %route
     );
     let mut response = CURRENT
@@ -183,7 +206,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         .await;
     response.headers_mut().insert(REQUEST_ID, id);
     let seconds = started.elapsed().as_secs_f64();
-    route_stats(route).record(&method, response.status().as_u16(), seconds);
+    route_stats(route).record(method, response.status().as_u16(), seconds);
     response
 }
 
@@ -205,9 +228,9 @@ pub async fn render() -> Response {
     );
     let _ = writeln!(out, "# TYPE slipway_http_requests_total counter");
     for (route, stats) in &routes {
-        let mut requests: Vec<(String, u16, u64)> = read(&stats.requests)
+        let mut requests: Vec<(&str, u16, u64)> = read(&stats.requests)
             .iter()
-            .map(|(method, status, n)| (method.to_string(), *status, n.load(Ordering::Relaxed)))
+            .map(|(method, status, n)| (*method, *status, n.load(Ordering::Relaxed)))
             .collect();
         requests.sort();
         let route = label(route);
@@ -280,25 +303,29 @@ mod tests {
         assert_ne!(new_id(), id);
     }
 
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(method_label(&Method::from_bytes(&[b'X'; 4000]).unwrap()), "other");
+    }
+
     #[tokio::test]
     async fn each_request_counts_once_by_method_status_and_bucket() {
         let stats = RouteStats::default();
         for (method, status, seconds) in [
-            (Method::GET, 200, 0.0005),
-            (Method::GET, 200, 0.003),
-            (Method::GET, 401, 20.0),
-            (Method::POST, 200, 0.003),
+            ("GET", 200, 0.0005),
+            ("GET", 200, 0.003),
+            ("GET", 401, 20.0),
+            ("POST", 200, 0.003),
         ] {
-            stats.record(&method, status, seconds);
+            stats.record(method, status, seconds);
         }
-        let requests: Vec<(String, u16, u64)> = read(&stats.requests)
+        let requests: Vec<(&str, u16, u64)> = read(&stats.requests)
             .iter()
-            .map(|(m, s, n)| (m.to_string(), *s, n.load(Ordering::Relaxed)))
+            .map(|(m, s, n)| (*m, *s, n.load(Ordering::Relaxed)))
             .collect();
-        assert_eq!(
-            requests,
-            [("GET".into(), 200, 2), ("GET".into(), 401, 1), ("POST".into(), 200, 1)]
-        );
+        assert_eq!(requests, [("GET", 200, 2), ("GET", 401, 1), ("POST", 200, 1)]);
         let buckets: Vec<u64> = stats.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
         assert_eq!(buckets, [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(stats.count.load(Ordering::Relaxed), 4);

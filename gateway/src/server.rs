@@ -31,6 +31,8 @@ pub struct Shared {
     pub legacy: Option<Arc<crate::legacy::LegacyExchange>>,
     /// `GET /services/`'s answer while the registry's WatchServices is followed.
     pub services: Arc<ServicesCache>,
+    /// `--max-body-bytes`: the largest request body (HTTP) or request message (gRPC).
+    pub max_body_bytes: usize,
 }
 
 impl std::ops::Deref for AppState {
@@ -67,6 +69,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             hub,
             legacy,
             services,
+            max_body_bytes: config.max_body_bytes,
         })),
         &config,
     );
@@ -106,6 +109,12 @@ pub fn router(state: AppState, config: &Config) -> Router {
         ))
         .fallback(not_found_or_redirect)
         .with_state(state.clone())
+        // HTTP bodies are bounded while they are read (see `body_limit`); gRPC calls
+        // are bounded by message in the proxy.
+        .layer(axum::middleware::from_fn_with_state(
+            config.max_body_bytes,
+            crate::body_limit::limit,
+        ))
         // gRPC and grpc-web (content-type application/grpc*), whatever the path, go to
         // the proxy, which checks the scope table before any backend sees the call.
         .layer(axum::middleware::from_fn_with_state(
@@ -120,7 +129,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         ))
         // Request id, its span, and per-route counts and latency (gRPC calls included).
         .layer(axum::middleware::from_fn(crate::metrics::observe))
-        // Bodies beyond the limit are refused before any handler reads them.
+        // Extractors' own limit, the same as `body_limit`'s.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         // CORS around everything, so preflights are answered for routes and RPCs alike.
         .layer(crate::grpc_proxy::cors(config))

@@ -51,10 +51,13 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/keys/rotate", post(rotate_keys).fallback(method_not_allowed))
 }
 
-/// A JSON body in proto3 JSON, or 400 saying what is wrong with it.
+/// A JSON body in proto3 JSON, or 400 saying what is wrong with it (413 past the
+/// body limit).
 pub fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    json.map(|Json(t)| t)
-        .map_err(|e| ApiError::Detail(StatusCode::BAD_REQUEST, e.body_text()))
+    json.map(|Json(t)| t).map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => crate::body_limit::too_large(),
+        _ => ApiError::Detail(StatusCode::BAD_REQUEST, e.body_text()),
+    })
 }
 
 pub(crate) fn auth_error(status: tonic::Status) -> ApiError {

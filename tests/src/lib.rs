@@ -6,6 +6,7 @@ pub mod bad_tokens;
 pub mod db;
 pub mod grpc;
 pub mod process;
+pub mod raw_http;
 pub mod stack;
 
 pub use db::{Backend, TestDatabase};

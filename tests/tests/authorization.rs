@@ -190,6 +190,11 @@ async fn every_route_against_every_token_kind(backend: Backend) {
             }
         }
     }
+    println!(
+        "access matrix: {} routes x 8 token kinds = {} cells",
+        rows.len(),
+        rows.len() * 8
+    );
     release(&spool, "alpha");
     release(&spool, "beta");
 }

@@ -393,15 +393,18 @@ async fn service_tokens_only_for_existing_services(backend: Backend) {
     let (status, body) = post(&stack, "/service-token", Some(&admin), json!({"origin": "x"})).await;
     assert_eq!(status, 422);
     assert_eq!(body["detail"][0]["loc"], json!(["body", "service"]));
-    let response = stack
-        .http
-        .post(stack.url("/service-token"))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 422, "invalid JSON is 422 even before authentication");
+    // Invalid JSON: 422 with a valid token; without one the body is never read (401).
+    for (token, want) in [(Some(&admin), 422), (None, 401)] {
+        let mut request = stack
+            .http
+            .post(stack.url("/service-token"))
+            .header("content-type", "application/json")
+            .body("{not json");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        assert_eq!(request.send().await.unwrap().status(), want);
+    }
 
     // Over /v1 with narrower permissions: a service token that may only read.
     let (status, minted) = post(

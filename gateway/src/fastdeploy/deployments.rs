@@ -1,6 +1,7 @@
 //! fastDeploy's deployment and step routes (contract 2.10–2.15): list, start, read
 //! and finish deployments, report and list steps. The token is checked before any
-//! backend call; a body that is not JSON is refused before that, as FastAPI does.
+//! backend call; a body that is not JSON is 422 before the token's type is checked, as
+//! in FastAPI (a token that is not valid at all is refused before the body is read).
 
 use std::net::SocketAddr;
 

@@ -1,6 +1,6 @@
 //! `POST /service-token` (contract 2.5): a user mints a service token. Unlike
 //! fastDeploy, the service must exist. Validation answers in FastAPI's shapes, and
-//! a body that is not JSON is refused before authentication, as there.
+//! a body that is not JSON is 422 (once the token is known to be valid).
 
 use axum::{Json, extract::State};
 use proto::auth::v1::MintServiceTokenRequest;
@@ -16,8 +16,8 @@ use crate::{
 const DEFAULT_DAYS: i64 = 1;
 const MAX_DAYS: i64 = 180;
 
-/// The interceptor has decoded the body (before authenticating, as FastAPI does) and
-/// checked the user token.
+/// The interceptor has verified the token, decoded the body and checked the token's
+/// type.
 pub async fn mint(
     State(state): State<AppState>,
     user: Caller,

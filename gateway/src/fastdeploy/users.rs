@@ -2,15 +2,15 @@
 
 use axum::{
     Json,
-    body::to_bytes,
     extract::{FromRequest, Multipart, Request, State},
-    http::header,
+    http::{StatusCode, header},
 };
 use proto::auth::v1::{LoginRequest, WhoAmIRequest};
 use serde_json::{Value, json};
 
 use super::auth::{with_request_id, with_token};
 use crate::{
+    body_limit::{is_too_large, read_all, too_large},
     error::{ApiError, missing},
     interceptor::Caller,
     server::AppState,
@@ -30,22 +30,26 @@ async fn read_form(request: Request) -> Result<Vec<(String, String)>, ApiError> 
             .await
             .map_err(|_| ApiError::Validation(vec![]))?;
         let mut fields = Vec::new();
-        while let Ok(Some(field)) = multipart.next_field().await {
+        // A part that cannot be read ends the form (its fields are then missing),
+        // except a body over the limit, which is 413.
+        loop {
+            let field = match multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(error) if is_too_large(&error) => return Err(too_large()),
+                Err(_) => break,
+            };
             let name = field.name().unwrap_or_default().to_owned();
-            if let Ok(value) = field.text().await {
-                fields.push((name, value));
+            match field.text().await {
+                Ok(value) => fields.push((name, value)),
+                Err(error) if is_too_large(&error) => return Err(too_large()),
+                Err(_) => {}
             }
         }
         return Ok(fields);
     }
     if content_type.starts_with("application/x-www-form-urlencoded") {
-        // The body limit layer has already bounded the body.
-        let body = to_bytes(request.into_body(), usize::MAX).await.map_err(|_| {
-            ApiError::Detail(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large".into(),
-            )
-        })?;
+        let body = read_all(request.into_body()).await?;
         return Ok(serde_urlencoded::from_bytes(&body).unwrap_or_default());
     }
     Ok(Vec::new())
@@ -89,7 +93,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Js
             ))
         }
         Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::Detail(
-            axum::http::StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
             "Incorrect username or password".into(),
         )),
         Err(status) => Err(ApiError::from_backend("auth", &status)),
