@@ -18,6 +18,7 @@ use proto::{
 };
 use secrecy::SecretString;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -29,6 +30,7 @@ use crate::{
     passwords::Hasher,
     policy::{self, PolicyError},
     storage::{Store, StoreError, TokenFilter},
+    stream_caps::{Holder, StreamCaps},
     tokens::{Minter, TokenSpec},
 };
 
@@ -52,7 +54,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .connect_lazy();
     let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?
         .with_registry(RegistryServiceClient::new(registry))
-        .with_trusted(config.trust.trusted()?)
+        .with_trusted(config.trusted()?)
+        .with_stream_limits(config.stream_limits())
         .with_shutdown(shutdown.clone())
         .with_legacy(match (&config.legacy_secret_file, config.legacy_until) {
             (Some(path), Some(until)) => {
@@ -113,6 +116,8 @@ pub struct AuthApi {
     legacy: Option<crate::legacy::Legacy>,
     /// Ends the revocation feeds when the service stops, so shutdown never waits on them.
     shutdown: CancellationToken,
+    /// Caps on open revocation feeds, per caller and in total.
+    feed_caps: StreamCaps,
 }
 
 impl AuthApi {
@@ -135,7 +140,27 @@ impl AuthApi {
             trusted: Vec::new(),
             legacy: None,
             shutdown: CancellationToken::new(),
+            feed_caps: StreamCaps::new(crate::stream_caps::Limits {
+                per_token_subject: 8,
+                per_service: 64,
+                total: 256,
+            }),
         })
+    }
+
+    pub fn with_stream_limits(mut self, limits: crate::stream_caps::Limits) -> Self {
+        self.feed_caps = StreamCaps::new(limits);
+        self
+    }
+
+    /// Who may follow the revocation feed: a known internal service (by its
+    /// credential), or a valid, unrevoked user token holding `tokens:read`.
+    async fn feed_holder<T>(&self, request: &Request<T>) -> Result<Holder, Status> {
+        if let Some(service) = self.trusted.iter().find(|t| t.is_caller(request.metadata())) {
+            return Ok(Holder::Service(service.name().to_owned()));
+        }
+        let claims = self.authorize(request, TokenType::User, scope::TOKENS_READ).await?;
+        Ok(Holder::Subject(claims.user.unwrap_or(claims.sub)))
     }
 
     pub fn with_registry(mut self, registry: RegistryServiceClient<Channel>) -> Self {
@@ -526,8 +551,18 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let holder = self.feed_holder(&request).await?;
+        let slot = self.feed_caps.acquire(holder.clone()).map_err(|full| {
+            tracing::warn!(?holder, %full, "revocation feed refused");
+            ErrorCode::TooManyRequests.status(full.to_string())
+        })?;
         let after = request.into_inner().after_sequence;
         let feed = crate::registry::revocation_feed(self.store.clone(), after, self.shutdown.clone());
+        // The slot goes with the stream and is given back when the stream is dropped.
+        let feed = feed.map(move |event| {
+            let _held = &slot;
+            event
+        });
         Ok(Response::new(Box::pin(feed)))
     }
 

@@ -142,10 +142,16 @@ async fn start_all(
 ) -> anyhow::Result<()> {
     let data = data_dir.to_string_lossy().into_owned();
     let services = services_dir.to_string_lossy().into_owned();
-    // The deploy service's credential, trusted by the auth and registry services.
-    let credential_path = data_dir.join("credentials").join("deploy-service.key");
-    common::identity::Credential::create_if_missing(&credential_path)?;
-    let credential = credential_path.to_string_lossy().into_owned();
+    // Each internal service's credential: the deploy service's is trusted by the auth
+    // and registry services; the registry and the gateway present theirs to follow
+    // the auth service's revocation feed.
+    let [credential, registry_credential, gateway_credential] =
+        ["deploy-service.key", "registry-service.key", "gateway.key"].map(|file| {
+            let path = data_dir.join("credentials").join(file);
+            common::identity::Credential::create_if_missing(&path).map(|()| path.to_string_lossy().into_owned())
+        });
+    let (credential, registry_credential, gateway_credential) =
+        (credential?, registry_credential?, gateway_credential?);
     // The services name each other, so their addresses are chosen before any starts.
     let [auth, registry, deploy] = [free_port()?, free_port()?, free_port()?];
     let (auth_url, registry_url, deploy_url) = (
@@ -168,6 +174,12 @@ async fn start_all(
             [
                 &["--listen", &auth, "--data-dir", &data, "--registry-url", &registry_url][..],
                 &trust,
+                &[
+                    "--registry-credential-file",
+                    &registry_credential,
+                    "--gateway-credential-file",
+                    &gateway_credential,
+                ],
             ]
             .concat(),
         ),
@@ -177,6 +189,7 @@ async fn start_all(
                 &["--listen", &registry, "--data-dir", &data, "--auth-url", &auth_url][..],
                 &services_flag,
                 &trust,
+                &["--credential-file", &registry_credential],
             ]
             .concat(),
         ),
@@ -207,6 +220,8 @@ async fn start_all(
                 &registry_url,
                 "--deploy-url",
                 &deploy_url,
+                "--credential-file",
+                &gateway_credential,
             ],
         ),
     ];
