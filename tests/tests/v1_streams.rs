@@ -466,7 +466,12 @@ async fn revocations_stream_as_ndjson(backend: Backend) {
     let sequence: i64 = event["sequence"].as_str().unwrap().parse().unwrap();
 
     // Resuming before it replays it; a new snapshot includes it.
-    let mut resumed = open_ok(&stack, &format!("{route}?after_sequence={}", sequence - 1), Some(&admin)).await;
+    let mut resumed = open_ok(
+        &stack,
+        &format!("{route}?after_sequence={}", sequence - 1),
+        Some(&admin),
+    )
+    .await;
     let first = resumed.next().await.unwrap();
     assert!(first["tokenIds"].as_array().unwrap().contains(&json!(id)), "{first}");
     let mut fresh = open_ok(&stack, route, Some(&admin)).await;
