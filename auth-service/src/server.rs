@@ -155,12 +155,14 @@ impl AuthApi {
 
     /// Who may follow the revocation feed: a known internal service (by its
     /// credential), or a valid, unrevoked user token holding `tokens:read`.
-    async fn feed_holder<T>(&self, request: &Request<T>) -> Result<Holder, Status> {
+    /// With the token's claims when a token (not a service) is the caller.
+    async fn feed_holder<T>(&self, request: &Request<T>) -> Result<(Holder, Option<Claims>), Status> {
         if let Some(service) = self.trusted.iter().find(|t| t.is_caller(request.metadata())) {
-            return Ok(Holder::Service(service.name().to_owned()));
+            return Ok((Holder::Service(service.name().to_owned()), None));
         }
         let claims = self.authorize(request, TokenType::User, scope::TOKENS_READ).await?;
-        Ok(Holder::Subject(claims.user.unwrap_or(claims.sub)))
+        let subject = claims.user.clone().unwrap_or_else(|| claims.sub.clone());
+        Ok((Holder::Subject(subject), Some(claims)))
     }
 
     pub fn with_registry(mut self, registry: RegistryServiceClient<Channel>) -> Self {
@@ -281,6 +283,50 @@ impl AuthApi {
 }
 
 type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// A revocation feed holding `slot` until the client goes away or the feed ends. A
+/// feed opened with a token (`claims`) ends with UNAUTHENTICATED at the token's `exp`
+/// ("token expired"), or right after the event that revokes it ("token revoked").
+fn held_feed(
+    feed: impl tokio_stream::Stream<Item = Result<pb::RevocationEvent, Status>> + Send + 'static,
+    slot: crate::stream_caps::Slot,
+    claims: Option<Claims>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<pb::RevocationEvent, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut feed = std::pin::pin!(feed);
+        // Without a token the expiry branch is off (its duration does not matter).
+        let left_ms = claims.as_ref().map_or(0, |c| {
+            c.exp
+                .saturating_mul(1000)
+                .saturating_sub(chrono::Utc::now().timestamp_millis())
+        });
+        let expiry = tokio::time::sleep(std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0)));
+        let mut expiry = std::pin::pin!(expiry);
+        loop {
+            tokio::select! {
+                () = tx.closed() => return,
+                () = &mut expiry, if claims.is_some() => {
+                    let _ = tx.send(Err(ErrorCode::Unauthenticated.status("token expired"))).await;
+                    return;
+                }
+                item = feed.next() => {
+                    let Some(item) = item else { return };
+                    let revoked = matches!((&item, &claims), (Ok(event), Some(c)) if event.token_ids.contains(&c.jti));
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                    if revoked {
+                        let _ = tx.send(Err(ErrorCode::Unauthenticated.status("token revoked"))).await;
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
 
 fn policy_status(error: PolicyError) -> Status {
     match error {
@@ -551,19 +597,14 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let holder = self.feed_holder(&request).await?;
+        let (holder, claims) = self.feed_holder(&request).await?;
         let slot = self.feed_caps.acquire(holder.clone()).map_err(|full| {
             tracing::warn!(?holder, %full, "revocation feed refused");
             ErrorCode::TooManyRequests.status(full.to_string())
         })?;
         let after = request.into_inner().after_sequence;
         let feed = crate::registry::revocation_feed(self.store.clone(), after, self.shutdown.clone());
-        // The slot goes with the stream and is given back when the stream is dropped.
-        let feed = feed.map(move |event| {
-            let _held = &slot;
-            event
-        });
-        Ok(Response::new(Box::pin(feed)))
+        Ok(Response::new(Box::pin(held_feed(feed, slot, claims))))
     }
 
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {

@@ -21,6 +21,7 @@ on_every_backend!(
     the_feed_needs_a_credential_or_a_token_that_may_read_tokens,
     feeds_are_capped_per_caller_and_a_closed_one_frees_its_place,
     every_verifier_follows_the_feed_with_its_credential,
+    a_token_s_feed_ends_with_its_token,
 );
 
 async fn open(
@@ -201,4 +202,68 @@ async fn every_verifier_follows_the_feed_with_its_credential(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A token derived from the admin's, living `lifetime_secs` (0: as long as its parent).
+async fn derived(stack: &Stack, admin: &str, lifetime_secs: u64) -> String {
+    AuthServiceClient::new(channel(stack.auth).await)
+        .attenuate_token(bearer(
+            auth::AttenuateTokenRequest {
+                lifetime_seconds: lifetime_secs,
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
+/// The status a feed ends with, skipping its events; within `within`.
+async fn end_of(feed: &mut Streaming<auth::RevocationEvent>, within: Duration) -> tonic::Status {
+    tokio::time::timeout(within, async {
+        loop {
+            match feed.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the feed ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the feed went on")
+}
+
+/// A feed opened with a token ends when the token is revoked or expires; a service's
+/// feed goes on.
+async fn a_token_s_feed_ends_with_its_token(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let admin = stack.admin_token().await;
+    let doomed = derived(&stack, &admin, 0).await;
+    let mut feed = open(&stack, bearer(watch(), &doomed)).await.unwrap();
+    let gateway = Credential::load(GATEWAY, &stack.dir.path().join("gateway.key")).unwrap();
+    let mut service_feed = open(&stack, gateway.request(watch())).await.unwrap();
+    assert!(feed.message().await.unwrap().unwrap().snapshot);
+    let id = claims_of(&doomed)["jti"].as_str().unwrap().to_owned();
+    AuthServiceClient::new(channel(stack.auth).await)
+        .revoke_tokens(bearer(auth::RevokeTokensRequest { ids: vec![id] }, &admin))
+        .await
+        .unwrap();
+    let status = end_of(&mut feed, Duration::from_secs(3)).await;
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unauthenticated, "token revoked")
+    );
+
+    let short = derived(&stack, &admin, 2).await;
+    let mut feed = open(&stack, bearer(watch(), &short)).await.unwrap();
+    let status = end_of(&mut feed, Duration::from_secs(5)).await;
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unauthenticated, "token expired")
+    );
+
+    // The service's feed saw the revocation and is still open.
+    assert!(service_feed.message().await.unwrap().is_some());
 }
