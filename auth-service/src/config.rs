@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use common::identity::{GATEWAY, IdentityError, REGISTRY_SERVICE, TrustedCaller};
 use secrecy::SecretString;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -37,6 +38,25 @@ pub struct Config {
     pub registry_url: String,
     #[command(flatten)]
     pub trust: common::config::TrustArgs,
+    /// File holding the registry's credential; the registry presents it to follow the
+    /// revocation feed.
+    #[arg(long, env = "SLIPWAY_REGISTRY_CREDENTIAL_FILE")]
+    pub registry_credential_file: Option<PathBuf>,
+    /// File holding the gateway's credential; the gateway presents it to follow the
+    /// revocation feed.
+    #[arg(long, env = "SLIPWAY_GATEWAY_CREDENTIAL_FILE")]
+    pub gateway_credential_file: Option<PathBuf>,
+    /// Most revocation feeds (WatchRevocations) open at once, over all callers.
+    #[arg(long, env = "SLIPWAY_MAX_REVOCATION_STREAMS", default_value_t = 256)]
+    pub max_revocation_streams: usize,
+    /// Most revocation feeds open at once per token subject (a user, whatever token
+    /// of theirs is presented).
+    #[arg(long, env = "SLIPWAY_MAX_REVOCATION_STREAMS_PER_TOKEN", default_value_t = 8)]
+    pub max_revocation_streams_per_token: usize,
+    /// Most revocation feeds open at once per internal service (the gateway, the
+    /// registry, the deploy service: one per replica, plus reconnections).
+    #[arg(long, env = "SLIPWAY_MAX_REVOCATION_STREAMS_PER_SERVICE", default_value_t = 64)]
+    pub max_revocation_streams_per_service: usize,
     /// Migration from fastDeploy: a file holding its `SECRET_KEY`. With
     /// `--legacy-until`, fastDeploy's HS256 tokens are exchanged for Slipway tokens
     /// until that date (RFC 3339). Off unless both are given.
@@ -50,6 +70,29 @@ pub struct Config {
 impl Config {
     pub fn database_url(&self) -> String {
         self.storage.database_url("auth.db")
+    }
+
+    /// Every internal service whose credential file is given: the deploy service,
+    /// the registry and the gateway.
+    pub fn trusted(&self) -> Result<Vec<TrustedCaller>, IdentityError> {
+        let mut trusted = self.trust.trusted()?;
+        for (caller, path) in [
+            (REGISTRY_SERVICE, &self.registry_credential_file),
+            (GATEWAY, &self.gateway_credential_file),
+        ] {
+            if let Some(path) = path {
+                trusted.push(TrustedCaller::load(caller, path)?);
+            }
+        }
+        Ok(trusted)
+    }
+
+    pub fn stream_limits(&self) -> crate::stream_caps::Limits {
+        crate::stream_caps::Limits {
+            per_token_subject: self.max_revocation_streams_per_token,
+            per_service: self.max_revocation_streams_per_service,
+            total: self.max_revocation_streams,
+        }
     }
 
     pub fn keys_dir(&self) -> PathBuf {

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod stream_caps;
 pub mod tokens;
 
 pub use config::Config;

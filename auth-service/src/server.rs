@@ -18,6 +18,7 @@ use proto::{
 };
 use secrecy::SecretString;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -29,6 +30,7 @@ use crate::{
     passwords::Hasher,
     policy::{self, PolicyError},
     storage::{Store, StoreError, TokenFilter},
+    stream_caps::{Holder, StreamCaps},
     tokens::{Minter, TokenSpec},
 };
 
@@ -57,7 +59,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .connect_lazy();
     let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?
         .with_registry(RegistryServiceClient::new(registry))
-        .with_trusted(config.trust.trusted()?)
+        .with_trusted(config.trusted()?)
+        .with_stream_limits(config.stream_limits())
         .with_shutdown(shutdown.clone())
         .with_legacy(match (&config.legacy_secret_file, config.legacy_until) {
             (Some(path), Some(until)) => {
@@ -121,6 +124,8 @@ pub struct AuthApi {
     legacy: Option<crate::legacy::Legacy>,
     /// Ends the revocation feeds when the service stops, so shutdown never waits on them.
     shutdown: CancellationToken,
+    /// Caps on open revocation feeds, per caller and in total.
+    feed_caps: StreamCaps,
 }
 
 impl AuthApi {
@@ -143,7 +148,29 @@ impl AuthApi {
             trusted: Vec::new(),
             legacy: None,
             shutdown: CancellationToken::new(),
+            feed_caps: StreamCaps::new(crate::stream_caps::Limits {
+                per_token_subject: 8,
+                per_service: 64,
+                total: 256,
+            }),
         })
+    }
+
+    pub fn with_stream_limits(mut self, limits: crate::stream_caps::Limits) -> Self {
+        self.feed_caps = StreamCaps::new(limits);
+        self
+    }
+
+    /// Who may follow the revocation feed: a known internal service (by its
+    /// credential), or a valid, unrevoked user token holding `tokens:read`.
+    /// With the token's claims when a token (not a service) is the caller.
+    async fn feed_holder<T>(&self, request: &Request<T>) -> Result<(Holder, Option<Claims>), Status> {
+        if let Some(service) = self.trusted.iter().find(|t| t.is_caller(request.metadata())) {
+            return Ok((Holder::Service(service.name().to_owned()), None));
+        }
+        let claims = self.authorize(request, TokenType::User, scope::TOKENS_READ).await?;
+        let subject = claims.user.clone().unwrap_or_else(|| claims.sub.clone());
+        Ok((Holder::Subject(subject), Some(claims)))
     }
 
     pub fn with_registry(mut self, registry: RegistryServiceClient<Channel>) -> Self {
@@ -307,6 +334,50 @@ impl AuthApi {
 }
 
 type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// A revocation feed holding `slot` until the client goes away or the feed ends. A
+/// feed opened with a token (`claims`) ends with UNAUTHENTICATED at the token's `exp`
+/// ("token expired"), or right after the event that revokes it ("token revoked").
+fn held_feed(
+    feed: impl tokio_stream::Stream<Item = Result<pb::RevocationEvent, Status>> + Send + 'static,
+    slot: crate::stream_caps::Slot,
+    claims: Option<Claims>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<pb::RevocationEvent, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut feed = std::pin::pin!(feed);
+        // Without a token the expiry branch is off (its duration does not matter).
+        let left_ms = claims.as_ref().map_or(0, |c| {
+            c.exp
+                .saturating_mul(1000)
+                .saturating_sub(chrono::Utc::now().timestamp_millis())
+        });
+        let expiry = tokio::time::sleep(std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0)));
+        let mut expiry = std::pin::pin!(expiry);
+        loop {
+            tokio::select! {
+                () = tx.closed() => return,
+                () = &mut expiry, if claims.is_some() => {
+                    let _ = tx.send(Err(ErrorCode::Unauthenticated.status("token expired"))).await;
+                    return;
+                }
+                item = feed.next() => {
+                    let Some(item) = item else { return };
+                    let revoked = matches!((&item, &claims), (Ok(event), Some(c)) if event.token_ids.contains(&c.jti));
+                    if tx.send(item).await.is_err() {
+                        return;
+                    }
+                    if revoked {
+                        let _ = tx.send(Err(ErrorCode::Unauthenticated.status("token revoked"))).await;
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
 
 fn policy_status(error: PolicyError) -> Status {
     match error {
@@ -614,9 +685,14 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let (holder, claims) = self.feed_holder(&request).await?;
+        let slot = self.feed_caps.acquire(holder.clone()).map_err(|full| {
+            tracing::warn!(?holder, %full, "revocation feed refused");
+            ErrorCode::TooManyRequests.status(full.to_string())
+        })?;
         let after = request.into_inner().after_sequence;
         let feed = crate::registry::revocation_feed(self.store.clone(), after, self.shutdown.clone());
-        Ok(Response::new(Box::pin(feed)))
+        Ok(Response::new(Box::pin(held_feed(feed, slot, claims))))
     }
 
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {

@@ -126,6 +126,9 @@ async fn start_system() -> anyhow::Result<System> {
     )?;
     let credential = dir.path().join("deploy.key");
     Credential::create_if_missing(&credential)?;
+    let registry_credential = dir.path().join("registry.key");
+    Credential::create_if_missing(&registry_credential)?;
+    let registry_credential = registry_credential.to_string_lossy().into_owned();
     let [auth, registry, deploy] = [
         TcpListener::bind("127.0.0.1:0").await?,
         TcpListener::bind("127.0.0.1:0").await?,
@@ -146,6 +149,8 @@ async fn start_system() -> anyhow::Result<System> {
         &registry_url,
         "--deploy-credential-file",
         &credential,
+        "--registry-credential-file",
+        &registry_credential,
         "--admin-user",
         "admin",
         "--admin-password",
@@ -161,6 +166,8 @@ async fn start_system() -> anyhow::Result<System> {
         &auth_url,
         "--deploy-credential-file",
         &credential,
+        "--credential-file",
+        &registry_credential,
     ])?;
     let deploy_config = deploy_service::Config::try_parse_from([
         "deploy-service",

@@ -39,11 +39,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .context("the deploy service needs its credential (--credential-file) to mint deployment tokens")?;
     let credential = Credential::load(common::identity::DEPLOY_SERVICE, credential_file)
         .context("loading the deploy service's credential")?;
-    let backends = Backends::new(&config.auth.auth_url, &config.registry_url, credential)?;
+    let backends = Backends::new(&config.auth.auth_url, &config.registry_url, credential.clone())?;
     let guard = Guard::connect(
         &config.auth.auth_url,
         config.auth.max_stale(),
         Vec::new(),
+        Some(credential),
         shutdown.clone(),
     )
     .context("connecting to the auth service")?;

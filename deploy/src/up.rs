@@ -222,10 +222,16 @@ async fn start_all(
     let data = dirs.data.to_string_lossy().into_owned();
     let services = dirs.services.to_string_lossy().into_owned();
     let project_root = dirs.project_root.to_string_lossy().into_owned();
-    // The deploy service's credential, trusted by the auth and registry services.
-    let credential_path = dirs.data.join("credentials").join("deploy-service.key");
-    common::identity::Credential::create_if_missing(&credential_path)?;
-    let credential = credential_path.to_string_lossy().into_owned();
+    // Each internal service's credential: the deploy service's is trusted by the auth
+    // and registry services; the registry and the gateway present theirs to follow
+    // the auth service's revocation feed.
+    let [credential, registry_credential, gateway_credential] =
+        ["deploy-service.key", "registry-service.key", "gateway.key"].map(|file| {
+            let path = dirs.data.join("credentials").join(file);
+            common::identity::Credential::create_if_missing(&path).map(|()| path.to_string_lossy().into_owned())
+        });
+    let (credential, registry_credential, gateway_credential) =
+        (credential?, registry_credential?, gateway_credential?);
     // The services name each other, so their addresses are chosen before any starts.
     let [auth, registry, deploy] = [free_port()?, free_port()?, free_port()?];
     let (auth_url, registry_url, deploy_url) = (
@@ -253,6 +259,12 @@ async fn start_all(
             [
                 &["--listen", &auth, "--data-dir", &data, "--registry-url", &registry_url][..],
                 &trust,
+                &[
+                    "--registry-credential-file",
+                    &registry_credential,
+                    "--gateway-credential-file",
+                    &gateway_credential,
+                ],
             ]
             .concat(),
         ),
@@ -262,6 +274,7 @@ async fn start_all(
                 &["--listen", &registry, "--data-dir", &data, "--auth-url", &auth_url][..],
                 &services_flag,
                 &trust,
+                &["--credential-file", &registry_credential],
             ]
             .concat(),
         ),
@@ -293,6 +306,8 @@ async fn start_all(
                 &registry_url,
                 "--deploy-url",
                 &deploy_url,
+                "--credential-file",
+                &gateway_credential,
             ],
         ),
     ];

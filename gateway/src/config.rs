@@ -31,6 +31,8 @@ pub struct Config {
     /// from; after that every token is refused until the feed is back (fail closed).
     #[arg(long, env = "SLIPWAY_REVOCATION_MAX_STALE_SECS", default_value_t = 30)]
     pub revocation_max_stale_secs: u64,
+    #[command(flatten)]
+    pub credential: common::config::CredentialArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SLIPWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

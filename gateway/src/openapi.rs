@@ -403,7 +403,7 @@ pub const OPERATIONS: &[Operation] = &[
     op(
         "GET",
         "/v1/revocations/watch",
-        "Stream of revoked token ids (NDJSON, one RevocationEvent per line; ?after_sequence=)",
+        "Stream of revoked token ids (NDJSON, one RevocationEvent per line; ?after_sequence=); 429 past the auth service's caps on open feeds",
         NoBody,
         ProtoStream("slipway.auth.v1.RevocationEvent"),
     ),

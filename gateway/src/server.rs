@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, State},
@@ -47,7 +49,11 @@ impl std::ops::Deref for AppState {
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backends = Backends::new(&config)?;
     let max_stale = std::time::Duration::from_secs(config.revocation_max_stale_secs);
-    let verifier = Arc::new(RemoteVerifier::new(backends.auth(), max_stale));
+    let credential = config
+        .credential
+        .load(common::identity::GATEWAY)
+        .context("loading the gateway's credential")?;
+    let verifier = Arc::new(RemoteVerifier::new(backends.auth(), max_stale).with_credential(credential));
     if let Err(status) = verifier.refresh().await {
         tracing::warn!(code = ?status.code(), "auth-service keys not fetched yet; retrying when a token arrives");
     }

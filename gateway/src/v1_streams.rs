@@ -34,7 +34,7 @@ use tracing::Instrument;
 
 use crate::{
     error::ApiError,
-    fastdeploy::auth::{with_request_id, with_token},
+    fastdeploy::auth::with_token,
     interceptor::Caller,
     metrics::{self, OpenStream},
     server::{AppState, method_not_allowed},
@@ -126,10 +126,12 @@ async fn watch_services(State(state): State<AppState>, token: Caller) -> Result<
     .respond())
 }
 
-/// The revocation feed verifiers follow (open, like its RPC): a snapshot of revoked
-/// token ids, then each new batch, with heartbeats (`?after_sequence=` resumes).
+/// The revocation feed verifiers follow (a user token holding `tokens:read`, like its
+/// RPC): a snapshot of revoked token ids, then each new batch, with heartbeats
+/// (`?after_sequence=` resumes). Past the auth service's caps on open feeds: 429.
 async fn watch_revocations(
     State(state): State<AppState>,
+    token: Caller,
     query: Result<Query<RevocationsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
@@ -139,10 +141,17 @@ async fn watch_revocations(
     let upstream = state
         .backends
         .auth()
-        .watch_revocations(with_request_id(request))
+        .watch_revocations(with_token(request, &token.token)?)
         .await
         .map_err(|s| ApiError::from_backend("auth", &s))?;
-    Ok(Feed::new(&state, "/v1/revocations/watch", "auth", upstream.into_inner(), None).respond())
+    Ok(Feed::new(
+        &state,
+        "/v1/revocations/watch",
+        "auth",
+        upstream.into_inner(),
+        Some(&token),
+    )
+    .respond())
 }
 
 /// The caller's token, checked again before every message and good until it expires.

@@ -28,6 +28,8 @@ pub struct Config {
     pub auth: common::config::AuthArgs,
     #[command(flatten)]
     pub trust: common::config::TrustArgs,
+    #[command(flatten)]
+    pub credential: common::config::CredentialArgs,
 }
 
 impl Config {

@@ -24,10 +24,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .trust
         .trusted()
         .context("loading the deploy service's credential")?;
+    let credential = config
+        .credential
+        .load(common::identity::REGISTRY_SERVICE)
+        .context("loading the registry's credential")?;
     let guard = Guard::connect(
         &config.auth.auth_url,
         config.auth.max_stale(),
         trusted,
+        credential,
         shutdown.clone(),
     )
     .context("connecting to the auth service")?;

@@ -60,15 +60,20 @@ impl Stack {
         let services_dir = dir.path().join("services");
         std::fs::create_dir_all(&services_dir).expect("services dir");
         prepare(&services_dir);
-        let credential = dir.path().join("deploy-service.key");
-        common::identity::Credential::create_if_missing(&credential).expect("deploy credential");
+        // Each internal service's credential (the deploy service, the registry, the
+        // gateway), trusted by the auth service (and the deploy one by the registry).
+        let [credential, registry_credential, gateway_credential] =
+            ["deploy-service.key", "registry-service.key", "gateway.key"].map(|file| {
+                let key = dir.path().join(file);
+                common::identity::Credential::create_if_missing(&key).expect("service credential");
+                path(&key)
+            });
         // The services name each other (and deploy scripts are told the gateway's URL),
         // and a restarted service must come back where the others expect it, so every
         // address is chosen up front.
         let [auth, registry, deploy, gateway] = [(); 4].map(|()| reserve_port());
         let url = |a: SocketAddr| format!("http://{a}");
         let services = path(&services_dir);
-        let credential = path(&credential);
         let mut databases = Vec::new();
         let mut procs = Vec::new();
         for (name, binary, listen, extra) in [
@@ -81,6 +86,10 @@ impl Stack {
                     url(registry),
                     "--deploy-credential-file".into(),
                     credential.clone(),
+                    "--registry-credential-file".into(),
+                    registry_credential.clone(),
+                    "--gateway-credential-file".into(),
+                    gateway_credential.clone(),
                 ],
             ),
             (
@@ -94,6 +103,8 @@ impl Stack {
                     url(auth),
                     "--deploy-credential-file".into(),
                     credential.clone(),
+                    "--credential-file".into(),
+                    registry_credential.clone(),
                 ],
             ),
             (
@@ -151,6 +162,8 @@ impl Stack {
             url(registry),
             "--deploy-url".into(),
             url(deploy),
+            "--credential-file".into(),
+            gateway_credential,
         ];
         let mut proc = Proc::spawn("gateway", "gateway", &args, &env_of("gateway"), dir.path());
         proc.wait_addr(&addr_file);

@@ -85,6 +85,7 @@ fn rows() -> Vec<Row> {
         row("GET", "/v1/service-names", None, "A R R R R R R R"),
         row("GET", "/v1/services/watch", None, "A R R R R R R R"),
         row("GET", "/v1/deployments/watch", None, "A A A A A R R R"),
+        row("GET", "/v1/revocations/watch", None, "A R R R R R R R"),
         row("GET", "/v1/deployed-services", None, "A R R R R A R R"),
         row("GET", "/v1/deployments", None, "A A A A A R R R"),
         row("POST", "/v1/deployments", not_an_object(), "A A A R R R R R"),

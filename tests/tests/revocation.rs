@@ -205,7 +205,9 @@ async fn concurrent_revocations_reach_every_verifier(backend: Backend) {
     const TASKS: usize = 8;
     const PER_TASK: usize = 125;
     const FOLLOWERS: usize = 16;
-    let stack = Stack::start(backend).await;
+    // More feeds for one user than the default cap allows.
+    let env = [("auth", "SLIPWAY_MAX_REVOCATION_STREAMS_PER_TOKEN", "32".to_owned())];
+    let stack = Stack::start_with_env(backend, |_| {}, &env).await;
     let admin = stack.admin_token().await;
     let mut auth = AuthServiceClient::new(channel(stack.auth).await);
     let mut tokens = Vec::with_capacity(TASKS * PER_TASK);

@@ -443,12 +443,13 @@ async fn service_events_stream_as_ndjson(backend: Backend) {
     assert_eq!((status, body), (503, json!({"detail": "registry service unavailable"})));
 }
 
-/// The revocation feed, open like its RPC: a snapshot, then each revocation.
+/// The revocation feed, for a token that may read tokens like its RPC: a snapshot,
+/// then each revocation.
 async fn revocations_stream_as_ndjson(backend: Backend) {
     let stack = Stack::start(backend).await;
     let admin = stack.admin_token().await;
     let route = "/v1/revocations/watch";
-    let mut feed = open_ok(&stack, route, None).await;
+    let mut feed = open_ok(&stack, route, Some(&admin)).await;
     let snapshot = feed.next().await.unwrap();
     assert_eq!(snapshot["snapshot"], true, "{snapshot}");
 
@@ -465,13 +466,19 @@ async fn revocations_stream_as_ndjson(backend: Backend) {
     let sequence: i64 = event["sequence"].as_str().unwrap().parse().unwrap();
 
     // Resuming before it replays it; a new snapshot includes it.
-    let mut resumed = open_ok(&stack, &format!("{route}?after_sequence={}", sequence - 1), None).await;
+    let mut resumed = open_ok(
+        &stack,
+        &format!("{route}?after_sequence={}", sequence - 1),
+        Some(&admin),
+    )
+    .await;
     let first = resumed.next().await.unwrap();
     assert!(first["tokenIds"].as_array().unwrap().contains(&json!(id)), "{first}");
-    let mut fresh = open_ok(&stack, route, Some("not even a token")).await;
+    let mut fresh = open_ok(&stack, route, Some(&admin)).await;
     let first = fresh.next().await.unwrap();
     assert!(first["tokenIds"].as_array().unwrap().contains(&json!(id)), "{first}");
-    let (status, _) = status_of(&stack, &format!("{route}?after_sequence=x"), None).await;
+    assert_eq!(status_of(&stack, route, Some("not even a token")).await.0, 401);
+    let (status, _) = status_of(&stack, &format!("{route}?after_sequence=x"), Some(&admin)).await;
     assert_eq!(status, 400);
 }
 

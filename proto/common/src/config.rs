@@ -65,3 +65,31 @@ impl TrustArgs {
             .collect()
     }
 }
+
+/// A service's own credential, presented to the auth service when following its
+/// revocation feed (see `identity`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CredentialArgs {
+    /// File holding this service's credential (see `slipway up`); the auth service
+    /// serves its revocation feed to callers that present it.
+    #[arg(long, env = "SLIPWAY_CREDENTIAL_FILE")]
+    pub credential_file: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    /// The credential of `caller`, or `None` (with a warning: the auth service will
+    /// refuse the revocation feed, so every token is refused) when no file is given.
+    pub fn load(&self, caller: &str) -> Result<Option<crate::identity::Credential>, crate::identity::IdentityError> {
+        match &self.credential_file {
+            Some(path) => crate::identity::Credential::load(caller, path).map(Some),
+            None => {
+                tracing::warn!(
+                    caller,
+                    "no --credential-file: the auth service will not serve this service its revocation feed, \
+                     so every token will be refused"
+                );
+                Ok(None)
+            }
+        }
+    }
+}

@@ -12,6 +12,8 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     Unavailable,
+    /// A limit on open calls is reached (429 / RESOURCE_EXHAUSTED).
+    TooManyRequests,
     Internal,
 }
 
@@ -24,6 +26,7 @@ impl ErrorCode {
             ErrorCode::NotFound => Code::NotFound,
             ErrorCode::Conflict => Code::FailedPrecondition,
             ErrorCode::Unavailable => Code::Unavailable,
+            ErrorCode::TooManyRequests => Code::ResourceExhausted,
             ErrorCode::Internal => Code::Internal,
         }
     }
@@ -36,6 +39,7 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -49,6 +53,7 @@ impl ErrorCode {
             Code::NotFound => ErrorCode::NotFound,
             Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => ErrorCode::Conflict,
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ErrorCode::Unavailable,
+            Code::ResourceExhausted => ErrorCode::TooManyRequests,
             _ => ErrorCode::Internal,
         }
     }
@@ -72,6 +77,7 @@ mod tests {
             ErrorCode::NotFound,
             ErrorCode::Conflict,
             ErrorCode::Unavailable,
+            ErrorCode::TooManyRequests,
             ErrorCode::Internal,
         ] {
             assert_eq!(ErrorCode::from_grpc(code.grpc()), code);

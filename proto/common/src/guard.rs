@@ -19,7 +19,7 @@ use tonic::{Request, Status, transport::Endpoint};
 
 use crate::{
     error::ErrorCode,
-    identity::TrustedCaller,
+    identity::{Credential, TrustedCaller},
     scope,
     token::{Claims, RemoteVerifier, TokenError, bearer_token},
 };
@@ -32,18 +32,20 @@ pub struct Guard {
 
 impl Guard {
     /// A guard that fetches keys from the auth service at `auth_url` and follows its
-    /// revocation feed until `shutdown`.
+    /// revocation feed until `shutdown`, presenting `credential` (this service's own).
     pub fn connect(
         auth_url: &str,
         max_stale: Duration,
         trusted: Vec<TrustedCaller>,
+        credential: Option<Credential>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Guard> {
         let channel = Endpoint::from_shared(auth_url.to_owned())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
             .connect_lazy();
-        let verifier = Arc::new(RemoteVerifier::new(AuthServiceClient::new(channel), max_stale));
+        let verifier =
+            Arc::new(RemoteVerifier::new(AuthServiceClient::new(channel), max_stale).with_credential(credential));
         let follower = verifier.clone();
         tokio::spawn(async move { follower.follow_revocations(shutdown).await });
         Ok(Guard { verifier, trusted })

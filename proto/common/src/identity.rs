@@ -1,6 +1,6 @@
-//! Service-to-service identity. A calling service (today only the deploy service)
-//! holds a random credential in a file readable only by it; the services it calls are
-//! given the same file and accept calls that present it. A user's token forwarded by a
+//! Service-to-service identity. A calling service (the deploy service, the registry,
+//! the gateway) holds a random credential in a file readable only by it; the services
+//! it calls are given the same file and accept calls that present it. A user's token forwarded by a
 //! service is never taken for the service's own authority: the credential travels in
 //! its own metadata entries, apart from `authorization`.
 
@@ -20,8 +20,12 @@ pub const CALLER_HEADER: &str = "x-slipway-caller";
 /// Metadata entry carrying the calling service's credential.
 pub const CREDENTIAL_HEADER: &str = "x-slipway-credential";
 
-/// The one caller name the system knows today.
+/// The deploy service's caller name.
 pub const DEPLOY_SERVICE: &str = "deploy-service";
+/// The registry service's caller name (it follows the revocation feed).
+pub const REGISTRY_SERVICE: &str = "registry-service";
+/// The gateway's caller name (it follows the revocation feed).
+pub const GATEWAY: &str = "gateway";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {

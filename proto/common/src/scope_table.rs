@@ -16,7 +16,7 @@ use crate::{
 /// Who may call an RPC or a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone, without a token (logging in, public keys, the revocation feed).
+    /// Anyone, without a token (logging in, public keys).
     Open,
     /// Never through the gateway: only the deploy service calls it, directly, with
     /// its own credential.
@@ -135,7 +135,12 @@ pub const RPCS: &[Rpc] = &[
         token(&[User], scope::TOKENS_REVOKE),
     ),
     unary("/slipway.auth.v1.AuthService/DebugToken", Access::Open),
-    stream("/slipway.auth.v1.AuthService/WatchRevocations", Access::Open),
+    // Verifiers present their service credential directly to the auth service; through
+    // the gateway, a token that may read tokens.
+    stream(
+        "/slipway.auth.v1.AuthService/WatchRevocations",
+        token(&[User], scope::TOKENS_READ),
+    ),
     unary(
         "/slipway.auth.v1.AuthService/CreateUser",
         token(&[User], scope::USERS_WRITE),
@@ -371,8 +376,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/steps", token(&[Deployment], scope::STEPS_REPORT)),
     // NDJSON stream of WatchEvents
     route("GET", "/v1/deployments/watch", token(READERS, scope::DEPLOYMENTS_READ)),
-    // /v1: the revocation feed (NDJSON stream of WatchRevocations; open like the RPC)
-    route("GET", "/v1/revocations/watch", Access::Open),
+    // /v1: the revocation feed (NDJSON stream of WatchRevocations; like the RPC)
+    route("GET", "/v1/revocations/watch", token(&[User], scope::TOKENS_READ)),
 ];
 
 /// Whether `path` fits `template`, segment by segment (`{name}` matches one non-empty
@@ -469,13 +474,7 @@ mod tests {
         };
         assert_eq!(
             with(Access::Open),
-            [
-                "Login",
-                "GetJwks",
-                "DebugToken",
-                "WatchRevocations",
-                "ExchangeLegacyToken"
-            ]
+            ["Login", "GetJwks", "DebugToken", "ExchangeLegacyToken"]
         );
         assert_eq!(
             with(Access::Internal),

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::{Claims, LEEWAY_SECS, TokenError, Verifier};
+use crate::identity::Credential;
 
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -32,6 +33,8 @@ pub struct RemoteVerifier {
     /// Bumped at every event of the feed, so [`RemoteVerifier::token_ends`] looks
     /// again at once.
     changes: tokio::sync::watch::Sender<u64>,
+    /// This service's credential, presented to the auth service to follow its feed.
+    credential: Option<Credential>,
 }
 
 /// Revoked token ids (with their expiry, to forget them afterwards) and when the
@@ -60,7 +63,15 @@ impl RemoteVerifier {
             revocations: RwLock::new(Revocations::default()),
             max_stale,
             changes: tokio::sync::watch::Sender::new(0),
+            credential: None,
         }
+    }
+
+    /// Presents `credential` when following the revocation feed (the auth service
+    /// serves it only to known services and to tokens that may read tokens).
+    pub fn with_credential(mut self, credential: Option<Credential>) -> Self {
+        self.credential = credential;
+        self
     }
 
     /// Whether the revocation set is recent enough to trust.
@@ -78,7 +89,11 @@ impl RemoteVerifier {
         loop {
             let after = self.revocations.read().map(|r| r.sequence).unwrap_or(0);
             let mut client = self.client.clone();
-            let stream = client.watch_revocations(WatchRevocationsRequest { after_sequence: after });
+            let mut request = tonic::Request::new(WatchRevocationsRequest { after_sequence: after });
+            if let Some(credential) = &self.credential {
+                credential.attach(request.metadata_mut());
+            }
+            let stream = client.watch_revocations(request);
             let result = tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = stream => result,
