@@ -566,17 +566,7 @@ async fn scripts_run_to_completion(backend: Backend) {
         }
         finished.push(deployment);
     }
-    let states = |d: &Value| -> Vec<(String, String, String)> {
-        d["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                let f = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
-                (f("name"), f("state"), f("message"))
-            })
-            .collect()
-    };
+    let states = |d: &Value| steps_of(&d["steps"]);
     let pair = |n: &str, s: &str, m: &str| (n.to_owned(), s.to_owned(), m.to_owned());
     assert_eq!(
         states(&finished[0]),

@@ -14,7 +14,7 @@ use std::{
 
 use common::token::TokenType;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 use tests::{Backend, Stack, on_every_backend};
 
@@ -26,19 +26,6 @@ on_every_backend!(
     deployments_of_removed_services_are_not_listed,
     a_token_inside_deployed_service_is_redacted
 );
-
-/// (name, state, message) of each step of a deployment or a step list.
-fn steps_of(steps: &Value) -> Vec<(String, String, String)> {
-    steps
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let f = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
-            (f("name"), f("state"), f("message"))
-        })
-        .collect()
-}
 
 fn step(name: &str, state: &str, message: &str) -> (String, String, String) {
     (name.into(), state.into(), message.into())

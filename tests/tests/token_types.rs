@@ -12,7 +12,7 @@ use proto::auth::v1::{
     CreateUserRequest, MintDeploymentTokenRequest, RevokeTokensRequest, auth_service_client::AuthServiceClient,
 };
 use serde_json::{Value, json};
-use support::send;
+use support::{send, slipway_cli};
 use tests::grpc::{bearer, claims_of};
 use tests::{Backend, Stack, on_every_backend};
 
@@ -432,19 +432,7 @@ async fn service_tokens_only_for_existing_services(backend: Backend) {
 async fn the_cli_mints_lists_debugs_and_revokes(backend: Backend) {
     let stack = Stack::start(backend).await;
     let admin = stack.admin_token().await;
-    let slipway = |args: &[&str]| {
-        let output = std::process::Command::new(tests::process::bin_dir().join("slipway"))
-            .args(args)
-            .env("SLIPWAY_URL", stack.url(""))
-            .env("SLIPWAY_TOKEN", &admin)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let slipway = |args: &[&str]| slipway_cli(&stack, &admin, args);
     let (code, out, err) = slipway(&["tokens", "create", "config", "--days", "3", "--claim", "team=ops"]);
     assert_eq!(code, Some(0), "{err}");
     let token = out.trim().to_owned();

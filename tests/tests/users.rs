@@ -15,7 +15,7 @@ use proto::{
 };
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{send, write_service};
+use support::{send, slipway_cli, write_service};
 use tests::{
     Backend, Stack,
     grpc::{bearer, channel, claims_of},
@@ -262,19 +262,7 @@ async fn disabling_or_deleting_a_user_revokes_everything_they_hold_or_minted(bac
     assert_eq!(send(&stack, Method::GET, "/users/me", Some(&admin), None).await.0, 200);
 
     // The CLI, with the admin's token.
-    let slipway = |args: &[&str]| {
-        let output = std::process::Command::new(tests::process::bin_dir().join("slipway"))
-            .args(args)
-            .env("SLIPWAY_URL", stack.url(""))
-            .env("SLIPWAY_TOKEN", &admin)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let slipway = |args: &[&str]| slipway_cli(&stack, &admin, args);
     let (code, out, err) = slipway(&["users", "disable", "bob"]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.trim(), "user bob disabled; 1 tokens revoked");

@@ -291,3 +291,32 @@ pub async fn token_kinds(stack: &Stack) -> TokenKinds {
         revoked,
     }
 }
+
+/// (name, state, message) of each step of a deployment or a step list.
+pub fn steps_of(steps: &Value) -> Vec<(String, String, String)> {
+    steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let f = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+            (f("name"), f("state"), f("message"))
+        })
+        .collect()
+}
+
+/// Runs the `slipway` command against the stack's gateway with `token`:
+/// (exit code, stdout, stderr).
+pub fn slipway_cli(stack: &Stack, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(tests::process::bin_dir().join("slipway"))
+        .args(args)
+        .env("SLIPWAY_URL", stack.url(""))
+        .env("SLIPWAY_TOKEN", token)
+        .output()
+        .expect("running slipway");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
