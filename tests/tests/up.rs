@@ -122,6 +122,15 @@ async fn up_runs_the_whole_system_and_keeps_data_across_restarts() {
     for db in ["auth.db", "registry.db", "deploy.db"] {
         assert_eq!(mode(&data_dir.join(db)), 0o600, "{db}");
     }
+    // The services' credentials: a private folder, each file the owner's alone.
+    assert_eq!(mode(&data_dir.join("credentials")), 0o700);
+    for credential in ["deploy-service.key", "registry-service.key", "gateway.key"] {
+        assert_eq!(
+            mode(&data_dir.join("credentials").join(credential)),
+            0o600,
+            "{credential}"
+        );
+    }
 
     // SIGTERM stops up and every process it started.
     assert!(
