@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use proto::auth::v1::{AttenuateTokenRequest, auth_service_client::AuthServiceClient};
 use tonic::transport::Channel;
 
 /// A request carrying `Authorization: Bearer <token>`.
@@ -57,4 +58,15 @@ pub async fn grpc_web_trailers(response: &mut reqwest::Response) -> Option<(Stri
         };
         return Some((field("grpc-status:"), field("grpc-message:")));
     }
+}
+
+/// A token derived from `parent` by the auth service at `auth` (recorded, so
+/// revocable), narrowed as `request` says.
+pub async fn attenuated(auth: SocketAddr, parent: &str, request: AttenuateTokenRequest) -> String {
+    AuthServiceClient::new(channel(auth).await)
+        .attenuate_token(bearer(request, parent))
+        .await
+        .expect("attenuating a token")
+        .into_inner()
+        .token
 }

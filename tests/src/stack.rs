@@ -33,6 +33,12 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The gateway's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.expect("GET /metrics");
+        response.text().await.expect("the /metrics body")
+    }
+
     pub async fn start(backend: Backend) -> Stack {
         Stack::start_with(backend, |_| {}).await
     }

@@ -399,15 +399,7 @@ async fn metric_labels_stay_bounded_whatever_the_method() {
         .await;
     assert!(answers.iter().all(|s| *s < 500), "{answers:?}");
 
-    let text = stack
-        .http
-        .get(stack.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stack.metrics().await;
     assert!(text.len() < 64 * 1024, "/metrics is {} bytes", text.len());
     let others: u64 = text
         .lines()

@@ -16,7 +16,7 @@ use proto::{
     auth::v1::{self as auth, auth_service_client::AuthServiceClient},
     registry::v1::{self as reg, registry_service_client::RegistryServiceClient},
 };
-use tests::grpc::bearer;
+use tests::grpc::{attenuated, bearer};
 use tests::{Backend, Stack, on_every_backend, stack::ADMIN, stack::ADMIN_PASSWORD, user_claims};
 use tonic::{Code, transport::Channel};
 
@@ -240,18 +240,11 @@ async fn refused_calls_never_reach_a_backend(backend: Backend) {
         .into_inner()
         .token;
     // A user token narrowed to reading deployments, derived over gRPC.
-    let reader = auth
-        .attenuate_token(bearer(
-            auth::AttenuateTokenRequest {
-                permissions: vec!["deployments:read".into()],
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let request = auth::AttenuateTokenRequest {
+        permissions: vec!["deployments:read".into()],
+        ..Default::default()
+    };
+    let reader = attenuated(stack.auth, &admin, request).await;
 
     // With the registry stopped, a call that reached it could only fail UNAVAILABLE:
     // every other answer below comes from the gateway alone.

@@ -12,7 +12,7 @@ use proto::{
 };
 use tests::{
     Backend, Stack,
-    grpc::{bearer, channel, claims_of, grpc_web_trailers},
+    grpc::{attenuated, bearer, channel, claims_of, grpc_web_trailers},
     on_every_backend,
 };
 use tonic::{Code, Status, Streaming};
@@ -27,18 +27,11 @@ on_every_backend!(
 /// A token derived from `parent` by the auth service (recorded, so revocable), living
 /// `lifetime_secs` (0: as long as its parent).
 async fn derived(stack: &Stack, parent: &str, lifetime_secs: u64) -> String {
-    AuthServiceClient::new(channel(stack.auth).await)
-        .attenuate_token(bearer(
-            auth::AttenuateTokenRequest {
-                lifetime_seconds: lifetime_secs,
-                ..Default::default()
-            },
-            parent,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .token
+    let request = auth::AttenuateTokenRequest {
+        lifetime_seconds: lifetime_secs,
+        ..Default::default()
+    };
+    attenuated(stack.auth, parent, request).await
 }
 
 async fn revoke(stack: &Stack, admin: &str, tokens: &[&str]) {

@@ -12,7 +12,7 @@ use proto::{
 };
 use tests::{
     Backend, Stack,
-    grpc::{bearer, channel, claims_of},
+    grpc::{attenuated, bearer, channel, claims_of},
     on_every_backend,
 };
 use tonic::{Code, Request, Streaming};
@@ -67,18 +67,11 @@ async fn the_feed_needs_a_credential_or_a_token_that_may_read_tokens(backend: Ba
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 
     // A user token narrowed to services:read: PERMISSION_DENIED / 403.
-    let narrow = AuthServiceClient::new(channel(stack.auth).await)
-        .attenuate_token(bearer(
-            auth::AttenuateTokenRequest {
-                permissions: vec!["services:read".into()],
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let request = auth::AttenuateTokenRequest {
+        permissions: vec!["services:read".into()],
+        ..Default::default()
+    };
+    let narrow = attenuated(stack.auth, &admin, request).await;
     let status = open(&stack, bearer(watch(), &narrow)).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert_eq!(watch_http(&stack, Some(&narrow)).await.status().as_u16(), 403);
@@ -152,12 +145,7 @@ async fn reopen(stack: &Stack, token: &str) -> reqwest::Response {
 async fn every_verifier_follows_the_feed_with_its_credential(backend: Backend) {
     let stack = Stack::start(backend).await;
     let admin = stack.admin_token().await;
-    let token = AuthServiceClient::new(channel(stack.auth).await)
-        .attenuate_token(bearer(auth::AttenuateTokenRequest::default(), &admin))
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = attenuated(stack.auth, &admin, auth::AttenuateTokenRequest::default()).await;
     let codes = |token: String| {
         let stack = &stack;
         async move {
@@ -206,18 +194,11 @@ async fn every_verifier_follows_the_feed_with_its_credential(backend: Backend) {
 
 /// A token derived from the admin's, living `lifetime_secs` (0: as long as its parent).
 async fn derived(stack: &Stack, admin: &str, lifetime_secs: u64) -> String {
-    AuthServiceClient::new(channel(stack.auth).await)
-        .attenuate_token(bearer(
-            auth::AttenuateTokenRequest {
-                lifetime_seconds: lifetime_secs,
-                ..Default::default()
-            },
-            admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .token
+    let request = auth::AttenuateTokenRequest {
+        lifetime_seconds: lifetime_secs,
+        ..Default::default()
+    };
+    attenuated(stack.auth, admin, request).await
 }
 
 /// The status a feed ends with, skipping its events; within `within`.

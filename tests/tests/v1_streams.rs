@@ -132,15 +132,7 @@ async fn status_of(stack: &Stack, path: &str, token: Option<&str>) -> (u16, Valu
 
 /// The gateway's count of open streams on `route`.
 async fn open_streams(stack: &Stack, route: &str) -> u64 {
-    let text = stack
-        .http
-        .get(stack.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stack.metrics().await;
     let prefix = format!("slipway_http_streams_open{{route=\"{route}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
