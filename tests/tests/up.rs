@@ -284,7 +284,12 @@ async fn up_takes_each_documented_variable() {
 
     // The deploy service got the project root too: the script runs there.
     start_deployment(addr, &token, "play").await;
-    let cwd = wait_for("the deploy script", &mut up, || std::fs::read_to_string(&marker).ok());
+    // `pwd > file` creates the file before it writes: wait for the whole line.
+    let cwd = wait_for("the deploy script", &mut up, || {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|text| text.ends_with('\n'))
+    });
     assert_eq!(Path::new(cwd.trim()), project_root.canonicalize().unwrap());
     assert!(up.stop(Duration::from_secs(20)), "{}", up.log_text());
 }
