@@ -6,7 +6,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use common::error::ErrorCode;
+use common::{error::ErrorCode, scope_table::Refusal};
 use serde_json::{Value, json};
 
 #[derive(Debug)]
@@ -32,6 +32,22 @@ impl ApiError {
 
     pub fn method_not_allowed() -> Self {
         ApiError::Detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
+    }
+
+    /// The answer to a valid token a route's entry does not admit, the one place a
+    /// refusal becomes HTTP: 401 on fastDeploy's routes (its contract, 3.3), 403 with
+    /// the reason on `/v1` routes. (A missing or invalid token is 401 on both.)
+    pub fn refused(route: &crate::routes::Route, refusal: &Refusal) -> Self {
+        crate::metrics::count_refusal(match refusal {
+            Refusal::WrongType { .. } => "wrong type",
+            Refusal::Missing(_) => "permission",
+            Refusal::Internal => "internal",
+        });
+        if route.path.starts_with("/v1/") {
+            ApiError::Detail(StatusCode::FORBIDDEN, refusal.to_string())
+        } else {
+            ApiError::invalid_credentials()
+        }
     }
 
     /// The answer for a status a backend returned. Messages of client errors are passed

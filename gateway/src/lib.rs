@@ -11,13 +11,10 @@ pub mod interceptor;
 pub mod legacy;
 pub mod metrics;
 pub mod openapi;
+pub mod routes;
 pub mod server;
 pub mod services_cache;
 pub mod v1;
-pub mod v1_deployments;
-pub mod v1_services;
-pub mod v1_streams;
-pub mod v1_users;
 
 pub use config::Config;
 pub use server::run;

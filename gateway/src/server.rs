@@ -9,7 +9,6 @@ use axum::{
     extract::{DefaultBodyLimit, State},
     http::{HeaderMap, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use common::token::RemoteVerifier;
 use serde_json::json;
@@ -95,20 +94,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 }
 
 pub fn router(state: AppState, config: &Config) -> Router {
-    Router::new()
-        .merge(fastdeploy::routes())
-        .merge(crate::v1::routes())
-        .merge(crate::v1_deployments::routes())
-        .merge(crate::v1_users::routes())
-        .merge(crate::v1_services::routes())
-        .merge(crate::v1_streams::routes())
-        .route("/healthz", get(healthz).fallback(method_not_allowed))
-        .route("/readyz", get(readyz).fallback(method_not_allowed))
-        .route("/.well-known/jwks.json", get(jwks).fallback(method_not_allowed))
-        .route("/metrics", get(crate::metrics::render).fallback(method_not_allowed))
-        .route("/openapi.json", get(crate::openapi::serve).fallback(method_not_allowed))
-        // Every routed request is checked against its scope-table entry before its
-        // handler runs (route layers do not see the fallback: 404s and redirects).
+    crate::routes::router()
+        // Every route of the table (`routes::ROUTES`) is checked against its entry
+        // before its handler runs (route layers do not see the fallback: 404s and redirects).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::interceptor::enforce,
@@ -143,11 +131,11 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
-async fn healthz() -> &'static str {
+pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let mut down = state.backends.not_ready().await;
     if !state.verifier.revocations_fresh() {
         down.push("revocation feed");
@@ -163,7 +151,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
     let jwks = state
         .backends
         .auth()
@@ -178,57 +166,8 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
-/// Paths the gateway serves, for fastDeploy's trailing-slash redirects (contract 1.3):
-/// a path that misses only by its trailing slash is answered 307 to the served one.
-const SERVED_PATHS: &[&str] = &[
-    "/token",
-    "/users/me",
-    "/service-token",
-    "/healthz",
-    "/readyz",
-    "/.well-known/jwks.json",
-    "/metrics",
-    "/openapi.json",
-    "/v1/tokens",
-    "/v1/tokens/{id}",
-    "/v1/tokens/service",
-    "/v1/tokens/attenuate",
-    "/v1/tokens/debug",
-    "/v1/tokens/exchange",
-    "/v1/users/me/password",
-    "/v1/login",
-    "/v1/users/me",
-    "/v1/users",
-    "/v1/users/{name}",
-    "/v1/users/{name}/disable",
-    "/v1/users/{name}/enable",
-    "/v1/keys/rotate",
-    "/deployments/",
-    "/deployments/{deployment_id}",
-    "/deployments/finish/",
-    "/steps/",
-    "/v1/deployments",
-    "/v1/deployments/{id}",
-    "/v1/deployments/{id}/steps",
-    "/v1/deployments/{id}/finish",
-    "/v1/deployments/{id}/cancel",
-    "/v1/deployments/watch",
-    "/v1/steps",
-    "/services/",
-    "/services/names/",
-    "/services/sync",
-    "/services/{service_id}",
-    "/deployed-services/",
-    "/v1/services",
-    "/v1/services/sync",
-    "/v1/services/{id}",
-    "/v1/services/by-name/{name}",
-    "/v1/services/watch",
-    "/v1/service-names",
-    "/v1/deployed-services",
-    "/v1/revocations/watch",
-];
-
+/// fastDeploy's trailing-slash redirects (contract 1.3): a path that misses only by
+/// its trailing slash is answered 307 to the served one (`routes::redirects_to`).
 async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path();
     let toggled = match path.strip_suffix('/') {
@@ -236,11 +175,7 @@ async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> 
         Some(_) => return ApiError::not_found().into_response(),
         None => format!("{path}/"),
     };
-    if method != Method::OPTIONS
-        && SERVED_PATHS
-            .iter()
-            .any(|t| common::scope_table::path_matches(t, &toggled))
-    {
+    if method != Method::OPTIONS && crate::routes::redirects_to(&toggled) {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -250,101 +185,4 @@ async fn not_found_or_redirect(method: Method, uri: Uri, headers: HeaderMap) -> 
         return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response();
     }
     ApiError::not_found().into_response()
-}
-
-#[cfg(test)]
-mod tests {
-
-    /// Every `.route("<path>", <method router>)` in the gateway's sources, with the
-    /// methods its method router serves (`get(`, `.post(`, … ; `any(` serves them all).
-    fn declared_routes() -> Vec<(String, Vec<String>, String)> {
-        fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    files(&path, out);
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    out.push(path);
-                }
-            }
-        }
-        let mut sources = Vec::new();
-        files(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-            &mut sources,
-        );
-        let mut routes = Vec::new();
-        for file in sources {
-            let text = std::fs::read_to_string(&file).unwrap();
-            for (at, _) in text.match_indices(".route(") {
-                let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-                if text[line_start..at].trim_start().starts_with("//") {
-                    continue;
-                }
-                let rest = text[at + ".route(".len()..].trim_start();
-                let Some(rest) = rest.strip_prefix('"') else { continue };
-                let path = &rest[..rest.find('"').unwrap()];
-                if !path.starts_with('/') {
-                    continue;
-                }
-                // The method router: up to the parenthesis closing `.route(`.
-                let (mut depth, mut end) = (1, 0);
-                for (i, c) in rest[path.len() + 1..].char_indices() {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    if depth == 0 {
-                        end = i;
-                        break;
-                    }
-                }
-                let router = &rest[path.len() + 1..path.len() + 1 + end];
-                let methods = ["get", "post", "put", "delete", "patch", "any"]
-                    .into_iter()
-                    .filter(|m| {
-                        router.match_indices(&format!("{m}(")).any(|(i, _)| {
-                            i == 0 || !router[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
-                        })
-                    })
-                    .map(str::to_uppercase)
-                    .collect();
-                routes.push((path.to_owned(), methods, file.display().to_string()));
-            }
-        }
-        routes
-    }
-
-    #[test]
-    fn every_route_served_has_a_scope_table_entry() {
-        use common::scope_table::ROUTES;
-        let routes = declared_routes();
-        assert!(routes.len() >= 20, "routes found: {routes:?}");
-        for (path, methods, file) in &routes {
-            assert!(!methods.is_empty(), "{file}: no method found for {path}");
-            for method in methods {
-                // `any(…)` (the WebSocket upgrade) needs an entry for the path.
-                let covered = ROUTES
-                    .iter()
-                    .any(|r| r.path == path && (method == "ANY" || r.method == method));
-                assert!(
-                    covered,
-                    "{file}: {method} {path} has no entry in common::scope_table::ROUTES"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn templates_match_whole_segments() {
-        assert!(common::scope_table::path_matches("/deployments/{id}", "/deployments/7"));
-        assert!(!common::scope_table::path_matches("/deployments/{id}", "/deployments/"));
-        assert!(!common::scope_table::path_matches(
-            "/deployments/{id}",
-            "/deployments/7/x"
-        ));
-        assert!(common::scope_table::path_matches("/token", "/token"));
-        assert!(!common::scope_table::path_matches("/token", "/token/"));
-    }
 }

@@ -58,7 +58,6 @@ use std::{
 
 use axum::{
     extract::{Request, State},
-    http::Method,
     middleware::Next,
     response::Response,
 };
@@ -79,16 +78,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A token with less life left than this is not used to subscribe.
 const MIN_LIFE_SECS: i64 = 10;
-
-/// The HTTP routes and RPCs that change the services list.
-const WRITES: &[(&str, &str)] = &[
-    ("POST", "/services/sync"),
-    ("DELETE", "/services/{service_id}"),
-    ("POST", "/v1/services/sync"),
-    ("DELETE", "/v1/services/{id}"),
-    ("POST", "/slipway.registry.v1.RegistryService/SyncServices"),
-    ("POST", "/slipway.registry.v1.RegistryService/DeleteService"),
-];
 
 pub struct ServicesCache {
     state: Mutex<Inner>,
@@ -260,14 +249,6 @@ fn may_subscribe(claims: &Claims) -> bool {
         && claims.exp - chrono::Utc::now().timestamp() >= MIN_LIFE_SECS
 }
 
-/// Whether a request may change the services list.
-fn writes_services(method: &Method, path: &str) -> bool {
-    (method == Method::POST || method == Method::DELETE)
-        && WRITES
-            .iter()
-            .any(|(m, template)| *m == method.as_str() && common::scope_table::path_matches(template, path))
-}
-
 /// Empties the cache when dropped.
 struct EmptyOnDrop<'a>(&'a ServicesCache);
 
@@ -282,7 +263,7 @@ impl Drop for EmptyOnDrop<'_> {
 /// half-way), so its client reads its own change through this gateway at once. The
 /// registry answers only after committing, and gRPC answers' headers come after that.
 pub async fn invalidate_on_write(State(cache): State<Arc<ServicesCache>>, request: Request, next: Next) -> Response {
-    if !writes_services(request.method(), request.uri().path()) {
+    if !crate::routes::writes_services(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
     let _empty = EmptyOnDrop(&cache);
@@ -292,32 +273,6 @@ pub async fn invalidate_on_write(State(cache): State<Arc<ServicesCache>>, reques
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::scope_table::{Access, ROUTES, RPCS};
-
-    fn changes_services(access: Access) -> bool {
-        matches!(access, Access::Token { permission: Some(p), .. }
-            if p == scope::SERVICES_SYNC || p == scope::SERVICES_DELETE)
-    }
-
-    #[test]
-    fn every_route_and_rpc_that_changes_services_empties_the_cache() {
-        for route in ROUTES.iter().filter(|r| changes_services(r.access)) {
-            let method = Method::from_bytes(route.method.as_bytes()).unwrap();
-            let path = route.path.replace("{service_id}", "7").replace("{id}", "7");
-            assert!(writes_services(&method, &path), "{} {}", route.method, route.path);
-        }
-        for rpc in RPCS.iter().filter(|r| changes_services(r.access)) {
-            assert!(writes_services(&Method::POST, rpc.path), "{}", rpc.path);
-        }
-        assert!(!writes_services(&Method::GET, "/services/"));
-        assert!(!writes_services(&Method::GET, "/services/sync"));
-        assert!(!writes_services(&Method::DELETE, "/deployments/7"));
-        assert!(!writes_services(
-            &Method::POST,
-            "/slipway.registry.v1.RegistryService/ListServices"
-        ));
-    }
-
     fn cache() -> Arc<ServicesCache> {
         let config = <crate::Config as clap::Parser>::parse_from(["gateway"]);
         let backends = Backends::new(&config).unwrap();

@@ -8,7 +8,8 @@
 
 mod support;
 
-use common::scope_table::{Access, Credential, ROUTES};
+use common::scope_table::Access;
+use gateway::routes::{Credential, ROUTES};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::*;

@@ -15,11 +15,9 @@ mod support;
 use std::{collections::BTreeSet, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use common::{
-    scope_table::{ROUTES, RPCS},
-    token::TokenType,
-};
+use common::{scope_table::RPCS, token::TokenType};
 use futures::StreamExt;
+use gateway::routes::ROUTES;
 use support::signed;
 use tests::{
     Backend, Stack,

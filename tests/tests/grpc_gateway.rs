@@ -9,9 +9,10 @@ use std::{fs, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 use common::identity::{Credential as DeployCredential, DEPLOY_SERVICE};
 use common::{
     scope,
-    scope_table::{Access, Credential, ROUTES, RPCS},
+    scope_table::{Access, RPCS},
     token::TokenType,
 };
+use gateway::routes::{Credential, ROUTES};
 use proto::{
     auth::v1::{self as auth, auth_service_client::AuthServiceClient},
     registry::v1::{self as reg, registry_service_client::RegistryServiceClient},

@@ -32,7 +32,6 @@ use axum::{
 };
 use common::{
     scope,
-    scope_table::{Credential, routes_at},
     token::{Claims, TokenError},
 };
 use proto::auth::v1::WhoAmIRequest;
@@ -46,9 +45,13 @@ pub use hub::Hub;
 use hub::{Frame, Registration};
 
 use super::auth::with_token;
-use crate::{error::ApiError, server::AppState};
+use crate::{
+    error::ApiError,
+    routes::{Credential, routes_at},
+    server::AppState,
+};
 
-/// The socket's route (its scope-table entry has the same path).
+/// The socket's route (its entry in `routes::ROUTES`).
 pub const PATH: &str = "/deployments/ws/{client_id}";
 
 /// Largest frame a client may send (an auth message is far smaller).

@@ -1,9 +1,9 @@
-//! The scope table: who may call each RPC of the three services and each HTTP route of
-//! the gateway, as data. The gateway's gRPC and grpc-web proxy and its HTTP interceptor
-//! look every call up here and refuse it before anything reaches a backend; the
-//! backends check again
+//! The scope table: who may call each RPC of the three services, as data. The gateway's
+//! gRPC and grpc-web proxy looks every call up here and refuses it before anything
+//! reaches a backend, and its HTTP routes that serve an RPC take the RPC's rule from
+//! here (the gateway's route table, `gateway::routes`); the backends check again
 //! (defence in depth). Tests keep the table complete: every RPC of the descriptor set
-//! has exactly one entry, and every route the gateway declares has one too.
+//! has exactly one entry.
 
 use crate::{
     scope,
@@ -13,7 +13,7 @@ use crate::{
     },
 };
 
-/// Who may call an RPC or a route.
+/// Who may call an RPC (or a gateway route).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Anyone, without a token (logging in, public keys).
@@ -232,188 +232,6 @@ pub fn rpc(path: &str) -> Option<&'static Rpc> {
     RPCS.iter().find(|r| r.path == path)
 }
 
-/// Where a route's token comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential {
-    /// The `Authorization: Bearer` header, checked by the gateway's interceptor before
-    /// the handler runs.
-    Header,
-    /// The first message of a WebSocket (fastDeploy's protocol): the upgrade itself is
-    /// open and the socket checks the token it receives against the same entry.
-    FirstMessage,
-}
-
-/// One HTTP route of the gateway: method, path template (`{name}` matches one
-/// segment), who may call it and where the token comes from. fastDeploy routes answer
-/// a refusal with 401 (its rule), `/v1` routes with 403 for a valid token; the entry
-/// says who gets through.
-#[derive(Debug, Clone, Copy)]
-pub struct Route {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub access: Access,
-    pub credential: Credential,
-}
-
-const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
-    Route {
-        method,
-        path,
-        access,
-        credential: Credential::Header,
-    }
-}
-
-const fn websocket(path: &'static str, access: Access) -> Route {
-    Route {
-        method: "GET",
-        path,
-        access,
-        credential: Credential::FirstMessage,
-    }
-}
-
-/// Every HTTP route of the gateway. A new route adds one line here; a gateway test
-/// fails for any route it serves without an entry.
-pub const ROUTES: &[Route] = &[
-    // built-ins
-    route("GET", "/healthz", Access::Open),
-    route("GET", "/readyz", Access::Open),
-    route("GET", "/.well-known/jwks.json", Access::Open),
-    route("GET", "/metrics", Access::Open),
-    route("GET", "/openapi.json", Access::Open),
-    // fastDeploy (contract section 2)
-    route("POST", "/token", Access::Open),
-    route("GET", "/users/me", any_permission(&[User])),
-    route("POST", "/service-token", token(&[User], scope::TOKENS_MINT)),
-    route("GET", "/services/", token(&[User], scope::SERVICES_READ)),
-    route("GET", "/services/names/", token(&[User], scope::SERVICES_READ)),
-    route("POST", "/services/sync", token(&[User], scope::SERVICES_SYNC)),
-    route(
-        "DELETE",
-        "/services/{service_id}",
-        token(&[User], scope::SERVICES_DELETE),
-    ),
-    route("GET", "/deployments/", token(&[User], scope::DEPLOYMENTS_READ)),
-    route("POST", "/deployments/", token(&[Service], scope::DEPLOYMENTS_START)),
-    route(
-        "GET",
-        "/deployments/{deployment_id}",
-        token(&[Service], scope::DEPLOYMENTS_READ),
-    ),
-    route(
-        "PUT",
-        "/deployments/finish/",
-        token(&[Deployment], scope::DEPLOYMENTS_FINISH),
-    ),
-    route("POST", "/steps/", token(&[Deployment], scope::STEPS_REPORT)),
-    route("GET", "/steps/", token(&[User], scope::DEPLOYMENTS_READ)),
-    // The user token comes as the socket's first message; each frame then needs the
-    // permission of what it carries (services:read, deployments:read).
-    websocket("/deployments/ws/{client_id}", any_permission(&[User])),
-    route(
-        "GET",
-        "/deployed-services/",
-        token(&[Config], scope::DEPLOYED_SERVICES_READ),
-    ),
-    // /v1: tokens, users, keys
-    route("GET", "/v1/tokens", token(&[User], scope::TOKENS_READ)),
-    route("POST", "/v1/tokens", token(&[User], scope::TOKENS_MINT)),
-    route("POST", "/v1/tokens/service", token(&[User], scope::TOKENS_MINT)),
-    route("POST", "/v1/tokens/attenuate", Access::AnyToken),
-    route("POST", "/v1/tokens/debug", Access::Open),
-    route("POST", "/v1/tokens/exchange", Access::Open),
-    route("DELETE", "/v1/tokens/{id}", token(&[User], scope::TOKENS_REVOKE)),
-    route("POST", "/v1/users/me/password", any_permission(&[User])),
-    route("POST", "/v1/login", Access::Open),
-    route("GET", "/v1/users/me", any_permission(&[User])),
-    route("POST", "/v1/users", token(&[User], scope::USERS_WRITE)),
-    route("POST", "/v1/users/{name}/disable", token(&[User], scope::USERS_WRITE)),
-    route("POST", "/v1/users/{name}/enable", token(&[User], scope::USERS_WRITE)),
-    route("DELETE", "/v1/users/{name}", token(&[User], scope::USERS_WRITE)),
-    route("POST", "/v1/keys/rotate", token(&[User], scope::KEYS_ROTATE)),
-    // /v1: services
-    route("GET", "/v1/services", token(&[User], scope::SERVICES_READ)),
-    route("POST", "/v1/services/sync", token(&[User], scope::SERVICES_SYNC)),
-    route("GET", "/v1/services/{id}", token(&[User], scope::SERVICES_READ)),
-    route("DELETE", "/v1/services/{id}", token(&[User], scope::SERVICES_DELETE)),
-    route(
-        "GET",
-        "/v1/services/by-name/{name}",
-        token(&[User], scope::SERVICES_READ),
-    ),
-    route("GET", "/v1/service-names", token(&[User], scope::SERVICES_READ)),
-    // NDJSON stream of WatchServices
-    route("GET", "/v1/services/watch", token(&[User], scope::SERVICES_READ)),
-    route(
-        "GET",
-        "/v1/deployed-services",
-        token(&[Config, User], scope::DEPLOYED_SERVICES_READ),
-    ),
-    // /v1: deployments and steps
-    route("GET", "/v1/deployments", token(READERS, scope::DEPLOYMENTS_READ)),
-    route(
-        "POST",
-        "/v1/deployments",
-        token(&[Service, User], scope::DEPLOYMENTS_START),
-    ),
-    route("GET", "/v1/deployments/{id}", token(READERS, scope::DEPLOYMENTS_READ)),
-    route(
-        "GET",
-        "/v1/deployments/{id}/steps",
-        token(READERS, scope::DEPLOYMENTS_READ),
-    ),
-    route(
-        "POST",
-        "/v1/deployments/{id}/finish",
-        token(&[Deployment, User], scope::DEPLOYMENTS_FINISH),
-    ),
-    route(
-        "POST",
-        "/v1/deployments/{id}/cancel",
-        token(&[User], scope::DEPLOYMENTS_CANCEL),
-    ),
-    route("POST", "/v1/steps", token(&[Deployment], scope::STEPS_REPORT)),
-    // NDJSON stream of WatchEvents
-    route("GET", "/v1/deployments/watch", token(READERS, scope::DEPLOYMENTS_READ)),
-    // /v1: the revocation feed (NDJSON stream of WatchRevocations; like the RPC)
-    route("GET", "/v1/revocations/watch", token(&[User], scope::TOKENS_READ)),
-];
-
-/// Whether `path` fits `template`, segment by segment (`{name}` matches one non-empty
-/// segment).
-pub fn path_matches(template: &str, path: &str) -> bool {
-    let (mut t, mut p) = (template.split('/'), path.split('/'));
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return true,
-            (Some(ts), Some(ps)) if ts.starts_with('{') && ts.ends_with('}') && !ps.is_empty() => {}
-            (Some(ts), Some(ps)) if ts == ps => {}
-            _ => return false,
-        }
-    }
-}
-
-/// The entries of a path template (as the router declares it), one per method.
-pub fn routes_at(template: &str) -> impl Iterator<Item = &'static Route> + '_ {
-    ROUTES.iter().filter(move |r| r.path == template)
-}
-
-/// The entry of a request by method and concrete path. A literal template wins over one
-/// with a placeholder (`/deployments/finish/` before `/deployments/{deployment_id}`).
-pub fn route_of(method: &str, path: &str) -> Option<&'static Route> {
-    let mut matching = ROUTES
-        .iter()
-        .filter(|r| r.method.eq_ignore_ascii_case(method) && path_matches(r.path, path));
-    let first = matching.next()?;
-    Some(
-        std::iter::once(first)
-            .chain(matching)
-            .find(|r| r.path == path)
-            .unwrap_or(first),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -485,49 +303,22 @@ mod tests {
 
     #[test]
     fn every_named_type_can_hold_the_named_permission() {
-        let accesses = RPCS.iter().map(|r| (r.path, r.access));
-        let accesses = accesses.chain(ROUTES.iter().map(|r| (r.path, r.access)));
-        for (path, access) in accesses {
+        for rpc in RPCS {
             if let Access::Token {
                 types,
                 permission: Some(p),
-            } = access
+            } = rpc.access
             {
-                assert!(scope::is_known(p), "{path}: {p}");
+                assert!(scope::is_known(p), "{}: {p}", rpc.path);
                 for t in types {
-                    assert!(scope::defaults(*t).contains(&p), "{path}: a {t} token never holds {p}");
+                    assert!(
+                        scope::defaults(*t).contains(&p),
+                        "{}: a {t} token never holds {p}",
+                        rpc.path
+                    );
                 }
             }
         }
-    }
-
-    #[test]
-    fn routes_are_unique_and_well_formed() {
-        for (i, r) in ROUTES.iter().enumerate() {
-            assert!(r.path.starts_with('/'), "{}", r.path);
-            assert!(
-                ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&r.method),
-                "{} {}",
-                r.method,
-                r.path
-            );
-            assert!(
-                ROUTES[..i].iter().all(|o| (o.method, o.path) != (r.method, r.path)),
-                "{} {} twice",
-                r.method,
-                r.path
-            );
-        }
-        assert_eq!(
-            route_of("PUT", "/deployments/finish/").unwrap().path,
-            "/deployments/finish/"
-        );
-        assert_eq!(
-            route_of("GET", "/deployments/7").unwrap().path,
-            "/deployments/{deployment_id}"
-        );
-        assert!(route_of("GET", "/deployments/7/x").is_none());
-        assert!(route_of("PATCH", "/token").is_none());
     }
 
     #[test]

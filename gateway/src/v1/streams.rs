@@ -17,12 +17,10 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    Router,
     body::{Body, Bytes},
-    extract::{Query, State, rejection::QueryRejection},
+    extract::State,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use common::token::{RemoteVerifier, TokenError};
 use proto::{auth::v1::WatchRevocationsRequest, deploy::v1::WatchEventsRequest, registry::v1::WatchServicesRequest};
@@ -32,28 +30,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Params;
 use crate::{
     error::ApiError,
     fastdeploy::auth::with_token,
     interceptor::Caller,
     metrics::{self, OpenStream},
-    server::{AppState, method_not_allowed},
+    server::AppState,
 };
 
 pub const NDJSON: &str = "application/x-ndjson";
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/deployments/watch",
-            get(watch_deployments).fallback(method_not_allowed),
-        )
-        .route("/v1/services/watch", get(watch_services).fallback(method_not_allowed))
-        .route(
-            "/v1/revocations/watch",
-            get(watch_revocations).fallback(method_not_allowed),
-        )
-}
 
 /// `WatchEventsRequest` as query parameters.
 #[derive(Debug, Deserialize)]
@@ -75,18 +61,13 @@ pub struct RevocationsQuery {
     after_sequence: i64,
 }
 
-fn bad_query(rejection: QueryRejection) -> ApiError {
-    ApiError::Detail(StatusCode::BAD_REQUEST, rejection.body_text())
-}
-
 /// Deployment and step events the token may read (`?service=&deployment_id=&after_sequence=`,
 /// as in `WatchEventsRequest`).
-async fn watch_deployments(
+pub async fn watch_deployments(
     State(state): State<AppState>,
     token: Caller,
-    query: Result<Query<EventsQuery>, QueryRejection>,
+    Params(query): Params<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(bad_query)?;
     let request = WatchEventsRequest {
         service: query.service,
         deployment_id: query.deployment_id,
@@ -109,7 +90,7 @@ async fn watch_deployments(
 }
 
 /// Every service change from now on (sync, delete).
-async fn watch_services(State(state): State<AppState>, token: Caller) -> Result<Response, ApiError> {
+pub async fn watch_services(State(state): State<AppState>, token: Caller) -> Result<Response, ApiError> {
     let upstream = state
         .backends
         .registry()
@@ -129,12 +110,11 @@ async fn watch_services(State(state): State<AppState>, token: Caller) -> Result<
 /// The revocation feed verifiers follow (a user token holding `tokens:read`, like its
 /// RPC): a snapshot of revoked token ids, then each new batch, with heartbeats
 /// (`?after_sequence=` resumes). Past the auth service's caps on open feeds: 429.
-async fn watch_revocations(
+pub async fn watch_revocations(
     State(state): State<AppState>,
     token: Caller,
-    query: Result<Query<RevocationsQuery>, QueryRejection>,
+    Params(query): Params<RevocationsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(bad_query)?;
     let request = WatchRevocationsRequest {
         after_sequence: query.after_sequence,
     };
@@ -314,19 +294,5 @@ mod tests {
         assert!(!line.contains(&b'\n'), "one line");
         let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(value, json!({"error": {"status": 409, "detail": "fell \"behind\"\n"}}));
-    }
-
-    #[test]
-    fn stream_paths_have_their_own_scope_table_entries() {
-        // Literal paths win over the `{id}` templates beside them.
-        for path in ["/v1/deployments/watch", "/v1/services/watch", "/v1/revocations/watch"] {
-            assert!(
-                common::scope_table::ROUTES
-                    .iter()
-                    .any(|r| r.method == "GET" && r.path == path),
-                "{path}"
-            );
-            assert_eq!(common::scope_table::route_of("GET", path).unwrap().path, path);
-        }
     }
 }

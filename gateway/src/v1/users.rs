@@ -1,0 +1,95 @@
+//! `/v1` for the auth service's user RPCs: log in with JSON, who am I, change the
+//! caller's password, create, disable, enable and delete a user.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use proto::auth::v1::{
+    ChangePasswordRequest, ChangePasswordResponse, CreateUserRequest, DeleteUserRequest, DeleteUserResponse,
+    DisableUserRequest, DisableUserResponse, EnableUserRequest, LoginRequest, LoginResponse, User, WhoAmIRequest,
+};
+
+use super::{Auth, Body, Reply, backend_error, forward};
+use crate::{error::ApiError, fastdeploy::auth::with_request_id, interceptor::Caller, server::AppState};
+
+/// Log in with `{"username", "password"}`; a wrong name or password is 401.
+pub async fn login(State(state): State<AppState>, Body(request): Body<LoginRequest>) -> Reply<LoginResponse> {
+    let request = with_request_id(request);
+    match state.backends.auth().login(request).await {
+        Ok(response) => Ok(Json(response.into_inner())),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::Detail(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect username or password".into(),
+        )),
+        Err(status) => Err(backend_error::<Auth>(&status)),
+    }
+}
+
+pub async fn who_am_i(State(state): State<AppState>, caller: Caller) -> Reply<User> {
+    let request = WhoAmIRequest {};
+    forward(&state, Some(&caller), request, async |mut c: Auth, r| {
+        c.who_am_i(r).await
+    })
+    .await
+}
+
+/// Changes the caller's password; every token they hold or minted is revoked.
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<ChangePasswordRequest>,
+) -> Reply<ChangePasswordResponse> {
+    forward(&state, Some(&caller), request, async |mut c: Auth, r| {
+        c.change_password(r).await
+    })
+    .await
+}
+
+/// Create a user (a user token with `users:write`).
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<CreateUserRequest>,
+) -> Reply<User> {
+    forward(&state, Some(&caller), request, async |mut c: Auth, r| {
+        c.create_user(r).await
+    })
+    .await
+}
+
+/// Disable a user: logins refused, every token the user holds or minted revoked.
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Reply<DisableUserResponse> {
+    let request = DisableUserRequest { name };
+    forward(&state, Some(&caller), request, async |mut c: Auth, r| {
+        c.disable_user(r).await
+    })
+    .await
+}
+
+/// Let a disabled user log in again.
+pub async fn enable(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Reply<User> {
+    let request = EnableUserRequest { name };
+    forward(&state, Some(&caller), request, async |mut c: Auth, r| {
+        c.enable_user(r).await
+    })
+    .await
+}
+
+/// Delete a user and revoke every token the user holds or minted.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Reply<DeleteUserResponse> {
+    let request = DeleteUserRequest { name };
+    forward(&state, Some(&caller), request, async |mut c: Auth, r| {
+        c.delete_user(r).await
+    })
+    .await
+}
