@@ -63,8 +63,9 @@ pub struct Route {
     /// The axum path template (`{name}` matches one segment).
     pub path: &'static str,
     pub handler: Handler,
-    /// The RPC this route is the HTTP form of (`/package.Service/Method`): its access
-    /// rule is the RPC's and its bodies are the RPC's messages.
+    /// The RPC this route serves over HTTP (`/package.Service/Method`): its access rule
+    /// is the RPC's and its bodies are the RPC's messages. fastDeploy routes, which keep
+    /// fastDeploy's own rules and bodies, name none.
     pub rpc: Option<&'static str>,
     pub access: Access,
     pub credential: Credential,
@@ -436,9 +437,8 @@ pub const ROUTES: &[Route] = &[
             NoBody,
             Proto("slipway.registry.v1.DeleteServiceResponse"),
         ),
-    // GetService by the other key: not the RPC's own route, so it names its access.
     get("/v1/services/by-name/{name}", |m| on(m, v1::services::get_by_name))
-        .token(&[User], SERVICES_READ)
+        .rpc("/slipway.registry.v1.RegistryService/GetService")
         .doc("A synced service by name", NoBody, Proto("slipway.registry.v1.Service")),
     get("/v1/service-names", |m| on(m, v1::services::names))
         .rpc("/slipway.registry.v1.RegistryService/ListServiceNames")
@@ -676,16 +676,77 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_entry_has_a_handler_the_router_serves() {
-        // Building the router runs every handler builder; axum panics on a path it
-        // cannot route or a method given twice.
-        let router = router();
-        assert!(format!("{router:?}").contains("Router"));
+    /// The state handlers get; backends are lazy channels nobody listens on.
+    fn state() -> AppState {
+        use std::{sync::Arc, time::Duration};
+
+        use common::token::RemoteVerifier;
+        use tokio_util::sync::CancellationToken;
+
+        let config = <crate::Config as clap::Parser>::parse_from(["gateway", "--backend-timeout-ms", "2000"]);
+        let backends = crate::backends::Backends::new(&config).unwrap();
+        let verifier = Arc::new(RemoteVerifier::new(backends.auth(), Duration::from_secs(30)));
+        let shutdown = CancellationToken::new();
+        AppState(Arc::new(server::Shared {
+            hub: websocket::Hub::new(shutdown.clone()),
+            services: crate::services_cache::ServicesCache::new(backends.clone(), verifier.clone(), shutdown),
+            backends,
+            verifier,
+            legacy: None,
+            max_body_bytes: config.max_body_bytes,
+        }))
+    }
+
+    /// Every entry reaches its own handler through the router built from the table,
+    /// for its method only (HEAD as GET); another method is 405 from the path's
+    /// fallback. Without the interceptor in front, a handler that takes the caller
+    /// answers 500 (it never runs unchecked); the others answer what they make of an
+    /// empty request, never the router's 404 or 405.
+    #[tokio::test]
+    async fn every_entry_reaches_its_handler_and_only_for_its_method() {
+        use axum::{body::Body as HttpBody, http::Request};
+        use tower::ServiceExt;
+
+        let app = router().with_state(state());
+        let send = |method: &str, path: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(HttpBody::empty())
+                .unwrap();
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status().as_u16();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
         for r in ROUTES {
-            let built = (r.handler)(r.filter().unwrap_or(MethodFilter::GET));
-            assert!(format!("{built:?}").contains("MethodRouter"), "{} {}", r.method, r.path);
+            let path = r.path.split('/').map(|s| if s.starts_with('{') { "1" } else { s });
+            let path = path.collect::<Vec<_>>().join("/");
+            let what = format!("{} {}", r.method, r.path);
+            let (status, body) = send(r.method, &path).await;
+            if r.credential == Credential::FirstMessage {
+                // The upgrade handler's own answer to a plain request.
+                assert_eq!((status, body.as_str()), (404, r#"{"detail":"Not Found"}"#), "{what}");
+                continue;
+            }
+            assert!(![404, 405].contains(&status), "{what}: {status} {body}");
+            let takes_caller = r.access.needs_token() || r.json_before_scope;
+            assert_eq!(status == 500, takes_caller, "{what}: {status} {body}");
+            if r.method == "GET" {
+                assert_eq!(send("HEAD", &path).await.0, status, "HEAD {}", r.path);
+            }
+            let (status, body) = send("PATCH", &path).await;
+            assert_eq!(
+                (status, body.as_str()),
+                (405, r#"{"detail":"Method Not Allowed"}"#),
+                "PATCH {}",
+                r.path
+            );
         }
+        assert_eq!(send("GET", "/nowhere").await.0, 404);
     }
 
     #[test]
@@ -801,7 +862,7 @@ mod tests {
     }
 
     #[test]
-    fn every_rpc_served_at_the_edge_has_one_route_with_its_messages() {
+    fn every_rpc_served_at_the_edge_has_a_route_with_its_messages() {
         let contract = descriptor_rpcs();
         for rpc in RPCS {
             let routes: Vec<_> = ROUTES.iter().filter(|r| r.rpc == Some(rpc.path)).collect();
@@ -809,19 +870,20 @@ mod tests {
                 assert!(routes.is_empty(), "{} is internal: no HTTP route", rpc.path);
                 continue;
             }
-            assert_eq!(routes.len(), 1, "{} needs exactly one HTTP route", rpc.path);
-            let r = routes[0];
-            let what = format!("{} {} ({})", r.method, r.path, rpc.path);
-            assert_eq!(r.access, rpc.access, "{what}: same access");
-            let (input, output, streaming) = &contract[rpc.path];
-            match r.response {
-                Proto(name) | ProtoStream(name) => assert_eq!(name, output, "{what}"),
-                other => panic!("{what}: response {other:?}, not {output}"),
+            assert!(!routes.is_empty(), "{} needs an HTTP route", rpc.path);
+            for r in routes {
+                let what = format!("{} {} ({})", r.method, r.path, rpc.path);
+                assert_eq!(r.access, rpc.access, "{what}: same access");
+                let (input, output, streaming) = &contract[rpc.path];
+                match r.response {
+                    Proto(name) | ProtoStream(name) => assert_eq!(name, output, "{what}"),
+                    other => panic!("{what}: response {other:?}, not {output}"),
+                }
+                if let Proto(name) = r.request {
+                    assert_eq!(name, input, "{what}");
+                }
+                assert_eq!(matches!(r.response, ProtoStream(_)), *streaming, "{what} streams");
             }
-            if let Proto(name) = r.request {
-                assert_eq!(name, input, "{what}");
-            }
-            assert_eq!(matches!(r.response, ProtoStream(_)), *streaming, "{what} streams");
         }
         for r in ROUTES {
             if let Some(rpc) = r.rpc {

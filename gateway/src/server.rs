@@ -21,7 +21,7 @@ use crate::{Config, backends::Backends, error::ApiError, fastdeploy, services_ca
 /// What every handler and middleware shares. Cloned for every request (axum clones a
 /// route's state and each layer's service per request), so it is one `Arc`.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(pub(crate) Arc<Shared>);
 
 pub struct Shared {
     pub backends: Backends,

@@ -331,7 +331,7 @@ async fn verify_user(state: &AppState, token: &str) -> Option<(Claims, String)> 
             return None;
         }
     };
-    // The socket's entry in the scope table (a user token); frames are filtered by
+    // The socket's entry in the route table (a user token); frames are filtered by
     // their own permission as they are delivered.
     let entry = routes_at(PATH).find(|r| r.credential == Credential::FirstMessage)?;
     if let Err(refusal) = entry.access.check(&claims) {
