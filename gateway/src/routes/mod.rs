@@ -9,7 +9,7 @@
 //! ([`redirects_to`]) and the services cache's write set ([`writes_services`]). Unit
 //! tests (`tests.rs`) keep the table well formed.
 //!
-//! A `/v1` route that is the HTTP form of an RPC names it with [`Route::rpc`] and takes
+//! A `/v1` route that is the HTTP form of an RPC names it with `.rpc(…)` and takes
 //! its access rule from the RPC's entry in `common::scope_table::RPCS` (at compile time:
 //! a misspelt RPC does not build). fastDeploy routes keep fastDeploy's own rules.
 
