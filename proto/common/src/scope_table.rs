@@ -1,14 +1,20 @@
 //! The scope table: who may call each RPC of the three services and each HTTP route of
-//! the gateway, as data. The gateway's gRPC and grpc-web proxy and its HTTP interceptor
-//! look every call up here and refuse it before anything reaches a backend; the
-//! backends check again
-//! (defence in depth). Tests keep the table complete: every RPC of the descriptor set
-//! has exactly one entry, and every route the gateway declares has one too.
+//! the gateway, as data. Every backend serves its API behind one tonic layer
+//! ([`crate::authz`]) that looks each call up in [`RPCS`], verifies the token and
+//! checks the entry before the handler runs; the gateway's gRPC and grpc-web proxy
+//! checks the same entries with the same function ([`Access::check`]) before anything
+//! reaches a backend, and its HTTP interceptor checks the routes. Tests keep the table
+//! complete: every RPC of the descriptor set has exactly one entry, and every route
+//! the gateway declares has one too.
+
+use tonic::Status;
 
 use crate::{
+    error::ErrorCode,
+    identity::{DEPLOY_SERVICE, GATEWAY, REGISTRY_SERVICE},
     scope,
     token::{
-        Claims,
+        Claims, TokenError,
         TokenType::{self, Config, Deployment, Service, User},
     },
 };
@@ -18,8 +24,8 @@ use crate::{
 pub enum Access {
     /// Anyone, without a token (logging in, public keys).
     Open,
-    /// Never through the gateway: only the deploy service calls it, directly, with
-    /// its own credential.
+    /// Never through the gateway, and never with a token: only the internal services
+    /// the entry names, directly, with their own credential.
     Internal,
     /// Any valid token, of any type.
     AnyToken,
@@ -30,15 +36,76 @@ pub enum Access {
     },
 }
 
-/// Why a call is refused.
+/// Why a call is refused: the one refusal type of the backends' authorization layer,
+/// of the gateway's gRPC proxy and of its HTTP interceptor. Mapped once to a gRPC
+/// status (`From<Refusal> for Status`); the gateway maps it to HTTP by its APIs'
+/// rules. The text is safe to show and to log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    #[error("missing bearer token")]
+    MissingToken,
+    /// Malformed, badly signed, of another issuer or audience, not yet valid.
+    #[error("invalid token")]
+    Invalid,
+    #[error("token expired")]
+    Expired,
+    #[error("token revoked")]
+    Revoked,
+    /// The revocation feed is stale: no token can be trusted (fail closed).
+    #[error("token revocation list unavailable")]
+    RevocationsUnavailable,
     #[error("this call is internal to Slipway and not served at the edge")]
     Internal,
     #[error("a {got} token may not make this call")]
     WrongType { got: TokenType },
     #[error("this token may not {0}")]
     Missing(&'static str),
+}
+
+impl Refusal {
+    /// A short label of the reason, for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::MissingToken => "missing token",
+            Refusal::Invalid => "invalid",
+            Refusal::Expired => "expired",
+            Refusal::Revoked => "revoked",
+            Refusal::RevocationsUnavailable => "revocations unavailable",
+            Refusal::Internal => "internal",
+            Refusal::WrongType { .. } => "wrong type",
+            Refusal::Missing(_) => "permission",
+        }
+    }
+
+    /// The error code of the refusal: no usable token is UNAUTHENTICATED, a stale
+    /// revocation feed UNAVAILABLE, a valid token (or none) the entry does not admit
+    /// PERMISSION_DENIED.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Refusal::MissingToken | Refusal::Invalid | Refusal::Expired | Refusal::Revoked => {
+                ErrorCode::Unauthenticated
+            }
+            Refusal::RevocationsUnavailable => ErrorCode::Unavailable,
+            Refusal::Internal | Refusal::WrongType { .. } | Refusal::Missing(_) => ErrorCode::PermissionDenied,
+        }
+    }
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Status {
+        refusal.code().status(refusal.to_string())
+    }
+}
+
+impl From<TokenError> for Refusal {
+    fn from(error: TokenError) -> Refusal {
+        match error {
+            TokenError::Expired => Refusal::Expired,
+            TokenError::Revoked => Refusal::Revoked,
+            TokenError::RevocationsUnavailable => Refusal::RevocationsUnavailable,
+            _ => Refusal::Invalid,
+        }
+    }
 }
 
 impl Access {
@@ -79,13 +146,17 @@ const fn any_permission(types: &'static [TokenType]) -> Access {
     }
 }
 
-/// One RPC: its full path (`/package.Service/Method`), who may call it, and whether the
-/// server answers with a stream (such calls are not cut by the unary deadline).
+/// One RPC: its full path (`/package.Service/Method`), who may call it, whether the
+/// server answers with a stream (such calls are not cut by the unary deadline, and end
+/// when the token that opened them does), and which internal services may call it
+/// directly with their own credential instead of a token (never through the gateway,
+/// which strips credentials).
 #[derive(Debug, Clone, Copy)]
 pub struct Rpc {
     pub path: &'static str,
     pub access: Access,
     pub server_streaming: bool,
+    pub services: &'static [&'static str],
 }
 
 const fn unary(path: &'static str, access: Access) -> Rpc {
@@ -93,6 +164,7 @@ const fn unary(path: &'static str, access: Access) -> Rpc {
         path,
         access,
         server_streaming: false,
+        services: &[],
     }
 }
 
@@ -101,6 +173,14 @@ const fn stream(path: &'static str, access: Access) -> Rpc {
         path,
         access,
         server_streaming: true,
+        services: &[],
+    }
+}
+
+impl Rpc {
+    /// This entry, also open to the internal `services` by their credential.
+    const fn or_services(self, services: &'static [&'static str]) -> Rpc {
+        Rpc { services, ..self }
     }
 }
 
@@ -124,23 +204,26 @@ pub const RPCS: &[Rpc] = &[
         "/slipway.auth.v1.AuthService/MintConfigToken",
         token(&[User], scope::TOKENS_MINT),
     ),
-    unary("/slipway.auth.v1.AuthService/MintDeploymentToken", Access::Internal),
+    unary("/slipway.auth.v1.AuthService/MintDeploymentToken", Access::Internal).or_services(&[DEPLOY_SERVICE]),
     unary("/slipway.auth.v1.AuthService/AttenuateToken", Access::AnyToken),
     unary(
         "/slipway.auth.v1.AuthService/ListTokens",
         token(&[User], scope::TOKENS_READ),
     ),
+    // The deploy service revokes the deployment tokens of finished runs.
     unary(
         "/slipway.auth.v1.AuthService/RevokeTokens",
         token(&[User], scope::TOKENS_REVOKE),
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE]),
     unary("/slipway.auth.v1.AuthService/DebugToken", Access::Open),
     // Verifiers present their service credential directly to the auth service; through
     // the gateway, a token that may read tokens.
     stream(
         "/slipway.auth.v1.AuthService/WatchRevocations",
         token(&[User], scope::TOKENS_READ),
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE, REGISTRY_SERVICE, GATEWAY]),
     unary(
         "/slipway.auth.v1.AuthService/CreateUser",
         token(&[User], scope::USERS_WRITE),
@@ -160,18 +243,22 @@ pub const RPCS: &[Rpc] = &[
     ),
     unary("/slipway.auth.v1.AuthService/ExchangeLegacyToken", Access::Open),
     // registry
+    // The deploy service hides the deployments of services that are gone.
     unary(
         "/slipway.registry.v1.RegistryService/ListServices",
         token(&[User], scope::SERVICES_READ),
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE]),
     unary(
         "/slipway.registry.v1.RegistryService/ListServiceNames",
         token(&[User], scope::SERVICES_READ),
     ),
+    // The deploy service looks a service up when a deployment starts.
     unary(
         "/slipway.registry.v1.RegistryService/GetService",
         token(&[User], scope::SERVICES_READ),
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE]),
     unary(
         "/slipway.registry.v1.RegistryService/SyncServices",
         token(&[User], scope::SERVICES_SYNC),
@@ -183,7 +270,8 @@ pub const RPCS: &[Rpc] = &[
     unary(
         "/slipway.registry.v1.RegistryService/PublishDeployedService",
         Access::Internal,
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE]),
     unary(
         "/slipway.registry.v1.RegistryService/ListDeployedServices",
         token(&[Config, User], scope::DEPLOYED_SERVICES_READ),
