@@ -138,11 +138,7 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
 
 /// The answer to a valid token the entry does not admit.
 fn refuse(route: &Route, claims: &Claims, refusal: &Refusal) -> ApiError {
-    crate::metrics::count_refusal(match refusal {
-        Refusal::WrongType { .. } => "wrong type",
-        Refusal::Missing(_) => "permission",
-        Refusal::Internal => "internal",
-    });
+    crate::metrics::count_refusal(refusal.reason());
     tracing::info!(jti = %claims.jti, %refusal, path = route.path, "token refused: scope");
     if route.path.starts_with("/v1/") {
         ApiError::Detail(StatusCode::FORBIDDEN, refusal.to_string())
