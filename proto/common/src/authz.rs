@@ -300,3 +300,211 @@ impl http_body::Body for EndingBody {
         self.done || self.inner.is_end_stream()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tonic::Code;
+
+    use super::*;
+    use crate::{
+        identity::{Credential, DEPLOY_SERVICE, GATEWAY, REGISTRY_SERVICE},
+        scope,
+        token::{
+            TokenType,
+            testing::{claims, now},
+        },
+    };
+
+    /// Valid tokens by their text, and a few named failures.
+    struct Fake(HashMap<&'static str, Claims>);
+
+    impl TokenCheck for Fake {
+        async fn check_token(&self, token: &str) -> Result<Claims, TokenError> {
+            match token {
+                "expired" => Err(TokenError::Expired),
+                "revoked" => Err(TokenError::Revoked),
+                "stale" => Err(TokenError::RevocationsUnavailable),
+                other => self.0.get(other).cloned().ok_or(TokenError::Malformed),
+            }
+        }
+
+        fn stream_end(self: Arc<Self>, _claims: Claims) -> Option<TokenEnd> {
+            Some(Box::pin(async { Status::from(Refusal::Revoked) }))
+        }
+    }
+
+    fn of(token_type: TokenType, permissions: Option<&[&str]>) -> Claims {
+        let mut c = claims(now());
+        c.token_type = token_type;
+        c.permissions = permissions.map(|p| p.iter().map(|s| (*s).to_owned()).collect());
+        c
+    }
+
+    struct Setup {
+        service: Authz<tower::util::BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>, Fake>,
+        deploy: Credential,
+        registry: Credential,
+        _dir: tempfile::TempDir,
+    }
+
+    /// The layer around a handler that answers with the caller it was given (in an
+    /// `x-caller` header), trusting the deploy service and the gateway.
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        for name in ["deploy", "gateway", "registry"] {
+            Credential::create_if_missing(&path(name)).unwrap();
+        }
+        let trusted = vec![
+            TrustedCaller::load(DEPLOY_SERVICE, &path("deploy")).unwrap(),
+            TrustedCaller::load(GATEWAY, &path("gateway")).unwrap(),
+        ];
+        let tokens = Fake(HashMap::from([
+            ("user", of(TokenType::User, None)),
+            ("service", of(TokenType::Service, None)),
+            ("reader", of(TokenType::User, Some(&[scope::DEPLOYMENTS_READ]))),
+        ]));
+        let handler = tower::service_fn(|request: http::Request<Body>| async move {
+            let caller = request.extensions().get::<Caller>().cloned();
+            let caller = match caller {
+                Some(Caller::Anonymous) => "anonymous".to_owned(),
+                Some(Caller::Internal(name)) => format!("internal {name}"),
+                Some(Caller::Token(claims)) => format!("token {}", claims.token_type),
+                None => "none".to_owned(),
+            };
+            let mut response = http::Response::new(Body::empty());
+            response
+                .headers_mut()
+                .insert("x-caller", http::HeaderValue::from_str(&caller).unwrap());
+            Ok::<_, Infallible>(response)
+        });
+        let layer = AuthzLayer::new(Arc::new(tokens), trusted);
+        Setup {
+            service: layer.wrap(tower::util::BoxCloneSyncService::new(handler)),
+            deploy: Credential::load(DEPLOY_SERVICE, &path("deploy")).unwrap(),
+            registry: Credential::load(REGISTRY_SERVICE, &path("registry")).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    /// Calls `rpc` (a method of the auth or registry service) with `token` and/or
+    /// `credential`: the caller the handler got, or the refusal's code and message.
+    async fn call(
+        setup: &Setup,
+        rpc: &str,
+        token: Option<&str>,
+        credential: Option<&Credential>,
+    ) -> Result<String, (Code, String)> {
+        let mut request = http::Request::new(Body::empty());
+        *request.uri_mut() = rpc.parse().unwrap();
+        if let Some(token) = token {
+            let value = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+            request.headers_mut().insert(http::header::AUTHORIZATION, value);
+        }
+        if let Some(credential) = credential {
+            let headers = credential.request(()).metadata().clone().into_headers();
+            request.headers_mut().extend(headers);
+        }
+        let response = setup.service.clone().call(request).await.unwrap();
+        match Status::from_header_map(response.headers()) {
+            Some(status) => Err((status.code(), status.message().to_owned())),
+            None => Ok(response.headers()["x-caller"].to_str().unwrap().to_owned()),
+        }
+    }
+
+    const LIST: &str = "/slipway.registry.v1.RegistryService/ListServices";
+    const MINT_DEPLOYMENT: &str = "/slipway.auth.v1.AuthService/MintDeploymentToken";
+
+    #[tokio::test]
+    async fn each_call_is_admitted_or_refused_by_its_entry() {
+        let s = setup();
+        let refused = |code: Code, message: &str| Err((code, message.to_owned()));
+        // Unknown RPCs fail closed, even with a good token.
+        assert_eq!(
+            call(&s, "/slipway.auth.v1.AuthService/Nope", Some("user"), None).await,
+            refused(Code::Unimplemented, "no such RPC here")
+        );
+        assert_eq!(
+            call(&s, "/grpc.health.v1.Health/Check", None, None).await,
+            refused(Code::Unimplemented, "no such RPC here")
+        );
+        // Open: no token looked at.
+        let login = "/slipway.auth.v1.AuthService/Login";
+        assert_eq!(call(&s, login, None, None).await.unwrap(), "anonymous");
+        assert_eq!(call(&s, login, Some("garbage"), None).await.unwrap(), "anonymous");
+        // A token entry: the token's type, then its permission.
+        assert_eq!(call(&s, LIST, Some("user"), None).await.unwrap(), "token user");
+        assert_eq!(
+            call(&s, LIST, None, None).await,
+            refused(Code::Unauthenticated, "missing bearer token")
+        );
+        assert_eq!(
+            call(&s, LIST, Some("garbage"), None).await,
+            refused(Code::Unauthenticated, "invalid token")
+        );
+        assert_eq!(
+            call(&s, LIST, Some("expired"), None).await,
+            refused(Code::Unauthenticated, "token expired")
+        );
+        assert_eq!(
+            call(&s, LIST, Some("revoked"), None).await,
+            refused(Code::Unauthenticated, "token revoked")
+        );
+        assert_eq!(
+            call(&s, LIST, Some("stale"), None).await,
+            refused(Code::Unavailable, "token revocation list unavailable")
+        );
+        assert_eq!(
+            call(&s, LIST, Some("service"), None).await,
+            refused(Code::PermissionDenied, "a service token may not make this call")
+        );
+        assert_eq!(
+            call(&s, LIST, Some("reader"), None).await,
+            refused(Code::PermissionDenied, "this token may not services:read")
+        );
+    }
+
+    #[tokio::test]
+    async fn internal_callers_only_where_their_entry_names_them() {
+        let s = setup();
+        // The deploy service's credential, where the entry names it.
+        let deploy = Some(&s.deploy);
+        assert_eq!(
+            call(&s, MINT_DEPLOYMENT, None, deploy).await.unwrap(),
+            "internal deploy-service"
+        );
+        assert_eq!(call(&s, LIST, None, deploy).await.unwrap(), "internal deploy-service");
+        // ... and not where it does not: its token counts (here none).
+        let sync = "/slipway.registry.v1.RegistryService/SyncServices";
+        assert_eq!(
+            call(&s, sync, None, deploy).await,
+            Err((Code::Unauthenticated, "missing bearer token".to_owned()))
+        );
+        // Internal entries refuse every token, and callers this service does not trust.
+        for (token, credential) in [(Some("user"), None), (None, None), (None, Some(&s.registry))] {
+            assert_eq!(
+                call(&s, MINT_DEPLOYMENT, token, credential).await.map_err(|e| e.0),
+                Err(Code::PermissionDenied)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_opened_with_a_token_ends_with_it() {
+        let s = setup();
+        let mut request = http::Request::new(Body::empty());
+        *request.uri_mut() = "/slipway.registry.v1.RegistryService/WatchServices".parse().unwrap();
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer user"));
+        let response = s.service.clone().call(request).await.unwrap();
+        let mut body = response.into_body();
+        let frame = http_body_util::BodyExt::frame(&mut body).await.unwrap().unwrap();
+        let trailers = frame.into_trailers().unwrap();
+        let status = Status::from_header_map(&trailers).unwrap();
+        assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "token revoked"));
+        assert!(http_body_util::BodyExt::frame(&mut body).await.is_none());
+    }
+}

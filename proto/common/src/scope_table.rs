@@ -572,6 +572,31 @@ mod tests {
     }
 
     #[test]
+    fn internal_services_are_admitted_exactly_here() {
+        let named: Vec<(&str, &[&str])> = RPCS
+            .iter()
+            .filter(|r| !r.services.is_empty())
+            .map(|r| (r.path.rsplit('/').next().unwrap(), r.services))
+            .collect();
+        let deploy: &[&str] = &[DEPLOY_SERVICE];
+        assert_eq!(
+            named,
+            [
+                ("MintDeploymentToken", deploy),
+                ("RevokeTokens", deploy),
+                ("WatchRevocations", &[DEPLOY_SERVICE, REGISTRY_SERVICE, GATEWAY][..]),
+                ("ListServices", deploy),
+                ("GetService", deploy),
+                ("PublishDeployedService", deploy),
+            ]
+        );
+        // An internal entry with nobody named could never be called.
+        for rpc in RPCS.iter().filter(|r| r.access == Access::Internal) {
+            assert!(!rpc.services.is_empty(), "{}", rpc.path);
+        }
+    }
+
+    #[test]
     fn every_named_type_can_hold_the_named_permission() {
         let accesses = RPCS.iter().map(|r| (r.path, r.access));
         let accesses = accesses.chain(ROUTES.iter().map(|r| (r.path, r.access)));
