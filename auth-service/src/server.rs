@@ -489,9 +489,9 @@ impl AuthService for AuthApi {
         request: Request<pb::MintServiceTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
         let claims = Caller::claims(&request)?;
-        let user = self.current_user(&claims).await?;
+        let user = self.current_user(claims).await?;
         let spec = policy::service_token(&user.name, request.get_ref()).map_err(policy_status)?;
-        let spec = policy::bound_by_minter(&claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
+        let spec = policy::bound_by_minter(claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
         self.check_service_exists(&request, &request.get_ref().service).await?;
         let name = request.get_ref().name.clone();
         Ok(Response::new(
@@ -504,9 +504,9 @@ impl AuthService for AuthApi {
         request: Request<pb::MintConfigTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
         let claims = Caller::claims(&request)?;
-        let user = self.current_user(&claims).await?;
+        let user = self.current_user(claims).await?;
         let spec = policy::config_token(&user.name, request.get_ref()).map_err(policy_status)?;
-        let spec = policy::bound_by_minter(&claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
+        let spec = policy::bound_by_minter(claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
         for service in &request.get_ref().services {
             self.check_service_exists(&request, service).await?;
         }
@@ -653,7 +653,7 @@ impl AuthService for AuthApi {
             reason: reason.unwrap_or_default(),
             permissions: decoded
                 .as_ref()
-                .map(|c| scope::effective(c).into_iter().map(str::to_owned).collect())
+                .map(|c| scope::effective(c).into_iter().map(String::from).collect())
                 .unwrap_or_default(),
             info: info.as_ref().map(crate::registry::token_info),
         }))

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use common::{
     identity::{Credential, DEPLOY_SERVICE, GATEWAY},
-    scope,
+    scope::{self, Permission},
     scope_table::{Access, RPCS, Refusal},
     token::{Claims, TokenType},
 };
@@ -26,13 +26,13 @@ async fn every_rpc_called_directly_admits_and_refuses_as_its_entry_says() {
 }
 
 /// Who calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
     Nobody,
     /// A valid token of this type with its type's default permissions.
     Token(TokenType),
     /// A user token holding every permission but this one.
-    UserWithout(&'static str),
+    UserWithout(Permission),
     Expired,
     /// An internal service's own credential, no token.
     Service(&'static str),
@@ -74,7 +74,7 @@ fn from_table(access: Access, services: &[&str], who: Who) -> Expect {
         (_, Who::Expired) => refused(Refusal::Expired),
         (_, Who::Token(token_type)) => check(claims(token_type, None)),
         (_, Who::UserWithout(missing)) => {
-            let rest = scope::ALL.iter().filter(|p| **p != missing).map(|p| (*p).to_owned());
+            let rest = scope::ALL.iter().filter(|p| **p != missing).map(|p| p.to_string());
             check(claims(TokenType::User, Some(rest.collect())))
         }
     }
@@ -83,7 +83,7 @@ fn from_table(access: Access, services: &[&str], who: Who) -> Expect {
 /// The callers tried on an entry: one of every token type, a user token without the
 /// entry's permission, none, an expired one, and the internal services' credentials;
 /// fewer on an open entry.
-fn callers(access: Access) -> Vec<Who> {
+fn callers_of(access: Access) -> Vec<Who> {
     if access == Access::Open {
         // (Few: failed logins may be slowed down.)
         return vec![Who::Nobody, Who::Token(TokenType::User), Who::Expired];
@@ -108,40 +108,112 @@ fn callers(access: Access) -> Vec<Who> {
 fn by_hand() -> Vec<(&'static str, Who, Expect)> {
     use Expect::{Admitted, Refused};
     vec![
-        ("/slipway.deploy.v1.DeployService/ReportStep", Who::Token(TokenType::User), Refused(Code::PermissionDenied)),
-        ("/slipway.deploy.v1.DeployService/ReportStep", Who::Token(TokenType::Deployment), Admitted),
-        ("/slipway.deploy.v1.DeployService/StartDeployment", Who::Token(TokenType::Config), Refused(Code::PermissionDenied)),
-        ("/slipway.deploy.v1.DeployService/WatchEvents", Who::Token(TokenType::Service), Admitted),
-        ("/slipway.deploy.v1.DeployService/ListDeployments", Who::Nobody, Refused(Code::Unauthenticated)),
-        ("/slipway.registry.v1.RegistryService/ListDeployedServices", Who::Token(TokenType::Config), Admitted),
-        ("/slipway.registry.v1.RegistryService/ListServices", Who::UserWithout(scope::SERVICES_READ), Refused(Code::PermissionDenied)),
-        ("/slipway.registry.v1.RegistryService/GetService", Who::Service(DEPLOY_SERVICE), Admitted),
+        (
+            "/slipway.deploy.v1.DeployService/ReportStep",
+            Who::Token(TokenType::User),
+            Refused(Code::PermissionDenied),
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/ReportStep",
+            Who::Token(TokenType::Deployment),
+            Admitted,
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/StartDeployment",
+            Who::Token(TokenType::Config),
+            Refused(Code::PermissionDenied),
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/WatchEvents",
+            Who::Token(TokenType::Service),
+            Admitted,
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/ListDeployments",
+            Who::Nobody,
+            Refused(Code::Unauthenticated),
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/ListDeployedServices",
+            Who::Token(TokenType::Config),
+            Admitted,
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/ListServices",
+            Who::UserWithout(scope::SERVICES_READ),
+            Refused(Code::PermissionDenied),
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/GetService",
+            Who::Service(DEPLOY_SERVICE),
+            Admitted,
+        ),
         // The registry does not take the gateway's credential, nor the deploy
         // service's where the table does not name it: no token, then.
-        ("/slipway.registry.v1.RegistryService/ListServices", Who::Service(GATEWAY), Refused(Code::Unauthenticated)),
-        ("/slipway.registry.v1.RegistryService/SyncServices", Who::Service(DEPLOY_SERVICE), Refused(Code::Unauthenticated)),
-        ("/slipway.registry.v1.RegistryService/PublishDeployedService", Who::Token(TokenType::User), Refused(Code::PermissionDenied)),
-        ("/slipway.registry.v1.RegistryService/PublishDeployedService", Who::Service(DEPLOY_SERVICE), Admitted),
-        ("/slipway.auth.v1.AuthService/MintServiceToken", Who::Token(TokenType::Service), Refused(Code::PermissionDenied)),
-        ("/slipway.auth.v1.AuthService/MintDeploymentToken", Who::Nobody, Refused(Code::PermissionDenied)),
-        ("/slipway.auth.v1.AuthService/WatchRevocations", Who::Service(GATEWAY), Admitted),
-        ("/slipway.auth.v1.AuthService/WatchRevocations", Who::Expired, Refused(Code::Unauthenticated)),
-        ("/slipway.auth.v1.AuthService/AttenuateToken", Who::Token(TokenType::Deployment), Admitted),
+        (
+            "/slipway.registry.v1.RegistryService/ListServices",
+            Who::Service(GATEWAY),
+            Refused(Code::Unauthenticated),
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/SyncServices",
+            Who::Service(DEPLOY_SERVICE),
+            Refused(Code::Unauthenticated),
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/PublishDeployedService",
+            Who::Token(TokenType::User),
+            Refused(Code::PermissionDenied),
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/PublishDeployedService",
+            Who::Service(DEPLOY_SERVICE),
+            Admitted,
+        ),
+        (
+            "/slipway.auth.v1.AuthService/MintServiceToken",
+            Who::Token(TokenType::Service),
+            Refused(Code::PermissionDenied),
+        ),
+        (
+            "/slipway.auth.v1.AuthService/MintDeploymentToken",
+            Who::Nobody,
+            Refused(Code::PermissionDenied),
+        ),
+        (
+            "/slipway.auth.v1.AuthService/WatchRevocations",
+            Who::Service(GATEWAY),
+            Admitted,
+        ),
+        (
+            "/slipway.auth.v1.AuthService/WatchRevocations",
+            Who::Expired,
+            Refused(Code::Unauthenticated),
+        ),
+        (
+            "/slipway.auth.v1.AuthService/AttenuateToken",
+            Who::Token(TokenType::Deployment),
+            Admitted,
+        ),
         ("/slipway.auth.v1.AuthService/Login", Who::Nobody, Admitted),
         ("/slipway.auth.v1.AuthService/GetJwks", Who::Expired, Admitted),
-        ("/slipway.auth.v1.AuthService/NoSuchMethod", Who::Token(TokenType::User), Refused(Code::Unimplemented)),
+        (
+            "/slipway.auth.v1.AuthService/NoSuchMethod",
+            Who::Token(TokenType::User),
+            Refused(Code::Unimplemented),
+        ),
     ]
 }
 
 struct Callers {
-    tokens: BTreeMap<Who, String>,
+    tokens: Vec<(Who, String)>,
     credentials: BTreeMap<&'static str, Credential>,
 }
 
 impl Callers {
     fn new(stack: &Stack) -> Callers {
         let now = chrono::Utc::now().timestamp();
-        let mut tokens = BTreeMap::new();
+        let mut tokens = Vec::new();
         for token_type in TYPES {
             let mut claims = user_claims("admin");
             claims.token_type = token_type;
@@ -154,7 +226,7 @@ impl Callers {
                 }
                 _ => {}
             }
-            tokens.insert(Who::Token(token_type), stack.sign_with_real_key(&claims));
+            tokens.push((Who::Token(token_type), stack.sign_with_real_key(&claims)));
         }
         for rpc in RPCS {
             if let Access::Token {
@@ -162,13 +234,13 @@ impl Callers {
             } = rpc.access
             {
                 let mut claims = user_claims("admin");
-                claims.permissions = Some(scope::ALL.iter().filter(|q| **q != p).map(|q| (*q).to_owned()).collect());
-                tokens.insert(Who::UserWithout(p), stack.sign_with_real_key(&claims));
+                claims.permissions = Some(scope::ALL.iter().filter(|q| **q != p).map(|q| q.to_string()).collect());
+                tokens.push((Who::UserWithout(p), stack.sign_with_real_key(&claims)));
             }
         }
         let mut expired = user_claims("admin");
         (expired.iat, expired.nbf, expired.exp) = (now - 700, now - 700, now - 100);
-        tokens.insert(Who::Expired, stack.sign_with_real_key(&expired));
+        tokens.push((Who::Expired, stack.sign_with_real_key(&expired)));
         let credentials = [(DEPLOY_SERVICE, "deploy-service.key"), (GATEWAY, "gateway.key")]
             .map(|(name, file)| (name, Credential::load(name, &stack.dir.path().join(file)).unwrap()))
             .into();
@@ -181,7 +253,8 @@ impl Callers {
             Who::Nobody => {}
             Who::Service(name) => self.credentials[name].attach(request.metadata_mut()),
             token => {
-                let value = format!("Bearer {}", self.tokens[&token]).parse().unwrap();
+                let (_, text) = self.tokens.iter().find(|(w, _)| *w == token).unwrap();
+                let value = format!("Bearer {text}").parse().unwrap();
                 request.metadata_mut().insert("authorization", value);
             }
         }
@@ -230,7 +303,12 @@ fn refusal_messages() -> Vec<String> {
 
 async fn every_rpc(backend_kind: Backend) {
     let stack = Stack::start_with(backend_kind, |dir| {
-        write_service(dir, "alpha", json!({"steps": [{"name": "build"}]}), "#!/bin/sh\nexit 0\n");
+        write_service(
+            dir,
+            "alpha",
+            json!({"steps": [{"name": "build"}]}),
+            "#!/bin/sh\nexit 0\n",
+        );
     })
     .await;
     let callers = Callers::new(&stack);
@@ -238,8 +316,13 @@ async fn every_rpc(backend_kind: Backend) {
 
     let mut cases: Vec<(&str, bool, Who, Expect)> = Vec::new();
     for rpc in RPCS {
-        for who in callers(rpc.access) {
-            cases.push((rpc.path, rpc.server_streaming, who, from_table(rpc.access, rpc.services, who)));
+        for who in callers_of(rpc.access) {
+            cases.push((
+                rpc.path,
+                rpc.server_streaming,
+                who,
+                from_table(rpc.access, rpc.services, who),
+            ));
         }
     }
     for (path, who, expect) in by_hand() {
@@ -285,7 +368,12 @@ async fn every_rpc(backend_kind: Backend) {
     for rpc in RPCS {
         let tried = |e: Expect| cases.iter().any(|(p, _, _, x)| *p == rpc.path && *x == e);
         assert!(tried(Expect::Admitted), "{}: nobody admitted", rpc.path);
-        assert_eq!(tried(Expect::Refused(Code::PermissionDenied)) || tried(Expect::Refused(Code::Unauthenticated)), rpc.access != Access::Open, "{}", rpc.path);
+        assert_eq!(
+            tried(Expect::Refused(Code::PermissionDenied)) || tried(Expect::Refused(Code::Unauthenticated)),
+            rpc.access != Access::Open,
+            "{}",
+            rpc.path
+        );
     }
     println!(
         "rpc authorization: {} RPCs, {} cases: {admitted} admitted, {refused} refused",

@@ -181,7 +181,11 @@ impl<V: TokenCheck> Shared<V> {
     /// Who is calling `rpc`, if the entry admits them.
     async fn admit(&self, rpc: &Rpc, headers: &http::HeaderMap) -> Result<Caller, Refusal> {
         for name in rpc.services {
-            if self.trusted.iter().any(|t| t.name() == *name && t.presented_in(headers)) {
+            if self
+                .trusted
+                .iter()
+                .any(|t| t.name() == *name && t.presented_in(headers))
+            {
                 return Ok(Caller::Internal(name));
             }
         }
@@ -335,10 +339,10 @@ mod tests {
         }
     }
 
-    fn of(token_type: TokenType, permissions: Option<&[&str]>) -> Claims {
+    fn of(token_type: TokenType, permissions: Option<&[scope::Permission]>) -> Claims {
         let mut c = claims(now());
         c.token_type = token_type;
-        c.permissions = permissions.map(|p| p.iter().map(|s| (*s).to_owned()).collect());
+        c.permissions = permissions.map(|p| p.iter().copied().map(String::from).collect());
         c
     }
 
@@ -496,15 +500,19 @@ mod tests {
         let s = setup();
         let mut request = http::Request::new(Body::empty());
         *request.uri_mut() = "/slipway.registry.v1.RegistryService/WatchServices".parse().unwrap();
-        request
-            .headers_mut()
-            .insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer user"));
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer user"),
+        );
         let response = s.service.clone().call(request).await.unwrap();
         let mut body = response.into_body();
         let frame = http_body_util::BodyExt::frame(&mut body).await.unwrap().unwrap();
         let trailers = frame.into_trailers().unwrap();
         let status = Status::from_header_map(&trailers).unwrap();
-        assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "token revoked"));
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::Unauthenticated, "token revoked")
+        );
         assert!(http_body_util::BodyExt::frame(&mut body).await.is_none());
     }
 }

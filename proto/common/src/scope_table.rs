@@ -12,7 +12,7 @@ use tonic::Status;
 use crate::{
     error::ErrorCode,
     identity::{DEPLOY_SERVICE, GATEWAY, REGISTRY_SERVICE},
-    scope,
+    scope::{self, Permission},
     token::{
         Claims, TokenError,
         TokenType::{self, Config, Deployment, Service, User},
@@ -32,7 +32,7 @@ pub enum Access {
     /// A valid token of one of `types` that holds `permission` (when given).
     Token {
         types: &'static [TokenType],
-        permission: Option<&'static str>,
+        permission: Option<Permission>,
     },
 }
 
@@ -59,7 +59,7 @@ pub enum Refusal {
     #[error("a {got} token may not make this call")]
     WrongType { got: TokenType },
     #[error("this token may not {0}")]
-    Missing(&'static str),
+    Missing(Permission),
 }
 
 impl Refusal {
@@ -132,7 +132,7 @@ impl Access {
     }
 }
 
-const fn token(types: &'static [TokenType], permission: &'static str) -> Access {
+const fn token(types: &'static [TokenType], permission: Permission) -> Access {
     Access::Token {
         types,
         permission: Some(permission),
@@ -606,7 +606,7 @@ mod tests {
                 permission: Some(p),
             } = access
             {
-                assert!(scope::is_known(p), "{path}: {p}");
+                assert!(scope::is_known(p.as_str()), "{path}: {p}");
                 for t in types {
                     assert!(scope::defaults(*t).contains(&p), "{path}: a {t} token never holds {p}");
                 }
