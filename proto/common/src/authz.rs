@@ -300,8 +300,10 @@ impl http_body::Body for EndingBody {
         Poll::Ready(frame)
     }
 
+    /// Not at its end while `end` may still cut in (an empty inner body is polled
+    /// once, and ends at once).
     fn is_end_stream(&self) -> bool {
-        self.done || self.inner.is_end_stream()
+        self.done || (self.end.is_none() && self.inner.is_end_stream())
     }
 }
 
