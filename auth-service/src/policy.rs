@@ -69,7 +69,7 @@ fn check_permissions(token_type: TokenType, permissions: &[String]) -> Result<Op
         return Ok(None);
     }
     let defaults = scope::defaults(token_type);
-    if let Some(bad) = permissions.iter().find(|p| !defaults.contains(&p.as_str())) {
+    if let Some(bad) = permissions.iter().find(|p| !defaults.iter().any(|d| d == *p)) {
         return Err(invalid(format!(
             "a {token_type} token cannot have the permission {bad:?}"
         )));
@@ -186,10 +186,11 @@ pub fn bound_by_minter(minter: &Claims, mut spec: TokenSpec, now: i64) -> Result
         Some(list) => list.clone(),
         None => scope::defaults(spec.token_type)
             .iter()
-            .map(|p| (*p).to_owned())
+            .copied()
+            .map(String::from)
             .collect(),
     };
-    if let Some(missing) = wanted.iter().find(|p| !have.contains(&p.as_str())) {
+    if let Some(missing) = wanted.iter().find(|p| !have.iter().any(|h| h == *p)) {
         return Err(PolicyError::Wider(format!(
             "the presented token does not have the permission {missing:?}, so it cannot mint a token that has it"
         )));
@@ -225,7 +226,7 @@ pub fn attenuate(parent: &Claims, request: &pb::AttenuateTokenRequest, now: i64)
     let permissions = if request.permissions.is_empty() {
         parent.permissions.clone()
     } else {
-        if let Some(extra) = request.permissions.iter().find(|p| !have.contains(&p.as_str())) {
+        if let Some(extra) = request.permissions.iter().find(|p| !have.iter().any(|h| h == *p)) {
             return Err(PolicyError::Wider(format!(
                 "the presented token does not have the permission {extra:?}"
             )));
@@ -322,7 +323,7 @@ mod tests {
         request.permissions = vec![scope::DEPLOYMENTS_READ.into()];
         assert_eq!(
             service_token("alice", &request).unwrap().permissions,
-            Some(vec![scope::DEPLOYMENTS_READ.to_owned()])
+            Some(vec![scope::DEPLOYMENTS_READ.to_string()])
         );
     }
 
@@ -434,7 +435,7 @@ mod tests {
         narrowed.permissions = Some(vec![scope::TOKENS_MINT.into(), scope::DEPLOYMENTS_READ.into()]);
         narrowed.origin = Some("ci".into());
         assert!(bound_by_minter(&narrowed, service(vec![], "ci"), now).is_err());
-        let read_only = vec![scope::DEPLOYMENTS_READ.to_owned()];
+        let read_only = vec![scope::DEPLOYMENTS_READ.to_string()];
         assert!(bound_by_minter(&narrowed, service(read_only.clone(), "laptop"), now).is_err());
         let spec = bound_by_minter(&narrowed, service(read_only, "ci"), now).unwrap();
         assert_eq!(spec.parent.as_deref(), Some("narrowed"));

@@ -1,13 +1,16 @@
-//! The auth service's gRPC server: the `AuthService` API, health and reflection.
+//! The auth service's gRPC server: the `AuthService` API behind the authorization
+//! layer (`common::authz`, tokens checked against its own keys and revocations), health
+//! and reflection.
 
 use std::{pin::Pin, sync::Arc};
 
 use anyhow::Context;
 use common::{
+    authz::{AuthzLayer, Caller, TokenCheck, TokenEnd},
     error::ErrorCode,
-    identity::{DEPLOY_SERVICE, TrustedCaller},
+    identity::DEPLOY_SERVICE,
     scope,
-    token::{Claims, MAX_TOKEN_LEN, TokenError, TokenType, Verifier, bearer_token},
+    token::{Claims, MAX_TOKEN_LEN, TokenError, TokenType, Verifier},
 };
 use proto::{
     auth::v1::{
@@ -59,7 +62,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .connect_lazy();
     let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?
         .with_registry(RegistryServiceClient::new(registry))
-        .with_trusted(config.trusted()?)
         .with_stream_limits(config.stream_limits())
         .with_shutdown(shutdown.clone())
         .with_legacy(match (&config.legacy_secret_file, config.legacy_until) {
@@ -72,7 +74,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 
     let api = Arc::new(api);
     tokio::spawn(reload_keys_periodically(api.clone(), shutdown.clone()));
-    let api = AuthServiceServer::from_arc(api);
+    let authz = AuthzLayer::new(Arc::new(api.token_check()), config.trusted()?);
+    let api = authz.wrap(AuthServiceServer::from_arc(api));
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
     common::server::serve_grpc(
         "auth-service",
@@ -115,11 +118,9 @@ pub struct AuthApi {
     accounts: Accounts,
     keys: Arc<KeyRing>,
     minter: Minter,
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
     /// Asked whether a service exists before a service token is minted for it.
     registry: Option<RegistryServiceClient<Channel>>,
-    /// Internal services whose credential lets them do what no token can.
-    trusted: Vec<TrustedCaller>,
     /// fastDeploy token acceptance during a migration, when configured.
     legacy: Option<crate::legacy::Legacy>,
     /// Ends the revocation feeds when the service stops, so shutdown never waits on them.
@@ -136,7 +137,7 @@ impl AuthApi {
         user_token_minutes: u32,
     ) -> Result<Self, crate::keys::KeyError> {
         let minter = Minter::new(keys.clone(), user_token_minutes);
-        let verifier = Verifier::new(common::ISSUER, common::AUDIENCE);
+        let verifier = Arc::new(Verifier::new(common::ISSUER, common::AUDIENCE));
         verifier.set_keys(&keys.jwks()?);
         Ok(AuthApi {
             store,
@@ -145,7 +146,6 @@ impl AuthApi {
             minter,
             verifier,
             registry: None,
-            trusted: Vec::new(),
             legacy: None,
             shutdown: CancellationToken::new(),
             feed_caps: StreamCaps::new(crate::stream_caps::Limits {
@@ -161,16 +161,25 @@ impl AuthApi {
         self
     }
 
-    /// Who may follow the revocation feed: a known internal service (by its
-    /// credential), or a valid, unrevoked user token holding `tokens:read`.
+    /// Who follows the revocation feed: an internal service (by its credential), or
+    /// the holder of a user token holding `tokens:read` (the layer checked which).
     /// With the token's claims when a token (not a service) is the caller.
-    async fn feed_holder<T>(&self, request: &Request<T>) -> Result<(Holder, Option<Claims>), Status> {
-        if let Some(service) = self.trusted.iter().find(|t| t.is_caller(request.metadata())) {
-            return Ok((Holder::Service(service.name().to_owned()), None));
+    fn feed_holder<T>(request: &Request<T>) -> Result<(Holder, Option<Claims>), Status> {
+        if let Some(service) = Caller::of(request)?.service() {
+            return Ok((Holder::Service(service.to_owned()), None));
         }
-        let claims = self.authorize(request, TokenType::User, scope::TOKENS_READ).await?;
+        let claims = Caller::claims(request)?.clone();
         let subject = claims.user.clone().unwrap_or_else(|| claims.sub.clone());
         Ok((Holder::Subject(subject), Some(claims)))
+    }
+
+    /// How the authorization layer checks tokens here: against this service's own
+    /// keys and revocations.
+    fn token_check(&self) -> LocalTokens {
+        LocalTokens {
+            verifier: self.verifier.clone(),
+            store: self.store.clone(),
+        }
     }
 
     pub fn with_registry(mut self, registry: RegistryServiceClient<Channel>) -> Self {
@@ -186,47 +195,6 @@ impl AuthApi {
     pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
         self.shutdown = shutdown;
         self
-    }
-
-    pub fn with_trusted(mut self, trusted: Vec<TrustedCaller>) -> Self {
-        self.trusted = trusted;
-        self
-    }
-
-    fn is_deploy_service<T>(&self, request: &Request<T>) -> bool {
-        self.trusted
-            .iter()
-            .any(|t| t.name() == DEPLOY_SERVICE && t.is_caller(request.metadata()))
-    }
-
-    /// Like `authenticate`, and the token must hold `permission` (403 otherwise).
-    async fn authorize<T>(
-        &self,
-        request: &Request<T>,
-        expected: TokenType,
-        permission: &str,
-    ) -> Result<Claims, Status> {
-        let claims = self.authenticate(request, expected).await?;
-        if !scope::allows(&claims, permission) {
-            tracing::info!(jti = %claims.jti, permission, "permission denied");
-            return Err(ErrorCode::PermissionDenied.status(format!("this token may not {permission}")));
-        }
-        Ok(claims)
-    }
-
-    /// The claims of the caller's token of any type, not revoked.
-    async fn authenticate_any<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let token = bearer_token(header).ok_or_else(|| ErrorCode::Unauthenticated.status("missing bearer token"))?;
-        let claims = self.verifier.verify(token).map_err(|e| {
-            tracing::info!(reason = %e, "token refused");
-            ErrorCode::Unauthenticated.status("invalid token")
-        })?;
-        if self.store.is_revoked(&claims.jti).await.map_err(internal)? {
-            tracing::info!(jti = %claims.jti, "revoked token refused");
-            return Err(ErrorCode::Unauthenticated.status("invalid token"));
-        }
-        Ok(claims)
     }
 
     /// Signs `spec`, records the token, and answers with it. `owner` is the user whose
@@ -309,16 +277,6 @@ impl AuthApi {
         }
     }
 
-    /// The claims of the caller's token, which must be of type `expected` and not revoked.
-    async fn authenticate<T>(&self, request: &Request<T>, expected: TokenType) -> Result<Claims, Status> {
-        let claims = self.authenticate_any(request).await?;
-        if claims.token_type != expected {
-            tracing::info!(got = %claims.token_type, %expected, "token refused: wrong type");
-            return Err(ErrorCode::Unauthenticated.status("invalid token"));
-        }
-        Ok(claims)
-    }
-
     /// The user named by a user token, which must still exist and be enabled.
     async fn current_user(&self, claims: &Claims) -> Result<crate::storage::users::Model, Status> {
         let name = claims
@@ -330,6 +288,33 @@ impl AuthApi {
             .await
             .map_err(account_status)?
             .ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))
+    }
+}
+
+/// The token check of the authorization layer in the auth service: signature and
+/// claims against the service's own keys, then its revocation registry.
+struct LocalTokens {
+    verifier: Arc<Verifier>,
+    store: Store,
+}
+
+impl TokenCheck for LocalTokens {
+    async fn check_token(&self, token: &str) -> Result<Claims, TokenError> {
+        let claims = self.verifier.verify(token)?;
+        match self.store.is_revoked(&claims.jti).await {
+            Ok(false) => Ok(claims),
+            Ok(true) => Err(TokenError::Revoked),
+            Err(error) => {
+                tracing::error!(%error, "cannot read the revocation registry");
+                Err(TokenError::RevocationsUnavailable)
+            }
+        }
+    }
+
+    /// The one stream here, the revocation feed, ends with its token itself
+    /// (`held_feed`).
+    fn stream_end(self: Arc<Self>, _claims: Claims) -> Option<TokenEnd> {
+        None
     }
 }
 
@@ -479,8 +464,7 @@ impl AuthService for AuthApi {
     }
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::User>, Status> {
-        let claims = self.authenticate(&request, TokenType::User).await?;
-        let user = self.current_user(&claims).await?;
+        let user = self.current_user(Caller::claims(&request)?).await?;
         Ok(Response::new(user_message(user)))
     }
 
@@ -492,7 +476,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RotateKeysRequest>,
     ) -> Result<Response<pb::RotateKeysResponse>, Status> {
-        let claims = self.authorize(&request, TokenType::User, scope::KEYS_ROTATE).await?;
+        let claims = Caller::claims(&request)?;
         let kid = self.keys.rotate().map_err(internal)?;
         // The ring only changes here, so this is the one place the verifier reloads it.
         self.verifier.set_keys(&self.keys.jwks().map_err(internal)?);
@@ -504,10 +488,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::MintServiceTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
-        let claims = self.authorize(&request, TokenType::User, scope::TOKENS_MINT).await?;
-        let user = self.current_user(&claims).await?;
+        let claims = Caller::claims(&request)?;
+        let user = self.current_user(claims).await?;
         let spec = policy::service_token(&user.name, request.get_ref()).map_err(policy_status)?;
-        let spec = policy::bound_by_minter(&claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
+        let spec = policy::bound_by_minter(claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
         self.check_service_exists(&request, &request.get_ref().service).await?;
         let name = request.get_ref().name.clone();
         Ok(Response::new(
@@ -519,10 +503,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::MintConfigTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
-        let claims = self.authorize(&request, TokenType::User, scope::TOKENS_MINT).await?;
-        let user = self.current_user(&claims).await?;
+        let claims = Caller::claims(&request)?;
+        let user = self.current_user(claims).await?;
         let spec = policy::config_token(&user.name, request.get_ref()).map_err(policy_status)?;
-        let spec = policy::bound_by_minter(&claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
+        let spec = policy::bound_by_minter(claims, spec, chrono::Utc::now().timestamp()).map_err(policy_status)?;
         for service in &request.get_ref().services {
             self.check_service_exists(&request, service).await?;
         }
@@ -536,10 +520,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::MintDeploymentTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
-        if !self.is_deploy_service(&request) {
-            tracing::warn!("deployment token refused: caller is not the deploy service");
-            return Err(ErrorCode::PermissionDenied.status("only the deploy service may mint deployment tokens"));
-        }
+        // Only the deploy service, by its credential (the scope table says so).
         let spec = policy::deployment_token(request.get_ref()).map_err(policy_status)?;
         let name = format!("deployment {}", request.get_ref().deployment_id);
         Ok(Response::new(self.issue(spec, &name, DEPLOY_SERVICE, None).await?))
@@ -549,15 +530,15 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::AttenuateTokenRequest>,
     ) -> Result<Response<pb::MintedToken>, Status> {
-        let parent = self.authenticate_any(&request).await?;
+        let parent = Caller::claims(&request)?;
         let owner = if parent.token_type == TokenType::User {
             // A derived user token is only as good as the user behind it.
-            Some(self.current_user(&parent).await?.name)
+            Some(self.current_user(parent).await?.name)
         } else {
             None
         };
         let now = chrono::Utc::now().timestamp();
-        let spec = policy::attenuate(&parent, request.get_ref(), now).map_err(policy_status)?;
+        let spec = policy::attenuate(parent, request.get_ref(), now).map_err(policy_status)?;
         let by = parent.user.clone().unwrap_or_else(|| parent.sub.clone());
         let name = request.get_ref().name.clone();
         Ok(Response::new(self.issue(spec, &name, &by, owner.as_deref()).await?))
@@ -567,7 +548,6 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        self.authorize(&request, TokenType::User, scope::TOKENS_READ).await?;
         let r = request.into_inner();
         let token_type = match pb::TokenType::try_from(r.r#type) {
             Ok(pb::TokenType::Unspecified) => None,
@@ -603,12 +583,12 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
         // The deploy service revokes the deployment tokens of finished runs with its
         // credential; everyone else needs a user token that may revoke.
-        let deploy_service = self.is_deploy_service(&request);
+        let deploy_service = Caller::of(&request)?.service() == Some(DEPLOY_SERVICE);
         let by = if deploy_service {
             DEPLOY_SERVICE.to_owned()
         } else {
-            let claims = self.authorize(&request, TokenType::User, scope::TOKENS_REVOKE).await?;
-            claims.user.unwrap_or(claims.sub)
+            let claims = Caller::claims(&request)?;
+            claims.user.clone().unwrap_or_else(|| claims.sub.clone())
         };
         let ids = request.into_inner().ids;
         if ids.is_empty() || ids.iter().any(|id| id.is_empty() || id.len() > 128) {
@@ -673,7 +653,7 @@ impl AuthService for AuthApi {
             reason: reason.unwrap_or_default(),
             permissions: decoded
                 .as_ref()
-                .map(|c| scope::effective(c).into_iter().map(str::to_owned).collect())
+                .map(|c| scope::effective(c).into_iter().map(String::from).collect())
                 .unwrap_or_default(),
             info: info.as_ref().map(crate::registry::token_info),
         }))
@@ -685,7 +665,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let (holder, claims) = self.feed_holder(&request).await?;
+        let (holder, claims) = AuthApi::feed_holder(&request)?;
         let slot = self.feed_caps.acquire(holder.clone()).map_err(|full| {
             tracing::warn!(?holder, %full, "revocation feed refused");
             ErrorCode::TooManyRequests.status(full.to_string())
@@ -696,8 +676,7 @@ impl AuthService for AuthApi {
     }
 
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
-        let claims = self.authorize(&request, TokenType::User, scope::USERS_WRITE).await?;
-        let creator = self.current_user(&claims).await?;
+        let creator = self.current_user(Caller::claims(&request)?).await?;
         let pb::CreateUserRequest { name, password } = request.into_inner();
         let user = self
             .accounts
@@ -712,8 +691,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::DisableUserRequest>,
     ) -> Result<Response<pb::DisableUserResponse>, Status> {
-        let claims = self.authorize(&request, TokenType::User, scope::USERS_WRITE).await?;
-        let caller = self.current_user(&claims).await?;
+        let caller = self.current_user(Caller::claims(&request)?).await?;
         let name = request.into_inner().name;
         let removed = self
             .accounts
@@ -728,8 +706,7 @@ impl AuthService for AuthApi {
     }
 
     async fn enable_user(&self, request: Request<pb::EnableUserRequest>) -> Result<Response<pb::User>, Status> {
-        let claims = self.authorize(&request, TokenType::User, scope::USERS_WRITE).await?;
-        let caller = self.current_user(&claims).await?;
+        let caller = self.current_user(Caller::claims(&request)?).await?;
         let name = request.into_inner().name;
         let user = self.accounts.enable(&name).await.map_err(account_status)?;
         tracing::info!(user = %name, by = %caller.name, "user enabled");
@@ -740,8 +717,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let claims = self.authorize(&request, TokenType::User, scope::USERS_WRITE).await?;
-        let caller = self.current_user(&claims).await?;
+        let caller = self.current_user(Caller::claims(&request)?).await?;
         let name = request.into_inner().name;
         let removed = self
             .accounts
@@ -761,7 +737,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let claims = self.authenticate(&request, TokenType::User).await?;
+        let claims = Caller::claims(&request)?.clone();
         let pb::ChangePasswordRequest {
             old_password,
             new_password,

@@ -1,6 +1,7 @@
 //! Assembles the deploy service: storage, the token guard, the clients of the auth
 //! and registry services, the runner and its queue (ending runs a previous process
-//! left behind), then the `DeployService` API with health and reflection.
+//! left behind), then the `DeployService` API behind the authorization layer, with
+//! health and reflection.
 
 use std::time::Duration;
 
@@ -43,7 +44,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let guard = Guard::connect(
         &config.auth.auth_url,
         config.auth.max_stale(),
-        Vec::new(),
         Some(credential),
         shutdown.clone(),
     )
@@ -79,14 +79,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 
     let api = DeployApi::new(ApiParts {
         store,
-        guard,
         backends,
         queue: queue.clone(),
         services_dir,
         default_timeout_secs: config.deploy_timeout_secs,
         shutdown: shutdown.clone(),
     });
-    let api = DeployServiceServer::new(api);
+    // No internal service calls the deploy service: tokens only.
+    let api = guard.layer(Vec::new()).wrap(DeployServiceServer::new(api));
     let grpc_name = <DeployServiceServer<DeployApi> as tonic::server::NamedService>::NAME;
     // Shutdown order: the server stops accepting and its streams end (watchers follow
     // the same token); the runs, stopped by that token too, end their deployments.

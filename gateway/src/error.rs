@@ -38,15 +38,20 @@ impl ApiError {
     /// refusal becomes HTTP: 401 on fastDeploy's routes (its contract, 3.3), 403 with
     /// the reason on `/v1` routes. (A missing or invalid token is 401 on both.)
     pub fn refused(route: &crate::routes::Route, refusal: &Refusal) -> Self {
-        crate::metrics::count_refusal(match refusal {
-            Refusal::WrongType { .. } => "wrong type",
-            Refusal::Missing(_) => "permission",
-            Refusal::Internal => "internal",
-        });
-        if route.path.starts_with("/v1/") {
-            ApiError::Detail(StatusCode::FORBIDDEN, refusal.to_string())
-        } else {
-            ApiError::invalid_credentials()
+        crate::metrics::count_refusal(refusal.reason());
+        match refusal {
+            Refusal::RevocationsUnavailable => ApiError::Detail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token revocations unavailable".into(),
+            ),
+            // No usable token: 401 on every route (fastDeploy's body on its routes).
+            Refusal::MissingToken | Refusal::Invalid | Refusal::Expired | Refusal::Revoked
+                if route.path.starts_with("/v1/") =>
+            {
+                ApiError::Detail(StatusCode::UNAUTHORIZED, refusal.to_string())
+            }
+            _ if route.path.starts_with("/v1/") => ApiError::Detail(StatusCode::FORBIDDEN, refusal.to_string()),
+            _ => ApiError::invalid_credentials(),
         }
     }
 

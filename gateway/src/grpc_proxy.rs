@@ -34,15 +34,12 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use bytes::Bytes;
 use common::{
-    error::ErrorCode,
-    guard::{TokenEnd, token_end},
+    authz::{EndingBody, TokenEnd, token_end},
     identity::{CALLER_HEADER, CREDENTIAL_HEADER},
     scope_table::{self, Access},
     token::Claims,
 };
-use http_body::Frame;
 use http_body_util::BodyExt;
 use tonic::{Status, body::Body as GrpcBody, transport::Channel};
 use tower::{Layer, Service, ServiceExt};
@@ -134,7 +131,7 @@ async fn forward(state: AppState, request: http::Request<GrpcBody>) -> http::Res
                 return match stream {
                     Some(claims) => {
                         let end = stream_end(&state, claims);
-                        response.map(|body| GrpcBody::new(StreamBody::new(body, end)))
+                        response.map(|body| GrpcBody::new(EndingBody::new(body, end)))
                     }
                     None => response,
                 };
@@ -198,7 +195,7 @@ async fn admit(
     }
     let claims = match rpc.access {
         Access::Open => None,
-        Access::Internal => return Err(ErrorCode::PermissionDenied.status(scope_table::Refusal::Internal.to_string())),
+        Access::Internal => return Err(scope_table::Refusal::Internal.into()),
         access => Some(authorize(state, &mut parts, access).await?),
     };
     let (backend, channel) = backend(state, rpc.path)?;
@@ -260,7 +257,7 @@ async fn authorize(state: &AppState, parts: &mut Parts, access: Access) -> Resul
     })?;
     if let Err(refusal) = access.check(&claims) {
         tracing::info!(jti = %claims.jti, %refusal, "grpc call refused: scope");
-        return Err(ErrorCode::PermissionDenied.status(refusal.to_string()));
+        return Err(refusal.into());
     }
     let value = HeaderValue::try_from(format!("Bearer {token}"))
         .map_err(|_| Status::unauthenticated("Could not validate credentials"))?;
@@ -312,58 +309,6 @@ async fn call(
                 Status::unavailable(format!("{backend} service unavailable")).into_http()
             }
         }
-    }
-}
-
-/// A proxied stream's response body, ended by the gateway itself (trailers carrying
-/// the status of [`stream_end`]) once the token that opened it is no longer good or
-/// the gateway stops, unless the backend ended it first. tonic-web turns the trailers
-/// into grpc-web's trailer frame.
-struct StreamBody {
-    inner: GrpcBody,
-    /// Dropped once the backend has sent its trailers.
-    end: Option<TokenEnd>,
-    done: bool,
-}
-
-impl StreamBody {
-    fn new(inner: GrpcBody, end: TokenEnd) -> Self {
-        StreamBody {
-            inner,
-            end: Some(end),
-            done: false,
-        }
-    }
-}
-
-impl http_body::Body for StreamBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if let Some(end) = this.end.as_mut()
-            && let Poll::Ready(status) = end.as_mut().poll(cx)
-        {
-            this.done = true;
-            let mut trailers = status.into_http::<()>().into_parts().0.headers;
-            trailers.remove(header::CONTENT_TYPE);
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-        }
-        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            None => this.done = true,
-            Some(Ok(frame)) if frame.is_trailers() => this.end = None,
-            Some(_) => {}
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done || self.inner.is_end_stream()
     }
 }
 

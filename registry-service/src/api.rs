@@ -1,10 +1,11 @@
-//! The `RegistryService` gRPC API. Every call checks its caller itself (defence in
-//! depth behind the gateway): a token with the right permission, or, where only the
-//! deploy service may call, the deploy service's credential.
+//! The `RegistryService` gRPC API. Who may call each RPC (a token with the right
+//! permission, or the deploy service's credential where the scope table admits it) is
+//! checked before the handler runs, by the authorization layer (`common::authz`);
+//! handlers read the caller it admitted.
 
 use std::sync::Arc;
 
-use common::{guard::Guard, identity::DEPLOY_SERVICE, scope};
+use common::authz::Caller;
 use proto::registry::v1::{self as pb, registry_service_server::RegistryService};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,6 @@ use crate::{
 pub struct RegistryApi {
     store: Store,
     catalog: Catalog,
-    guard: Guard,
     events: Events,
     /// One sync at a time, so two syncs never race to add the same service.
     sync_lock: Arc<Mutex<()>>,
@@ -31,11 +31,10 @@ pub struct RegistryApi {
 }
 
 impl RegistryApi {
-    pub fn new(store: Store, catalog: Catalog, guard: Guard, shutdown: CancellationToken) -> RegistryApi {
+    pub fn new(store: Store, catalog: Catalog, shutdown: CancellationToken) -> RegistryApi {
         RegistryApi {
             store,
             catalog,
-            guard,
             events: Events::new(),
             sync_lock: Arc::new(Mutex::new(())),
             shutdown,
@@ -62,9 +61,6 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        if self.guard.internal_caller(&request) != Some(DEPLOY_SERVICE) {
-            self.guard.require(&request, scope::SERVICES_READ).await?;
-        }
         let pb::ListServicesRequest { page_size, page_token } = request.into_inner();
         let after = match page_token.as_str() {
             "" => 0,
@@ -96,9 +92,8 @@ impl RegistryService for RegistryApi {
 
     async fn list_service_names(
         &self,
-        request: Request<pb::ListServiceNamesRequest>,
+        _request: Request<pb::ListServiceNamesRequest>,
     ) -> Result<Response<pb::ListServiceNamesResponse>, Status> {
-        self.guard.require(&request, scope::SERVICES_READ).await?;
         let catalog = self.catalog.clone();
         let names = tokio::task::spawn_blocking(move || catalog.names())
             .await
@@ -110,9 +105,6 @@ impl RegistryService for RegistryApi {
     /// Allowed with SERVICES_READ, and to the deploy service without a token (it looks
     /// a service up when a deployment starts).
     async fn get_service(&self, request: Request<pb::GetServiceRequest>) -> Result<Response<pb::Service>, Status> {
-        if self.guard.internal_caller(&request) != Some(DEPLOY_SERVICE) {
-            self.guard.require(&request, scope::SERVICES_READ).await?;
-        }
         let row = match request.into_inner().key {
             Some(pb::get_service_request::Key::Id(id)) => self.store.get_service(id).await,
             Some(pb::get_service_request::Key::Name(name)) => self.store.find_service(&name).await,
@@ -127,7 +119,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::SyncServicesRequest>,
     ) -> Result<Response<pb::SyncServicesResponse>, Status> {
-        let claims = self.guard.require(&request, scope::SERVICES_SYNC).await?;
+        let claims = Caller::claims(&request)?;
         tracing::info!(by = %claims.sub, "sync requested");
         Ok(Response::new(self.sync().await?.into()))
     }
@@ -136,7 +128,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::DeleteServiceRequest>,
     ) -> Result<Response<pb::DeleteServiceResponse>, Status> {
-        let claims = self.guard.require(&request, scope::SERVICES_DELETE).await?;
+        let by = Caller::claims(&request)?.sub.clone();
         let id = request.into_inner().id;
         let row = self
             .store
@@ -144,7 +136,7 @@ impl RegistryService for RegistryApi {
             .await
             .map_err(RegistryError::from)?
             .ok_or(RegistryError::ServiceNotFound)?;
-        tracing::info!(id, service = %row.name, by = %claims.sub, "service deleted");
+        tracing::info!(id, service = %row.name, by = %by, "service deleted");
         self.events.send(pb::ServiceEvent {
             service: Some(convert::service(&row)),
             deleted: true,
@@ -157,10 +149,6 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::PublishDeployedServiceRequest>,
     ) -> Result<Response<pb::DeployedService>, Status> {
-        if self.guard.internal_caller(&request) != Some(DEPLOY_SERVICE) {
-            tracing::info!("publish refused: not the deploy service");
-            return Err(RegistryError::NotDeployService.into());
-        }
         let pb::PublishDeployedServiceRequest {
             deployment_id,
             service,
@@ -192,10 +180,10 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<pb::ListDeployedServicesRequest>,
     ) -> Result<Response<pb::ListDeployedServicesResponse>, Status> {
-        let claims = self.guard.require(&request, scope::DEPLOYED_SERVICES_READ).await?;
+        let services = Caller::claims(&request)?.services.clone();
         let rows = self
             .store
-            .list_deployed(claims.services.as_deref())
+            .list_deployed(services.as_deref())
             .await
             .map_err(RegistryError::from)?;
         Ok(Response::new(pb::ListDeployedServicesResponse {
@@ -207,10 +195,10 @@ impl RegistryService for RegistryApi {
 
     async fn watch_services(
         &self,
-        request: Request<pb::WatchServicesRequest>,
+        _request: Request<pb::WatchServicesRequest>,
     ) -> Result<Response<Self::WatchServicesStream>, Status> {
-        let claims = self.guard.require(&request, scope::SERVICES_READ).await?;
+        // The layer ends the stream when the token that opened it is no longer good.
         let events = self.events.watch(self.shutdown.clone());
-        Ok(Response::new(Box::pin(self.guard.bind_stream(claims, events))))
+        Ok(Response::new(Box::pin(events)))
     }
 }

@@ -11,8 +11,6 @@ pub enum RegistryError {
     ServiceNotFound,
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    #[error("only the deploy service may publish deployed services")]
-    NotDeployService,
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("storage failed: {0}")]
@@ -26,7 +24,6 @@ impl From<RegistryError> for Status {
         match &error {
             RegistryError::ServiceNotFound => ErrorCode::NotFound.status("Service does not exist"),
             RegistryError::InvalidArgument(message) => ErrorCode::InvalidArgument.status(message.clone()),
-            RegistryError::NotDeployService => ErrorCode::PermissionDenied.status(error.to_string()),
             RegistryError::Catalog(_) => {
                 tracing::error!(error = %error, "services directory unreadable");
                 ErrorCode::Conflict.status(error.to_string())

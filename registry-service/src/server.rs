@@ -1,5 +1,6 @@
 //! The registry service's gRPC server: storage, the token guard, a first sync of the
-//! services directory, then the `RegistryService` API with health and reflection.
+//! services directory, then the `RegistryService` API behind the authorization layer,
+//! with health and reflection.
 
 use anyhow::Context;
 use common::guard::Guard;
@@ -31,19 +32,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let guard = Guard::connect(
         &config.auth.auth_url,
         config.auth.max_stale(),
-        trusted,
         credential,
         shutdown.clone(),
     )
     .context("connecting to the auth service")?;
     guard.wait_ready(std::time::Duration::from_secs(5)).await;
     let catalog = Catalog::new(&config.services_dir, config.project_root.as_deref());
-    let api = RegistryApi::new(store, catalog, guard, shutdown.clone());
+    let api = RegistryApi::new(store, catalog, shutdown.clone());
     // A first sync at start; problems are logged and the service serves regardless.
     if let Err(error) = api.sync().await {
         tracing::warn!(error = %error, "services not synced at start");
     }
-    let api = RegistryServiceServer::new(api);
+    let api = guard.layer(trusted).wrap(RegistryServiceServer::new(api));
     let grpc_name = <RegistryServiceServer<RegistryApi> as tonic::server::NamedService>::NAME;
     common::server::serve_grpc(
         "registry-service",

@@ -413,7 +413,7 @@ fn narrowed_without(stack: &Stack, token_type: TokenType, missing: &str) -> Stri
     let others = scope::ALL
         .iter()
         .filter(|p| **p != missing)
-        .map(|p| (*p).to_owned())
+        .map(|p| p.to_string())
         .collect();
     token_of(stack, token_type, Some(others))
 }
@@ -466,7 +466,7 @@ async fn the_gateway_enforces_the_scope_table(backend: Backend) {
                     assert_eq!(status.as_deref(), Some("7"), "{} with a {token_type} token", rpc.path);
                 }
                 if let (Some(p), true) = (permission, types.contains(&TokenType::User)) {
-                    let status = grpc_web_status(&stack, rpc.path, Some(&user_without(&stack, p))).await;
+                    let status = grpc_web_status(&stack, rpc.path, Some(&user_without(&stack, p.as_str()))).await;
                     assert_eq!(status.as_deref(), Some("7"), "{} without {p}", rpc.path);
                 }
             }
@@ -528,7 +528,7 @@ async fn the_gateway_enforces_the_scope_table(backend: Backend) {
                 }
                 for token_type in types {
                     if let Some(p) = permission {
-                        let narrowed = narrowed_without(&stack, *token_type, p);
+                        let narrowed = narrowed_without(&stack, *token_type, p.as_str());
                         let (status, body) = send(Some(narrowed)).await;
                         assert_eq!(status, refused, "{what}: a {token_type} token without {p}: {body}");
                     }

@@ -1,5 +1,6 @@
-//! The `DeployService` gRPC API. Every call verifies the caller's token itself and
-//! checks its permission; then `access` decides what this kind of caller may see.
+//! The `DeployService` gRPC API. The authorization layer (`common::authz`) has checked
+//! the caller's token against the scope table before a handler runs; `access` then
+//! decides what this kind of caller may see.
 
 mod access;
 mod batcher;
@@ -7,11 +8,7 @@ mod watch;
 
 use std::{path::PathBuf, sync::Arc};
 
-use common::{
-    error::ErrorCode,
-    guard::{Guard, TokenBound},
-    scope,
-};
+use common::{authz, error::ErrorCode};
 use proto::deploy::v1::{self as pb, deploy_service_server::DeployService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +38,6 @@ pub struct DeployApi {
 
 struct Shared {
     store: Store,
-    guard: Guard,
     backends: Backends,
     queue: Queue,
     reports: Batcher,
@@ -52,7 +48,6 @@ struct Shared {
 
 pub struct ApiParts {
     pub store: Store,
-    pub guard: Guard,
     pub backends: Backends,
     pub queue: Queue,
     pub services_dir: PathBuf,
@@ -81,7 +76,6 @@ impl DeployApi {
             inner: Arc::new(Shared {
                 reports: Batcher::start(parts.store.clone()),
                 store: parts.store,
-                guard: parts.guard,
                 backends: parts.backends,
                 queue: parts.queue,
                 services_dir: parts.services_dir,
@@ -92,12 +86,12 @@ impl DeployApi {
     }
 }
 
-impl Shared {
-    async fn caller<T>(&self, request: &Request<T>, permission: &str) -> Result<Caller, Status> {
-        let claims = self.guard.require(request, permission).await?;
-        Caller::from_claims(&claims)
-    }
+/// The caller of `request`, from the token the authorization layer admitted.
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    Caller::from_claims(authz::Caller::claims(request)?)
+}
 
+impl Shared {
     /// The registry's answer, or UNAVAILABLE.
     fn registry_down(error: crate::backends::BackendError) -> Status {
         tracing::warn!(%error, "registry lookup failed");
@@ -403,7 +397,7 @@ impl DeployService for DeployApi {
         &self,
         request: Request<pb::StartDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
-        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_START).await?;
+        let caller = caller(&request)?;
         Ok(Response::new(self.inner.start(caller, request.into_inner()).await?))
     }
 
@@ -411,7 +405,7 @@ impl DeployService for DeployApi {
         &self,
         request: Request<pb::ListDeploymentsRequest>,
     ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
-        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
+        let caller = caller(&request)?;
         Ok(Response::new(self.inner.list(caller, request.into_inner()).await?))
     }
 
@@ -419,13 +413,13 @@ impl DeployService for DeployApi {
         &self,
         request: Request<pb::GetDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
-        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
+        let caller = caller(&request)?;
         let row = self.inner.readable(&caller, request.into_inner().id).await?;
         Ok(Response::new(self.inner.full(&row).await?))
     }
 
     async fn report_step(&self, request: Request<pb::ReportStepRequest>) -> Result<Response<pb::Step>, Status> {
-        let caller = self.inner.caller(&request, scope::STEPS_REPORT).await?;
+        let caller = caller(&request)?;
         Ok(Response::new(self.inner.report(caller, request.into_inner()).await?))
     }
 
@@ -433,7 +427,7 @@ impl DeployService for DeployApi {
         &self,
         request: Request<pb::ListStepsRequest>,
     ) -> Result<Response<pb::ListStepsResponse>, Status> {
-        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_READ).await?;
+        let caller = caller(&request)?;
         let row = self.inner.readable(&caller, request.into_inner().deployment_id).await?;
         let steps = self.inner.store.visible_steps(row.id).await.map_err(internal)?;
         Ok(Response::new(pb::ListStepsResponse {
@@ -445,7 +439,7 @@ impl DeployService for DeployApi {
         &self,
         request: Request<pb::FinishDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
-        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_FINISH).await?;
+        let caller = caller(&request)?;
         Ok(Response::new(self.inner.finish(caller, request.into_inner()).await?))
     }
 
@@ -453,20 +447,19 @@ impl DeployService for DeployApi {
         &self,
         request: Request<pb::CancelDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
-        let caller = self.inner.caller(&request, scope::DEPLOYMENTS_CANCEL).await?;
+        let caller = caller(&request)?;
         Ok(Response::new(self.inner.cancel(caller, request.into_inner().id).await?))
     }
 
-    /// Ends when the caller's token is revoked or expires.
-    type WatchEventsStream = TokenBound<watch::EventStream>;
+    /// Ends when the caller's token is revoked or expires (the authorization layer
+    /// ends it).
+    type WatchEventsStream = watch::EventStream;
 
     async fn watch_events(
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let claims = self.inner.guard.require(&request, scope::DEPLOYMENTS_READ).await?;
-        let caller = Caller::from_claims(&claims)?;
-        let events = self.inner.watch(caller, request.into_inner()).await?;
-        Ok(Response::new(self.inner.guard.bind_stream(claims, events)))
+        let caller = caller(&request)?;
+        Ok(Response::new(self.inner.watch(caller, request.into_inner()).await?))
     }
 }

@@ -154,6 +154,11 @@ impl TrustedCaller {
     /// Whether the metadata carries this caller's credential. Comparing digests keeps
     /// the comparison's timing independent of the secret.
     pub fn is_caller(&self, metadata: &MetadataMap) -> bool {
+        self.presented_in(metadata.as_ref())
+    }
+
+    /// Whether the request headers carry this caller's credential.
+    pub fn presented_in(&self, metadata: &http::HeaderMap) -> bool {
         let named = metadata
             .get(CALLER_HEADER)
             .and_then(|v| v.to_str().ok())

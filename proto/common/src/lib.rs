@@ -1,6 +1,8 @@
 //! Code every Slipway service shares, written once: token claims and verification,
+//! the scope table and the backends' authorization layer,
 //! the error-code mapping, telemetry, shutdown, listener and storage helpers.
 
+pub mod authz;
 pub mod config;
 pub mod db;
 pub mod error;

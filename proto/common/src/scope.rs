@@ -4,23 +4,82 @@
 
 use crate::token::{Claims, TokenType};
 
-pub const SERVICES_READ: &str = "services:read";
-pub const SERVICES_SYNC: &str = "services:sync";
-pub const SERVICES_DELETE: &str = "services:delete";
-pub const DEPLOYMENTS_READ: &str = "deployments:read";
-pub const DEPLOYMENTS_START: &str = "deployments:start";
-pub const DEPLOYMENTS_CANCEL: &str = "deployments:cancel";
-pub const DEPLOYMENTS_FINISH: &str = "deployments:finish";
-pub const STEPS_REPORT: &str = "steps:report";
-pub const DEPLOYED_SERVICES_READ: &str = "deployed-services:read";
-pub const TOKENS_MINT: &str = "tokens:mint";
-pub const TOKENS_READ: &str = "tokens:read";
-pub const TOKENS_REVOKE: &str = "tokens:revoke";
-pub const KEYS_ROTATE: &str = "keys:rotate";
-pub const USERS_WRITE: &str = "users:write";
+/// The name of a permission, as tokens carry it in their `permissions` claim (the
+/// wire format stays a plain string). Only the constants below exist, so a service
+/// name, a token id or a typo cannot stand where a permission is meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Permission(&'static str);
+
+impl Permission {
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// The permission named `name`, if there is one.
+    pub fn named(name: &str) -> Option<Permission> {
+        ALL.iter().copied().find(|p| p.0 == name)
+    }
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl From<Permission> for String {
+    fn from(permission: Permission) -> String {
+        permission.0.to_owned()
+    }
+}
+
+impl PartialEq<str> for Permission {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Permission {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Permission {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<Permission> for &str {
+    fn eq(&self, other: &Permission) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<Permission> for String {
+    fn eq(&self, other: &Permission) -> bool {
+        self == other.0
+    }
+}
+
+pub const SERVICES_READ: Permission = Permission("services:read");
+pub const SERVICES_SYNC: Permission = Permission("services:sync");
+pub const SERVICES_DELETE: Permission = Permission("services:delete");
+pub const DEPLOYMENTS_READ: Permission = Permission("deployments:read");
+pub const DEPLOYMENTS_START: Permission = Permission("deployments:start");
+pub const DEPLOYMENTS_CANCEL: Permission = Permission("deployments:cancel");
+pub const DEPLOYMENTS_FINISH: Permission = Permission("deployments:finish");
+pub const STEPS_REPORT: Permission = Permission("steps:report");
+pub const DEPLOYED_SERVICES_READ: Permission = Permission("deployed-services:read");
+pub const TOKENS_MINT: Permission = Permission("tokens:mint");
+pub const TOKENS_READ: Permission = Permission("tokens:read");
+pub const TOKENS_REVOKE: Permission = Permission("tokens:revoke");
+pub const KEYS_ROTATE: Permission = Permission("keys:rotate");
+pub const USERS_WRITE: Permission = Permission("users:write");
 
 /// Every permission there is; a user token has them all.
-pub const ALL: &[&str] = &[
+pub const ALL: &[Permission] = &[
     SERVICES_READ,
     SERVICES_SYNC,
     SERVICES_DELETE,
@@ -40,7 +99,7 @@ pub const ALL: &[&str] = &[
 /// What a token of this type may do when it carries no narrower list. Service,
 /// deployment and config tokens are further bound to their service or deployment by
 /// the service that handles the call.
-pub fn defaults(token_type: TokenType) -> &'static [&'static str] {
+pub fn defaults(token_type: TokenType) -> &'static [Permission] {
     match token_type {
         TokenType::User => ALL,
         TokenType::Service => &[DEPLOYMENTS_START, DEPLOYMENTS_READ],
@@ -51,12 +110,12 @@ pub fn defaults(token_type: TokenType) -> &'static [&'static str] {
 
 /// Whether `name` is a permission a token of this type can ever hold.
 pub fn is_known(name: &str) -> bool {
-    ALL.contains(&name)
+    Permission::named(name).is_some()
 }
 
 /// The permissions a token actually has: its own list cut down to its type's
 /// defaults (a list can only narrow), or the defaults when it has none.
-pub fn effective(claims: &Claims) -> Vec<&'static str> {
+pub fn effective(claims: &Claims) -> Vec<Permission> {
     let defaults = defaults(claims.token_type);
     match &claims.permissions {
         None => defaults.to_vec(),
@@ -69,12 +128,12 @@ pub fn effective(claims: &Claims) -> Vec<&'static str> {
 }
 
 /// Whether the token may do `permission`.
-pub fn allows(claims: &Claims, permission: &str) -> bool {
+pub fn allows(claims: &Claims, permission: Permission) -> bool {
     defaults(claims.token_type).contains(&permission)
         && claims
             .permissions
             .as_ref()
-            .is_none_or(|list| list.iter().any(|p| p == permission))
+            .is_none_or(|list| list.iter().any(|p| *p == permission))
 }
 
 #[cfg(test)]
@@ -106,7 +165,7 @@ mod tests {
             TokenType::Deployment,
             TokenType::Config,
         ] {
-            assert!(defaults(t).iter().all(|p| is_known(p)));
+            assert!(defaults(t).iter().all(|p| is_known(p.as_str())));
         }
     }
 }

@@ -1,14 +1,19 @@
-//! The scope table: who may call each RPC of the three services, as data. The gateway's
-//! gRPC and grpc-web proxy looks every call up here and refuses it before anything
-//! reaches a backend, and its HTTP routes that serve an RPC take the RPC's rule from
-//! here (the gateway's route table, `gateway::routes`); the backends check again
-//! (defence in depth). Tests keep the table complete: every RPC of the descriptor set
-//! has exactly one entry.
+//! The scope table: who may call each RPC of the three services, as data. Every
+//! backend serves its API behind one tonic layer ([`crate::authz`]) that looks each call
+//! up in [`RPCS`], verifies the token and checks the entry before the handler runs; the
+//! gateway's gRPC and grpc-web proxy checks the same entries with the same function
+//! ([`Access::check`]) before anything reaches a backend, and its HTTP routes that serve
+//! an RPC take the RPC's rule from here (the gateway's route table, `gateway::routes`).
+//! Tests keep the table complete: every RPC of the descriptor set has exactly one entry.
+
+use tonic::Status;
 
 use crate::{
-    scope,
+    error::ErrorCode,
+    identity::{DEPLOY_SERVICE, GATEWAY, REGISTRY_SERVICE},
+    scope::{self, Permission},
     token::{
-        Claims,
+        Claims, TokenError,
         TokenType::{self, Config, Deployment, Service, User},
     },
 };
@@ -18,27 +23,88 @@ use crate::{
 pub enum Access {
     /// Anyone, without a token (logging in, public keys).
     Open,
-    /// Never through the gateway: only the deploy service calls it, directly, with
-    /// its own credential.
+    /// Never through the gateway, and never with a token: only the internal services
+    /// the entry names, directly, with their own credential.
     Internal,
     /// Any valid token, of any type.
     AnyToken,
     /// A valid token of one of `types` that holds `permission` (when given).
     Token {
         types: &'static [TokenType],
-        permission: Option<&'static str>,
+        permission: Option<Permission>,
     },
 }
 
-/// Why a call is refused.
+/// Why a call is refused: the one refusal type of the backends' authorization layer,
+/// of the gateway's gRPC proxy and of its HTTP interceptor. Mapped once to a gRPC
+/// status (`From<Refusal> for Status`); the gateway maps it to HTTP by its APIs'
+/// rules. The text is safe to show and to log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    #[error("missing bearer token")]
+    MissingToken,
+    /// Malformed, badly signed, of another issuer or audience, not yet valid.
+    #[error("invalid token")]
+    Invalid,
+    #[error("token expired")]
+    Expired,
+    #[error("token revoked")]
+    Revoked,
+    /// The revocation feed is stale: no token can be trusted (fail closed).
+    #[error("token revocation list unavailable")]
+    RevocationsUnavailable,
     #[error("this call is internal to Slipway and not served at the edge")]
     Internal,
     #[error("a {got} token may not make this call")]
     WrongType { got: TokenType },
     #[error("this token may not {0}")]
-    Missing(&'static str),
+    Missing(Permission),
+}
+
+impl Refusal {
+    /// A short label of the reason, for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::MissingToken => "missing token",
+            Refusal::Invalid => "invalid",
+            Refusal::Expired => "expired",
+            Refusal::Revoked => "revoked",
+            Refusal::RevocationsUnavailable => "revocations unavailable",
+            Refusal::Internal => "internal",
+            Refusal::WrongType { .. } => "wrong type",
+            Refusal::Missing(_) => "permission",
+        }
+    }
+
+    /// The error code of the refusal: no usable token is UNAUTHENTICATED, a stale
+    /// revocation feed UNAVAILABLE, a valid token (or none) the entry does not admit
+    /// PERMISSION_DENIED.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Refusal::MissingToken | Refusal::Invalid | Refusal::Expired | Refusal::Revoked => {
+                ErrorCode::Unauthenticated
+            }
+            Refusal::RevocationsUnavailable => ErrorCode::Unavailable,
+            Refusal::Internal | Refusal::WrongType { .. } | Refusal::Missing(_) => ErrorCode::PermissionDenied,
+        }
+    }
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Status {
+        refusal.code().status(refusal.to_string())
+    }
+}
+
+impl From<TokenError> for Refusal {
+    fn from(error: TokenError) -> Refusal {
+        match error {
+            TokenError::Expired => Refusal::Expired,
+            TokenError::Revoked => Refusal::Revoked,
+            TokenError::RevocationsUnavailable => Refusal::RevocationsUnavailable,
+            _ => Refusal::Invalid,
+        }
+    }
 }
 
 impl Access {
@@ -65,7 +131,7 @@ impl Access {
     }
 }
 
-const fn token(types: &'static [TokenType], permission: &'static str) -> Access {
+const fn token(types: &'static [TokenType], permission: Permission) -> Access {
     Access::Token {
         types,
         permission: Some(permission),
@@ -79,13 +145,17 @@ const fn any_permission(types: &'static [TokenType]) -> Access {
     }
 }
 
-/// One RPC: its full path (`/package.Service/Method`), who may call it, and whether the
-/// server answers with a stream (such calls are not cut by the unary deadline).
+/// One RPC: its full path (`/package.Service/Method`), who may call it, whether the
+/// server answers with a stream (such calls are not cut by the unary deadline, and end
+/// when the token that opened them does), and which internal services may call it
+/// directly with their own credential instead of a token (never through the gateway,
+/// which strips credentials).
 #[derive(Debug, Clone, Copy)]
 pub struct Rpc {
     pub path: &'static str,
     pub access: Access,
     pub server_streaming: bool,
+    pub services: &'static [&'static str],
 }
 
 const fn unary(path: &'static str, access: Access) -> Rpc {
@@ -93,6 +163,7 @@ const fn unary(path: &'static str, access: Access) -> Rpc {
         path,
         access,
         server_streaming: false,
+        services: &[],
     }
 }
 
@@ -101,6 +172,14 @@ const fn stream(path: &'static str, access: Access) -> Rpc {
         path,
         access,
         server_streaming: true,
+        services: &[],
+    }
+}
+
+impl Rpc {
+    /// This entry, also open to the internal `services` by their credential.
+    const fn or_services(self, services: &'static [&'static str]) -> Rpc {
+        Rpc { services, ..self }
     }
 }
 
@@ -124,23 +203,26 @@ pub const RPCS: &[Rpc] = &[
         "/slipway.auth.v1.AuthService/MintConfigToken",
         token(&[User], scope::TOKENS_MINT),
     ),
-    unary("/slipway.auth.v1.AuthService/MintDeploymentToken", Access::Internal),
+    unary("/slipway.auth.v1.AuthService/MintDeploymentToken", Access::Internal).or_services(&[DEPLOY_SERVICE]),
     unary("/slipway.auth.v1.AuthService/AttenuateToken", Access::AnyToken),
     unary(
         "/slipway.auth.v1.AuthService/ListTokens",
         token(&[User], scope::TOKENS_READ),
     ),
+    // The deploy service revokes the deployment tokens of finished runs.
     unary(
         "/slipway.auth.v1.AuthService/RevokeTokens",
         token(&[User], scope::TOKENS_REVOKE),
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE]),
     unary("/slipway.auth.v1.AuthService/DebugToken", Access::Open),
     // Verifiers present their service credential directly to the auth service; through
     // the gateway, a token that may read tokens.
     stream(
         "/slipway.auth.v1.AuthService/WatchRevocations",
         token(&[User], scope::TOKENS_READ),
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE, REGISTRY_SERVICE, GATEWAY]),
     unary(
         "/slipway.auth.v1.AuthService/CreateUser",
         token(&[User], scope::USERS_WRITE),
@@ -160,18 +242,22 @@ pub const RPCS: &[Rpc] = &[
     ),
     unary("/slipway.auth.v1.AuthService/ExchangeLegacyToken", Access::Open),
     // registry
+    // The deploy service hides the deployments of services that are gone.
     unary(
         "/slipway.registry.v1.RegistryService/ListServices",
         token(&[User], scope::SERVICES_READ),
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE]),
     unary(
         "/slipway.registry.v1.RegistryService/ListServiceNames",
         token(&[User], scope::SERVICES_READ),
     ),
+    // The deploy service looks a service up when a deployment starts.
     unary(
         "/slipway.registry.v1.RegistryService/GetService",
         token(&[User], scope::SERVICES_READ),
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE]),
     unary(
         "/slipway.registry.v1.RegistryService/SyncServices",
         token(&[User], scope::SERVICES_SYNC),
@@ -183,7 +269,8 @@ pub const RPCS: &[Rpc] = &[
     unary(
         "/slipway.registry.v1.RegistryService/PublishDeployedService",
         Access::Internal,
-    ),
+    )
+    .or_services(&[DEPLOY_SERVICE]),
     unary(
         "/slipway.registry.v1.RegistryService/ListDeployedServices",
         token(&[Config, User], scope::DEPLOYED_SERVICES_READ),
@@ -302,6 +389,31 @@ mod tests {
     }
 
     #[test]
+    fn internal_services_are_admitted_exactly_here() {
+        let named: Vec<(&str, &[&str])> = RPCS
+            .iter()
+            .filter(|r| !r.services.is_empty())
+            .map(|r| (r.path.rsplit('/').next().unwrap(), r.services))
+            .collect();
+        let deploy: &[&str] = &[DEPLOY_SERVICE];
+        assert_eq!(
+            named,
+            [
+                ("MintDeploymentToken", deploy),
+                ("RevokeTokens", deploy),
+                ("WatchRevocations", &[DEPLOY_SERVICE, REGISTRY_SERVICE, GATEWAY][..]),
+                ("ListServices", deploy),
+                ("GetService", deploy),
+                ("PublishDeployedService", deploy),
+            ]
+        );
+        // An internal entry with nobody named could never be called.
+        for rpc in RPCS.iter().filter(|r| r.access == Access::Internal) {
+            assert!(!rpc.services.is_empty(), "{}", rpc.path);
+        }
+    }
+
+    #[test]
     fn every_named_type_can_hold_the_named_permission() {
         for rpc in RPCS {
             if let Access::Token {
@@ -309,7 +421,7 @@ mod tests {
                 permission: Some(p),
             } = rpc.access
             {
-                assert!(scope::is_known(p), "{}: {p}", rpc.path);
+                assert!(scope::is_known(p.as_str()), "{}: {p}", rpc.path);
                 for t in types {
                     assert!(
                         scope::defaults(*t).contains(&p),

@@ -19,7 +19,7 @@ use std::{
 
 use axum::extract::ws::Utf8Bytes;
 use common::{
-    scope,
+    scope::{self, Permission},
     token::{Claims, RemoteVerifier},
 };
 use proto::{
@@ -41,7 +41,7 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// One frame for the sockets, with the permission a token needs to receive it.
 #[derive(Debug)]
 pub struct Frame {
-    pub permission: &'static str,
+    pub permission: Permission,
     pub text: Utf8Bytes,
 }
 
@@ -123,7 +123,7 @@ impl Hub {
         Registration { hub: self.clone(), id }
     }
 
-    fn open_flag(&self, permission: &str) -> &watch::Sender<bool> {
+    fn open_flag(&self, permission: Permission) -> &watch::Sender<bool> {
         if permission == scope::SERVICES_READ {
             &self.services_open
         } else {
@@ -151,7 +151,7 @@ impl Hub {
     }
 
     /// Tokens of listeners that may read with `permission`, longest-lived first.
-    fn candidates(&self, permission: &str) -> Vec<String> {
+    fn candidates(&self, permission: Permission) -> Vec<String> {
         let Ok(listeners) = self.listeners.lock() else {
             return Vec::new();
         };
@@ -165,7 +165,7 @@ impl Hub {
     }
 
     /// Waits until some listener's token, still valid, may read with `permission`.
-    async fn token_for(&self, permission: &str, verifier: &RemoteVerifier) -> Option<String> {
+    async fn token_for(&self, permission: Permission, verifier: &RemoteVerifier) -> Option<String> {
         let mut changed = self.changed.subscribe();
         loop {
             for token in self.candidates(permission) {
@@ -182,7 +182,7 @@ impl Hub {
         }
     }
 
-    fn publish(&self, permission: &'static str, frame: Map<String, Value>) {
+    fn publish(&self, permission: Permission, frame: Map<String, Value>) {
         match serde_json::to_string(&frame) {
             // Nobody listening is fine.
             Ok(text) => drop(self.frames.send(Arc::new(Frame {
@@ -278,7 +278,7 @@ enum Stream {
 type Item = (Option<i64>, Option<Map<String, Value>>);
 
 impl Upstream {
-    fn permission(&self) -> &'static str {
+    fn permission(&self) -> Permission {
         match self {
             Upstream::Services(_) => scope::SERVICES_READ,
             Upstream::Events(_) => scope::DEPLOYMENTS_READ,
