@@ -23,7 +23,10 @@ const PHASE: Duration = Duration::from_secs(5);
 const ADMIN_PASSWORD: &str = "bench admin password";
 
 fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -52,7 +55,10 @@ async fn run() -> anyhow::Result<()> {
         .into_inner()
         .access_token;
 
-    println!("auth service, {READERS} WhoAmI callers, {} s per phase\n", PHASE.as_secs());
+    println!(
+        "auth service, {READERS} WhoAmI callers, {} s per phase\n",
+        PHASE.as_secs()
+    );
     let alone = reads(&channels, &token, None).await;
     print("WhoAmI alone", &alone);
     let storm = Storm::default();
@@ -116,9 +122,7 @@ async fn reads(channels: &[Channel], token: &str, storm: Option<&Storm>) -> Phas
                     while !stop.load(Ordering::Relaxed) {
                         match client.login(login_request()).await {
                             Ok(_) => ok += 1,
-                            Err(s)
-                                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) =>
-                            {
+                            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) => {
                                 busy += 1;
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                             }

@@ -4,8 +4,8 @@ use std::{pin::Pin, sync::Arc};
 
 use anyhow::Context;
 use common::{
-    error::ErrorCode,
-    identity::{DEPLOY_SERVICE, TrustedCaller},
+    error::{ErrorCode, with_retry_after},
+    identity::{CLIENT_ADDRESS_HEADER, DEPLOY_SERVICE, GATEWAY, TrustedCaller},
     scope,
     token::{Claims, MAX_TOKEN_LEN, TokenError, TokenType, Verifier, bearer_token},
 };
@@ -26,12 +26,15 @@ use crate::{
     Config,
     accounts::{AccountError, Accounts},
     keys::KeyRing,
+    login_limits::LoginLimiter,
     paging::{self, Cursor},
-    passwords::Hasher,
+    passwords::{Hasher, PasswordError},
     policy::{self, PolicyError},
+    revoked::RevokedSet,
     storage::{Store, StoreError, TokenFilter},
     stream_caps::{Holder, StreamCaps},
     tokens::{Minter, TokenSpec},
+    user_cache::Account,
 };
 
 /// Opens storage and keys, makes sure the admin user exists, and serves gRPC on
@@ -46,7 +49,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .await
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
     let keys = Arc::new(KeyRing::open(&config.keys_dir())?);
-    let accounts = Accounts::new(store.clone(), Hasher::for_this_machine().await?);
+    let hasher = Hasher::new(config.hash_threads()).await?.with_queue(config.login_queue);
+    let accounts = Accounts::new(store.clone(), hasher);
     accounts.refresh_legacy().await?;
     if let (Some(name), Some(password)) = (&config.admin_user, &config.admin_password)
         && accounts.ensure(name, password).await?
@@ -57,7 +61,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .connect_timeout(std::time::Duration::from_secs(2))
         .timeout(std::time::Duration::from_secs(10))
         .connect_lazy();
-    let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?
+    let revoked = Arc::new(
+        RevokedSet::load(store.clone())
+            .await
+            .context("reading the revocation log")?,
+    );
+    tokio::spawn({
+        let (revoked, shutdown) = (revoked.clone(), shutdown.clone());
+        async move { revoked.follow(shutdown).await }
+    });
+    let api = AuthApi::new(store, accounts, keys, config.user_token_minutes, revoked)?
+        .with_login_limiter(LoginLimiter::new(config.login_limits()))
         .with_registry(RegistryServiceClient::new(registry))
         .with_trusted(config.trusted()?)
         .with_stream_limits(config.stream_limits())
@@ -126,6 +140,10 @@ pub struct AuthApi {
     shutdown: CancellationToken,
     /// Caps on open revocation feeds, per caller and in total.
     feed_caps: StreamCaps,
+    /// Revoked token ids, in memory, following the revocation log.
+    revoked: Arc<RevokedSet>,
+    /// Failed-login limits per user name and client address.
+    login_limiter: LoginLimiter,
 }
 
 impl AuthApi {
@@ -134,6 +152,7 @@ impl AuthApi {
         accounts: Accounts,
         keys: Arc<KeyRing>,
         user_token_minutes: u32,
+        revoked: Arc<RevokedSet>,
     ) -> Result<Self, crate::keys::KeyError> {
         let minter = Minter::new(keys.clone(), user_token_minutes);
         let verifier = Verifier::new(common::ISSUER, common::AUDIENCE);
@@ -153,7 +172,33 @@ impl AuthApi {
                 per_service: 64,
                 total: 256,
             }),
+            revoked,
+            login_limiter: LoginLimiter::new(crate::login_limits::Limits::default()),
         })
+    }
+
+    pub fn with_login_limiter(mut self, limiter: LoginLimiter) -> Self {
+        self.login_limiter = limiter;
+        self
+    }
+
+    /// The address a login comes from: as the gateway names it (believed only with the
+    /// gateway's credential), else the connection's peer.
+    fn client_address<T>(&self, request: &Request<T>) -> Option<std::net::IpAddr> {
+        let from_gateway = self
+            .trusted
+            .iter()
+            .any(|t| t.name() == GATEWAY && t.is_caller(request.metadata()));
+        let named = request
+            .metadata()
+            .get(CLIENT_ADDRESS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        match named {
+            Some(address) if from_gateway => Some(address),
+            _ => request.remote_addr().map(|a| a.ip()),
+        }
     }
 
     pub fn with_stream_limits(mut self, limits: crate::stream_caps::Limits) -> Self {
@@ -222,7 +267,7 @@ impl AuthApi {
             tracing::info!(reason = %e, "token refused");
             ErrorCode::Unauthenticated.status("invalid token")
         })?;
-        if self.store.is_revoked(&claims.jti).await.map_err(internal)? {
+        if self.revoked.is_revoked(&claims.jti).await.map_err(internal)? {
             tracing::info!(jti = %claims.jti, "revoked token refused");
             return Err(ErrorCode::Unauthenticated.status("invalid token"));
         }
@@ -273,6 +318,7 @@ impl AuthApi {
                 .revoke_tokens(std::slice::from_ref(&claims.jti))
                 .await
                 .map_err(internal)?;
+            self.revoked.after_revoking().await;
             tracing::info!(jti = %claims.jti, parent_revoked, owner_gone, "token revoked as it was minted");
             return Err(ErrorCode::Unauthenticated.status("invalid token"));
         }
@@ -319,14 +365,15 @@ impl AuthApi {
         Ok(claims)
     }
 
-    /// The user named by a user token, which must still exist and be enabled.
-    async fn current_user(&self, claims: &Claims) -> Result<crate::storage::users::Model, Status> {
+    /// The user named by a user token, which must still exist and be enabled (from
+    /// the user cache: see `user_cache`).
+    async fn current_user(&self, claims: &Claims) -> Result<Account, Status> {
         let name = claims
             .user
             .as_deref()
             .ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))?;
         self.accounts
-            .find_enabled(name)
+            .find_enabled_cached(name)
             .await
             .map_err(account_status)?
             .ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))
@@ -421,6 +468,10 @@ fn account_status(error: AccountError) -> Status {
         }
         AccountError::UnknownUser(name) => ErrorCode::NotFound.status(format!("user {name:?} not found")),
         error @ AccountError::Yourself(_) => ErrorCode::Conflict.status(error.to_string()),
+        AccountError::Password(PasswordError::Busy) => with_retry_after(
+            ErrorCode::Unavailable.status("Too many password checks at once; try again shortly"),
+            1,
+        ),
         other => internal(other),
     }
 }
@@ -429,7 +480,7 @@ fn timestamp(seconds: i64) -> proto::wkt::Timestamp {
     proto::wkt::Timestamp { seconds, nanos: 0 }
 }
 
-fn user_message(user: crate::storage::users::Model) -> pb::User {
+fn user_message(user: Account) -> pb::User {
     pb::User {
         id: user.id,
         name: user.name,
@@ -452,24 +503,47 @@ fn signature_verified(error: &TokenError) -> bool {
 impl AuthService for AuthApi {
     #[tracing::instrument(skip_all, fields(user = %request.get_ref().username))]
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let address = self.client_address(&request);
         let pb::LoginRequest { username, password } = request.into_inner();
+        let attempt = self.login_limiter.attempt(&username, address).map_err(|barred| {
+            let seconds = barred.retry_after_secs();
+            tracing::info!(
+                ?address,
+                retry_after = seconds,
+                "login refused: too many failed attempts"
+            );
+            with_retry_after(
+                ErrorCode::TooManyRequests.status("Too many failed login attempts; try again later"),
+                seconds,
+            )
+        })?;
         let password = SecretString::from(password);
-        let Some(user) = self
-            .accounts
-            .login(&username, &password)
-            .await
-            .map_err(account_status)?
-        else {
-            tracing::info!("login refused");
-            return Err(ErrorCode::Unauthenticated.status("Incorrect username or password"));
+        let user = match self.accounts.login(&username, &password).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                attempt.failed();
+                tracing::info!(?address, "login refused");
+                return Err(ErrorCode::Unauthenticated.status("Incorrect username or password"));
+            }
+            // Not counted: the password was never checked.
+            Err(AccountError::Password(PasswordError::Busy)) => {
+                tracing::warn!("login refused: every hashing slot busy and the queue full");
+                return Err(with_retry_after(
+                    ErrorCode::Unavailable.status("Too many logins at once; try again shortly"),
+                    1,
+                ));
+            }
+            Err(error) => return Err(account_status(error)),
         };
         let (token, claims) = self.minter.user_token(&user.name).map_err(internal)?;
         let record = crate::tokens::record_of(&claims, "login", &user.name);
         self.store.record_token(record).await.map_err(internal)?;
         if self.still_standing(&claims, Some(&user.name)).await.is_err() {
+            attempt.failed();
             tracing::info!("login refused: the user was disabled meanwhile");
             return Err(ErrorCode::Unauthenticated.status("Incorrect username or password"));
         }
+        attempt.succeeded();
         tracing::info!(jti = %claims.jti, "user logged in");
         Ok(Response::new(pb::LoginResponse {
             access_token: token,
@@ -628,6 +702,7 @@ impl AuthService for AuthApi {
             StoreError::UnknownToken(id) => ErrorCode::NotFound.status(format!("token {id} not found")),
             other => internal(other),
         })?;
+        self.revoked.after_revoking().await;
         tracing::info!(by, ids = ?revoked_ids, "tokens revoked");
         Ok(Response::new(pb::RevokeTokensResponse { revoked_ids }))
     }
@@ -660,7 +735,7 @@ impl AuthService for AuthApi {
         };
         let reason = match verified {
             Err(e) => Some(e.to_string()),
-            Ok(claims) if self.store.is_revoked(&claims.jti).await.map_err(internal)? => Some("token revoked".into()),
+            Ok(claims) if self.revoked.is_revoked(&claims.jti).await.map_err(internal)? => Some("token revoked".into()),
             Ok(claims) if claims.token_type == TokenType::User && self.current_user(&claims).await.is_err() => {
                 Some("the user no longer exists or is disabled".into())
             }
@@ -705,7 +780,7 @@ impl AuthService for AuthApi {
             .await
             .map_err(account_status)?;
         tracing::info!(user = %user.name, by = %creator.name, "user created");
-        Ok(Response::new(user_message(user)))
+        Ok(Response::new(user_message(Account::from(&user))))
     }
 
     async fn disable_user(
@@ -720,10 +795,11 @@ impl AuthService for AuthApi {
             .disable(&name, &caller.name)
             .await
             .map_err(account_status)?;
+        self.revoked.after_revoking().await;
         tracing::info!(user = %name, by = %caller.name, revoked = removed.revoked.len(), "user disabled; tokens revoked");
         Ok(Response::new(pb::DisableUserResponse {
             revoked_tokens: count(&removed.revoked),
-            user: Some(user_message(removed.user)),
+            user: Some(user_message(Account::from(&removed.user))),
         }))
     }
 
@@ -733,7 +809,7 @@ impl AuthService for AuthApi {
         let name = request.into_inner().name;
         let user = self.accounts.enable(&name).await.map_err(account_status)?;
         tracing::info!(user = %name, by = %caller.name, "user enabled");
-        Ok(Response::new(user_message(user)))
+        Ok(Response::new(user_message(Account::from(&user))))
     }
 
     async fn delete_user(
@@ -748,10 +824,11 @@ impl AuthService for AuthApi {
             .delete(&name, &caller.name)
             .await
             .map_err(account_status)?;
+        self.revoked.after_revoking().await;
         tracing::info!(user = %name, by = %caller.name, revoked = removed.revoked.len(), "user deleted; tokens revoked");
         Ok(Response::new(pb::DeleteUserResponse {
             revoked_tokens: count(&removed.revoked),
-            user: Some(user_message(removed.user)),
+            user: Some(user_message(Account::from(&removed.user))),
         }))
     }
 
@@ -784,6 +861,7 @@ impl AuthService for AuthApi {
             .await
             .map_err(account_status)?;
         let revoked = self.store.revoke_user_tokens(&user.name).await.map_err(internal)?;
+        self.revoked.after_revoking().await;
         tracing::info!(user = %user.name, revoked = revoked.len(), "password changed; tokens revoked");
         Ok(Response::new(pb::ChangePasswordResponse {
             revoked_tokens: count(&revoked),
