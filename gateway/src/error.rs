@@ -50,6 +50,35 @@ impl ApiError {
     }
 }
 
+/// An error answered with a `Retry-After` header (whole seconds) when it has a retry
+/// hint: a refused login (too many failures: 429; too many logins at once: 503).
+#[derive(Debug)]
+pub struct Retryable {
+    pub error: ApiError,
+    pub retry_after: Option<u64>,
+}
+
+impl From<ApiError> for Retryable {
+    fn from(error: ApiError) -> Self {
+        Retryable {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for Retryable {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
 /// One pydantic v2 style validation error entry.
 pub fn validation_error(kind: &str, loc: &[&str], msg: &str, input: Value) -> Value {
     json!({ "type": kind, "loc": loc, "msg": msg, "input": input })

@@ -1,10 +1,11 @@
 //! `/v1` for the auth service's user RPCs: log in with JSON, who am I, create, disable,
 //! enable and delete a user.
 
+use std::net::SocketAddr;
+
 use axum::{
-    Json, Router,
-    extract::{Path, State, rejection::JsonRejection},
-    http::StatusCode,
+    Extension, Json, Router,
+    extract::{ConnectInfo, Path, State, rejection::JsonRejection},
     routing::{delete, get, post},
 };
 use proto::auth::v1::{
@@ -13,8 +14,8 @@ use proto::auth::v1::{
 };
 
 use crate::{
-    error::ApiError,
-    fastdeploy::auth::{with_request_id, with_token},
+    error::{ApiError, Retryable},
+    fastdeploy::auth::{login_refused, login_request, with_token},
     interceptor::Caller,
     server::{AppState, method_not_allowed},
     v1::{auth_error, body},
@@ -39,16 +40,14 @@ pub fn routes() -> Router<AppState> {
 /// Log in with `{"username", "password"}`; a wrong name or password is 401.
 async fn login(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     json: Result<Json<LoginRequest>, JsonRejection>,
-) -> Result<Json<LoginResponse>, ApiError> {
-    let request = with_request_id(body(json)?);
+) -> Result<Json<LoginResponse>, Retryable> {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let request = login_request(body(json)?, &state, peer);
     match state.backends.auth().login(request).await {
         Ok(response) => Ok(Json(response.into_inner())),
-        Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::Detail(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect username or password".into(),
-        )),
-        Err(status) => Err(auth_error(status)),
+        Err(status) => Err(login_refused(&status)),
     }
 }
 
