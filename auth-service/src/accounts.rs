@@ -7,11 +7,14 @@
 //! feed. Nobody disables or deletes themselves, so the caller, an enabled user,
 //! always remains: the last enabled user cannot be locked out.
 
+use std::sync::Arc;
+
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     passwords::{Hasher, PasswordError, Verdict},
     storage::{Store, StoreError, users},
+    user_cache::{Account, UserCache},
 };
 
 /// Longest accepted user name and password; longer input is refused without hashing.
@@ -47,11 +50,17 @@ pub struct Removed {
 pub struct Accounts {
     store: Store,
     hasher: Hasher,
+    /// Who exists and is enabled, for authenticated calls (see `user_cache`).
+    cache: Arc<UserCache>,
 }
 
 impl Accounts {
     pub fn new(store: Store, hasher: Hasher) -> Self {
-        Accounts { store, hasher }
+        Accounts {
+            store,
+            hasher,
+            cache: Arc::default(),
+        }
     }
 
     /// The user when name and password match and the account is enabled. Unknown
@@ -93,7 +102,9 @@ impl Accounts {
         validate_name(name)?;
         validate_password(password)?;
         let hash = self.hasher.hash(password).await?;
-        Ok(self.store.create_user(name, &hash).await?)
+        let user = self.store.create_user(name, &hash).await;
+        self.cache.invalidate(name);
+        Ok(user?)
     }
 
     /// Creates the user unless it exists; returns whether it was created.
@@ -112,17 +123,30 @@ impl Accounts {
     pub async fn set_password(&self, user: &users::Model, password: &SecretString) -> Result<(), AccountError> {
         validate_password(password)?;
         let hash = self.hasher.hash(password).await?;
-        self.store.set_password_hash(user.id, &hash, true).await?;
-        Ok(())
+        let changed = self.store.set_password_hash(user.id, &hash, true).await;
+        self.cache.invalidate(&user.name);
+        Ok(changed?)
     }
 
     pub async fn find(&self, name: &str) -> Result<Option<users::Model>, AccountError> {
         Ok(self.store.find_user(name).await?)
     }
 
-    /// The user, when it exists and is enabled.
+    /// The user, when it exists and is enabled, read from the database.
     pub async fn find_enabled(&self, name: &str) -> Result<Option<users::Model>, AccountError> {
         Ok(self.store.find_user(name).await?.filter(users::Model::is_enabled))
+    }
+
+    /// The user, when it exists and is enabled, from the cache when it holds `name`
+    /// (see `user_cache` for how fresh that is).
+    pub async fn find_enabled_cached(&self, name: &str) -> Result<Option<Account>, AccountError> {
+        if let Some(account) = self.cache.get(name) {
+            return Ok(account.filter(Account::is_enabled));
+        }
+        let generation = self.cache.generation();
+        let account = self.store.find_user(name).await?.as_ref().map(Account::from);
+        self.cache.put(name, account.clone(), generation);
+        Ok(account.filter(Account::is_enabled))
     }
 
     /// Disables `name` (asked by `by`, who may not be `name`): logins are refused from
@@ -134,26 +158,25 @@ impl Accounts {
         }
         let existing = self.find_or_fail(name).await?;
         let user = if existing.is_enabled() {
-            self.store
-                .set_user_disabled(name, Some(by))
-                .await?
-                .ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?
+            let disabled = self.store.set_user_disabled(name, Some(by)).await;
+            self.cache.invalidate(name);
+            disabled?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?
         } else {
             existing
         };
         // After the flag is set: a token minted while this runs either is found here
         // or sees the flag when it checks again after recording itself.
         let revoked = self.store.revoke_user_tokens(name).await?;
+        self.cache.invalidate(name);
         Ok(Removed { user, revoked })
     }
 
     /// Lets a disabled user log in again (the tokens revoked stay revoked).
     pub async fn enable(&self, name: &str) -> Result<users::Model, AccountError> {
         self.find_or_fail(name).await?;
-        self.store
-            .set_user_disabled(name, None)
-            .await?
-            .ok_or_else(|| AccountError::UnknownUser(name.to_owned()))
+        let enabled = self.store.set_user_disabled(name, None).await;
+        self.cache.invalidate(name);
+        enabled?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))
     }
 
     /// Deletes `name` (asked by `by`, who may not be `name`) and revokes every token
@@ -163,10 +186,13 @@ impl Accounts {
             return Err(AccountError::Yourself("delete"));
         }
         let user = self.find_or_fail(name).await?;
-        if !self.store.delete_user(name).await? {
+        let deleted = self.store.delete_user(name).await;
+        self.cache.invalidate(name);
+        if !deleted? {
             return Err(AccountError::UnknownUser(name.to_owned()));
         }
         let revoked = self.store.revoke_user_tokens(name).await?;
+        self.cache.invalidate(name);
         Ok(Removed { user, revoked })
     }
 

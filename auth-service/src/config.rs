@@ -57,6 +57,31 @@ pub struct Config {
     /// registry, the deploy service: one per replica, plus reconnections).
     #[arg(long, env = "SLIPWAY_MAX_REVOCATION_STREAMS_PER_SERVICE", default_value_t = 64)]
     pub max_revocation_streams_per_service: usize,
+    /// Password hashes computed at once (logins, password changes, new users);
+    /// default: half the machine's cores, at least one.
+    #[arg(long, env = "SLIPWAY_LOGIN_HASH_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub login_hash_threads: Option<u16>,
+    /// Logins waiting for a hashing slot; more at once are refused UNAVAILABLE (the
+    /// gateway answers 503 with `Retry-After`).
+    #[arg(long, env = "SLIPWAY_LOGIN_QUEUE", default_value_t = 32)]
+    pub login_queue: usize,
+    /// Failed logins for one user name before its logins are barred for a while
+    /// (`RESOURCE_EXHAUSTED`, 429 with `Retry-After` at the gateway).
+    #[arg(long, env = "SLIPWAY_LOGIN_USER_FAILURES", default_value_t = 5)]
+    pub login_user_failures: u32,
+    /// Failed logins from one client address before its logins are barred for a while.
+    #[arg(long, env = "SLIPWAY_LOGIN_ADDRESS_FAILURES", default_value_t = 20)]
+    pub login_address_failures: u32,
+    /// Failed logins are forgotten this many seconds after the last one.
+    #[arg(long, env = "SLIPWAY_LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900)]
+    pub login_failure_window_secs: u64,
+    /// The first bar, in seconds, once a limit is reached; it doubles with each
+    /// further failure, up to `--login-backoff-max-secs`.
+    #[arg(long, env = "SLIPWAY_LOGIN_BACKOFF_SECS", default_value_t = 1)]
+    pub login_backoff_secs: u64,
+    /// The longest bar, in seconds.
+    #[arg(long, env = "SLIPWAY_LOGIN_BACKOFF_MAX_SECS", default_value_t = 300)]
+    pub login_backoff_max_secs: u64,
     /// Migration from fastDeploy: a file holding its `SECRET_KEY`. With
     /// `--legacy-until`, fastDeploy's HS256 tokens are exchanged for Slipway tokens
     /// until that date (RFC 3339). Off unless both are given.
@@ -92,6 +117,24 @@ impl Config {
             per_token_subject: self.max_revocation_streams_per_token,
             per_service: self.max_revocation_streams_per_service,
             total: self.max_revocation_streams,
+        }
+    }
+
+    /// Hashing slots: `--login-hash-threads`, else half the cores (at least one).
+    pub fn hash_threads(&self) -> usize {
+        self.login_hash_threads
+            .map_or_else(crate::passwords::default_slots, usize::from)
+    }
+
+    pub fn login_limits(&self) -> crate::login_limits::Limits {
+        use std::time::Duration;
+        crate::login_limits::Limits {
+            user_failures: self.login_user_failures,
+            address_failures: self.login_address_failures,
+            window: Duration::from_secs(self.login_failure_window_secs),
+            backoff: Duration::from_secs(self.login_backoff_secs),
+            backoff_max: Duration::from_secs(self.login_backoff_max_secs.max(self.login_backoff_secs)),
+            ..Default::default()
         }
     }
 

@@ -5,14 +5,17 @@ pub mod accounts;
 pub mod config;
 pub mod keys;
 pub mod legacy;
+pub mod login_limits;
 pub mod paging;
 pub mod passwords;
 pub mod policy;
 pub mod registry;
+pub mod revoked;
 pub mod server;
 pub mod storage;
 pub mod stream_caps;
 pub mod tokens;
+pub mod user_cache;
 
 pub use config::Config;
 pub use server::run;

@@ -1,6 +1,8 @@
 //! Password hashing: argon2id for new hashes; fastDeploy's bcrypt hashes are accepted
 //! and reported for rehashing. Hashing runs on the blocking pool behind a semaphore
-//! so a burst of logins never starves other requests.
+//! (by default half the machine's cores, at least one) so a burst of logins never
+//! starves other requests; password checks beyond those slots wait in a bounded queue,
+//! and when it is full are refused at once ([`PasswordError::Busy`]).
 //!
 //! Every refusal costs the same, so a login's time does not tell an unknown user, a
 //! wrong password and a user still on a fastDeploy (bcrypt) hash apart: an unknown
@@ -9,7 +11,10 @@
 //! check at the cost of the legacy hashes still stored, a bcrypt refusal one argon2id
 //! check). While no legacy hash is left, a refusal costs one argon2id check.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use secrecy::{ExposeSecret, SecretString};
@@ -27,6 +32,9 @@ pub enum PasswordError {
     Join(#[from] tokio::task::JoinError),
     #[error("hasher closed")]
     Closed,
+    /// Every hashing slot is busy and the queue is full: retry a moment later.
+    #[error("too many password checks waiting")]
+    Busy,
 }
 
 /// The outcome of checking a password.
@@ -48,6 +56,9 @@ struct DummyBcrypt {
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    /// Password checks waiting for a slot, and how many may.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     dummy_hash: Arc<str>,
     /// Present while legacy hashes are stored (see the module comment).
     dummy_bcrypt: Arc<RwLock<Option<DummyBcrypt>>>,
@@ -57,6 +68,7 @@ impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hasher")
             .field("permits", &self.permits.available_permits())
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
             .field("legacy_cost", &self.legacy_cost())
             .finish()
     }
@@ -69,15 +81,36 @@ impl Hasher {
         let dummy = tokio::task::spawn_blocking(|| hash_blocking("slipway-dummy-password")).await??;
         Ok(Hasher {
             permits,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: usize::MAX,
             dummy_hash: dummy.into(),
             dummy_bcrypt: Arc::new(RwLock::new(None)),
         })
     }
 
-    /// One hashing slot fewer than the machine has cores, at least one.
+    /// Hashing slots for half the machine's cores, at least one.
     pub async fn for_this_machine() -> Result<Self, PasswordError> {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Self::new(cores.saturating_sub(1)).await
+        Self::new(default_slots()).await
+    }
+
+    /// At most `max_waiting` password checks wait for a slot; more are refused
+    /// ([`PasswordError::Busy`]). Unbounded unless set.
+    pub fn with_queue(mut self, max_waiting: usize) -> Self {
+        self.max_waiting = max_waiting;
+        self
+    }
+
+    /// A hashing slot for a password check: at once when one is free, else after
+    /// waiting in the queue, or `Busy` when the queue is full.
+    async fn check_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, PasswordError> {
+        if let Ok(permit) = self.permits.try_acquire() {
+            return Ok(permit);
+        }
+        let waiting = Waiting::enter(&self.waiting);
+        if waiting.ahead >= self.max_waiting {
+            return Err(PasswordError::Busy);
+        }
+        self.permits.acquire().await.map_err(|_| PasswordError::Closed)
     }
 
     /// The bcrypt cost refusals pay for, or `None` while no legacy hash is stored.
@@ -121,7 +154,7 @@ impl Hasher {
     /// account (`stored` is `None`: unknown or disabled user) after the same work as
     /// any other refusal.
     pub async fn verify(&self, password: &SecretString, stored: Option<&str>) -> Result<Verdict, PasswordError> {
-        let _permit = self.permits.acquire().await.map_err(|_| PasswordError::Closed)?;
+        let _permit = self.check_slot().await?;
         let password = password.clone();
         let known = stored.is_some();
         let stored: Arc<str> = stored.map(Arc::from).unwrap_or_else(|| self.dummy_hash.clone());
@@ -145,6 +178,32 @@ impl Hasher {
         })
         .await?;
         Ok(verdict)
+    }
+}
+
+/// Half the machine's cores, at least one: the default number of hashing slots.
+pub fn default_slots() -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cores / 2).max(1)
+}
+
+/// One password check in the queue, counted out again however it leaves.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    /// How many were waiting before this one.
+    ahead: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        let ahead = count.fetch_add(1, Ordering::AcqRel);
+        Waiting { count, ahead }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -216,6 +275,32 @@ mod tests {
         assert_eq!(
             hasher.verify(&secret("x"), Some("not a hash")).await.unwrap(),
             Verdict::Refused
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_frees_up() {
+        let hasher = Hasher::new(1).await.unwrap().with_queue(1);
+        let hash = hasher.hash(&secret("hunter2")).await.unwrap();
+        // The only slot taken, one check waiting: the next is refused.
+        let slot = hasher.permits.clone().acquire_owned().await.unwrap();
+        let waiting = {
+            let (hasher, hash) = (hasher.clone(), hash.clone());
+            tokio::spawn(async move { hasher.verify(&secret("hunter2"), Some(&hash)).await })
+        };
+        while hasher.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            hasher.verify(&secret("hunter2"), Some(&hash)).await,
+            Err(PasswordError::Busy)
+        ));
+        drop(slot);
+        assert_eq!(waiting.await.unwrap().unwrap(), Verdict::Accepted { rehash: false });
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 0);
+        assert_eq!(
+            hasher.verify(&secret("hunter2"), Some(&hash)).await.unwrap(),
+            Verdict::Accepted { rehash: false }
         );
     }
 

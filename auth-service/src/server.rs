@@ -7,8 +7,8 @@ use std::{pin::Pin, sync::Arc};
 use anyhow::Context;
 use common::{
     authz::{AuthzLayer, Caller, TokenCheck, TokenEnd},
-    error::ErrorCode,
-    identity::DEPLOY_SERVICE,
+    error::{ErrorCode, with_retry_after},
+    identity::{CLIENT_ADDRESS_HEADER, DEPLOY_SERVICE, GATEWAY, TrustedCaller},
     scope,
     token::{Claims, MAX_TOKEN_LEN, TokenError, TokenType, Verifier},
 };
@@ -29,12 +29,15 @@ use crate::{
     Config,
     accounts::{AccountError, Accounts},
     keys::KeyRing,
+    login_limits::LoginLimiter,
     paging::{self, Cursor},
-    passwords::Hasher,
+    passwords::{Hasher, PasswordError},
     policy::{self, PolicyError},
+    revoked::RevokedSet,
     storage::{Store, StoreError, TokenFilter},
     stream_caps::{Holder, StreamCaps},
     tokens::{Minter, TokenSpec},
+    user_cache::Account,
 };
 
 /// Opens storage and keys, makes sure the admin user exists, and serves gRPC on
@@ -49,7 +52,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .await
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
     let keys = Arc::new(KeyRing::open(&config.keys_dir())?);
-    let accounts = Accounts::new(store.clone(), Hasher::for_this_machine().await?);
+    let hasher = Hasher::new(config.hash_threads()).await?.with_queue(config.login_queue);
+    let accounts = Accounts::new(store.clone(), hasher);
     accounts.refresh_legacy().await?;
     if let (Some(name), Some(password)) = (&config.admin_user, &config.admin_password)
         && accounts.ensure(name, password).await?
@@ -60,7 +64,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .connect_timeout(std::time::Duration::from_secs(2))
         .timeout(std::time::Duration::from_secs(10))
         .connect_lazy();
-    let api = AuthApi::new(store, accounts, keys, config.user_token_minutes)?
+    let revoked = Arc::new(
+        RevokedSet::load(store.clone())
+            .await
+            .context("reading the revocation log")?,
+    );
+    tokio::spawn({
+        let (revoked, shutdown) = (revoked.clone(), shutdown.clone());
+        async move { revoked.follow(shutdown).await }
+    });
+    let api = AuthApi::new(store, accounts, keys, config.user_token_minutes, revoked)?
+        .with_login_limiter(LoginLimiter::new(config.login_limits()))
+        .with_trusted(config.trusted()?)
         .with_registry(RegistryServiceClient::new(registry))
         .with_stream_limits(config.stream_limits())
         .with_shutdown(shutdown.clone())
@@ -127,6 +142,13 @@ pub struct AuthApi {
     shutdown: CancellationToken,
     /// Caps on open revocation feeds, per caller and in total.
     feed_caps: StreamCaps,
+    /// Revoked token ids, in memory, following the revocation log.
+    revoked: Arc<RevokedSet>,
+    /// Internal callers by credential; here only to believe the gateway's naming of a
+    /// login's client address (the authorization layer holds its own list).
+    trusted: Vec<TrustedCaller>,
+    /// Failed-login limits per user name and client address.
+    login_limiter: LoginLimiter,
 }
 
 impl AuthApi {
@@ -135,6 +157,7 @@ impl AuthApi {
         accounts: Accounts,
         keys: Arc<KeyRing>,
         user_token_minutes: u32,
+        revoked: Arc<RevokedSet>,
     ) -> Result<Self, crate::keys::KeyError> {
         let minter = Minter::new(keys.clone(), user_token_minutes);
         let verifier = Arc::new(Verifier::new(common::ISSUER, common::AUDIENCE));
@@ -153,7 +176,39 @@ impl AuthApi {
                 per_service: 64,
                 total: 256,
             }),
+            revoked,
+            trusted: Vec::new(),
+            login_limiter: LoginLimiter::new(crate::login_limits::Limits::default()),
         })
+    }
+
+    pub fn with_trusted(mut self, trusted: Vec<TrustedCaller>) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    pub fn with_login_limiter(mut self, limiter: LoginLimiter) -> Self {
+        self.login_limiter = limiter;
+        self
+    }
+
+    /// The address a login comes from: as the gateway names it (believed only with the
+    /// gateway's credential), else the connection's peer.
+    fn client_address<T>(&self, request: &Request<T>) -> Option<std::net::IpAddr> {
+        let from_gateway = self
+            .trusted
+            .iter()
+            .any(|t| t.name() == GATEWAY && t.is_caller(request.metadata()));
+        let named = request
+            .metadata()
+            .get(CLIENT_ADDRESS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        match named {
+            Some(address) if from_gateway => Some(address),
+            _ => request.remote_addr().map(|a| a.ip()),
+        }
     }
 
     pub fn with_stream_limits(mut self, limits: crate::stream_caps::Limits) -> Self {
@@ -178,7 +233,7 @@ impl AuthApi {
     fn token_check(&self) -> LocalTokens {
         LocalTokens {
             verifier: self.verifier.clone(),
-            store: self.store.clone(),
+            revoked: self.revoked.clone(),
         }
     }
 
@@ -241,6 +296,7 @@ impl AuthApi {
                 .revoke_tokens(std::slice::from_ref(&claims.jti))
                 .await
                 .map_err(internal)?;
+            self.revoked.after_revoking().await;
             tracing::info!(jti = %claims.jti, parent_revoked, owner_gone, "token revoked as it was minted");
             return Err(ErrorCode::Unauthenticated.status("invalid token"));
         }
@@ -277,14 +333,15 @@ impl AuthApi {
         }
     }
 
-    /// The user named by a user token, which must still exist and be enabled.
-    async fn current_user(&self, claims: &Claims) -> Result<crate::storage::users::Model, Status> {
+    /// The user named by a user token, which must still exist and be enabled (from
+    /// the user cache: see `user_cache`).
+    async fn current_user(&self, claims: &Claims) -> Result<Account, Status> {
         let name = claims
             .user
             .as_deref()
             .ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))?;
         self.accounts
-            .find_enabled(name)
+            .find_enabled_cached(name)
             .await
             .map_err(account_status)?
             .ok_or_else(|| ErrorCode::Unauthenticated.status("invalid token"))
@@ -292,16 +349,16 @@ impl AuthApi {
 }
 
 /// The token check of the authorization layer in the auth service: signature and
-/// claims against the service's own keys, then its revocation registry.
+/// claims against the service's own keys, then the revocations it holds in memory.
 struct LocalTokens {
     verifier: Arc<Verifier>,
-    store: Store,
+    revoked: Arc<RevokedSet>,
 }
 
 impl TokenCheck for LocalTokens {
     async fn check_token(&self, token: &str) -> Result<Claims, TokenError> {
         let claims = self.verifier.verify(token)?;
-        match self.store.is_revoked(&claims.jti).await {
+        match self.revoked.is_revoked(&claims.jti).await {
             Ok(false) => Ok(claims),
             Ok(true) => Err(TokenError::Revoked),
             Err(error) => {
@@ -406,6 +463,10 @@ fn account_status(error: AccountError) -> Status {
         }
         AccountError::UnknownUser(name) => ErrorCode::NotFound.status(format!("user {name:?} not found")),
         error @ AccountError::Yourself(_) => ErrorCode::Conflict.status(error.to_string()),
+        AccountError::Password(PasswordError::Busy) => with_retry_after(
+            ErrorCode::Unavailable.status("Too many password checks at once; try again shortly"),
+            1,
+        ),
         other => internal(other),
     }
 }
@@ -414,7 +475,7 @@ fn timestamp(seconds: i64) -> proto::wkt::Timestamp {
     proto::wkt::Timestamp { seconds, nanos: 0 }
 }
 
-fn user_message(user: crate::storage::users::Model) -> pb::User {
+fn user_message(user: Account) -> pb::User {
     pb::User {
         id: user.id,
         name: user.name,
@@ -437,24 +498,47 @@ fn signature_verified(error: &TokenError) -> bool {
 impl AuthService for AuthApi {
     #[tracing::instrument(skip_all, fields(user = %request.get_ref().username))]
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let address = self.client_address(&request);
         let pb::LoginRequest { username, password } = request.into_inner();
+        let attempt = self.login_limiter.attempt(&username, address).map_err(|barred| {
+            let seconds = barred.retry_after_secs();
+            tracing::info!(
+                ?address,
+                retry_after = seconds,
+                "login refused: too many failed attempts"
+            );
+            with_retry_after(
+                ErrorCode::TooManyRequests.status("Too many failed login attempts; try again later"),
+                seconds,
+            )
+        })?;
         let password = SecretString::from(password);
-        let Some(user) = self
-            .accounts
-            .login(&username, &password)
-            .await
-            .map_err(account_status)?
-        else {
-            tracing::info!("login refused");
-            return Err(ErrorCode::Unauthenticated.status("Incorrect username or password"));
+        let user = match self.accounts.login(&username, &password).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                attempt.failed();
+                tracing::info!(?address, "login refused");
+                return Err(ErrorCode::Unauthenticated.status("Incorrect username or password"));
+            }
+            // Not counted: the password was never checked.
+            Err(AccountError::Password(PasswordError::Busy)) => {
+                tracing::warn!("login refused: every hashing slot busy and the queue full");
+                return Err(with_retry_after(
+                    ErrorCode::Unavailable.status("Too many logins at once; try again shortly"),
+                    1,
+                ));
+            }
+            Err(error) => return Err(account_status(error)),
         };
         let (token, claims) = self.minter.user_token(&user.name).map_err(internal)?;
         let record = crate::tokens::record_of(&claims, "login", &user.name);
         self.store.record_token(record).await.map_err(internal)?;
         if self.still_standing(&claims, Some(&user.name)).await.is_err() {
+            attempt.failed();
             tracing::info!("login refused: the user was disabled meanwhile");
             return Err(ErrorCode::Unauthenticated.status("Incorrect username or password"));
         }
+        attempt.succeeded();
         tracing::info!(jti = %claims.jti, "user logged in");
         Ok(Response::new(pb::LoginResponse {
             access_token: token,
@@ -608,6 +692,7 @@ impl AuthService for AuthApi {
             StoreError::UnknownToken(id) => ErrorCode::NotFound.status(format!("token {id} not found")),
             other => internal(other),
         })?;
+        self.revoked.after_revoking().await;
         tracing::info!(by, ids = ?revoked_ids, "tokens revoked");
         Ok(Response::new(pb::RevokeTokensResponse { revoked_ids }))
     }
@@ -640,7 +725,7 @@ impl AuthService for AuthApi {
         };
         let reason = match verified {
             Err(e) => Some(e.to_string()),
-            Ok(claims) if self.store.is_revoked(&claims.jti).await.map_err(internal)? => Some("token revoked".into()),
+            Ok(claims) if self.revoked.is_revoked(&claims.jti).await.map_err(internal)? => Some("token revoked".into()),
             Ok(claims) if claims.token_type == TokenType::User && self.current_user(&claims).await.is_err() => {
                 Some("the user no longer exists or is disabled".into())
             }
@@ -684,7 +769,7 @@ impl AuthService for AuthApi {
             .await
             .map_err(account_status)?;
         tracing::info!(user = %user.name, by = %creator.name, "user created");
-        Ok(Response::new(user_message(user)))
+        Ok(Response::new(user_message(Account::from(&user))))
     }
 
     async fn disable_user(
@@ -698,10 +783,11 @@ impl AuthService for AuthApi {
             .disable(&name, &caller.name)
             .await
             .map_err(account_status)?;
+        self.revoked.after_revoking().await;
         tracing::info!(user = %name, by = %caller.name, revoked = removed.revoked.len(), "user disabled; tokens revoked");
         Ok(Response::new(pb::DisableUserResponse {
             revoked_tokens: count(&removed.revoked),
-            user: Some(user_message(removed.user)),
+            user: Some(user_message(Account::from(&removed.user))),
         }))
     }
 
@@ -710,7 +796,7 @@ impl AuthService for AuthApi {
         let name = request.into_inner().name;
         let user = self.accounts.enable(&name).await.map_err(account_status)?;
         tracing::info!(user = %name, by = %caller.name, "user enabled");
-        Ok(Response::new(user_message(user)))
+        Ok(Response::new(user_message(Account::from(&user))))
     }
 
     async fn delete_user(
@@ -724,10 +810,11 @@ impl AuthService for AuthApi {
             .delete(&name, &caller.name)
             .await
             .map_err(account_status)?;
+        self.revoked.after_revoking().await;
         tracing::info!(user = %name, by = %caller.name, revoked = removed.revoked.len(), "user deleted; tokens revoked");
         Ok(Response::new(pb::DeleteUserResponse {
             revoked_tokens: count(&removed.revoked),
-            user: Some(user_message(removed.user)),
+            user: Some(user_message(Account::from(&removed.user))),
         }))
     }
 
@@ -760,6 +847,7 @@ impl AuthService for AuthApi {
             .await
             .map_err(account_status)?;
         let revoked = self.store.revoke_user_tokens(&user.name).await.map_err(internal)?;
+        self.revoked.after_revoking().await;
         tracing::info!(user = %user.name, revoked = revoked.len(), "password changed; tokens revoked");
         Ok(Response::new(pb::ChangePasswordResponse {
             revoked_tokens: count(&revoked),

@@ -60,7 +60,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Service {
-    Auth(auth_service::Config),
+    // Boxed: the auth service has the most settings by far.
+    Auth(Box<auth_service::Config>),
     Registry(registry_service::Config),
     Deploy(deploy_service::Config),
     Gateway(gateway::Config),
@@ -100,7 +101,7 @@ async fn serve(service: Service) -> ExitCode {
             common::telemetry::init("auth-service");
             let (listen, file) = (c.listen, c.addr_file.clone());
             run_main("auth-service", listen, file.as_deref(), |l, s| {
-                auth_service::run(c, l, s)
+                auth_service::run(*c, l, s)
             })
             .await
         }

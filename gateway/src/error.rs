@@ -40,10 +40,9 @@ impl ApiError {
     pub fn refused(route: &crate::routes::Route, refusal: &Refusal) -> Self {
         crate::metrics::count_refusal(refusal.reason());
         match refusal {
-            Refusal::RevocationsUnavailable => ApiError::Detail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "token revocations unavailable".into(),
-            ),
+            Refusal::RevocationsUnavailable => {
+                ApiError::Detail(StatusCode::SERVICE_UNAVAILABLE, "token revocations unavailable".into())
+            }
             // No usable token: 401 on every route (fastDeploy's body on its routes).
             Refusal::MissingToken | Refusal::Invalid | Refusal::Expired | Refusal::Revoked
                 if route.path.starts_with("/v1/") =>
@@ -68,6 +67,35 @@ impl ApiError {
             _ => status.message().to_owned(),
         };
         ApiError::Detail(code.http(), detail)
+    }
+}
+
+/// An error answered with a `Retry-After` header (whole seconds) when it has a retry
+/// hint: a refused login (too many failures: 429; too many logins at once: 503).
+#[derive(Debug)]
+pub struct Retryable {
+    pub error: ApiError,
+    pub retry_after: Option<u64>,
+}
+
+impl From<ApiError> for Retryable {
+    fn from(error: ApiError) -> Self {
+        Retryable {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for Retryable {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -36,7 +36,7 @@ use axum::{
 };
 use common::{
     authz::{EndingBody, TokenEnd, token_end},
-    identity::{CALLER_HEADER, CREDENTIAL_HEADER},
+    identity::{CALLER_HEADER, CLIENT_ADDRESS_HEADER, CREDENTIAL_HEADER},
     scope_table::{self, Access},
     token::Claims,
 };
@@ -68,8 +68,17 @@ const STRIPPED: &[&str] = &[
     "upgrade",
 ];
 
-/// Headers a grpc-web client in a browser must be able to read.
-const EXPOSED: &[&str] = &["grpc-status", "grpc-message", "grpc-status-details-bin"];
+/// Headers a grpc-web client in a browser must be able to read (`retry-after`: the
+/// retry hint of a refused login).
+const EXPOSED: &[&str] = &[
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    common::error::RETRY_AFTER,
+];
+
+/// The RPC whose caller's address the auth service is told (its login limits).
+const LOGIN: &str = "/slipway.auth.v1.AuthService/Login";
 
 /// Middleware: gRPC and grpc-web requests go to the proxy, everything else on to the
 /// HTTP routes.
@@ -192,6 +201,13 @@ async fn admit(
     }
     for name in STRIPPED {
         parts.headers.remove(*name);
+    }
+    parts.headers.remove(CLIENT_ADDRESS_HEADER);
+    if rpc.path == LOGIN {
+        let peer = crate::fastdeploy::auth::peer_address(&parts.extensions);
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        crate::fastdeploy::auth::name_client(&mut metadata, state, peer);
+        parts.headers.extend(metadata.into_headers());
     }
     let claims = match rpc.access {
         Access::Open => None,

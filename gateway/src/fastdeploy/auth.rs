@@ -3,10 +3,22 @@
 //! verification is 401 "Could not validate credentials". Also: gRPC requests carrying
 //! the caller's token and the request id to the backends.
 
-use axum::http::{StatusCode, request::Parts};
-use common::token::{Claims, TokenError, bearer_token};
+use std::net::SocketAddr;
 
-use crate::{error::ApiError, server::AppState};
+use axum::{
+    extract::ConnectInfo,
+    http::{Extensions, StatusCode, request::Parts},
+};
+use common::{
+    identity::CLIENT_ADDRESS_HEADER,
+    token::{Claims, TokenError, bearer_token},
+};
+use proto::auth::v1::LoginRequest;
+
+use crate::{
+    error::{ApiError, Retryable},
+    server::AppState,
+};
 
 /// The bearer token of a request and its verified claims (of any type). A revocation
 /// set that cannot be trusted right now is 503, not 401, so clients do not log out.
@@ -93,4 +105,54 @@ pub fn with_token<T>(message: T, token: &str) -> Result<tonic::Request<T>, ApiEr
         .map_err(|_| ApiError::invalid_credentials())?;
     request.metadata_mut().insert("authorization", value);
     Ok(request)
+}
+
+/// The address a request came from, as the connection says.
+pub fn peer_address(extensions: &Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr)
+}
+
+/// Names the client's address to the auth service (for its per-address login limits)
+/// with the gateway's credential, without which the auth service ignores it.
+pub fn name_client(metadata: &mut tonic::metadata::MetadataMap, state: &AppState, peer: Option<SocketAddr>) {
+    metadata.remove(CLIENT_ADDRESS_HEADER);
+    let (Some(peer), Some(credential)) = (peer, state.verifier.credential()) else {
+        return;
+    };
+    if let Ok(value) = peer.ip().to_string().parse() {
+        metadata.insert(CLIENT_ADDRESS_HEADER, value);
+        credential.attach(metadata);
+    }
+}
+
+/// A `Login` call for the auth service: the request id, and the client's address.
+pub fn login_request(
+    message: LoginRequest,
+    state: &AppState,
+    peer: Option<SocketAddr>,
+) -> tonic::Request<LoginRequest> {
+    let mut request = with_request_id(message);
+    name_client(request.metadata_mut(), state, peer);
+    request
+}
+
+/// What a refused login answers: fastDeploy's 401 for a wrong name or password; 429
+/// (too many failed attempts) or 503 (too many logins at once) with `Retry-After`
+/// when the auth service gave a retry hint; else as any auth service failure.
+pub fn login_refused(status: &tonic::Status) -> Retryable {
+    if status.code() == tonic::Code::Unauthenticated {
+        return ApiError::Detail(StatusCode::UNAUTHORIZED, "Incorrect username or password".into()).into();
+    }
+    match common::error::retry_after(status) {
+        Some(seconds) => Retryable {
+            error: ApiError::Detail(
+                common::error::ErrorCode::from_grpc(status.code()).http(),
+                status.message().to_owned(),
+            ),
+            retry_after: Some(seconds),
+        },
+        None => ApiError::from_backend("auth", status).into(),
+    }
 }

@@ -3,15 +3,15 @@
 use axum::{
     Json,
     extract::{FromRequest, Multipart, Request, State},
-    http::{StatusCode, header},
+    http::header,
 };
 use proto::auth::v1::{LoginRequest, WhoAmIRequest};
 use serde_json::{Value, json};
 
-use super::auth::{with_request_id, with_token};
+use super::auth::{login_refused, login_request, peer_address, with_token};
 use crate::{
     body_limit::{is_too_large, read_all, too_large},
-    error::{ApiError, missing},
+    error::{ApiError, Retryable, missing},
     interceptor::Caller,
     server::AppState,
 };
@@ -55,7 +55,8 @@ async fn read_form(request: Request) -> Result<Vec<(String, String)>, ApiError> 
     Ok(Vec::new())
 }
 
-pub async fn login(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
+pub async fn login(State(state): State<AppState>, request: Request) -> Result<Json<Value>, Retryable> {
+    let peer = peer_address(request.extensions());
     let form = read_form(request).await?;
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
 
@@ -77,26 +78,18 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Js
         }
     }
     let (Some(username), Some(password), true) = (username, password, errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
+        return Err(ApiError::Validation(errors).into());
     };
 
-    match state
-        .backends
-        .auth()
-        .login(with_request_id(LoginRequest { username, password }))
-        .await
-    {
+    let request = login_request(LoginRequest { username, password }, &state, peer);
+    match state.backends.auth().login(request).await {
         Ok(response) => {
             let response = response.into_inner();
             Ok(Json(
                 json!({ "access_token": response.access_token, "token_type": "bearer" }),
             ))
         }
-        Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::Detail(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect username or password".into(),
-        )),
-        Err(status) => Err(ApiError::from_backend("auth", &status)),
+        Err(status) => Err(login_refused(&status)),
     }
 }
 

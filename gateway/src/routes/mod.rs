@@ -82,7 +82,7 @@ pub struct Route {
 
 impl Route {
     /// Who may call it: a valid token of one of `types` holding `permission`.
-    const fn token(mut self, types: &'static [TokenType], permission: &'static str) -> Self {
+    const fn token(mut self, types: &'static [TokenType], permission: common::scope::Permission) -> Self {
         self.access = Access::Token {
             types,
             permission: Some(permission),

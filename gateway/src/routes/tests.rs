@@ -125,7 +125,7 @@ fn every_access_names_a_permission_its_token_types_can_hold() {
         if let Access::Token { types, permission } = access {
             assert!(!types.is_empty(), "{path}: no token type");
             if let Some(p) = permission {
-                assert!(scope::is_known(p), "{path}: {p}");
+                assert!(scope::is_known(p.as_str()), "{path}: {p}");
                 for t in types {
                     assert!(scope::defaults(*t).contains(&p), "{path}: a {t} token never holds {p}");
                 }

@@ -1,29 +1,37 @@
 //! `/v1` for the auth service's user RPCs: log in with JSON, who am I, change the
 //! caller's password, create, disable, enable and delete a user.
 
+use std::net::SocketAddr;
+
 use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
+    Extension, Json,
+    extract::{ConnectInfo, Path, State},
 };
 use proto::auth::v1::{
     ChangePasswordRequest, ChangePasswordResponse, CreateUserRequest, DeleteUserRequest, DeleteUserResponse,
     DisableUserRequest, DisableUserResponse, EnableUserRequest, LoginRequest, LoginResponse, User, WhoAmIRequest,
 };
 
-use super::{Auth, Body, Reply, backend_error, forward};
-use crate::{error::ApiError, fastdeploy::auth::with_request_id, interceptor::Caller, server::AppState};
+use super::{Auth, Body, Reply, forward};
+use crate::{
+    error::Retryable,
+    fastdeploy::auth::{login_refused, login_request},
+    interceptor::Caller,
+    server::AppState,
+};
 
-/// Log in with `{"username", "password"}`; a wrong name or password is 401.
-pub async fn login(State(state): State<AppState>, Body(request): Body<LoginRequest>) -> Reply<LoginResponse> {
-    let request = with_request_id(request);
+/// Log in with `{"username", "password"}`; a wrong name or password is 401, too many
+/// failures 429 and too many logins at once 503 (both with `Retry-After`).
+pub async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Body(request): Body<LoginRequest>,
+) -> Result<Json<LoginResponse>, Retryable> {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let request = login_request(request, &state, peer);
     match state.backends.auth().login(request).await {
         Ok(response) => Ok(Json(response.into_inner())),
-        Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::Detail(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect username or password".into(),
-        )),
-        Err(status) => Err(backend_error::<Auth>(&status)),
+        Err(status) => Err(login_refused(&status)),
     }
 }
 

@@ -64,6 +64,24 @@ impl ErrorCode {
     }
 }
 
+/// Metadata entry with a refusal's retry hint, in whole seconds (as HTTP's
+/// `Retry-After`): set on a refused login (too many failures, or too many logins at
+/// once), and turned into the `Retry-After` header by the gateway.
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// `status` carrying a retry hint of `seconds`.
+pub fn with_retry_after(mut status: tonic::Status, seconds: u64) -> tonic::Status {
+    if let Ok(value) = seconds.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER, value);
+    }
+    status
+}
+
+/// The retry hint a status carries, if any.
+pub fn retry_after(status: &tonic::Status) -> Option<u64> {
+    status.metadata().get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +105,12 @@ mod tests {
             ErrorCode::from_grpc(Code::DeadlineExceeded).http(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[test]
+    fn retry_hints_round_trip() {
+        let status = with_retry_after(ErrorCode::Unavailable.status("busy"), 3);
+        assert_eq!(retry_after(&status), Some(3));
+        assert_eq!(retry_after(&ErrorCode::Unavailable.status("down")), None);
     }
 }

@@ -20,6 +20,10 @@ pub const CALLER_HEADER: &str = "x-slipway-caller";
 /// Metadata entry carrying the calling service's credential.
 pub const CREDENTIAL_HEADER: &str = "x-slipway-credential";
 
+/// Metadata entry in which the gateway names the address a login came from; the auth
+/// service believes it only on calls carrying the gateway's credential.
+pub const CLIENT_ADDRESS_HEADER: &str = "x-forwarded-for";
+
 /// The deploy service's caller name.
 pub const DEPLOY_SERVICE: &str = "deploy-service";
 /// The registry service's caller name (it follows the revocation feed).

@@ -74,6 +74,11 @@ impl RemoteVerifier {
         self
     }
 
+    /// The credential this service presents to the auth service, if any.
+    pub fn credential(&self) -> Option<&Credential> {
+        self.credential.as_ref()
+    }
+
     /// Whether the revocation set is recent enough to trust.
     pub fn revocations_fresh(&self) -> bool {
         self.revocations.read().is_ok_and(|set| self.is_fresh(&set))
