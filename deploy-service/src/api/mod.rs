@@ -10,6 +10,7 @@ use std::{path::PathBuf, sync::Arc};
 use common::{
     error::ErrorCode,
     guard::{Guard, TokenBound},
+    paging::{self, AfterId, DeploymentsCursor},
     scope,
 };
 use proto::deploy::v1::{self as pb, deploy_service_server::DeployService};
@@ -32,8 +33,6 @@ use crate::{
 
 /// Largest context (`{"env": …}` as JSON) a deployment may carry.
 const MAX_CONTEXT_BYTES: usize = 64 * 1024;
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
 
 pub struct DeployApi {
     inner: Arc<Shared>,
@@ -205,21 +204,11 @@ impl Shared {
         caller: Caller,
         request: pb::ListDeploymentsRequest,
     ) -> Result<pb::ListDeploymentsResponse, Status> {
-        let size = match request.page_size {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let after: i64 = match request.page_token.as_str() {
-            "" => 0,
-            token => token
-                .parse()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ErrorCode::InvalidArgument.status("invalid page_token"))?,
-        };
+        let size = paging::DEPLOYMENTS.of(request.page_size);
+        let after = paging::decode::<DeploymentsCursor>(&request.page_token)?.map_or(0, |AfterId(id)| id);
         let include_removed = request.include_removed_services;
         let wanted = (!request.service.is_empty()).then_some(request.service);
-        let mut rows = match &caller {
+        let rows = match &caller {
             Caller::User { .. } => {
                 self.store
                     .list_deployments(wanted.as_deref(), after, u64::from(size) + 1)
@@ -240,11 +229,7 @@ impl Shared {
             }),
         }
         .map_err(internal)?;
-        let mut next_page_token = String::new();
-        if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            next_page_token = rows.last().map(|d| d.id.to_string()).unwrap_or_default();
-        }
+        let (rows, next_page_token) = paging::split_page(rows, size, |d| -> DeploymentsCursor { AfterId(d.id) });
         let mut deployments: Vec<pb::Deployment> = rows.iter().map(|d| convert::deployment(d, &[])).collect();
         // Deployments of removed services are left out (a page may come out short),
         // or marked when asked for.
