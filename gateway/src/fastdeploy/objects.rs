@@ -290,11 +290,7 @@ where
         }
         Some((Ok(Bytes::from(chunk)), state))
     });
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(chunks),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(chunks)).into_response())
 }
 
 /// A body that must be a JSON object: none is FastAPI's `missing`, anything else

@@ -86,9 +86,7 @@ pub fn decode<C: Cursor>(token: &str) -> Result<Option<C>, InvalidPageToken> {
     let plain = String::from_utf8(plain).map_err(|_| InvalidPageToken)?;
     let mut parts = plain.splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(VERSION), Some(list), Some(key)) if list == C::LIST => {
-            C::from_key(key).map(Some).ok_or(InvalidPageToken)
-        }
+        (Some(VERSION), Some(list), Some(key)) if list == C::LIST => C::from_key(key).map(Some).ok_or(InvalidPageToken),
         _ => Err(InvalidPageToken),
     }
 }
