@@ -7,7 +7,7 @@ use std::sync::Arc;
 use common::{
     guard::Guard,
     identity::DEPLOY_SERVICE,
-    paging::{self, AfterId, ServicesCursor},
+    paging::{self, ServicesCursor},
     scope,
 };
 use proto::registry::v1::{self as pb, registry_service_server::RegistryService};
@@ -68,14 +68,14 @@ impl RegistryService for RegistryApi {
             self.guard.require(&request, scope::SERVICES_READ).await?;
         }
         let pb::ListServicesRequest { page_size, page_token } = request.into_inner();
-        let after = paging::decode::<ServicesCursor>(&page_token)?.map_or(0, |AfterId(id)| id);
+        let after = paging::decode::<ServicesCursor>(&page_token)?.map_or(0, |ServicesCursor(id)| id);
         let size = paging::SERVICES.of(page_size);
         let rows = self
             .store
             .list_services_page(after, Some(u64::from(size) + 1))
             .await
             .map_err(RegistryError::from)?;
-        let (rows, next_page_token) = paging::split_page(rows, size, |s| -> ServicesCursor { AfterId(s.id) });
+        let (rows, next_page_token) = paging::split_page(rows, size, |s| ServicesCursor(s.id));
         let services: Vec<pb::Service> = rows.iter().map(convert::service).collect();
         Ok(Response::new(pb::ListServicesResponse {
             services,

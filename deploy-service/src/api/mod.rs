@@ -3,6 +3,7 @@
 
 mod access;
 mod batcher;
+mod live_services;
 mod watch;
 
 use std::{path::PathBuf, sync::Arc};
@@ -10,8 +11,7 @@ use std::{path::PathBuf, sync::Arc};
 use common::{
     error::ErrorCode,
     guard::{Guard, TokenBound},
-    paging::{self, AfterId, DeploymentsCursor},
-    scope,
+    paging, scope,
 };
 use proto::deploy::v1::{self as pb, deploy_service_server::DeployService};
 use serde_json::json;
@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use self::{
     access::{Caller, not_found},
     batcher::{Batcher, Refusal},
+    live_services::{DeploymentsCursor, LiveServices},
 };
 use crate::{
     backends::Backends,
@@ -44,6 +45,8 @@ struct Shared {
     backends: Backends,
     queue: Queue,
     reports: Batcher,
+    /// Snapshots of the registry's services for listings in progress.
+    live_services: LiveServices,
     services_dir: PathBuf,
     default_timeout_secs: u64,
     shutdown: CancellationToken,
@@ -79,6 +82,7 @@ impl DeployApi {
         DeployApi {
             inner: Arc::new(Shared {
                 reports: Batcher::start(parts.store.clone()),
+                live_services: LiveServices::default(),
                 store: parts.store,
                 guard: parts.guard,
                 backends: parts.backends,
@@ -205,7 +209,8 @@ impl Shared {
         request: pb::ListDeploymentsRequest,
     ) -> Result<pb::ListDeploymentsResponse, Status> {
         let size = paging::DEPLOYMENTS.of(request.page_size);
-        let after = paging::decode::<DeploymentsCursor>(&request.page_token)?.map_or(0, |AfterId(id)| id);
+        let cursor = paging::decode::<DeploymentsCursor>(&request.page_token)?;
+        let after = cursor.map_or(0, |c| c.after);
         let include_removed = request.include_removed_services;
         let wanted = (!request.service.is_empty()).then_some(request.service);
         let rows = match &caller {
@@ -229,12 +234,25 @@ impl Shared {
             }),
         }
         .map_err(internal)?;
-        let (rows, next_page_token) = paging::split_page(rows, size, |d| -> DeploymentsCursor { AfterId(d.id) });
+        let mut rows = rows;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
         let mut deployments: Vec<pb::Deployment> = rows.iter().map(|d| convert::deployment(d, &[])).collect();
         // Deployments of removed services are left out (a page may come out short),
-        // or marked when asked for.
+        // or marked when asked for. The listing's snapshot of live services goes on
+        // in its page token.
+        let mut snapshot = 0;
         if !deployments.is_empty() && !matches!(caller, Caller::Deployment { .. }) {
-            let live = self.backends.service_ids().await.map_err(Shared::registry_down)?;
+            let (taken, live) = self
+                .live_services
+                .for_page(
+                    &self.backends,
+                    cursor.map(|c| c.snapshot),
+                    deployments.iter().map(|d| d.service_id),
+                )
+                .await
+                .map_err(Shared::registry_down)?;
+            snapshot = taken;
             for d in &mut deployments {
                 d.service_removed = !live.contains(&d.service_id);
             }
@@ -242,6 +260,13 @@ impl Shared {
                 deployments.retain(|d| !d.service_removed);
             }
         }
+        let next_page_token = match rows.last() {
+            Some(last) if more => paging::encode(&DeploymentsCursor {
+                after: last.id,
+                snapshot,
+            }),
+            _ => String::new(),
+        };
         Ok(pb::ListDeploymentsResponse {
             deployments,
             next_page_token,
@@ -289,7 +314,7 @@ impl Shared {
         // failed, its unfinished steps removed, all before the answer. The runner still
         // waits for the script (and stops it at the time limit); its exit no longer
         // changes the outcome.
-        if row.status == DeploymentStatus::Running.as_str() {
+        if row.status == DeploymentStatus::Running {
             let ended = self.store.end_deployment(id, &Outcome::Exited, None, false).await;
             row = ended.map_err(internal)?.unwrap_or(row);
             tracing::info!(id, status = %row.status, script_running = self.queue.runs_here(id), "deployment finished");

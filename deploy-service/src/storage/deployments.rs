@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::model::Status;
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "deployments")]
 pub struct Model {
@@ -12,8 +14,8 @@ pub struct Model {
     pub origin: String,
     pub user: String,
     pub context: Json,
-    /// queued, running, succeeded, failed or cancelled
-    pub status: String,
+    /// queued, running, succeeded, failed or cancelled (stored as these names)
+    pub status: Status,
     /// When the deployment was accepted (fastDeploy's `started`).
     pub started: Option<DateTimeUtc>,
     pub finished: Option<DateTimeUtc>,

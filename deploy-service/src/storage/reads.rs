@@ -58,7 +58,7 @@ impl Store {
     pub async fn deployments_in(&self, status: Status, limit: u64) -> Result<Vec<deployments::Model>, DbErr> {
         let limit = limit.min(i64::MAX as u64);
         deployments::Entity::find()
-            .filter(deployments::Column::Status.eq(status.as_str()))
+            .filter(deployments::Column::Status.eq(status))
             .order_by_asc(deployments::Column::Id)
             .limit(limit)
             .all(&self.db)
@@ -71,7 +71,7 @@ impl Store {
     pub async fn last_succeeded_steps(&self, service_id: i64) -> Result<Vec<steps::Model>, DbErr> {
         let last = deployments::Entity::find()
             .filter(deployments::Column::ServiceId.eq(service_id))
-            .filter(deployments::Column::Status.eq(Status::Succeeded.as_str()))
+            .filter(deployments::Column::Status.eq(Status::Succeeded))
             .order_by_desc(deployments::Column::Id)
             .one(&self.db)
             .await?;

@@ -91,37 +91,28 @@ pub fn decode<C: Cursor>(token: &str) -> Result<Option<C>, InvalidPageToken> {
     }
 }
 
-/// Keyset cursor of a list in ascending id order: the last id of the previous page.
+/// Keyset cursor of `ListServices` (ascending id order): the last id of the previous
+/// page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AfterId<const LIST: u8>(pub i64);
+pub struct ServicesCursor(pub i64);
 
-/// Which id-ordered list an [`AfterId`] belongs to.
-pub mod lists {
-    pub const DEPLOYMENTS: u8 = 1;
-    pub const SERVICES: u8 = 2;
-}
-
-/// `ListDeployments`' cursor.
-pub type DeploymentsCursor = AfterId<{ lists::DEPLOYMENTS }>;
-/// `ListServices`' cursor.
-pub type ServicesCursor = AfterId<{ lists::SERVICES }>;
-
-impl<const LIST: u8> Cursor for AfterId<LIST> {
-    const LIST: &'static str = match LIST {
-        lists::DEPLOYMENTS => "deployments",
-        lists::SERVICES => "services",
-        _ => "ids",
-    };
+impl Cursor for ServicesCursor {
+    const LIST: &'static str = "services";
 
     fn to_key(&self) -> String {
         self.0.to_string()
     }
 
     fn from_key(key: &str) -> Option<Self> {
-        // Only the canonical form: no sign, no leading zeros.
-        let id: i64 = key.parse().ok()?;
-        (id >= 0 && id.to_string() == key).then_some(AfterId(id))
+        canonical_u63(key).map(ServicesCursor)
     }
+}
+
+/// A non-negative integer written as `to_string` writes it (no sign, no leading
+/// zeros), so that one cursor has one token.
+pub fn canonical_u63(text: &str) -> Option<i64> {
+    let n: i64 = text.parse().ok()?;
+    (n >= 0 && n.to_string() == text).then_some(n)
 }
 
 /// One page of `rows` fetched with one row more than `size`: the page, and the token
@@ -140,39 +131,58 @@ pub fn split_page<T, C: Cursor>(mut rows: Vec<T>, size: u32, cursor: impl Fn(&T)
 mod tests {
     use super::*;
 
+    /// Another list's cursor, with any key.
+    #[derive(Debug, PartialEq)]
+    struct Other(String);
+
+    impl Cursor for Other {
+        const LIST: &'static str = "other";
+        fn to_key(&self) -> String {
+            self.0.clone()
+        }
+        fn from_key(key: &str) -> Option<Self> {
+            Some(Other(key.to_owned()))
+        }
+    }
+
     #[test]
-    fn id_cursors_round_trip_and_are_opaque() {
-        let token = encode::<DeploymentsCursor>(&AfterId(42));
+    fn cursors_round_trip_and_are_opaque() {
+        let token = encode(&ServicesCursor(42));
         assert!(
             token
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
         assert_ne!(token, "42");
-        assert_eq!(decode::<DeploymentsCursor>(&token), Ok(Some(AfterId(42))));
-        assert_eq!(decode::<DeploymentsCursor>(""), Ok(None));
+        assert_eq!(decode::<ServicesCursor>(&token), Ok(Some(ServicesCursor(42))));
+        assert_eq!(decode::<ServicesCursor>(""), Ok(None));
+        assert_eq!(
+            decode::<Other>(&encode(&Other("a:b".into()))),
+            Ok(Some(Other("a:b".into())))
+        );
     }
 
     #[test]
     fn a_token_of_another_list_or_changed_is_refused() {
-        let services = encode::<ServicesCursor>(&AfterId(7));
-        assert_eq!(decode::<DeploymentsCursor>(&services), Err(InvalidPageToken));
+        let other = encode(&Other("7".into()));
+        assert_eq!(decode::<ServicesCursor>(&other), Err(InvalidPageToken));
+        assert_eq!(decode::<Other>(&encode(&ServicesCursor(7))), Err(InvalidPageToken));
         let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
         for bad in [
             "42".to_owned(),
             "garbage!".into(),
             b64("not-a-cursor"),
-            b64("2:deployments:7"),
-            b64("1:deployments:"),
-            b64("1:deployments:-7"),
-            b64("1:deployments:007"),
-            b64("1:deployments:+7"),
-            b64("1:deployments:7x"),
-            b64("1:deployments:99999999999999999999"),
-            format!("{}=", encode::<DeploymentsCursor>(&AfterId(7))),
+            b64("2:services:7"),
+            b64("1:services:"),
+            b64("1:services:-7"),
+            b64("1:services:007"),
+            b64("1:services:+7"),
+            b64("1:services:7x"),
+            b64("1:services:99999999999999999999"),
+            format!("{}=", encode(&ServicesCursor(7))),
             "A".repeat(10_000),
         ] {
-            assert_eq!(decode::<DeploymentsCursor>(&bad), Err(InvalidPageToken), "{bad:?}");
+            assert_eq!(decode::<ServicesCursor>(&bad), Err(InvalidPageToken), "{bad:?}");
         }
         let status = tonic::Status::from(InvalidPageToken);
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -190,10 +200,12 @@ mod tests {
 
     #[test]
     fn pages_split_one_row_past_the_size() {
-        let cursor = |id: &i64| -> DeploymentsCursor { AfterId(*id) };
-        assert_eq!(split_page(vec![1, 2], 2, cursor), (vec![1, 2], String::new()));
-        let (rows, next) = split_page(vec![1, 2, 3], 2, cursor);
+        assert_eq!(
+            split_page(vec![1, 2], 2, |id: &i64| ServicesCursor(*id)),
+            (vec![1, 2], String::new())
+        );
+        let (rows, next) = split_page(vec![1, 2, 3], 2, |id: &i64| ServicesCursor(*id));
         assert_eq!(rows, [1, 2]);
-        assert_eq!(decode::<DeploymentsCursor>(&next), Ok(Some(AfterId(2))));
+        assert_eq!(decode::<ServicesCursor>(&next), Ok(Some(ServicesCursor(2))));
     }
 }
