@@ -214,8 +214,8 @@ impl ServicesCache {
         self: &Arc<Self>,
         token: &str,
         claims: &Claims,
-        fetch: impl std::future::Future<Output = Result<Bytes, ApiError>>,
-    ) -> Result<Bytes, ApiError> {
+        fetch: impl std::future::Future<Output = Result<Bytes, crate::error::ApiError>>,
+    ) -> Result<Bytes, crate::error::ApiError> {
         match self.lookup(token, claims) {
             Lookup::Hit(body) => Ok(body),
             Lookup::Miss(ticket) => {
