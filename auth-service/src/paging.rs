@@ -19,6 +19,13 @@ pub struct Cursor {
     pub id: String,
 }
 
+impl Cursor {
+    /// The cursor in a page token this list gave (`None` for anything else).
+    pub fn decode(token: &str) -> Option<Cursor> {
+        paging::decode::<Cursor>(token).ok().flatten()
+    }
+}
+
 impl paging::Cursor for Cursor {
     const LIST: &'static str = "tokens";
 
