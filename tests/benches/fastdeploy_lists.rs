@@ -6,6 +6,9 @@
 //! while reading, and its peak from `/proc/PID/status`). Prints figures; asserts only
 //! that the answers are whole. `SLIPWAY_BENCH_BACKEND=postgres` runs on PostgreSQL,
 //! `SLIPWAY_BENCH_DEPLOYMENTS=N` and `SLIPWAY_BENCH_SERVICES=N` change the counts.
+//! `SLIPWAY_BENCH_COMPARE_WITH=<gateway binary>` (e.g. one built from an earlier commit)
+//! also reads the three lists through that gateway, against the same backends, and
+//! prints whether its bytes are the same.
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -195,6 +198,73 @@ fn main() {
         let listed = measure(&stack, pid, "/services/", &admin).await;
         assert_eq!(listed as u64, services);
         measure(&stack, pid, &format!("/steps/?deployment_id={template}"), &admin).await;
+        if let Ok(other) = std::env::var("SLIPWAY_BENCH_COMPARE_WITH") {
+            compare(&stack, &other, &admin, template).await;
+        }
         stack.stop();
     });
+}
+
+/// Reads the lists through this stack's gateway and through the gateway binary
+/// `other` started against the same backends; prints whether the bytes agree.
+async fn compare(stack: &Stack, other: &str, token: &str, template: i64) {
+    let dir = stack.dir.path();
+    let addr_file = dir.join("other-gateway.addr");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.join("other-gateway.log")).unwrap();
+    let mut child = std::process::Command::new(other)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--addr-file"])
+        .arg(&addr_file)
+        .args(["--auth-url", &format!("http://{}", stack.auth)])
+        .args(["--registry-url", &format!("http://{}", stack.registry)])
+        .args(["--deploy-url", &format!("http://{}", stack.deploy)])
+        .arg("--credential-file")
+        .arg(dir.join("gateway.key"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&addr_file).map_or(true, |t| t.trim().is_empty()) {
+        assert!(Instant::now() < deadline, "the other gateway did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    for path in [
+        "/deployments/".to_owned(),
+        "/services/".to_owned(),
+        format!("/steps/?deployment_id={template}"),
+    ] {
+        let mut bodies = Vec::new();
+        for base in [stack.url(""), format!("http://127.0.0.1:{port}")] {
+            let response = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let content_type = response.headers().get("content-type").cloned();
+            bodies.push((status, content_type, response.bytes().await.unwrap()));
+        }
+        println!(
+            "GET {path}: this gateway {} {:?} {} bytes, {other}: {} {:?} {} bytes; identical: {}",
+            bodies[0].0,
+            bodies[0].1,
+            bodies[0].2.len(),
+            bodies[1].0,
+            bodies[1].1,
+            bodies[1].2.len(),
+            bodies[0] == bodies[1]
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
