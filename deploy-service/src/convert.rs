@@ -47,7 +47,7 @@ pub fn step(row: &steps::Model) -> pb::Step {
 pub fn deployment(row: &deployments::Model, steps: &[steps::Model]) -> pb::Deployment {
     pb::Deployment {
         id: row.id,
-        service_id: row.service_id,
+        service_id: row.service_id.0,
         service: row.service.clone(),
         origin: row.origin.clone(),
         user: row.user.clone(),

@@ -2,7 +2,7 @@
 //! what a step may hold, and how a run ended.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{DeriveActiveEnum, EnumIter, Iterable, entity::prelude::StringLen};
+use sea_orm::{DeriveActiveEnum, DeriveValueType, EnumIter, Iterable, entity::prelude::StringLen};
 
 /// The name of the step every failed or cancelled deployment ends with.
 pub const FAILED_STEP: &str = "failed step";
@@ -18,6 +18,11 @@ pub const MAX_NAME_CHARS: usize = 255;
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
+
+/// A service's id in the registry, as deployments name their service: never to be
+/// taken for a deployment's id (the proto messages carry it as a plain integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DeriveValueType)]
+pub struct ServiceId(pub i64);
 
 /// A deployment's status, stored (the `deployments.status` column) as its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]

@@ -19,7 +19,10 @@ use std::{
 
 use common::paging::{Cursor, canonical_u63};
 
-use crate::backends::{BackendError, Backends};
+use crate::{
+    backends::{BackendError, Backends},
+    model::ServiceId,
+};
 
 /// How long a snapshot serves the pages of its listing.
 const FRESH_FOR: Duration = Duration::from_secs(10);
@@ -53,7 +56,7 @@ impl Cursor for DeploymentsCursor {
 struct Snapshot {
     id: u64,
     taken: Instant,
-    ids: Arc<HashSet<i64>>,
+    ids: Arc<HashSet<ServiceId>>,
 }
 
 #[derive(Default)]
@@ -70,8 +73,8 @@ impl LiveServices {
         &self,
         backends: &Backends,
         snapshot: Option<u64>,
-        services: impl Iterator<Item = i64>,
-    ) -> Result<(u64, Arc<HashSet<i64>>), BackendError> {
+        services: impl Iterator<Item = ServiceId>,
+    ) -> Result<(u64, Arc<HashSet<ServiceId>>), BackendError> {
         if let Some(wanted) = snapshot {
             let kept = {
                 let snapshots = self.snapshots.lock().unwrap_or_else(PoisonError::into_inner);

@@ -26,7 +26,7 @@ use self::{
 use crate::{
     backends::Backends,
     convert,
-    model::{Outcome, Report, Status as DeploymentStatus},
+    model::{Outcome, Report, ServiceId, Status as DeploymentStatus},
     plan,
     queue::Queue,
     storage::{EventFilter, NewDeployment, ReportRefused, Store, deployments},
@@ -248,13 +248,13 @@ impl Shared {
                 .for_page(
                     &self.backends,
                     cursor.map(|c| c.snapshot),
-                    deployments.iter().map(|d| d.service_id),
+                    deployments.iter().map(|d| ServiceId(d.service_id)),
                 )
                 .await
                 .map_err(Shared::registry_down)?;
             snapshot = taken;
             for d in &mut deployments {
-                d.service_removed = !live.contains(&d.service_id);
+                d.service_removed = !live.contains(&ServiceId(d.service_id));
             }
             if !include_removed {
                 deployments.retain(|d| !d.service_removed);

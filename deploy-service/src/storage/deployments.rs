@@ -2,14 +2,14 @@
 
 use sea_orm::entity::prelude::*;
 
-use crate::model::Status;
+use crate::model::{ServiceId, Status};
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "deployments")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    pub service_id: i64,
+    pub service_id: ServiceId,
     pub service: String,
     pub origin: String,
     pub user: String,

@@ -13,14 +13,14 @@ use serde_json::Value;
 use super::{Store, deployments, events, steps};
 use crate::{
     convert,
-    model::{FAILED_STEP, Outcome, Report, Status, StepState, now},
+    model::{FAILED_STEP, Outcome, Report, ServiceId, Status, StepState, now},
     steps as machine,
 };
 
 /// What a new deployment is made of.
 #[derive(Debug, Clone)]
 pub struct NewDeployment {
-    pub service_id: i64,
+    pub service_id: ServiceId,
     pub service: String,
     pub origin: String,
     pub user: String,
