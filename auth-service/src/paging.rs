@@ -1,18 +1,14 @@
 //! ListTokens pages. Tokens are listed newest first (creation time, then id, both
 //! descending); a page token names the last token of the previous page by that key
 //! (keyset pagination), so pages never skip or repeat a token while others are minted.
-//! The token is opaque to callers (URL-safe base64); one this service did not give is
+//! The token is opaque to callers (`common::paging`); one this list did not give is
 //! INVALID_ARGUMENT.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
+use common::paging;
 
 use crate::storage::{Store, StoreError, TokenFilter, tokens};
 
-/// Tokens per page when the caller asks for none (0).
-pub const DEFAULT_PAGE: u32 = 100;
-/// The largest page; bigger requests get this many.
-pub const MAX_PAGE: u32 = 1000;
 /// Token ids are UUIDs; anything much longer did not come from this service.
 const MAX_ID_LEN: usize = 128;
 
@@ -24,24 +20,27 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// `"<seconds>.<nanoseconds>:<id>"`, base64url without padding.
-    pub fn encode(&self) -> String {
-        let plain = format!(
+    /// The cursor in a page token this list gave (`None` for anything else).
+    pub fn decode(token: &str) -> Option<Cursor> {
+        paging::decode::<Cursor>(token).ok().flatten()
+    }
+}
+
+impl paging::Cursor for Cursor {
+    const LIST: &'static str = "tokens";
+
+    /// `"<seconds>.<nanoseconds>:<id>"`.
+    fn to_key(&self) -> String {
+        format!(
             "{}.{:09}:{}",
             self.created_at.timestamp(),
             self.created_at.timestamp_subsec_nanos(),
             self.id
-        );
-        URL_SAFE_NO_PAD.encode(plain)
+        )
     }
 
-    /// The cursor in a page token, or `None` when the text is not one `encode` made.
-    pub fn decode(token: &str) -> Option<Cursor> {
-        if token.len() > 4 * MAX_ID_LEN {
-            return None;
-        }
-        let plain = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
-        let (at, id) = plain.split_once(':')?;
+    fn from_key(key: &str) -> Option<Cursor> {
+        let (at, id) = key.split_once(':')?;
         let (seconds, nanos) = at.split_once('.')?;
         if nanos.len() != 9 || id.is_empty() || id.len() > MAX_ID_LEN {
             return None;
@@ -54,14 +53,6 @@ impl Cursor {
     }
 }
 
-/// The page size to use for a requested one.
-pub fn page_size(requested: u32) -> u32 {
-    match requested {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    }
-}
-
 /// One page of the tokens matching `filter`, after `after`, and the page token of the
 /// next page (empty when this is the last).
 pub async fn page(
@@ -70,25 +61,19 @@ pub async fn page(
     after: Option<&Cursor>,
     requested_size: u32,
 ) -> Result<(Vec<tokens::Model>, String), StoreError> {
-    let size = page_size(requested_size) as usize;
+    let size = paging::TOKENS.of(requested_size);
     // One more than the page says whether another page follows.
-    let mut rows = store.list_tokens_page(filter, after, Some(size as u64 + 1)).await?;
-    let mut next_page_token = String::new();
-    if rows.len() > size {
-        rows.truncate(size);
-        if let Some(last) = rows.last() {
-            next_page_token = Cursor {
-                created_at: last.created_at,
-                id: last.id.clone(),
-            }
-            .encode();
-        }
-    }
-    Ok((rows, next_page_token))
+    let rows = store.list_tokens_page(filter, after, Some(u64::from(size) + 1)).await?;
+    Ok(paging::split_page(rows, size, |last| Cursor {
+        created_at: last.created_at,
+        id: last.id.clone(),
+    }))
 }
 
 #[cfg(test)]
 mod tests {
+    use common::paging::{InvalidPageToken, decode, encode};
+
     use super::*;
 
     #[test]
@@ -98,26 +83,26 @@ mod tests {
             created_at,
             id: "0b8e6f0e-2f6a-4c55-9d51-0c1f3b0f6c2a".into(),
         };
-        let token = cursor.encode();
+        let token = encode(&cursor);
         assert!(
             token
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
-        assert_eq!(Cursor::decode(&token), Some(cursor));
+        assert_eq!(decode::<Cursor>(&token), Ok(Some(cursor)));
         let whole_second = Cursor {
             created_at: DateTime::from_timestamp(0, 0).unwrap(),
             id: "x".into(),
         };
-        assert_eq!(Cursor::decode(&whole_second.encode()), Some(whole_second));
+        assert_eq!(decode::<Cursor>(&encode(&whole_second)), Ok(Some(whole_second)));
     }
 
     #[test]
     fn anything_else_is_refused() {
-        let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let b64 = |s: &str| URL_SAFE_NO_PAD.encode(format!("1:tokens:{s}"));
         for bad in [
-            String::new(),
-            "garbage!".into(),
+            "garbage!".to_owned(),
             "42".into(),
             b64("no-separator"),
             b64("12.123456789:"),
@@ -125,16 +110,11 @@ mod tests {
             b64("twelve.123456789:id"),
             b64("12.999999999999:id"),
             b64(&format!("12.123456789:{}", "x".repeat(MAX_ID_LEN + 1))),
+            // A deployments list's token.
+            URL_SAFE_NO_PAD.encode("1:deployments:7"),
             "A".repeat(10_000),
         ] {
-            assert_eq!(Cursor::decode(&bad), None, "{bad:?}");
+            assert_eq!(decode::<Cursor>(&bad), Err(InvalidPageToken), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn page_sizes_default_and_cap() {
-        assert_eq!(page_size(0), DEFAULT_PAGE);
-        assert_eq!(page_size(7), 7);
-        assert_eq!(page_size(u32::MAX), MAX_PAGE);
     }
 }

@@ -645,13 +645,7 @@ impl AuthService for AuthApi {
             created_by: non_empty(r.created_by),
             include_revoked: r.include_revoked,
         };
-        let after = match r.page_token.as_str() {
-            "" => None,
-            token => Some(
-                Cursor::decode(token)
-                    .ok_or_else(|| ErrorCode::InvalidArgument.status("page_token is not one this service gave"))?,
-            ),
-        };
+        let after = common::paging::decode::<Cursor>(&r.page_token)?;
         let (rows, next_page_token) = paging::page(&self.store, &filter, after.as_ref(), r.page_size)
             .await
             .map_err(internal)?;

@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use tonic::{Code, transport::Channel};
 
-use crate::convert;
+use crate::{convert, model::ServiceId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -36,7 +36,7 @@ fn backend_error(service: &'static str, status: &tonic::Status) -> BackendError 
 /// A service as the registry knows it.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    pub id: i64,
+    pub id: ServiceId,
     pub name: String,
     /// Its config.json.
     pub data: Value,
@@ -86,7 +86,7 @@ impl Backends {
             Ok(service) => {
                 let service = service.into_inner();
                 Ok(Some(ServiceConfig {
-                    id: service.id,
+                    id: ServiceId(service.id),
                     name: service.name,
                     data: service
                         .data
@@ -101,7 +101,7 @@ impl Backends {
     }
 
     /// Whether the registry still has the service with this id.
-    pub async fn service_exists(&self, id: i64) -> Result<bool, BackendError> {
+    pub async fn service_exists(&self, ServiceId(id): ServiceId) -> Result<bool, BackendError> {
         let request = self.credential.request(registry::GetServiceRequest {
             key: Some(registry::get_service_request::Key::Id(id)),
         });
@@ -113,7 +113,7 @@ impl Backends {
     }
 
     /// The ids of every service the registry has.
-    pub async fn service_ids(&self) -> Result<HashSet<i64>, BackendError> {
+    pub async fn service_ids(&self) -> Result<HashSet<ServiceId>, BackendError> {
         let mut ids = HashSet::new();
         let mut page_token = String::new();
         loop {
@@ -128,7 +128,7 @@ impl Backends {
                 .await
                 .map_err(|s| backend_error("registry", &s))?
                 .into_inner();
-            ids.extend(page.services.iter().map(|s| s.id));
+            ids.extend(page.services.iter().map(|s| ServiceId(s.id)));
             if page.next_page_token.is_empty() || page.next_page_token == page_token {
                 return Ok(ids);
             }

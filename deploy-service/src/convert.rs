@@ -20,14 +20,13 @@ pub fn from_timestamp(at: &wkt::Timestamp) -> Option<chrono::DateTime<chrono::Ut
     chrono::DateTime::try_from(*at).ok()
 }
 
-pub fn status(text: &str) -> pb::DeploymentStatus {
-    match Status::parse(text) {
-        Some(Status::Queued) => pb::DeploymentStatus::Queued,
-        Some(Status::Running) => pb::DeploymentStatus::Running,
-        Some(Status::Succeeded) => pb::DeploymentStatus::Succeeded,
-        Some(Status::Failed) => pb::DeploymentStatus::Failed,
-        Some(Status::Cancelled) => pb::DeploymentStatus::Cancelled,
-        None => pb::DeploymentStatus::Unspecified,
+pub fn status(status: Status) -> pb::DeploymentStatus {
+    match status {
+        Status::Queued => pb::DeploymentStatus::Queued,
+        Status::Running => pb::DeploymentStatus::Running,
+        Status::Succeeded => pb::DeploymentStatus::Succeeded,
+        Status::Failed => pb::DeploymentStatus::Failed,
+        Status::Cancelled => pb::DeploymentStatus::Cancelled,
     }
 }
 
@@ -48,14 +47,14 @@ pub fn step(row: &steps::Model) -> pb::Step {
 pub fn deployment(row: &deployments::Model, steps: &[steps::Model]) -> pb::Deployment {
     pb::Deployment {
         id: row.id,
-        service_id: row.service_id,
+        service_id: row.service_id.0,
         service: row.service.clone(),
         origin: row.origin.clone(),
         user: row.user.clone(),
         started: row.started.map(timestamp),
         finished: row.finished.map(timestamp),
         context: Some(to_struct(&row.context).unwrap_or_default()),
-        status: status(&row.status) as i32,
+        status: status(row.status) as i32,
         steps: steps.iter().map(step).collect(),
         failure_reason: row.failure_reason.clone().unwrap_or_default(),
         run_started: row.run_started.map(timestamp),

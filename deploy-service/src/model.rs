@@ -2,6 +2,7 @@
 //! what a step may hold, and how a run ended.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{DeriveActiveEnum, DeriveValueType, EnumIter, Iterable, entity::prelude::StringLen};
 
 /// The name of the step every failed or cancelled deployment ends with.
 pub const FAILED_STEP: &str = "failed step";
@@ -18,12 +19,24 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A service's id in the registry, as deployments name their service: never to be
+/// taken for a deployment's id (the proto messages carry it as a plain integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DeriveValueType)]
+pub struct ServiceId(pub i64);
+
+/// A deployment's status, stored (the `deployments.status` column) as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 pub enum Status {
+    #[sea_orm(string_value = "queued")]
     Queued,
+    #[sea_orm(string_value = "running")]
     Running,
+    #[sea_orm(string_value = "succeeded")]
     Succeeded,
+    #[sea_orm(string_value = "failed")]
     Failed,
+    #[sea_orm(string_value = "cancelled")]
     Cancelled,
 }
 
@@ -39,15 +52,19 @@ impl Status {
     }
 
     pub fn parse(text: &str) -> Option<Status> {
-        [
-            Status::Queued,
-            Status::Running,
-            Status::Succeeded,
-            Status::Failed,
-            Status::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Status::iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

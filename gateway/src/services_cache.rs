@@ -51,7 +51,6 @@
 //! process could go unseen.
 
 use std::{
-    future::Future,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -70,7 +69,7 @@ use proto::registry::v1::WatchServicesRequest;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{backends::Backends, error::ApiError, fastdeploy::auth::with_token};
+use crate::{backends::Backends, fastdeploy::auth::with_token};
 
 /// How often the subscription's token is checked against revocations.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -131,6 +130,30 @@ impl std::fmt::Debug for ServicesCache {
     }
 }
 
+/// What the cache says to a read of the list.
+pub enum Lookup {
+    /// The list, cached.
+    Hit(Bytes),
+    /// Not cached: fetch it; store it with the ticket, if any.
+    Miss(Option<Ticket>),
+}
+
+/// Leave to store one list fetched after a lookup; it is stored only if nothing
+/// changed since the lookup and the subscription is still live.
+pub struct Ticket {
+    cache: Arc<ServicesCache>,
+    generation: u64,
+}
+
+impl Ticket {
+    pub fn store(self, body: Bytes) {
+        let mut state = self.cache.lock();
+        if state.generation == self.generation && state.watch == Watch::Live {
+            state.body = Some(body);
+        }
+    }
+}
+
 impl ServicesCache {
     pub fn new(backends: Backends, verifier: Arc<RemoteVerifier>, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(ServicesCache {
@@ -146,21 +169,17 @@ impl ServicesCache {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The services list's body: the cached one when it may answer, else `fetch`'s
-    /// (stored when it may be). The caller has already verified `token` and checked it
-    /// may read the list; `claims` are its claims.
-    pub async fn get_or_fetch(
-        self: &Arc<Self>,
-        token: &str,
-        claims: &Claims,
-        fetch: impl Future<Output = Result<Bytes, ApiError>>,
-    ) -> Result<Bytes, ApiError> {
+    /// The cached list when it may answer; else a miss, with a ticket to store the list
+    /// about to be fetched when the cache may keep it (the subscription was live
+    /// before the fetch began). The caller has already verified `token` and checked it
+    /// may read the list; `claims` are its claims. Opens the subscription when due.
+    pub fn lookup(self: &Arc<Self>, token: &str, claims: &Claims) -> Lookup {
         let (generation, live, subscribe) = {
             let mut state = self.lock();
             if state.watch == Watch::Live
                 && let Some(body) = &state.body
             {
-                return Ok(body.clone());
+                return Lookup::Hit(body.clone());
             }
             let subscribe = self.may_open(state.watch) && may_subscribe(claims);
             if subscribe {
@@ -171,14 +190,31 @@ impl ServicesCache {
         if subscribe {
             tokio::spawn(self.clone().follow(token.to_owned(), claims.exp));
         }
-        let body = fetch.await?;
-        if live {
-            let mut state = self.lock();
-            if state.generation == generation && state.watch == Watch::Live {
-                state.body = Some(body.clone());
+        Lookup::Miss(live.then(|| Ticket {
+            cache: self.clone(),
+            generation,
+        }))
+    }
+
+    /// The services list's body: the cached one when it may answer, else `fetch`'s
+    /// (stored when it may be).
+    #[cfg(test)]
+    pub async fn get_or_fetch(
+        self: &Arc<Self>,
+        token: &str,
+        claims: &Claims,
+        fetch: impl std::future::Future<Output = Result<Bytes, crate::error::ApiError>>,
+    ) -> Result<Bytes, crate::error::ApiError> {
+        match self.lookup(token, claims) {
+            Lookup::Hit(body) => Ok(body),
+            Lookup::Miss(ticket) => {
+                let body = fetch.await?;
+                if let Some(ticket) = ticket {
+                    ticket.store(body.clone());
+                }
+                Ok(body)
             }
         }
-        Ok(body)
     }
 
     /// Empties the cache (the subscription stays).
@@ -273,6 +309,8 @@ pub async fn invalidate_on_write(State(cache): State<Arc<ServicesCache>>, reques
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
+
     fn cache() -> Arc<ServicesCache> {
         let config = <crate::Config as clap::Parser>::parse_from(["gateway"]);
         let backends = Backends::new(&config).unwrap();

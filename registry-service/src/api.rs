@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use common::authz::Caller;
+use common::{
+    authz::Caller,
+    paging::{self, ServicesCursor},
+};
 use proto::registry::v1::{self as pb, registry_service_server::RegistryService};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -50,9 +53,6 @@ impl RegistryApi {
 
 type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
-/// The largest page ListServices returns when asked for more (or for no limit).
-const MAX_PAGE: u32 = 1000;
-
 #[tonic::async_trait]
 impl RegistryService for RegistryApi {
     /// Allowed with SERVICES_READ, and to the deploy service without a token (it hides
@@ -62,28 +62,15 @@ impl RegistryService for RegistryApi {
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
         let pb::ListServicesRequest { page_size, page_token } = request.into_inner();
-        let after = match page_token.as_str() {
-            "" => 0,
-            token => token
-                .parse::<i64>()
-                .map_err(|_| RegistryError::InvalidArgument("page_token is not one this service gave".into()))?,
-        };
-        let size = if page_size == 0 {
-            MAX_PAGE
-        } else {
-            page_size.min(MAX_PAGE)
-        };
+        let after = paging::decode::<ServicesCursor>(&page_token)?.map_or(0, |ServicesCursor(id)| id);
+        let size = paging::SERVICES.of(page_size);
         let rows = self
             .store
             .list_services_page(after, Some(u64::from(size) + 1))
             .await
             .map_err(RegistryError::from)?;
-        let more = rows.len() > size as usize;
-        let services: Vec<pb::Service> = rows.iter().take(size as usize).map(convert::service).collect();
-        let next_page_token = match (more, services.last()) {
-            (true, Some(last)) => last.id.to_string(),
-            _ => String::new(),
-        };
+        let (rows, next_page_token) = paging::split_page(rows, size, |s| ServicesCursor(s.id));
+        let services: Vec<pb::Service> = rows.iter().map(convert::service).collect();
         Ok(Response::new(pb::ListServicesResponse {
             services,
             next_page_token,

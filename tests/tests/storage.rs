@@ -231,7 +231,7 @@ async fn deploy_store_deployments(backend: Backend) {
     let store = Store::open(&db.url).await.unwrap();
     let mut live = store.subscribe();
     let new = |service: &str, steps: &[&str]| NewDeployment {
-        service_id: 7,
+        service_id: deploy_service::model::ServiceId(7),
         service: service.into(),
         origin: "github".into(),
         user: "alice".into(),
@@ -314,7 +314,13 @@ async fn deploy_store_deployments(backend: Backend) {
     assert_eq!(again, ended, "an ended deployment stays as it ended");
 
     // Only a succeeded deployment plans the next one, removed steps included.
-    assert!(store.last_succeeded_steps(7).await.unwrap().is_empty());
+    assert!(
+        store
+            .last_succeeded_steps(deploy_service::model::ServiceId(7))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let (d2, _) = store.create_deployment(new("alpha", &["a", "b"])).await.unwrap();
     store.start_run(d2.id, "runner-1").await.unwrap().unwrap();
     store.apply_reports(d2.id, &[report("a", "success")]).await.unwrap();
@@ -324,7 +330,10 @@ async fn deploy_store_deployments(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(ok.status, "succeeded");
-    let last = store.last_succeeded_steps(7).await.unwrap();
+    let last = store
+        .last_succeeded_steps(deploy_service::model::ServiceId(7))
+        .await
+        .unwrap();
     assert_eq!(
         last.iter().map(|s| (s.name.as_str(), s.removed)).collect::<Vec<_>>(),
         [("a", false), ("b", true)]

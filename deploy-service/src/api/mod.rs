@@ -4,11 +4,12 @@
 
 mod access;
 mod batcher;
+mod live_services;
 mod watch;
 
 use std::{path::PathBuf, sync::Arc};
 
-use common::{authz, error::ErrorCode};
+use common::{authz, error::ErrorCode, paging};
 use proto::deploy::v1::{self as pb, deploy_service_server::DeployService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -17,11 +18,12 @@ use tonic::{Request, Response, Status};
 use self::{
     access::{Caller, not_found},
     batcher::{Batcher, Refusal},
+    live_services::{DeploymentsCursor, LiveServices},
 };
 use crate::{
     backends::Backends,
     convert,
-    model::{Outcome, Report, Status as DeploymentStatus},
+    model::{Outcome, Report, ServiceId, Status as DeploymentStatus},
     plan,
     queue::Queue,
     storage::{EventFilter, NewDeployment, ReportRefused, Store, deployments},
@@ -29,8 +31,6 @@ use crate::{
 
 /// Largest context (`{"env": …}` as JSON) a deployment may carry.
 const MAX_CONTEXT_BYTES: usize = 64 * 1024;
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
 
 pub struct DeployApi {
     inner: Arc<Shared>,
@@ -41,6 +41,8 @@ struct Shared {
     backends: Backends,
     queue: Queue,
     reports: Batcher,
+    /// Snapshots of the registry's services for listings in progress.
+    live_services: LiveServices,
     services_dir: PathBuf,
     default_timeout_secs: u64,
     shutdown: CancellationToken,
@@ -75,6 +77,7 @@ impl DeployApi {
         DeployApi {
             inner: Arc::new(Shared {
                 reports: Batcher::start(parts.store.clone()),
+                live_services: LiveServices::default(),
                 store: parts.store,
                 backends: parts.backends,
                 queue: parts.queue,
@@ -199,21 +202,12 @@ impl Shared {
         caller: Caller,
         request: pb::ListDeploymentsRequest,
     ) -> Result<pb::ListDeploymentsResponse, Status> {
-        let size = match request.page_size {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let after: i64 = match request.page_token.as_str() {
-            "" => 0,
-            token => token
-                .parse()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ErrorCode::InvalidArgument.status("invalid page_token"))?,
-        };
+        let size = paging::DEPLOYMENTS.of(request.page_size);
+        let cursor = paging::decode::<DeploymentsCursor>(&request.page_token)?;
+        let after = cursor.map_or(0, |c| c.after);
         let include_removed = request.include_removed_services;
         let wanted = (!request.service.is_empty()).then_some(request.service);
-        let mut rows = match &caller {
+        let rows = match &caller {
             Caller::User { .. } => {
                 self.store
                     .list_deployments(wanted.as_deref(), after, u64::from(size) + 1)
@@ -234,23 +228,39 @@ impl Shared {
             }),
         }
         .map_err(internal)?;
-        let mut next_page_token = String::new();
-        if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            next_page_token = rows.last().map(|d| d.id.to_string()).unwrap_or_default();
-        }
+        let mut rows = rows;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
         let mut deployments: Vec<pb::Deployment> = rows.iter().map(|d| convert::deployment(d, &[])).collect();
         // Deployments of removed services are left out (a page may come out short),
-        // or marked when asked for.
+        // or marked when asked for. The listing's snapshot of live services goes on
+        // in its page token.
+        let mut snapshot = 0;
         if !deployments.is_empty() && !matches!(caller, Caller::Deployment { .. }) {
-            let live = self.backends.service_ids().await.map_err(Shared::registry_down)?;
+            let (taken, live) = self
+                .live_services
+                .for_page(
+                    &self.backends,
+                    cursor.map(|c| c.snapshot),
+                    deployments.iter().map(|d| ServiceId(d.service_id)),
+                )
+                .await
+                .map_err(Shared::registry_down)?;
+            snapshot = taken;
             for d in &mut deployments {
-                d.service_removed = !live.contains(&d.service_id);
+                d.service_removed = !live.contains(&ServiceId(d.service_id));
             }
             if !include_removed {
                 deployments.retain(|d| !d.service_removed);
             }
         }
+        let next_page_token = match rows.last() {
+            Some(last) if more => paging::encode(&DeploymentsCursor {
+                after: last.id,
+                snapshot,
+            }),
+            _ => String::new(),
+        };
         Ok(pb::ListDeploymentsResponse {
             deployments,
             next_page_token,
@@ -298,7 +308,7 @@ impl Shared {
         // failed, its unfinished steps removed, all before the answer. The runner still
         // waits for the script (and stops it at the time limit); its exit no longer
         // changes the outcome.
-        if row.status == DeploymentStatus::Running.as_str() {
+        if row.status == DeploymentStatus::Running {
             let ended = self.store.end_deployment(id, &Outcome::Exited, None, false).await;
             row = ended.map_err(internal)?.unwrap_or(row);
             tracing::info!(id, status = %row.status, script_running = self.queue.runs_here(id), "deployment finished");

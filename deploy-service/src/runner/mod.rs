@@ -199,7 +199,7 @@ impl Runner {
         if let Err(error) = self.store.set_exit_code(id, ended.exit_code).await {
             tracing::error!(id, %error, "exit code not stored");
         }
-        let succeeded = row.status == crate::model::Status::Succeeded.as_str();
+        let succeeded = row.status == crate::model::Status::Succeeded;
         if let (true, Outcome::Exited, Some(config)) = (succeeded, &ended.outcome, &collected.deployed_service)
             && let Err(error) = self.backends.publish(id, &row.service, config).await
         {

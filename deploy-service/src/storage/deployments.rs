@@ -2,18 +2,20 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::model::{ServiceId, Status};
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "deployments")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    pub service_id: i64,
+    pub service_id: ServiceId,
     pub service: String,
     pub origin: String,
     pub user: String,
     pub context: Json,
-    /// queued, running, succeeded, failed or cancelled
-    pub status: String,
+    /// queued, running, succeeded, failed or cancelled (stored as these names)
+    pub status: Status,
     /// When the deployment was accepted (fastDeploy's `started`).
     pub started: Option<DateTimeUtc>,
     pub finished: Option<DateTimeUtc>,

@@ -3,7 +3,7 @@
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{Store, deployments, events, steps};
-use crate::model::{Status, StepState};
+use crate::model::{ServiceId, Status, StepState};
 
 /// Which events a watcher wants; empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl Store {
     pub async fn deployments_in(&self, status: Status, limit: u64) -> Result<Vec<deployments::Model>, DbErr> {
         let limit = limit.min(i64::MAX as u64);
         deployments::Entity::find()
-            .filter(deployments::Column::Status.eq(status.as_str()))
+            .filter(deployments::Column::Status.eq(status))
             .order_by_asc(deployments::Column::Id)
             .limit(limit)
             .all(&self.db)
@@ -68,10 +68,10 @@ impl Store {
     /// Every step (removed ones too) of the last succeeded deployment of the service
     /// with this id (a service removed and synced again has a new id, and starts
     /// afresh), in sequence order; empty when it has none.
-    pub async fn last_succeeded_steps(&self, service_id: i64) -> Result<Vec<steps::Model>, DbErr> {
+    pub async fn last_succeeded_steps(&self, service_id: ServiceId) -> Result<Vec<steps::Model>, DbErr> {
         let last = deployments::Entity::find()
             .filter(deployments::Column::ServiceId.eq(service_id))
-            .filter(deployments::Column::Status.eq(Status::Succeeded.as_str()))
+            .filter(deployments::Column::Status.eq(Status::Succeeded))
             .order_by_desc(deployments::Column::Id)
             .one(&self.db)
             .await?;

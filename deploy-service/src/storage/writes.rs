@@ -13,14 +13,14 @@ use serde_json::Value;
 use super::{Store, deployments, events, steps};
 use crate::{
     convert,
-    model::{FAILED_STEP, Outcome, Report, Status, StepState, now},
+    model::{FAILED_STEP, Outcome, Report, ServiceId, Status, StepState, now},
     steps as machine,
 };
 
 /// What a new deployment is made of.
 #[derive(Debug, Clone)]
 pub struct NewDeployment {
-    pub service_id: i64,
+    pub service_id: ServiceId,
     pub service: String,
     pub origin: String,
     pub user: String,
@@ -193,7 +193,7 @@ impl Store {
             origin: Set(new.origin),
             user: Set(new.user),
             context: Set(new.context),
-            status: Set(status.as_str().into()),
+            status: Set(status),
             started: Set(Some(at)),
             run_started: Set(runner_id.map(|_| at)),
             runner_id: Set(runner_id.map(str::to_owned)),
@@ -246,11 +246,11 @@ impl Store {
         let Some(mut deployment) = deployments::Entity::find_by_id(id).one(&txn).await? else {
             return Ok(None);
         };
-        if deployment.status != Status::Queued.as_str() {
+        if deployment.status != Status::Queued {
             return Ok(None);
         }
         let at = now();
-        deployment.status = Status::Running.as_str().into();
+        deployment.status = Status::Running;
         deployment.run_started = Some(at);
         deployment.runner_id = Some(runner_id.to_owned());
         let deployment = save_deployment(&txn, deployment).await?;
@@ -319,11 +319,10 @@ impl Store {
             .one(&txn)
             .await?
             .ok_or(ReportRefused::NotFound)?;
-        if deployment.status == Status::Queued.as_str() {
+        if deployment.status == Status::Queued {
             return Err(ReportRefused::NotStarted);
         }
-        if deployment.status != Status::Running.as_str() || deployment.finished.is_some() || deployment.finish_requested
-        {
+        if deployment.status != Status::Running || deployment.finished.is_some() || deployment.finish_requested {
             return Err(ReportRefused::Finished);
         }
         let mut steps = match cached {
@@ -371,11 +370,10 @@ impl Store {
             .one(&self.db)
             .await?
             .ok_or(ReportRefused::NotFound)?;
-        if deployment.status == Status::Queued.as_str() {
+        if deployment.status == Status::Queued {
             return Err(ReportRefused::NotStarted);
         }
-        if deployment.finished.is_some() || deployment.finish_requested || deployment.status != Status::Running.as_str()
-        {
+        if deployment.finished.is_some() || deployment.finish_requested || deployment.status != Status::Running {
             return Ok(deployment);
         }
         deployment.finish_requested = true;
@@ -401,7 +399,7 @@ impl Store {
         let Some(mut deployment) = deployments::Entity::find_by_id(id).one(&txn).await? else {
             return Ok(None);
         };
-        if only_if_queued && deployment.status != Status::Queued.as_str() {
+        if only_if_queued && deployment.status != Status::Queued {
             return Ok(None);
         }
         if deployment.finished.is_some() {
@@ -445,7 +443,7 @@ impl Store {
             insert_new_steps(&txn, &mut step).await?;
             emitted.step(&step[0], false);
         }
-        deployment.status = status.as_str().into();
+        deployment.status = status;
         deployment.finished = Some(at);
         deployment.failure_reason = reason;
         deployment.exit_code = exit_code.or(deployment.exit_code);

@@ -15,18 +15,21 @@ use proto::deploy::v1::{
     FinishDeploymentRequest, GetDeploymentRequest, ListDeploymentsRequest, ListStepsRequest, ReportStepRequest,
     StartDeploymentRequest,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{auth::with_token, objects};
+use super::{
+    auth::with_token,
+    objects::{self, Detail, JsonPage},
+};
 use crate::{
     error::{ApiError, missing, validation_error},
     interceptor::{Caller, JsonBody},
     server::AppState,
 };
 
-/// Most pages `GET /deployments/` reads from the deploy service for one answer, and
-/// their size (the deploy service's largest).
-const MAX_PAGES: usize = 10_000;
+/// The pages `GET /deployments/` reads from the deploy service: the first small, so
+/// the answer starts at once, then the deploy service's largest.
+const FIRST_PAGE: u32 = 100;
 const PAGE_SIZE: u32 = 1000;
 
 /// A backend refusal on fastDeploy's routes: an invalid token is 401 as fastDeploy
@@ -57,41 +60,40 @@ fn int_param(value: &str, loc: &[&str]) -> Result<i64, ApiError> {
     })
 }
 
-/// `GET /deployments/` (user token): every deployment, without steps, by id.
-pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Json<Value>, ApiError> {
-    let mut deployments = Vec::new();
-    let mut page_token = String::new();
-    for _ in 0..MAX_PAGES {
-        let request = ListDeploymentsRequest {
-            page_token: page_token.clone(),
-            page_size: PAGE_SIZE,
-            ..Default::default()
-        };
-        let page = state
-            .backends
-            .deploy()
-            .list_deployments(with_token(request, &user.token)?)
-            .await
-            .map_err(|s| deploy_error(&s))?
-            .into_inner();
-        deployments.extend(page.deployments);
-        if page.next_page_token.is_empty() || page.next_page_token == page_token {
-            break;
+/// `GET /deployments/` (user token): every deployment, without steps, by id, streamed
+/// page by page (ListDeployments pages come in id order).
+pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Response, ApiError> {
+    let token = user.token;
+    let fetch = move |page_token: String| {
+        let state = state.clone();
+        let token = token.clone();
+        async move {
+            // A small first page answers the first byte soon; then the largest pages.
+            let page_size = if page_token.is_empty() { FIRST_PAGE } else { PAGE_SIZE };
+            let request = ListDeploymentsRequest {
+                page_token,
+                page_size,
+                ..Default::default()
+            };
+            let page = state
+                .backends
+                .deploy()
+                .list_deployments(with_token(request, &token)?)
+                .await
+                .map_err(|s| deploy_error(&s))?
+                .into_inner();
+            JsonPage::new(
+                page.deployments.iter().map(objects::Deployment::new),
+                page.next_page_token,
+            )
         }
-        page_token = page.next_page_token;
-    }
-    deployments.sort_by_key(|d| d.id);
-    deployments.dedup_by_key(|d| d.id);
-    let list = deployments
-        .iter()
-        .map(|d| Value::Object(objects::deployment(d)))
-        .collect();
-    Ok(Json(Value::Array(list)))
+    };
+    objects::json_array("deployments", fetch, None).await
 }
 
 /// `POST /deployments/` (service token): starts a deployment of the token's service
 /// and answers at once with a **StartedDeployment**.
-pub async fn start(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
+pub async fn start(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (mut parts, _) = request.into_parts();
     let JsonBody(body) = JsonBody::from_request_parts(&mut parts, &state).await?;
     let service = Caller::from_request_parts(&mut parts, &state).await?;
@@ -110,10 +112,12 @@ pub async fn start(State(state): State<AppState>, request: Request) -> Result<Js
         .await
         .map_err(|s| deploy_error(&s))?
         .into_inner();
-    let mut started = objects::deployment(&deployment);
     let details = format!("{}/deployments/{}", base_url(&parts), deployment.id);
-    started.insert("details".into(), details.into());
-    Ok(Json(Value::Object(started)))
+    Ok(Json(objects::Deployment {
+        details: Some(details),
+        ..objects::Deployment::new(&deployment)
+    })
+    .into_response())
 }
 
 /// `scheme://host` of the request as its client addressed it. `X-Forwarded-Proto` is
@@ -172,7 +176,7 @@ pub async fn get(
         .get_deployment(with_token(request, &service.token)?)
         .await
     {
-        Ok(deployment) => Ok(Json(objects::deployment_with_steps(&deployment.into_inner())).into_response()),
+        Ok(deployment) => Ok(Json(objects::Deployment::with_steps(&deployment.into_inner())).into_response()),
         Err(status) if matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::NotFound) => {
             Ok(wrong_service_token())
         }
@@ -181,7 +185,7 @@ pub async fn get(
 }
 
 /// `PUT /deployments/finish/` (deployment token): finishes the token's deployment.
-pub async fn finish(State(state): State<AppState>, deployment: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn finish(State(state): State<AppState>, deployment: Caller) -> Result<Json<Detail>, ApiError> {
     let id = deployment.claims.deployment.ok_or_else(ApiError::invalid_credentials)?;
     let request = FinishDeploymentRequest { id };
     match state
@@ -190,7 +194,9 @@ pub async fn finish(State(state): State<AppState>, deployment: Caller) -> Result
         .finish_deployment(with_token(request, &deployment.token)?)
         .await
     {
-        Ok(_) => Ok(Json(json!({ "detail": format!("Deployment {id} finished") }))),
+        Ok(_) => Ok(Json(Detail {
+            detail: format!("Deployment {id} finished"),
+        })),
         Err(status) if status.code() == tonic::Code::NotFound => Err(deployment_not_found()),
         Err(status) => Err(deploy_error(&status)),
     }
@@ -201,7 +207,7 @@ pub async fn report_step(
     State(state): State<AppState>,
     deployment: Caller,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Detail>, ApiError> {
     let report = objects::step_report(body)?;
     let request = ReportStepRequest {
         name: report.name,
@@ -216,7 +222,9 @@ pub async fn report_step(
         .report_step(with_token(request, &deployment.token)?)
         .await
     {
-        Ok(_) => Ok(Json(json!({ "detail": "step processed" }))),
+        Ok(_) => Ok(Json(Detail {
+            detail: "step processed".into(),
+        })),
         Err(status) if status.code() == tonic::Code::NotFound => Err(deployment_not_found()),
         Err(status) => Err(deploy_error(&status)),
     }
@@ -227,7 +235,7 @@ pub async fn list_steps(
     State(state): State<AppState>,
     user: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
     let loc = ["query", "deployment_id"];
@@ -245,14 +253,15 @@ pub async fn list_steps(
         .list_steps(with_token(request, &user.token)?)
         .await
     {
-        Ok(steps) => Ok(Json(Value::Array(
-            steps
-                .into_inner()
-                .steps
-                .iter()
-                .map(|s| Value::Object(objects::step(s)))
-                .collect(),
-        ))),
+        Ok(steps) => {
+            // One deployment's steps come in one answer: one page.
+            let steps = steps.into_inner().steps;
+            let fetch = move |_: String| {
+                let page = JsonPage::new(steps.iter().map(objects::Step::new), String::new());
+                std::future::ready(page)
+            };
+            objects::json_array("steps", fetch, None).await
+        }
         Err(status) if status.code() == tonic::Code::NotFound => Err(deployment_not_found()),
         Err(status) => Err(deploy_error(&status)),
     }

@@ -2,18 +2,30 @@
 //! timestamp format (UTC, microseconds, `Z`), and pydantic-style checks of the
 //! deployment routes' request bodies.
 
+use std::future::Future;
+
+use axum::{
+    body::Body,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use proto::{deploy::v1 as deploy, registry::v1 as registry, wkt::Timestamp};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, missing, validation_error};
 
 /// A timestamp as fastDeploy's clients read it, or null.
 pub fn timestamp(t: Option<&Timestamp>) -> Value {
+    timestamp_text(t).map_or(Value::Null, Value::String)
+}
+
+/// A timestamp as fastDeploy's clients read it (UTC, microseconds, `Z`).
+fn timestamp_text(t: Option<&Timestamp>) -> Option<String> {
     t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
-        .map_or(Value::Null, |dt| {
-            Value::String(dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
-        })
+        .map(|dt| dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
 }
 
 /// A protobuf Struct as a JSON object (`{}` when absent), whole numbers as integers.
@@ -23,51 +35,262 @@ fn object(s: Option<&proto::wkt::Struct>) -> Value {
         .unwrap_or_else(|| json!({}))
 }
 
-/// A **Deployment**: `id, service_id, origin, user, started, finished, context`.
-pub fn deployment(d: &deploy::Deployment) -> Map<String, Value> {
-    let mut context = object(d.context.as_ref());
-    if let Some(map) = context.as_object_mut() {
-        map.entry("env").or_insert_with(|| json!({}));
-    }
-    let mut m = Map::new();
-    m.insert("id".into(), d.id.into());
-    m.insert("service_id".into(), d.service_id.into());
-    m.insert("origin".into(), d.origin.clone().into());
-    m.insert("user".into(), d.user.clone().into());
-    m.insert("started".into(), timestamp(d.started.as_ref()));
-    m.insert("finished".into(), timestamp(d.finished.as_ref()));
-    m.insert("context".into(), context);
-    m
+// The objects below are serialized with their fields in the order declared, which is
+// alphabetical: the order fastDeploy's answers have always had here (serde_json's
+// maps sort their keys), so every byte stays as it was.
+
+/// A **Deployment**: `id, service_id, origin, user, started, finished, context`; with
+/// `details` a **StartedDeployment**, with `steps` a **DeploymentWithSteps**.
+#[derive(Debug, Serialize)]
+pub struct Deployment<'a> {
+    pub context: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    pub finished: Option<String>,
+    pub id: i64,
+    pub origin: &'a str,
+    pub service_id: i64,
+    pub started: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<Step<'a>>>,
+    pub user: &'a str,
 }
 
-/// A **DeploymentWithSteps**.
-pub fn deployment_with_steps(d: &deploy::Deployment) -> Value {
-    let mut m = deployment(d);
-    let steps = d.steps.iter().map(|s| Value::Object(step(s))).collect();
-    m.insert("steps".into(), Value::Array(steps));
-    Value::Object(m)
+impl<'a> Deployment<'a> {
+    pub fn new(d: &'a deploy::Deployment) -> Deployment<'a> {
+        let mut context = object(d.context.as_ref());
+        if let Some(map) = context.as_object_mut() {
+            map.entry("env").or_insert_with(|| json!({}));
+        }
+        Deployment {
+            context,
+            details: None,
+            finished: timestamp_text(d.finished.as_ref()),
+            id: d.id,
+            origin: &d.origin,
+            service_id: d.service_id,
+            started: timestamp_text(d.started.as_ref()),
+            steps: None,
+            user: &d.user,
+        }
+    }
+
+    /// A **DeploymentWithSteps**.
+    pub fn with_steps(d: &'a deploy::Deployment) -> Deployment<'a> {
+        Deployment {
+            steps: Some(d.steps.iter().map(Step::new).collect()),
+            ..Deployment::new(d)
+        }
+    }
 }
 
 /// A **Step**: `name, state, started, finished, message, id, deployment_id`.
-pub fn step(s: &deploy::Step) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("name".into(), s.name.clone().into());
-    m.insert("state".into(), s.state.clone().into());
-    m.insert("started".into(), timestamp(s.started.as_ref()));
-    m.insert("finished".into(), timestamp(s.finished.as_ref()));
-    m.insert("message".into(), s.message.clone().into());
-    m.insert("id".into(), s.id.into());
-    m.insert("deployment_id".into(), s.deployment_id.into());
-    m
+#[derive(Debug, Serialize)]
+pub struct Step<'a> {
+    pub deployment_id: i64,
+    pub finished: Option<String>,
+    pub id: i64,
+    pub message: &'a str,
+    pub name: &'a str,
+    pub started: Option<String>,
+    pub state: &'a str,
+}
+
+impl<'a> Step<'a> {
+    pub fn new(s: &'a deploy::Step) -> Step<'a> {
+        Step {
+            deployment_id: s.deployment_id,
+            finished: timestamp_text(s.finished.as_ref()),
+            id: s.id,
+            message: &s.message,
+            name: &s.name,
+            started: timestamp_text(s.started.as_ref()),
+            state: &s.state,
+        }
+    }
 }
 
 /// A **Service**: `id, name, data`.
+#[derive(Debug, Serialize)]
+pub struct Service<'a> {
+    pub data: Value,
+    pub id: i64,
+    pub name: &'a str,
+}
+
+impl<'a> Service<'a> {
+    pub fn new(s: &'a registry::Service) -> Service<'a> {
+        Service {
+            data: object(s.data.as_ref()),
+            id: s.id,
+            name: &s.name,
+        }
+    }
+}
+
+/// A deployed service: `id, deployment_id, config`.
+#[derive(Debug, Serialize)]
+pub struct DeployedService {
+    pub config: Value,
+    pub deployment_id: i64,
+    pub id: i64,
+}
+
+impl DeployedService {
+    pub fn new(d: &registry::DeployedService) -> DeployedService {
+        DeployedService {
+            config: super::services::struct_json(d.config.as_ref()),
+            deployment_id: d.deployment_id,
+            id: d.id,
+        }
+    }
+}
+
+/// `{"detail": …}`, fastDeploy's answer to a done request.
+#[derive(Debug, Serialize)]
+pub struct Detail {
+    pub detail: String,
+}
+
+/// An object as a JSON map (for the WebSocket frames, which add keys to it).
+fn map(object: &impl Serialize) -> Map<String, Value> {
+    match serde_json::to_value(object) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// A **Deployment** as a JSON map.
+pub fn deployment(d: &deploy::Deployment) -> Map<String, Value> {
+    map(&Deployment::new(d))
+}
+
+/// A **Step** as a JSON map.
+pub fn step(s: &deploy::Step) -> Map<String, Value> {
+    map(&Step::new(s))
+}
+
+/// A **Service** as a JSON map.
 pub fn service(s: &registry::Service) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("id".into(), s.id.into());
-    m.insert("name".into(), s.name.clone().into());
-    m.insert("data".into(), object(s.data.as_ref()));
-    m
+    map(&Service::new(s))
+}
+
+/// One page of a list: its items, serialized and joined by commas, and the token of
+/// the next page (empty on the last).
+#[derive(Debug, Default)]
+pub struct JsonPage {
+    items: Vec<u8>,
+    next_page_token: String,
+}
+
+impl JsonPage {
+    pub fn new<T: Serialize>(
+        items: impl IntoIterator<Item = T>,
+        next_page_token: String,
+    ) -> Result<JsonPage, ApiError> {
+        let mut page = JsonPage {
+            items: Vec::new(),
+            next_page_token,
+        };
+        for item in items {
+            if !page.items.is_empty() {
+                page.items.push(b',');
+            }
+            serde_json::to_writer(&mut page.items, &item).map_err(|error| {
+                tracing::error!(%error, "cannot encode a list item");
+                ApiError::Detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error".into())
+            })?;
+        }
+        Ok(page)
+    }
+}
+
+/// Where a streamed list is.
+struct ArrayState<F> {
+    fetch: F,
+    /// The page fetched before the answer began.
+    first: Option<JsonPage>,
+    /// The token the next page is fetched with.
+    token: String,
+    opened: bool,
+    wrote_item: bool,
+    done: bool,
+    /// Called with the whole body once it is out (then `kept` holds it).
+    keep: Option<Box<dyn FnOnce(Bytes) + Send>>,
+    kept: Vec<u8>,
+}
+
+/// A JSON array answered page by page: `fetch(page_token)` gives each page (`""` the
+/// first), and the next one is fetched only when the client has read the one before,
+/// so memory stays one page whatever the list's length. The bytes are those of the
+/// whole array serialized at once (`[`, items separated by `,`, `]`). An error on the
+/// first page is the answer, as for any handler; after the first byte it can only end
+/// the body (the client sees the connection break) and is logged. `keep`, if given,
+/// receives the whole body once the last byte is produced (for a cache).
+pub async fn json_array<F, Fut>(
+    list: &'static str,
+    mut fetch: F,
+    keep: Option<Box<dyn FnOnce(Bytes) + Send>>,
+) -> Result<Response, ApiError>
+where
+    F: FnMut(String) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<JsonPage, ApiError>> + Send + 'static,
+{
+    let first = fetch(String::new()).await?;
+    let state = ArrayState {
+        fetch,
+        first: Some(first),
+        token: String::new(),
+        opened: false,
+        wrote_item: false,
+        done: false,
+        keep,
+        kept: Vec::new(),
+    };
+    let chunks = futures::stream::unfold(state, move |mut state| async move {
+        if state.done {
+            return None;
+        }
+        let page = match state.first.take() {
+            Some(page) => page,
+            None => match (state.fetch)(state.token.clone()).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(list, ?error, "list answer cut short: a page could not be read");
+                    state.done = true;
+                    return Some((Err(std::io::Error::other("a page could not be read")), state));
+                }
+            },
+        };
+        let mut chunk = Vec::with_capacity(page.items.len() + 2);
+        if !state.opened {
+            chunk.push(b'[');
+            state.opened = true;
+        }
+        if !page.items.is_empty() {
+            if state.wrote_item {
+                chunk.push(b',');
+            }
+            chunk.extend_from_slice(&page.items);
+            state.wrote_item = true;
+        }
+        if page.next_page_token.is_empty() || page.next_page_token == state.token {
+            chunk.push(b']');
+            state.done = true;
+        } else {
+            state.token = page.next_page_token;
+        }
+        if state.keep.is_some() {
+            state.kept.extend_from_slice(&chunk);
+            if state.done
+                && let Some(keep) = state.keep.take()
+            {
+                keep(Bytes::from(std::mem::take(&mut state.kept)));
+            }
+        }
+        Some((Ok(Bytes::from(chunk)), state))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(chunks)).into_response())
 }
 
 /// A body that must be a JSON object: none is FastAPI's `missing`, anything else

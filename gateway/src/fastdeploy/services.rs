@@ -5,18 +5,22 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
 use proto::{registry::v1 as pb, wkt};
 use serde_json::{Value, json};
 
-use super::auth::with_token;
+use super::{
+    auth::with_token,
+    objects::{self, Detail, JsonPage},
+};
 use crate::{
     error::{ApiError, validation_error},
     interceptor::Caller,
     server::AppState,
+    services_cache::Lookup,
 };
 
 fn registry_error(status: tonic::Status) -> ApiError {
@@ -33,46 +37,35 @@ pub(crate) fn struct_json(value: Option<&wkt::Struct>) -> Value {
 }
 
 /// `GET /services/`: every synced service as `{id, name, data}`. The interceptor has
-/// checked the token; the list then comes from the services cache when it may answer.
+/// checked the token; the list then comes from the services cache when it may answer,
+/// else from the registry page by page, streamed (and kept by the cache when it may
+/// keep it).
 pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Response, ApiError> {
-    let body = state
-        .services
-        .get_or_fetch(&user.token, &user.claims, fetch_list(&state, &user.token))
-        .await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-/// Every service from the registry (page after page), as the JSON `list` answers.
-async fn fetch_list(state: &AppState, token: &str) -> Result<Bytes, ApiError> {
-    let mut services = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let request = pb::ListServicesRequest {
-            page_size: 0,
-            page_token,
-        };
-        let page = state
-            .backends
-            .registry()
-            .list_services(with_token(request, token)?)
-            .await
-            .map_err(registry_error)?
-            .into_inner();
-        services.extend(
-            page.services
-                .iter()
-                .map(|s| json!({ "id": s.id, "name": s.name, "data": struct_json(s.data.as_ref()) })),
-        );
-        if page.next_page_token.is_empty() {
-            break;
+    let ticket = match state.services.lookup(&user.token, &user.claims) {
+        Lookup::Hit(body) => return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
+        Lookup::Miss(ticket) => ticket,
+    };
+    let token = user.token;
+    let fetch = move |page_token: String| {
+        let state = state.clone();
+        let token = token.clone();
+        async move {
+            let request = pb::ListServicesRequest {
+                page_size: 0,
+                page_token,
+            };
+            let page = state
+                .backends
+                .registry()
+                .list_services(with_token(request, &token)?)
+                .await
+                .map_err(registry_error)?
+                .into_inner();
+            JsonPage::new(page.services.iter().map(objects::Service::new), page.next_page_token)
         }
-        page_token = page.next_page_token;
-    }
-    let body = serde_json::to_vec(&Value::Array(services)).map_err(|error| {
-        tracing::error!(%error, "cannot encode the services list");
-        ApiError::Detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error".into())
-    })?;
-    Ok(Bytes::from(body))
+    };
+    let keep = ticket.map(|ticket| Box::new(move |body| ticket.store(body)) as Box<dyn FnOnce(Bytes) + Send>);
+    objects::json_array("services", fetch, keep).await
 }
 
 /// `GET /services/names/`: the service folders' names, synced or not.
@@ -88,7 +81,7 @@ pub async fn names(State(state): State<AppState>, user: Caller) -> Result<Json<V
 
 /// `POST /services/sync`: 200 even when some folders have problems (they are logged,
 /// and listed by `POST /v1/services/sync`); the good ones are synced.
-pub async fn sync(State(state): State<AppState>, user: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn sync(State(state): State<AppState>, user: Caller) -> Result<Json<Detail>, ApiError> {
     let report = state
         .backends
         .registry()
@@ -102,7 +95,9 @@ pub async fn sync(State(state): State<AppState>, user: Caller) -> Result<Json<Va
     for warning in &report.warnings {
         tracing::warn!(service = %warning.service, reason = %warning.reason, "service synced, but it cannot deploy");
     }
-    Ok(Json(json!({ "detail": "Services synced" })))
+    Ok(Json(Detail {
+        detail: "Services synced".into(),
+    }))
 }
 
 /// `DELETE /services/{service_id}`.
@@ -110,7 +105,7 @@ pub async fn delete(
     State(state): State<AppState>,
     user: Caller,
     Path(service_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Detail>, ApiError> {
     let Ok(id) = service_id.parse::<i64>() else {
         return Err(ApiError::Validation(vec![validation_error(
             "int_parsing",
@@ -125,12 +120,17 @@ pub async fn delete(
         .delete_service(with_token(pb::DeleteServiceRequest { id }, &user.token)?)
         .await
         .map_err(registry_error)?;
-    Ok(Json(json!({ "detail": format!("Service {id} deleted") })))
+    Ok(Json(Detail {
+        detail: format!("Service {id} deleted"),
+    }))
 }
 
 /// `GET /deployed-services/`: `{id, deployment_id, config}` of every deployed service
 /// the config token may see.
-pub async fn deployed(State(state): State<AppState>, config: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn deployed(
+    State(state): State<AppState>,
+    config: Caller,
+) -> Result<Json<Vec<objects::DeployedService>>, ApiError> {
     let response = state
         .backends
         .registry()
@@ -138,10 +138,11 @@ pub async fn deployed(State(state): State<AppState>, config: Caller) -> Result<J
         .await
         .map_err(registry_error)?
         .into_inner();
-    let rows = response
-        .deployed_services
-        .iter()
-        .map(|d| json!({ "id": d.id, "deployment_id": d.deployment_id, "config": struct_json(d.config.as_ref()) }))
-        .collect();
-    Ok(Json(Value::Array(rows)))
+    Ok(Json(
+        response
+            .deployed_services
+            .iter()
+            .map(objects::DeployedService::new)
+            .collect(),
+    ))
 }

@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod guard;
 pub mod identity;
+pub mod paging;
 pub mod scope;
 pub mod scope_table;
 pub mod server;

@@ -7,6 +7,7 @@ mod m0002_create_steps;
 mod m0003_deployment_runs;
 mod m0004_removed_steps;
 mod m0005_create_events;
+mod m0006_deployments_by_service;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_deployment_runs::Migration),
             Box::new(m0004_removed_steps::Migration),
             Box::new(m0005_create_events::Migration),
+            Box::new(m0006_deployments_by_service::Migration),
         ]
     }
 
