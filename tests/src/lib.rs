@@ -8,9 +8,12 @@ pub mod grpc;
 pub mod process;
 pub mod raw_http;
 pub mod stack;
+pub mod support;
+pub mod wait;
 
 pub use db::{Backend, TestDatabase};
-pub use stack::Stack;
+pub use stack::{Process, Stack};
+pub use wait::wait_until;
 
 /// Runs each named scenario `async fn(Backend)` as one test on SQLite and one on
 /// PostgreSQL (required in CI, skipped with a notice where no server answers).

@@ -6,7 +6,7 @@
 //! A route in the scope table without a row here fails the test. On SQLite and
 //! PostgreSQL, with real deploy scripts holding real deployment tokens.
 
-mod support;
+use tests::support;
 
 use common::scope_table::{Access, Credential, ROUTES};
 use reqwest::Method;

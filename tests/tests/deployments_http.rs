@@ -2,7 +2,7 @@
 //! 3.3), Slipway's `/v1` deployment routes and `slipway deploy --wait`, against real
 //! deploy scripts in a services directory. On SQLite and PostgreSQL.
 
-mod support;
+use tests::support;
 
 use std::path::Path;
 

@@ -5,7 +5,7 @@
 //! services (2.9, 4.3), and a deployment token printed inside `deployed_service`. On
 //! SQLite and PostgreSQL. The live feed's side is in `websocket.rs`.
 
-mod support;
+use tests::support;
 
 use std::{
     path::Path,

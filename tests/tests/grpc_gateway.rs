@@ -17,7 +17,7 @@ use proto::{
     registry::v1::{self as reg, registry_service_client::RegistryServiceClient},
 };
 use tests::grpc::{attenuated, bearer};
-use tests::{Backend, Stack, on_every_backend, stack::ADMIN, stack::ADMIN_PASSWORD, user_claims};
+use tests::{Backend, Process, Stack, on_every_backend, stack::ADMIN, stack::ADMIN_PASSWORD, user_claims};
 use tonic::{Code, transport::Channel};
 
 on_every_backend!(
@@ -166,12 +166,11 @@ async fn login_list_and_sync_over_native_grpc(backend: Backend) {
 }
 
 async fn server_streams_outlive_the_unary_deadline(backend: Backend) {
-    let stack = Stack::start_with_env(
-        backend,
-        two_services,
-        &[("gateway", "SLIPWAY_BACKEND_TIMEOUT_MS", "1000".into())],
-    )
-    .await;
+    let stack = Stack::builder(backend)
+        .services(two_services)
+        .env(Process::Gateway, "SLIPWAY_BACKEND_TIMEOUT_MS", "1000")
+        .start()
+        .await;
     let gateway = channel(stack.gateway).await;
     let token = login(&mut AuthServiceClient::new(gateway.clone())).await;
     let mut registry = RegistryServiceClient::new(gateway);

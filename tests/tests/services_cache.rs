@@ -9,7 +9,7 @@
 //! database behind everyone's back (no event): the cache keeps the old name until
 //! something invalidates it, the registry answers with the new one.
 
-mod support;
+use tests::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! introspection, password changes revoking a user's tokens, service tokens only for
 //! existing services, and the `slipway tokens` CLI. On SQLite and PostgreSQL.
 
-mod support;
+use tests::support;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! that expires or is revoked while it streams, and a client that goes away. On SQLite
 //! and PostgreSQL.
 
-mod support;
+use tests::support;
 
 use std::{
     collections::HashSet,

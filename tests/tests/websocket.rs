@@ -3,7 +3,7 @@
 //! authenticated sockets receive, bad clients, expiry with a warning, re-auth that
 //! extends a session, revocation. On SQLite and PostgreSQL.
 
-mod support;
+use tests::support;
 
 use std::time::{Duration, Instant};
 
