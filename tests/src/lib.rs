@@ -4,6 +4,7 @@
 
 pub mod bad_tokens;
 pub mod db;
+pub mod deploy_rpc;
 pub mod grpc;
 pub mod process;
 pub mod raw_http;
