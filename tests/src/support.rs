@@ -311,3 +311,41 @@ pub fn slipway_cli(stack: &Stack, token: &str, args: &[&str]) -> (Option<i32>, S
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// The steps of [`steps_config`].
+pub const STEPS: &[&str] = &["build", "migrate"];
+
+/// A service config with the [`STEPS`] and a description.
+pub fn steps_config() -> Value {
+    json!({"description": "test service", "steps": STEPS.iter().map(|s| json!({"name": s})).collect::<Vec<_>>()})
+}
+
+/// A [`reporting_script`] whose steps all succeed, exiting 0.
+pub fn passing_script() -> String {
+    reporting_script(
+        &[
+            json!({"name": "build", "state": "success", "message": "built"}),
+            json!({"name": "migrate", "state": "success", "message": "migrated"}),
+        ],
+        0,
+    )
+}
+
+/// A [`reporting_script`] whose `migrate` step fails, exiting 1.
+pub fn failing_script() -> String {
+    reporting_script(
+        &[
+            json!({"name": "build", "state": "success", "message": "built"}),
+            json!({"name": "migrate", "state": "failure", "message": "boom"}),
+        ],
+        1,
+    )
+}
+
+/// Services `alpha` and `beta`, each with the [`steps_config`] and a [`gated_script`].
+pub fn gated_services(root: &Path) {
+    let spool = spool(root.parent().unwrap());
+    for name in ["alpha", "beta"] {
+        write_service(root, name, steps_config(), &gated_script(&spool, name));
+    }
+}
