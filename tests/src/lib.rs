@@ -8,6 +8,7 @@ pub mod deploy_rpc;
 pub mod grpc;
 pub mod process;
 pub mod raw_http;
+pub mod registry_fixture;
 pub mod stack;
 pub mod support;
 pub mod wait;
