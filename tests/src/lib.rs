@@ -5,13 +5,17 @@
 pub mod bad_tokens;
 pub mod db;
 pub mod deploy_rpc;
+pub mod gateway_fixture;
 pub mod grpc;
 pub mod process;
 pub mod raw_http;
 pub mod registry_fixture;
 pub mod stack;
 pub mod support;
+pub mod token_fixture;
+pub mod v1_fixture;
 pub mod wait;
+pub mod websocket_fixture;
 
 pub use db::{Backend, TestDatabase};
 pub use stack::{Process, Stack};
