@@ -3,7 +3,7 @@
 
 use crate::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Stack;
 use serde_json::Value;
@@ -20,13 +20,9 @@ pub async fn get(stack: &Stack, path: &str, token: &str) -> (u16, Value) {
 /// Polls until `path` answers `want` for `token` (revocations reach the gateway
 /// through the feed, within about a second).
 pub async fn wait_status(stack: &Stack, path: &str, token: &str, want: u16) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, body) = get(stack, path, token).await;
-        if status == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{path} still {status} {body}, want {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::wait_until(Duration::from_secs(5), async || match get(stack, path, token).await {
+        (status, _) if status == want => Ok(()),
+        (status, body) => Err(format!("{path} still {status} {body}, want {want}")),
+    })
+    .await
 }

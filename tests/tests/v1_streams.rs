@@ -6,14 +6,14 @@
 
 use tests::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::token::TokenType;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::*;
 use tests::v1_fixture::*;
-use tests::{Backend, Stack, on_every_backend};
+use tests::{Backend, Stack, on_every_backend, wait_until};
 
 on_every_backend!(
     deployment_events_stream_as_ndjson,
@@ -119,15 +119,11 @@ async fn open_streams(stack: &Stack, route: &str) -> u64 {
 }
 
 async fn wait_open_streams(stack: &Stack, route: &str, wanted: u64) {
-    let deadline = Instant::now() + WAIT;
-    while open_streams(stack, route).await != wanted {
-        assert!(
-            Instant::now() < deadline,
-            "{route}: open streams never became {wanted}\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(WAIT, async || match open_streams(stack, route).await {
+        open if open == wanted => Ok(()),
+        _ => Err(format!("{route}: open streams never became {wanted}")),
+    })
+    .await
 }
 
 /// A deployment's events, live and replayed, read line by line as they happen.
