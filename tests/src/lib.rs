@@ -4,13 +4,22 @@
 
 pub mod bad_tokens;
 pub mod db;
+pub mod deploy_rpc;
+pub mod gateway_fixture;
 pub mod grpc;
 pub mod process;
 pub mod raw_http;
+pub mod registry_fixture;
 pub mod stack;
+pub mod support;
+pub mod token_fixture;
+pub mod v1_fixture;
+pub mod wait;
+pub mod websocket_fixture;
 
 pub use db::{Backend, TestDatabase};
-pub use stack::Stack;
+pub use stack::{Process, Stack};
+pub use wait::wait_until;
 
 /// Runs each named scenario `async fn(Backend)` as one test on SQLite and one on
 /// PostgreSQL (required in CI, skipped with a notice where no server answers).

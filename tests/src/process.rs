@@ -22,19 +22,18 @@ pub fn bin_dir() -> &'static Path {
         let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir").to_path_buf();
         let target_dir = profile_dir.parent().expect("target dir");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        build.args([
-            "build",
-            "--bins",
-            "-p",
-            "auth-service",
-            "-p",
-            "registry-service",
-            "-p",
-            "deploy-service",
-        ]);
-        build
-            .args(["-p", "gateway", "-p", "deploy", "--target-dir"])
-            .arg(target_dir);
+        // Every binary of the workspace. Cargo unifies features over the packages and
+        // targets it is asked for; naming the packages (`-p auth-service …`) left out
+        // the tests crate's features (and the dev-dependencies') and compiled every
+        // workspace crate a second time in each CI run. In CI (`cargo test
+        // --workspace`), `--tests` makes the selection the same as the outer build's,
+        // so only the binaries themselves are built here; locally it would build
+        // every test target for one test file, so it is left out.
+        build.args(["build", "--workspace", "--bins"]);
+        if std::env::var_os("CI").is_some_and(|v| v == "true") {
+            build.arg("--tests");
+        }
+        build.arg("--target-dir").arg(target_dir);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

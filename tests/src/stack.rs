@@ -4,7 +4,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::token::Claims;
@@ -15,10 +15,58 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 use crate::{
     db::{Backend, TestDatabase},
     process::Proc,
+    wait::wait_until,
 };
 
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// The four processes of a stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Process {
+    Auth,
+    Registry,
+    Deploy,
+    Gateway,
+}
+
+impl Process {
+    fn named(name: &str) -> Process {
+        match name {
+            "auth" => Process::Auth,
+            "registry" => Process::Registry,
+            "deploy" => Process::Deploy,
+            "gateway" => Process::Gateway,
+            other => panic!("no process {other}"),
+        }
+    }
+}
+
+/// Settings for a stack before it starts ([`Stack::builder`]).
+pub struct StackBuilder<'a> {
+    backend: Backend,
+    prepare: Box<dyn FnOnce(&Path) + 'a>,
+    env: Vec<(Process, &'static str, String)>,
+}
+
+impl<'a> StackBuilder<'a> {
+    /// Fills the services directory before the services start.
+    pub fn services(mut self, prepare: impl FnOnce(&Path) + 'a) -> Self {
+        self.prepare = Box::new(prepare);
+        self
+    }
+
+    /// Sets an environment variable of one process.
+    pub fn env(mut self, process: Process, variable: &'static str, value: impl Into<String>) -> Self {
+        self.env.push((process, variable, value.into()));
+        self
+    }
+
+    /// Starts every process and waits until the stack is healthy.
+    pub async fn start(self) -> Stack {
+        Stack::launch(self).await
+    }
+}
 
 pub struct Stack {
     pub backend: Backend,
@@ -39,25 +87,30 @@ impl Stack {
         response.text().await.expect("the /metrics body")
     }
 
+    /// A stack with an empty services directory and default settings.
     pub async fn start(backend: Backend) -> Stack {
-        Stack::start_with(backend, |_| {}).await
+        Stack::builder(backend).start().await
     }
 
     /// Starts a stack after `prepare` has filled the services directory.
     pub async fn start_with(backend: Backend, prepare: impl FnOnce(&Path)) -> Stack {
-        Stack::start_with_env(backend, prepare, &[]).await
+        Stack::builder(backend).services(prepare).start().await
     }
 
-    /// Like `start_with`, with extra environment settings per process:
-    /// `(process, variable, value)`, process being "auth", "registry", "deploy" or "gateway".
-    pub async fn start_with_env(
-        backend: Backend,
-        prepare: impl FnOnce(&Path),
-        extra_env: &[(&str, &str, String)],
-    ) -> Stack {
-        let env_of = |process: &str| -> Vec<(&str, String)> {
-            extra_env
-                .iter()
+    /// A stack to configure before it starts: services directory, per-process
+    /// environment.
+    pub fn builder<'a>(backend: Backend) -> StackBuilder<'a> {
+        StackBuilder {
+            backend,
+            prepare: Box::new(|_| {}),
+            env: Vec::new(),
+        }
+    }
+
+    async fn launch(builder: StackBuilder<'_>) -> Stack {
+        let StackBuilder { backend, prepare, env } = builder;
+        let env_of = |process: Process| -> Vec<(&str, String)> {
+            env.iter()
                 .filter(|(p, _, _)| *p == process)
                 .map(|(_, k, v)| (*k, v.clone()))
                 .collect()
@@ -146,7 +199,7 @@ impl Stack {
                 path(&addr_file),
             ];
             args.extend(extra);
-            let mut envs = env_of(name);
+            let mut envs = env_of(Process::named(name));
             if name == "auth" {
                 envs.push(("SLIPWAY_ADMIN_USER", ADMIN.to_owned()));
                 envs.push(("SLIPWAY_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()));
@@ -171,7 +224,7 @@ impl Stack {
             "--credential-file".into(),
             gateway_credential,
         ];
-        let mut proc = Proc::spawn("gateway", "gateway", &args, &env_of("gateway"), dir.path());
+        let mut proc = Proc::spawn("gateway", "gateway", &args, &env_of(Process::Gateway), dir.path());
         proc.wait_addr(&addr_file);
         procs.push(proc);
 
@@ -195,11 +248,12 @@ impl Stack {
         stack
     }
 
-    /// Polls every backend's gRPC health check and the gateway's `/readyz`.
+    /// Polls every backend's gRPC health check and the gateway's `/readyz` (the logs
+    /// are printed when this fails, as the stack drops).
     async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let within = Duration::from_secs(30);
         for addr in [self.auth, self.registry, self.deploy] {
-            loop {
+            wait_until(within, async || {
                 if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                     .expect("url")
                     .connect()
@@ -209,26 +263,22 @@ impl Stack {
                         .check(HealthCheckRequest { service: String::new() })
                         .await;
                     if status.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
-                        break;
+                        return Ok(());
                     }
                 }
-                assert!(Instant::now() < deadline, "{addr} not healthy in 30 s\n{}", self.logs());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+                Err(format!("{addr} not healthy"))
+            })
+            .await;
         }
-        loop {
-            if self
-                .http
-                .get(self.url("/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
+        wait_until(within, async || {
+            let ready = self.http.get(self.url("/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                Ok(())
+            } else {
+                Err("gateway not ready".to_owned())
             }
-            assert!(Instant::now() < deadline, "gateway not ready in 30 s\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
     }
 
     /// The database URL a service of this stack runs on ("auth", "registry", "deploy").

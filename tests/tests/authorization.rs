@@ -1,12 +1,14 @@
-//! The gateway's authorization matrix: every HTTP route that needs a token, against
-//! every kind of token a caller can hold (user; service of this service and of
-//! another; deployment token of this run and of another; config; expired; revoked),
-//! each cell with its expected outcome written out by hand, so the running gateway
-//! is checked against the intended policy rather than against its own scope table.
+//! The gateway's one authorization matrix: every HTTP route that needs a token,
+//! against every kind of token a caller can hold (user; service of this service and
+//! of another; deployment token of this run and of another; config; expired;
+//! revoked), each cell with its expected status written out by hand, so the running
+//! gateway is checked against the intended policy rather than against its own scope
+//! table. (It also holds the cells of what was the fastDeploy deployment routes' own
+//! matrix in deployments_http.rs, contract 3.3.)
 //! A route in the scope table without a row here fails the test. On SQLite and
 //! PostgreSQL, with real deploy scripts holding real deployment tokens.
 
-mod support;
+use tests::support;
 
 use common::scope_table::Access;
 use gateway::routes::{Credential, ROUTES};
@@ -17,12 +19,20 @@ use tests::{Backend, Stack, on_every_backend};
 
 on_every_backend!(every_route_against_every_token_kind);
 
-/// One row: method, path template, the body sent, and a cell per token kind:
+/// One row: method, path template, the body sent, and the expected answer per token
+/// kind, in the order of [`TokenKinds::named`]:
+/// user, service, service of another, deployment, deployment of another, config,
+/// expired, revoked. Each cell is a status or `A`:
 /// - `A`: admitted: the gateway lets it through (whatever the handler then answers,
 ///   it is not a refusal: never 401 or 403);
-/// - `R`: refused by the gateway's interceptor: 401 on fastDeploy routes, and on `/v1`
-///   401 for an expired or revoked token and 403 for a valid one;
-/// - `O`: the token passes the gateway but the resource is not its own: 403.
+/// - `401`: not authenticated for this route: on fastDeploy routes every refusal, on
+///   `/v1` an expired or revoked token; the body is fastDeploy's
+///   `{"detail": "Could not validate credentials"}` (and on fastDeploy routes the
+///   answer carries `WWW-Authenticate: Bearer`);
+/// - `403`: on `/v1`, a valid token without the permission or not for this resource;
+///   on fastDeploy routes, another service's deployment (`Wrong service token`, with
+///   the challenge);
+/// - `200`: admitted and served.
 ///
 /// Bodies are chosen so an admitted call changes nothing that later rows depend on
 /// (not an object where one is needed, ids that do not exist); the rows that end a
@@ -42,63 +52,104 @@ fn rows() -> Vec<Row> {
         cells,
     };
     let not_an_object = || Some(json!([]));
+    let step = || {
+        Some(
+            json!({"name": "remote", "state": "success", "started": "2026-01-01T00:00:00Z",
+                    "finished": "2026-01-01T00:00:01Z", "message": "from the test"}),
+        )
+    };
     vec![
-        //                                                       user svc svc' dep dep' cfg exp rev
-        row("GET", "/users/me", None, "A R R R R R R R"),
+        //                                                 user svc svc' dep dep' cfg exp rev
+        row("GET", "/users/me", None, "A 401 401 401 401 401 401 401"),
         row(
             "POST",
             "/service-token",
             Some(json!({"service": "alpha", "origin": "matrix"})),
-            "A R R R R R R R",
+            "A 401 401 401 401 401 401 401",
         ),
-        row("GET", "/services/", None, "A R R R R R R R"),
-        row("GET", "/services/names/", None, "A R R R R R R R"),
-        row("POST", "/services/sync", None, "A R R R R R R R"),
-        row("DELETE", "/services/{service_id}", None, "A R R R R R R R"),
-        row("GET", "/deployments/", None, "A R R R R R R R"),
-        row("POST", "/deployments/", not_an_object(), "R A A R R R R R"),
-        row("GET", "/deployments/{deployment_id}", None, "R A O R R R R R"),
-        row("GET", "/steps/", None, "A R R R R R R R"),
+        row("GET", "/services/", None, "A 401 401 401 401 401 401 401"),
+        row("GET", "/services/names/", None, "A 401 401 401 401 401 401 401"),
+        row("POST", "/services/sync", None, "A 401 401 401 401 401 401 401"),
+        row(
+            "DELETE",
+            "/services/{service_id}",
+            None,
+            "A 401 401 401 401 401 401 401",
+        ),
+        row("GET", "/deployments/", None, "200 401 401 401 401 401 401 401"),
+        row("POST", "/deployments/", not_an_object(), "401 A A 401 401 401 401 401"),
+        row(
+            "GET",
+            "/deployments/{deployment_id}",
+            None,
+            "401 200 403 401 401 401 401 401",
+        ),
+        row("GET", "/steps/", None, "200 401 401 401 401 401 401 401"),
+        row("POST", "/steps/", step(), "401 401 401 200 200 401 401 401"),
+        row("GET", "/deployed-services/", None, "401 401 401 401 401 A 401 401"),
+        row("GET", "/v1/tokens", None, "A 403 403 403 403 403 401 401"),
+        row("POST", "/v1/tokens", not_an_object(), "A 403 403 403 403 403 401 401"),
         row(
             "POST",
-            "/steps/",
-            Some(json!({"name": "matrix", "state": "success"})),
-            "R R R A A R R R",
+            "/v1/tokens/service",
+            not_an_object(),
+            "A 403 403 403 403 403 401 401",
         ),
-        row("GET", "/deployed-services/", None, "R R R R R A R R"),
-        row("GET", "/v1/tokens", None, "A R R R R R R R"),
-        row("POST", "/v1/tokens", not_an_object(), "A R R R R R R R"),
-        row("POST", "/v1/tokens/service", not_an_object(), "A R R R R R R R"),
-        row("POST", "/v1/tokens/attenuate", not_an_object(), "A A A A A A R R"),
-        row("DELETE", "/v1/tokens/{id}", None, "A R R R R R R R"),
-        row("POST", "/v1/users/me/password", not_an_object(), "A R R R R R R R"),
-        row("GET", "/v1/users/me", None, "A R R R R R R R"),
-        row("POST", "/v1/users", not_an_object(), "A R R R R R R R"),
+        row("POST", "/v1/tokens/attenuate", not_an_object(), "A A A A A A 401 401"),
+        row("DELETE", "/v1/tokens/{id}", None, "A 403 403 403 403 403 401 401"),
+        row(
+            "POST",
+            "/v1/users/me/password",
+            not_an_object(),
+            "A 403 403 403 403 403 401 401",
+        ),
+        row("GET", "/v1/users/me", None, "A 403 403 403 403 403 401 401"),
+        row("POST", "/v1/users", not_an_object(), "A 403 403 403 403 403 401 401"),
         // No such user ("alpha"): admitted calls change nothing.
-        row("POST", "/v1/users/{name}/disable", None, "A R R R R R R R"),
-        row("POST", "/v1/users/{name}/enable", None, "A R R R R R R R"),
-        row("DELETE", "/v1/users/{name}", None, "A R R R R R R R"),
-        row("GET", "/v1/services", None, "A R R R R R R R"),
-        row("POST", "/v1/services/sync", None, "A R R R R R R R"),
-        row("DELETE", "/v1/services/{id}", None, "A R R R R R R R"),
-        row("GET", "/v1/services/{id}", None, "A R R R R R R R"),
-        row("GET", "/v1/services/by-name/{name}", None, "A R R R R R R R"),
-        row("GET", "/v1/service-names", None, "A R R R R R R R"),
-        row("GET", "/v1/services/watch", None, "A R R R R R R R"),
-        row("GET", "/v1/deployments/watch", None, "A A A A A R R R"),
-        row("GET", "/v1/revocations/watch", None, "A R R R R R R R"),
-        row("GET", "/v1/deployed-services", None, "A R R R R A R R"),
-        row("GET", "/v1/deployments", None, "A A A A A R R R"),
-        row("POST", "/v1/deployments", not_an_object(), "A A A R R R R R"),
-        row("GET", "/v1/deployments/{id}", None, "A A O A O R R R"),
-        row("GET", "/v1/deployments/{id}/steps", None, "A A O A O R R R"),
-        row("POST", "/v1/steps", not_an_object(), "R R R A A R R R"),
-        row("POST", "/v1/keys/rotate", None, "A R R R R R R R"),
+        row(
+            "POST",
+            "/v1/users/{name}/disable",
+            None,
+            "A 403 403 403 403 403 401 401",
+        ),
+        row("POST", "/v1/users/{name}/enable", None, "A 403 403 403 403 403 401 401"),
+        row("DELETE", "/v1/users/{name}", None, "A 403 403 403 403 403 401 401"),
+        row("GET", "/v1/services", None, "A 403 403 403 403 403 401 401"),
+        row("POST", "/v1/services/sync", None, "A 403 403 403 403 403 401 401"),
+        row("DELETE", "/v1/services/{id}", None, "A 403 403 403 403 403 401 401"),
+        row("GET", "/v1/services/{id}", None, "A 403 403 403 403 403 401 401"),
+        row(
+            "GET",
+            "/v1/services/by-name/{name}",
+            None,
+            "A 403 403 403 403 403 401 401",
+        ),
+        row("GET", "/v1/service-names", None, "A 403 403 403 403 403 401 401"),
+        row("GET", "/v1/services/watch", None, "A 403 403 403 403 403 401 401"),
+        row("GET", "/v1/deployments/watch", None, "A A A A A 403 401 401"),
+        row("GET", "/v1/revocations/watch", None, "A 403 403 403 403 403 401 401"),
+        row("GET", "/v1/deployed-services", None, "A 403 403 403 403 A 401 401"),
+        row("GET", "/v1/deployments", None, "A A A A A 403 401 401"),
+        row("POST", "/v1/deployments", not_an_object(), "A A A 403 403 403 401 401"),
+        row("GET", "/v1/deployments/{id}", None, "A A 403 A 403 403 401 401"),
+        row("GET", "/v1/deployments/{id}/steps", None, "A A 403 A 403 403 401 401"),
+        row("POST", "/v1/steps", not_an_object(), "403 403 403 A A 403 401 401"),
+        row("POST", "/v1/keys/rotate", None, "A 403 403 403 403 403 401 401"),
         // Last: these end deployments (finishing is recorded while the gated script
         // still runs; cancelling ends the other run).
-        row("PUT", "/deployments/finish/", None, "R R R A A R R R"),
-        row("POST", "/v1/deployments/{id}/finish", None, "A R R A O R R R"),
-        row("POST", "/v1/deployments/{id}/cancel", None, "A R R R R R R R"),
+        row("PUT", "/deployments/finish/", None, "401 401 401 A A 401 401 401"),
+        row(
+            "POST",
+            "/v1/deployments/{id}/finish",
+            None,
+            "A 403 403 A 403 403 401 401",
+        ),
+        row(
+            "POST",
+            "/v1/deployments/{id}/cancel",
+            None,
+            "A 403 403 403 403 403 401 401",
+        ),
     ]
 }
 
@@ -114,9 +165,15 @@ fn gated_services(root: &std::path::Path) {
     }
 }
 
-/// Sends one request; the body of a refusal (an admitted call may be a stream, which
-/// is not read).
-async fn send(stack: &Stack, method: &str, path: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
+/// Sends one request; the `WWW-Authenticate` header and the body of a refusal or a
+/// 200 (an admitted call may be a stream, which is not read).
+async fn send(
+    stack: &Stack,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> (u16, Option<String>, Value) {
     let method = Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = stack.http.request(method, stack.url(path)).bearer_auth(token);
     if let Some(body) = body {
@@ -124,11 +181,19 @@ async fn send(stack: &Stack, method: &str, path: &str, token: &str, body: Option
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
     if status == 401 || status == 403 {
         let text = response.text().await.unwrap();
-        return (status, serde_json::from_str(&text).unwrap_or(Value::String(text)));
+        return (
+            status,
+            challenge,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        );
     }
-    (status, Value::Null)
+    (status, challenge, Value::Null)
 }
 
 async fn every_route_against_every_token_kind(backend: Backend) {
@@ -155,7 +220,7 @@ async fn every_route_against_every_token_kind(backend: Backend) {
     }
 
     for row in &rows {
-        let cells: Vec<char> = row.cells.split_whitespace().flat_map(str::chars).collect();
+        let cells: Vec<&str> = row.cells.split_whitespace().collect();
         assert_eq!(cells.len(), 8, "{} {}", row.method, row.path);
         let path = row
             .path
@@ -175,20 +240,30 @@ async fn every_route_against_every_token_kind(backend: Backend) {
         // Right to left, so the user's call, which may end a deployment (and so revoke
         // its deployment token), comes after the deployment tokens' calls.
         for ((kind, token), cell) in kinds.named().into_iter().zip(&cells).rev() {
-            let (status, body) = send(&stack, row.method, &path, token, row.body.as_ref()).await;
+            let (status, challenge, body) = send(&stack, row.method, &path, token, row.body.as_ref()).await;
             let what = format!("{} {path} with a {kind} token", row.method);
-            match cell {
-                'A' => assert!(status != 401 && status != 403, "{what}: admitted, got {status} {body}"),
-                'R' => {
-                    let valid = !matches!(kind, "expired" | "revoked");
-                    let want = if v1 && valid { 403 } else { 401 };
-                    assert_eq!(status, want, "{what}: refused at the gateway: {body}");
-                    if want == 401 {
-                        assert_eq!(body, json!({"detail": "Could not validate credentials"}), "{what}");
+            if *cell == "A" {
+                assert!(status != 401 && status != 403, "{what}: admitted, got {status} {body}");
+                continue;
+            }
+            let want: u16 = cell.parse().unwrap_or_else(|_| panic!("{what}: unknown cell {cell}"));
+            assert_eq!(status, want, "{what}: {body}");
+            match status {
+                401 => {
+                    assert_eq!(body, json!({"detail": "Could not validate credentials"}), "{what}");
+                    if !v1 {
+                        assert_eq!(challenge.as_deref(), Some("Bearer"), "{what}");
                     }
                 }
-                'O' => assert_eq!(status, 403, "{what}: not its own: {body}"),
-                other => panic!("{what}: unknown cell {other}"),
+                403 if !v1 => {
+                    assert_eq!(body, json!({"detail": "Wrong service token"}), "{what}");
+                    assert_eq!(
+                        challenge.as_deref(),
+                        Some("Bearer"),
+                        "{what}: the 403 carries the challenge"
+                    );
+                }
+                _ => {}
             }
         }
     }

@@ -6,7 +6,7 @@
 //! HTTP/1.1 (chunked and with `Content-Length`), grpc-web and native gRPC, leave the
 //! gateway's resident memory under 100 MiB. The bodies are generated as they are sent.
 
-mod support;
+use tests::support;
 
 use std::{
     sync::{

@@ -1,7 +1,7 @@
 //! `slipway tokens debug` as an operator reads it: when the token was issued, when it
 //! expires, and how long it has left (or since when it is expired).
 
-mod support;
+use tests::support;
 
 use common::token::TokenType;
 use tests::grpc::claims_of;

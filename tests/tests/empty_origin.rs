@@ -3,7 +3,7 @@
 //! The record stores the empty origin, and the token starts deployments. On SQLite and
 //! PostgreSQL.
 
-mod support;
+use tests::support;
 
 use reqwest::Method;
 use sea_orm::EntityTrait;

@@ -5,12 +5,9 @@
 //! services (2.9, 4.3), and a deployment token printed inside `deployed_service`. On
 //! SQLite and PostgreSQL. The live feed's side is in `websocket.rs`.
 
-mod support;
+use tests::support;
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
 use common::token::TokenType;
 use reqwest::Method;
@@ -33,11 +30,11 @@ fn step(name: &str, state: &str, message: &str) -> (String, String, String) {
 
 /// Polls until `ready` holds, at most 30 s.
 async fn wait_until(stack: &Stack, what: &str, mut ready: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready().await {
-        assert!(Instant::now() < deadline, "{what}: not in 30 s\n{}", stack.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tests::wait_until(Duration::from_secs(30), async || match ready().await {
+        true => Ok(()),
+        false => Err(format!("{what}\n{}", stack.logs())),
+    })
+    .await
 }
 
 /// Names of the services `GET /services/` lists.

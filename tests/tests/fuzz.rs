@@ -10,7 +10,7 @@
 //! Prints `fuzz: N inputs, M routes` (M counts route templates, RPCs and unknown paths
 //! as one). Set `SLIPWAY_FUZZ_SEED` to replay another seed.
 
-mod support;
+use tests::support;
 
 use std::{collections::BTreeSet, time::Duration};
 

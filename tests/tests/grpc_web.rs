@@ -26,7 +26,7 @@ use axum::{
 };
 use proto::deploy::v1 as pb;
 use serde_json::{Value, json};
-use tests::{Backend, Stack, on_every_backend, stack::ADMIN, stack::ADMIN_PASSWORD};
+use tests::{Backend, Process, Stack, on_every_backend, stack::ADMIN, stack::ADMIN_PASSWORD};
 use tokio::sync::mpsc;
 
 on_every_backend!(browser_logs_in_lists_and_watches_over_grpc_web, cors_for_browsers);
@@ -267,16 +267,15 @@ fn header_of<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str>
 
 async fn cors_for_browsers(backend: Backend) {
     let listed = "https://deploy.example.com";
-    let stack = Stack::start_with_env(
-        backend,
-        two_services,
-        &[(
-            "gateway",
+    let stack = Stack::builder(backend)
+        .services(two_services)
+        .env(
+            Process::Gateway,
             "SLIPWAY_CORS_ORIGINS",
             format!("{listed},https://other.example.com"),
-        )],
-    )
-    .await;
+        )
+        .start()
+        .await;
     let rpc = "/slipway.registry.v1.RegistryService/ListServices";
     for origin in ["http://127.0.0.1:5555", "http://localhost:5173", listed] {
         let response = preflight(&stack, rpc, origin).await;

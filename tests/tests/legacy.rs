@@ -5,7 +5,7 @@
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use tests::{Backend, Stack, on_every_backend};
+use tests::{Backend, Process, Stack, on_every_backend};
 
 on_every_backend!(
     legacy_tokens_work_until_the_cutoff,
@@ -54,20 +54,16 @@ async fn start(backend: Backend, until: &str) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
-    let stack = Stack::start_with_env(
-        backend,
-        |_| {},
-        &[
-            (
-                "auth",
-                "SLIPWAY_LEGACY_SECRET_FILE",
-                secret_file.to_string_lossy().into_owned(),
-            ),
-            ("auth", "SLIPWAY_LEGACY_UNTIL", until.to_owned()),
-            ("gateway", "SLIPWAY_LEGACY_TOKENS", "true".to_owned()),
-        ],
-    )
-    .await;
+    let stack = Stack::builder(backend)
+        .env(
+            Process::Auth,
+            "SLIPWAY_LEGACY_SECRET_FILE",
+            secret_file.to_string_lossy(),
+        )
+        .env(Process::Auth, "SLIPWAY_LEGACY_UNTIL", until)
+        .env(Process::Gateway, "SLIPWAY_LEGACY_TOKENS", "true")
+        .start()
+        .await;
     // The secret file is read at start; the temp dir may go.
     drop(dir);
     stack

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tests::{
     Backend, Stack,
     grpc::bearer,
-    stack::{ADMIN, ADMIN_PASSWORD},
+    stack::{ADMIN, ADMIN_PASSWORD, Process},
 };
 use tonic::Code;
 
@@ -24,9 +24,14 @@ fn incorrect() -> Value {
     json!({"detail": "Incorrect username or password"})
 }
 
-async fn stack_with(auth_env: &[(&str, &str)]) -> Stack {
-    let env: Vec<(&str, &str, String)> = auth_env.iter().map(|(k, v)| ("auth", *k, (*v).to_owned())).collect();
-    Stack::start_with_env(Backend::Sqlite, |_| {}, &env).await
+async fn stack_with(auth_env: &[(&'static str, &str)]) -> Stack {
+    auth_env
+        .iter()
+        .fold(Stack::builder(Backend::Sqlite), |builder, (variable, value)| {
+            builder.env(Process::Auth, variable, *value)
+        })
+        .start()
+        .await
 }
 
 /// An HTTP client whose connections come from `source` (any 127.x address is loopback).

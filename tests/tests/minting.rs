@@ -4,7 +4,7 @@
 //! `/v1/tokens/debug` shows registry data only for tokens whose signature verifies.
 //! On SQLite and PostgreSQL.
 
-mod support;
+use tests::support;
 
 use common::identity::{Credential, DEPLOY_SERVICE};
 use proto::auth::v1::{
@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{send, write_service};
 use tests::{
-    Backend, Stack,
+    Backend, Process, Stack,
     grpc::{bearer, channel, claims_of},
     on_every_backend,
 };
@@ -44,12 +44,11 @@ fn service(days: u32, permissions: &[&str]) -> Value {
 
 async fn each_token_type_as_minter(backend: Backend) {
     // User tokens of two days, so a narrowed one can live long enough to mint.
-    let stack = Stack::start_with_env(
-        backend,
-        |root| write_service(root, "web", json!({}), "#!/bin/sh\nexit 0\n"),
-        &[("auth", "SLIPWAY_USER_TOKEN_MINUTES", "2880".into())],
-    )
-    .await;
+    let stack = Stack::builder(backend)
+        .services(|root| write_service(root, "web", json!({}), "#!/bin/sh\nexit 0\n"))
+        .env(Process::Auth, "SLIPWAY_USER_TOKEN_MINUTES", "2880")
+        .start()
+        .await;
     let admin = stack.admin_token().await;
 
     // A full user token (a login): service and config tokens as before, no parent.

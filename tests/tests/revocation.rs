@@ -11,7 +11,7 @@ use proto::{
     registry::v1::{self as reg, registry_service_client::RegistryServiceClient},
 };
 use tests::{
-    Backend, Stack,
+    Backend, Process, Stack,
     grpc::{attenuated, bearer, channel, claims_of, grpc_web_trailers},
     on_every_backend,
 };
@@ -199,8 +199,10 @@ async fn concurrent_revocations_reach_every_verifier(backend: Backend) {
     const PER_TASK: usize = 125;
     const FOLLOWERS: usize = 16;
     // More feeds for one user than the default cap allows.
-    let env = [("auth", "SLIPWAY_MAX_REVOCATION_STREAMS_PER_TOKEN", "32".to_owned())];
-    let stack = Stack::start_with_env(backend, |_| {}, &env).await;
+    let stack = Stack::builder(backend)
+        .env(Process::Auth, "SLIPWAY_MAX_REVOCATION_STREAMS_PER_TOKEN", "32")
+        .start()
+        .await;
     let admin = stack.admin_token().await;
     let mut auth = AuthServiceClient::new(channel(stack.auth).await);
     let mut tokens = Vec::with_capacity(TASKS * PER_TASK);

@@ -11,7 +11,7 @@ use proto::{
     registry::v1::{self as reg, registry_service_client::RegistryServiceClient},
 };
 use tests::{
-    Backend, Stack,
+    Backend, Process, Stack,
     grpc::{attenuated, bearer, channel, claims_of},
     on_every_backend,
 };
@@ -90,8 +90,10 @@ async fn the_feed_needs_a_credential_or_a_token_that_may_read_tokens(backend: Ba
 }
 
 async fn feeds_are_capped_per_caller_and_a_closed_one_frees_its_place(backend: Backend) {
-    let env = [("auth", "SLIPWAY_MAX_REVOCATION_STREAMS_PER_TOKEN", "2".to_owned())];
-    let stack = Stack::start_with_env(backend, |_| {}, &env).await;
+    let stack = Stack::builder(backend)
+        .env(Process::Auth, "SLIPWAY_MAX_REVOCATION_STREAMS_PER_TOKEN", "2")
+        .start()
+        .await;
     let admin = stack.admin_token().await;
     // Any token of the same user counts against the same cap.
     let second = stack.admin_token().await;

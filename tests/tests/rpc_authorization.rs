@@ -5,7 +5,7 @@
 //! may still answer anything but a refusal of the layer). The cases come from the
 //! table; a few written out by hand keep the test from passing vacuously.
 
-mod support;
+use tests::support;
 
 use std::{collections::BTreeMap, net::SocketAddr};
 

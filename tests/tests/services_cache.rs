@@ -9,9 +9,9 @@
 //! database behind everyone's back (no event): the cache keeps the old name until
 //! something invalidates it, the registry answers with the new one.
 
-mod support;
+use tests::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::token::TokenType;
 use proto::registry::v1::{self as pb, registry_service_client::RegistryServiceClient};
@@ -19,7 +19,7 @@ use reqwest::Method;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use support::{call, get, signed, write_service};
-use tests::{Backend, Stack, grpc::bearer, on_every_backend};
+use tests::{Backend, Stack, grpc::bearer, on_every_backend, wait_until};
 
 on_every_backend!(
     writes_through_the_gateway_are_read_back_at_once,
@@ -56,15 +56,14 @@ async fn listed(stack: &Stack, token: &str) -> Vec<String> {
 /// Lists until the gateway follows the registry (the `n`th time it logs so), then once
 /// more, which stores the list; returns that list's names.
 async fn warm(stack: &Stack, token: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until(Duration::from_secs(10), async || {
         listed(stack, token).await;
-        if stack.log("gateway").matches(CACHE_ON).count() >= n {
-            break;
+        match stack.log("gateway") {
+            log if log.matches(CACHE_ON).count() >= n => Ok(()),
+            log => Err(format!("cache never on:\n{log}")),
         }
-        assert!(Instant::now() < deadline, "cache never on:\n{}", stack.log("gateway"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     listed(stack, token).await
 }
 
@@ -90,15 +89,11 @@ async fn warm_and_prove_cached(stack: &Stack, token: &str, n: usize) {
 
 /// Polls `GET /services/` until `done` holds for its names (at most 10 s).
 async fn until(stack: &Stack, token: &str, what: &str, done: impl Fn(&[String]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let names = listed(stack, token).await;
-        if done(&names) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: still {names:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(10), async || match listed(stack, token).await {
+        names if done(&names) => Ok(()),
+        names => Err(format!("{what}: still {names:?}")),
+    })
+    .await
 }
 
 fn id_of(list: &Value, name: &str) -> i64 {
@@ -207,16 +202,15 @@ async fn a_restarted_registry_leaves_nothing_stale(backend: Backend) {
 
     // Down: the gateway stops answering from the cache (503, as without it).
     stack.proc("registry").kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until(Duration::from_secs(10), async || {
         let (status, body) = get(&stack, "/services/", &token).await;
         if status == 503 {
-            break;
+            return Ok(());
         }
         assert_eq!(status, 200, "{body}");
-        assert!(Instant::now() < deadline, "still answering from the cache");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err("still answering from the cache".to_owned())
+    })
+    .await;
     assert_eq!(get(&stack, "/services/", &token).await.0, 503);
 
     // Back, having synced at start: the first list is the registry's, never the cache's.

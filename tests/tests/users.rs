@@ -4,7 +4,7 @@
 //! out; `slipway users disable|enable|delete`. Logins of unknown, disabled, legacy
 //! (bcrypt) and argon2id users behave as they should. On SQLite and PostgreSQL.
 
-mod support;
+use tests::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! proto3 JSON, with 403 for a valid token without the permission. On SQLite and
 //! PostgreSQL.
 
-mod support;
+use tests::support;
 
 use serde_json::json;
 use support::send;

@@ -1,18 +1,16 @@
 //! Helpers shared by the deployment tests (HTTP and WebSocket): service folders with
 //! real deploy scripts, tokens of every kind, HTTP calls and polling.
 
-#![allow(dead_code)] // each test file uses its own part
-
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
+use crate::{Stack, wait_until};
 use common::token::TokenType;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tests::Stack;
 
 /// Writes a service folder: `config.json` and an executable `deploy.sh`.
 pub fn write_service(root: &Path, name: &str, config: Value, script: &str) {
@@ -58,18 +56,11 @@ echo '{{"name": "build", "state": "success", "message": "built"}}'
 /// Waits for the config a gated script copied, and returns it.
 pub async fn gated_config(stack: &Stack, spool: &Path, service: &str) -> Value {
     let path = spool.join(format!("{service}.json"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            return serde_json::from_str(&text).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{service}'s script never ran\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let text = wait_until(Duration::from_secs(30), async || {
+        std::fs::read_to_string(&path).map_err(|_| format!("{service}'s script never ran\n{}", stack.logs()))
+    })
+    .await;
+    serde_json::from_str(&text).unwrap()
 }
 
 pub fn release(spool: &Path, service: &str) {
@@ -131,7 +122,7 @@ pub async fn service_token(stack: &Stack, user_token: &str, service: &str) -> St
 /// An authentic token of `token_type` signed with the auth service's key, valid for
 /// `ttl_secs` from now (negative: already expired).
 pub fn signed(stack: &Stack, token_type: TokenType, ttl_secs: i64) -> String {
-    let mut claims = tests::user_claims("admin");
+    let mut claims = crate::user_claims("admin");
     claims.token_type = token_type;
     claims.exp = claims.iat + ttl_secs;
     if ttl_secs < 0 {
@@ -173,10 +164,17 @@ pub async fn revoke(stack: &Stack, admin: &str, token: &str, probe: &str) {
     .await;
     assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while call(stack, Method::GET, probe, Some(token), None).await.0 != 401 {
-        assert!(Instant::now() < deadline, "revoked token still accepted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refused = async |path: &str, method: Method, why: &str| {
+        let within = deadline.saturating_duration_since(Instant::now());
+        wait_until(within, async || {
+            match call(stack, method.clone(), path, Some(token), None).await.0 {
+                401 => Ok(()),
+                _ => Err(why.to_owned()),
+            }
+        })
+        .await
+    };
+    refused(probe, Method::GET, "revoked token still accepted").await;
     // A /v1 route the token's type may not call: the gateway answers 403 to a valid
     // token and 401 to a revoked one, without asking any backend.
     let other_type = if payload(token)["type"] == "deployment" {
@@ -184,10 +182,7 @@ pub async fn revoke(stack: &Stack, admin: &str, token: &str, probe: &str) {
     } else {
         "/v1/steps"
     };
-    while call(stack, Method::POST, other_type, Some(token), None).await.0 != 401 {
-        assert!(Instant::now() < deadline, "the gateway never saw the revocation");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    refused(other_type, Method::POST, "the gateway never saw the revocation").await;
 }
 
 /// Starts a deployment with a service token; returns the StartedDeployment.
@@ -200,20 +195,16 @@ pub async fn start(stack: &Stack, service_token: &str, body: Option<Value>) -> V
 /// Polls `GET /deployments/{id}` with the service token until the deployment is
 /// finished, as fastDeploy's scripts/test_deployment.py does.
 pub async fn wait_finished(stack: &Stack, service_token: &str, id: i64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(Duration::from_secs(60), async || {
         let (status, deployment) = get(stack, &format!("/deployments/{id}"), service_token).await;
         assert_eq!(status, 200, "{deployment}");
-        if !deployment["finished"].is_null() {
-            return deployment;
+        if deployment["finished"].is_null() {
+            Err(format!("deployment {id} not finished: {deployment}"))
+        } else {
+            Ok(deployment)
         }
-        assert!(
-            Instant::now() < deadline,
-            "deployment {id} not finished in 60 s: {deployment}\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// Sorted keys of a JSON object.
@@ -308,7 +299,7 @@ pub fn steps_of(steps: &Value) -> Vec<(String, String, String)> {
 /// Runs the `slipway` command against the stack's gateway with `token`:
 /// (exit code, stdout, stderr).
 pub fn slipway_cli(stack: &Stack, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = std::process::Command::new(tests::process::bin_dir().join("slipway"))
+    let output = std::process::Command::new(crate::process::bin_dir().join("slipway"))
         .args(args)
         .env("SLIPWAY_URL", stack.url(""))
         .env("SLIPWAY_TOKEN", token)
@@ -319,4 +310,42 @@ pub fn slipway_cli(stack: &Stack, token: &str, args: &[&str]) -> (Option<i32>, S
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The steps of [`steps_config`].
+pub const STEPS: &[&str] = &["build", "migrate"];
+
+/// A service config with the [`STEPS`] and a description.
+pub fn steps_config() -> Value {
+    json!({"description": "test service", "steps": STEPS.iter().map(|s| json!({"name": s})).collect::<Vec<_>>()})
+}
+
+/// A [`reporting_script`] whose steps all succeed, exiting 0.
+pub fn passing_script() -> String {
+    reporting_script(
+        &[
+            json!({"name": "build", "state": "success", "message": "built"}),
+            json!({"name": "migrate", "state": "success", "message": "migrated"}),
+        ],
+        0,
+    )
+}
+
+/// A [`reporting_script`] whose `migrate` step fails, exiting 1.
+pub fn failing_script() -> String {
+    reporting_script(
+        &[
+            json!({"name": "build", "state": "success", "message": "built"}),
+            json!({"name": "migrate", "state": "failure", "message": "boom"}),
+        ],
+        1,
+    )
+}
+
+/// Services `alpha` and `beta`, each with the [`steps_config`] and a [`gated_script`].
+pub fn gated_services(root: &Path) {
+    let spool = spool(root.parent().unwrap());
+    for name in ["alpha", "beta"] {
+        write_service(root, name, steps_config(), &gated_script(&spool, name));
+    }
 }
