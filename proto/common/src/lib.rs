@@ -6,6 +6,7 @@ pub mod db;
 pub mod error;
 pub mod guard;
 pub mod identity;
+pub mod request_id;
 pub mod scope;
 pub mod scope_table;
 pub mod server;
