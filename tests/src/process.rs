@@ -32,8 +32,14 @@ pub fn bin_dir() -> &'static Path {
             "-p",
             "deploy-service",
         ]);
+        // `-p tests` too: features are unified over the selected packages, and the
+        // tests' own dependencies (tempfile, reqwest with multipart) add features to
+        // crates the binaries share (bitflags, reqwest, and through them sqlx,
+        // sea-orm, tower-http, …). Without it this build compiled those crates a
+        // second time under other features next to `cargo test`'s; with it, the
+        // dependencies `cargo test` built are reused and only the binaries are built.
         build
-            .args(["-p", "gateway", "-p", "deploy", "--target-dir"])
+            .args(["-p", "gateway", "-p", "deploy", "-p", "tests", "--target-dir"])
             .arg(target_dir);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
