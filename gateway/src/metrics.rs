@@ -155,9 +155,9 @@ impl Metrics {
             .map(|(_, _, n)| n.inc())
             .is_some();
         if !counted {
-            let counter =
-                self.requests
-                    .get_metric_with_label_values(&[&*handles.route, method, status.as_str()])?;
+            let counter = self
+                .requests
+                .get_metric_with_label_values(&[&*handles.route, method, status.as_str()])?;
             counter.inc();
             let mut requests = handles.requests.write().unwrap_or_else(PoisonError::into_inner);
             if !requests.iter().any(|(m, s, _)| *m == method && *s == status) {
@@ -284,7 +284,11 @@ mod tests {
         ] {
             metrics.record("/r/{id}", method, status, seconds).unwrap();
         }
-        metrics.refusals.get_metric_with_label_values(&["missing"]).unwrap().inc();
+        metrics
+            .refusals
+            .get_metric_with_label_values(&["missing"])
+            .unwrap()
+            .inc();
         let text = TextEncoder::new().encode_to_string(&metrics.registry.gather()).unwrap();
         for expected in [
             "# TYPE slipway_http_requests_total counter",
@@ -312,7 +316,13 @@ mod tests {
     #[test]
     fn open_streams_go_up_and_down() {
         let metrics = metrics().unwrap();
-        let gauge = || metrics.streams.get_metric_with_label_values(&["/test/streams"]).unwrap().get();
+        let gauge = || {
+            metrics
+                .streams
+                .get_metric_with_label_values(&["/test/streams"])
+                .unwrap()
+                .get()
+        };
         let first = open_stream("/test/streams");
         let second = open_stream("/test/streams");
         assert_eq!(gauge(), 2);

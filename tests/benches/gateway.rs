@@ -58,7 +58,12 @@ fn client(connections: usize) -> reqwest::Client {
 
 /// Sends requests from `connections` concurrent clients for `duration`: the latencies
 /// of the successful ones and the count of the others.
-async fn drive(client: &reqwest::Client, connections: usize, duration: Duration, make: &MakeRequest) -> (Vec<Duration>, usize) {
+async fn drive(
+    client: &reqwest::Client,
+    connections: usize,
+    duration: Duration,
+    make: &MakeRequest,
+) -> (Vec<Duration>, usize) {
     let deadline = Instant::now() + duration;
     let tasks: Vec<_> = (0..connections)
         .map(|_| {

@@ -99,7 +99,10 @@ mod tests {
     /// The layers around a service answering the id it saw, as the handler would.
     async fn seen_and_echoed(sent: Option<&'static str>) -> (String, String) {
         let mut service = layers::<()>().service_fn(|request: Request<()>| async move {
-            let seen = request.extensions().get::<RequestId>().map(|id| id.header_value().clone());
+            let seen = request
+                .extensions()
+                .get::<RequestId>()
+                .map(|id| id.header_value().clone());
             assert_eq!(seen.as_ref(), request.headers().get(&HEADER));
             Ok::<_, Infallible>(http::Response::new(of(&request).to_owned()))
         });
