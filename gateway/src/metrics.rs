@@ -1,31 +1,35 @@
-//! Operations at the edge: a request id for every request (taken from `x-request-id`
-//! when the client sent a sane one, else a new UUID), echoed in the response, put in
-//! the request's log span and passed to the backends; and `/metrics` in Prometheus
-//! text format: requests by route, method and status, latency histograms by route,
-//! token refusals by reason, and streamed responses open now by route.
+//! Operations at the edge: `/metrics` in Prometheus text format, through the
+//! `prometheus` crate: requests by route, method and status, latency histograms by
+//! route, token refusals by reason, and streamed responses open now by route. And the
+//! request's log span, carrying the request id that `common::request_id`'s layers
+//! (tower-http's `SetRequestId`/`PropagateRequestId`) put on every request, which
+//! calls to the backends pass on.
 //!
-//! Counting takes no lock on the hot path once a route and a (method, status) pair
-//! have been seen: each route has its own atomic counters behind a read lock, and
-//! nothing is allocated per request.
+//! No label comes from request data: routes are the router's templates (unmatched
+//! paths share one label) and methods the nine standard ones (any other is `other`).
+//! Counting a request costs one lookup of its route's handles under a read lock, an
+//! atomic add and a histogram observation; nothing is allocated once a route and a
+//! (method, status) pair have been seen.
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    fmt::Write,
-    sync::{
-        Arc, Mutex, OnceLock, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    collections::HashMap,
+    sync::{Arc, LazyLock, PoisonError, RwLock},
     time::Instant,
 };
 
 use axum::{
     extract::{MatchedPath, Request},
-    http::{HeaderValue, Method, header},
+    http::{HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub use common::request_id::HEADER as REQUEST_ID;
+
 const BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -57,90 +61,134 @@ tokio::task_local! {
 }
 
 /// The current request's id, for calls to the backends.
-pub fn current_request_id() -> Option<String> {
-    CURRENT
-        .try_with(|id| id.to_str().ok().map(str::to_owned))
-        .ok()
-        .flatten()
+pub fn current_request_id() -> Option<HeaderValue> {
+    CURRENT.try_with(HeaderValue::clone).ok()
 }
 
-/// One route's counters. The histogram keeps each request in the one bucket it falls
-/// in (the first bound at or above it); `/metrics` adds them up.
-#[derive(Default)]
-struct RouteStats {
-    /// Requests by method label and status: at most ten labels and the statuses the
-    /// gateway answers, so a short list.
-    requests: RwLock<Vec<(&'static str, u16, AtomicU64)>>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    /// The sum of latencies in seconds, as `f64` bits.
-    sum: AtomicU64,
-    count: AtomicU64,
+/// The gateway's metrics, registered in their own registry.
+struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    refusals: IntCounterVec,
+    streams: IntGaugeVec,
+    /// Each route's handles, so a request does not look its series up by labels.
+    routes: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
 }
 
-impl RouteStats {
-    fn record(&self, method: &'static str, status: u16, seconds: f64) {
-        let counted = read(&self.requests)
+/// One route's series: its latency histogram, and its request counters by method
+/// label and status (at most ten methods and the statuses the gateway answers, so a
+/// short list).
+struct RouteMetrics {
+    route: Box<str>,
+    duration: Histogram,
+    requests: RwLock<Vec<(&'static str, StatusCode, IntCounter)>>,
+}
+
+impl Metrics {
+    fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "slipway_http_requests_total",
+                "HTTP requests by route, method and status.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "slipway_http_request_duration_seconds",
+                "HTTP request latency by route.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let refusals = IntCounterVec::new(
+            Opts::new("slipway_auth_refusals_total", "Tokens refused, by reason."),
+            &["reason"],
+        )?;
+        let streams = IntGaugeVec::new(
+            Opts::new(
+                "slipway_http_streams_open",
+                "Streamed (NDJSON) responses open now, by route.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(refusals.clone()))?;
+        registry.register(Box::new(streams.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            refusals,
+            streams,
+            routes: RwLock::default(),
+        })
+    }
+
+    fn route(&self, route: &str) -> prometheus::Result<Arc<RouteMetrics>> {
+        if let Some(handles) = read(&self.routes).get(route) {
+            return Ok(handles.clone());
+        }
+        let handles = Arc::new(RouteMetrics {
+            route: route.into(),
+            duration: self.duration.get_metric_with_label_values(&[route])?,
+            requests: RwLock::default(),
+        });
+        Ok(self
+            .routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(route.into())
+            .or_insert(handles)
+            .clone())
+    }
+
+    fn record(&self, route: &str, method: &'static str, status: StatusCode, seconds: f64) -> prometheus::Result<()> {
+        let handles = self.route(route)?;
+        handles.duration.observe(seconds);
+        let counted = read(&handles.requests)
             .iter()
             .find(|(m, s, _)| *m == method && *s == status)
-            .map(|(_, _, n)| n.fetch_add(1, Ordering::Relaxed))
+            .map(|(_, _, n)| n.inc())
             .is_some();
         if !counted {
-            let mut requests = self.requests.write().unwrap_or_else(PoisonError::into_inner);
-            match requests.iter().find(|(m, s, _)| *m == method && *s == status) {
-                Some((_, _, n)) => drop(n.fetch_add(1, Ordering::Relaxed)),
-                None => requests.push((method, status, AtomicU64::new(1))),
+            let counter = self
+                .requests
+                .get_metric_with_label_values(&[&*handles.route, method, status.as_str()])?;
+            counter.inc();
+            let mut requests = handles.requests.write().unwrap_or_else(PoisonError::into_inner);
+            if !requests.iter().any(|(m, s, _)| *m == method && *s == status) {
+                requests.push((method, status, counter));
             }
         }
-        // The count goes up before the bucket, and `/metrics` reads buckets before the
-        // count, so the `+Inf` bucket is never below the last bound's.
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let _ = self.sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-            Some((f64::from_bits(bits) + seconds).to_bits())
-        });
-        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
-            self.buckets[bucket].fetch_add(1, Ordering::Release);
-        }
+        Ok(())
     }
 }
 
-#[derive(Default)]
-struct Metrics {
-    routes: RwLock<HashMap<Box<str>, Arc<RouteStats>>>,
-    refusals: Mutex<BTreeMap<&'static str, u64>>,
-    /// Streamed responses open now, by route (a gauge).
-    streams: Mutex<BTreeMap<&'static str, u64>>,
+/// The metrics, made once; `None` (and nothing counted, with one error logged) only if
+/// the crate refused their definitions, which a unit test rules out.
+fn metrics() -> Option<&'static Metrics> {
+    static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
+        Metrics::new()
+            .map_err(|error| tracing::error!(%error, "metrics not set up"))
+            .ok()
+    });
+    METRICS.as_ref()
 }
 
-fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::default)
-}
-
-/// Counters stay usable after a panic elsewhere: every update is a whole one.
+/// Handles stay usable after a panic elsewhere: every update is a whole one.
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn route_stats(route: &str) -> Arc<RouteStats> {
-    let routes = &metrics().routes;
-    if let Some(stats) = read(routes).get(route) {
-        return stats.clone();
-    }
-    routes
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(route.into())
-        .or_default()
-        .clone()
 }
 
 /// Counts a refused token, by reason (`missing`, `expired`, `revoked`, …): a fixed
 /// label, never request data.
 pub fn count_refusal(reason: &'static str) {
-    let mut refusals = metrics().refusals.lock().unwrap_or_else(PoisonError::into_inner);
-    match refusals.get_mut(reason) {
-        Some(n) => *n += 1,
-        None => drop(refusals.insert(reason, 1)),
+    if let Some(counter) = metrics().and_then(|m| m.refusals.get_metric_with_label_values(&[reason]).ok()) {
+        counter.inc();
     }
 }
 
@@ -148,47 +196,34 @@ pub fn count_refusal(reason: &'static str) {
 /// stream ended or the gateway stopped).
 #[derive(Debug)]
 pub struct OpenStream {
-    route: &'static str,
+    gauge: Option<IntGauge>,
 }
 
 pub fn open_stream(route: &'static str) -> OpenStream {
-    let mut streams = metrics().streams.lock().unwrap_or_else(PoisonError::into_inner);
-    *streams.entry(route).or_default() += 1;
-    OpenStream { route }
+    let gauge = metrics().and_then(|m| m.streams.get_metric_with_label_values(&[route]).ok());
+    if let Some(gauge) = &gauge {
+        gauge.inc();
+    }
+    OpenStream { gauge }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        let mut streams = metrics().streams.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(open) = streams.get_mut(self.route) {
-            *open = open.saturating_sub(1);
+        if let Some(gauge) = &self.gauge {
+            gauge.dec();
         }
     }
 }
 
-fn sane_id(value: &HeaderValue) -> bool {
-    let text = value.as_bytes();
-    !text.is_empty() && text.len() <= 128 && text.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
-}
-
-/// A new random (v4) UUID, from the thread's generator rather than a system call.
-fn new_id() -> HeaderValue {
-    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    HeaderValue::from_str(uuid.hyphenated().encode_lower(&mut text)).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
-/// Middleware: request id, span, and the request's count and latency.
-pub async fn observe(mut request: Request, next: Next) -> Response {
+/// Middleware inside the request-id layers: the request's span (with its id, method
+/// and route), the id for calls to the backends, and the request's count and latency.
+pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = match request.headers().get(REQUEST_ID) {
-        Some(id) if sane_id(id) => id.clone(),
-        _ => {
-            let id = new_id();
-            request.headers_mut().insert(REQUEST_ID, id.clone());
-            id
-        }
-    };
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .cloned()
+        .unwrap_or_else(common::request_id::NewUuid::id);
     // Labels never come from request data: unmatched paths share one route label and
     // unknown methods one method label, so clients cannot grow the metrics (or the log
     // lines) without bound.
@@ -201,107 +236,35 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         method,
         route = %route
     );
-    let mut response = CURRENT
-        .scope(id.clone(), tracing::Instrument::instrument(next.run(request), span))
+    let response = CURRENT
+        .scope(id, tracing::Instrument::instrument(next.run(request), span))
         .await;
-    response.headers_mut().insert(REQUEST_ID, id);
-    let seconds = started.elapsed().as_secs_f64();
-    route_stats(route).record(method, response.status().as_u16(), seconds);
+    if let Some(metrics) = metrics()
+        && let Err(error) = metrics.record(route, method, response.status(), started.elapsed().as_secs_f64())
+    {
+        tracing::warn!(%error, "request not counted");
+    }
     response
-}
-
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// `GET /metrics`.
 pub async fn render() -> Response {
-    let mut routes: Vec<(Box<str>, Arc<RouteStats>)> = read(&metrics().routes)
-        .iter()
-        .map(|(route, stats)| (route.clone(), stats.clone()))
-        .collect();
-    routes.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP slipway_http_requests_total HTTP requests by route, method and status."
-    );
-    let _ = writeln!(out, "# TYPE slipway_http_requests_total counter");
-    for (route, stats) in &routes {
-        let mut requests: Vec<(&str, u16, u64)> = read(&stats.requests)
-            .iter()
-            .map(|(method, status, n)| (*method, *status, n.load(Ordering::Relaxed)))
-            .collect();
-        requests.sort();
-        let route = label(route);
-        for (method, status, n) in requests {
-            let _ = writeln!(
-                out,
-                "slipway_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
-            );
+    let Some(metrics) = metrics() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let encoder = TextEncoder::new();
+    match encoder.encode_to_string(&metrics.registry.gather()) {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "metrics not rendered");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP slipway_http_request_duration_seconds HTTP request latency by route."
-    );
-    let _ = writeln!(out, "# TYPE slipway_http_request_duration_seconds histogram");
-    for (route, stats) in &routes {
-        let route = label(route);
-        let mut cumulative = 0;
-        for (bucket, bound) in stats.buckets.iter().zip(BUCKETS) {
-            cumulative += bucket.load(Ordering::Acquire);
-            let _ = writeln!(
-                out,
-                "slipway_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let count = stats.count.load(Ordering::Relaxed);
-        let sum = f64::from_bits(stats.sum.load(Ordering::Relaxed));
-        let _ = writeln!(
-            out,
-            "slipway_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "slipway_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
-        );
-        let _ = writeln!(
-            out,
-            "slipway_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
-        );
-    }
-    let _ = writeln!(out, "# HELP slipway_auth_refusals_total Tokens refused, by reason.");
-    let _ = writeln!(out, "# TYPE slipway_auth_refusals_total counter");
-    for (reason, n) in metrics().refusals.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-        let _ = writeln!(out, "slipway_auth_refusals_total{{reason=\"{}\"}} {n}", label(reason));
-    }
-    let _ = writeln!(
-        out,
-        "# HELP slipway_http_streams_open Streamed (NDJSON) responses open now, by route."
-    );
-    let _ = writeln!(out, "# TYPE slipway_http_streams_open gauge");
-    for (route, n) in metrics().streams.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-        let _ = writeln!(out, "slipway_http_streams_open{{route=\"{}\"}} {n}", label(route));
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_kept_when_sane_and_made_up_otherwise() {
-        assert!(sane_id(&HeaderValue::from_static("ci-run-42.step-7")));
-        assert!(!sane_id(&HeaderValue::from_static("bad id with spaces")));
-        assert!(!sane_id(&HeaderValue::from_static("")));
-        assert!(!sane_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()));
-        let id = new_id();
-        let parsed = uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap();
-        assert_eq!(parsed.get_version_num(), 4);
-        assert_ne!(new_id(), id);
-    }
 
     #[test]
     fn methods_outside_the_standard_ones_share_one_label() {
@@ -310,26 +273,62 @@ mod tests {
         assert_eq!(method_label(&Method::from_bytes(&[b'X'; 4000]).unwrap()), "other");
     }
 
-    #[tokio::test]
-    async fn each_request_counts_once_by_method_status_and_bucket() {
-        let stats = RouteStats::default();
+    #[test]
+    fn each_request_counts_once_by_method_status_and_bucket() {
+        let metrics = Metrics::new().unwrap();
         for (method, status, seconds) in [
-            ("GET", 200, 0.0005),
-            ("GET", 200, 0.003),
-            ("GET", 401, 20.0),
-            ("POST", 200, 0.003),
+            ("GET", StatusCode::OK, 0.0005),
+            ("GET", StatusCode::OK, 0.003),
+            ("GET", StatusCode::UNAUTHORIZED, 20.0),
+            ("POST", StatusCode::OK, 0.003),
         ] {
-            stats.record(method, status, seconds);
+            metrics.record("/r/{id}", method, status, seconds).unwrap();
         }
-        let requests: Vec<(&str, u16, u64)> = read(&stats.requests)
-            .iter()
-            .map(|(m, s, n)| (*m, *s, n.load(Ordering::Relaxed)))
-            .collect();
-        assert_eq!(requests, [("GET", 200, 2), ("GET", 401, 1), ("POST", 200, 1)]);
-        let buckets: Vec<u64> = stats.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
-        assert_eq!(buckets, [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(stats.count.load(Ordering::Relaxed), 4);
-        let sum = f64::from_bits(stats.sum.load(Ordering::Relaxed));
-        assert!((sum - 20.0065).abs() < 1e-9, "{sum}");
+        metrics
+            .refusals
+            .get_metric_with_label_values(&["missing"])
+            .unwrap()
+            .inc();
+        let text = TextEncoder::new().encode_to_string(&metrics.registry.gather()).unwrap();
+        for expected in [
+            "# TYPE slipway_http_requests_total counter",
+            r#"slipway_http_requests_total{method="GET",route="/r/{id}",status="200"} 2"#,
+            r#"slipway_http_requests_total{method="GET",route="/r/{id}",status="401"} 1"#,
+            r#"slipway_http_requests_total{method="POST",route="/r/{id}",status="200"} 1"#,
+            "# TYPE slipway_http_request_duration_seconds histogram",
+            r#"slipway_http_request_duration_seconds_bucket{route="/r/{id}",le="0.001"} 1"#,
+            r#"slipway_http_request_duration_seconds_bucket{route="/r/{id}",le="0.0025"} 1"#,
+            r#"slipway_http_request_duration_seconds_bucket{route="/r/{id}",le="0.005"} 3"#,
+            r#"slipway_http_request_duration_seconds_bucket{route="/r/{id}",le="10"} 3"#,
+            r#"slipway_http_request_duration_seconds_bucket{route="/r/{id}",le="+Inf"} 4"#,
+            r#"slipway_http_request_duration_seconds_count{route="/r/{id}"} 4"#,
+            r#"slipway_auth_refusals_total{reason="missing"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == expected), "missing {expected} in:\n{text}");
+        }
+        let sum = text
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"slipway_http_request_duration_seconds_sum{route="/r/{id}"} "#))
+            .unwrap();
+        assert!((sum.parse::<f64>().unwrap() - 20.0065).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn open_streams_go_up_and_down() {
+        let metrics = metrics().unwrap();
+        let gauge = || {
+            metrics
+                .streams
+                .get_metric_with_label_values(&["/test/streams"])
+                .unwrap()
+                .get()
+        };
+        let first = open_stream("/test/streams");
+        let second = open_stream("/test/streams");
+        assert_eq!(gauge(), 2);
+        drop(first);
+        assert_eq!(gauge(), 1);
+        drop(second);
+        assert_eq!(gauge(), 0);
     }
 }

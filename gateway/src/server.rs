@@ -121,8 +121,11 @@ pub fn router(state: AppState, config: &Config) -> Router {
             state.services.clone(),
             crate::services_cache::invalidate_on_write,
         ))
-        // Request id, its span, and per-route counts and latency (gRPC calls included).
+        // The request's span and per-route counts and latency (gRPC calls included).
         .layer(axum::middleware::from_fn(crate::metrics::observe))
+        // Request ids (tower-http): a client's sane `x-request-id` is kept, any other
+        // request gets a new one; the response echoes it, and `observe` hands it on.
+        .layer(common::request_id::layers::<axum::body::Body>())
         // Extractors' own limit, the same as `body_limit`'s.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         // CORS around everything, so preflights are answered for routes and RPCs alike.

@@ -61,10 +61,10 @@ async fn request_ids_and_metrics(backend: Backend) {
     );
     let text = response.text().await.unwrap();
     for expected in [
-        r#"slipway_http_requests_total{route="/users/me",method="GET",status="200"} 2"#,
-        r#"slipway_http_requests_total{route="/users/me",method="GET",status="401"} 2"#,
-        r#"slipway_http_requests_total{route="/token",method="POST",status="401"} 1"#,
-        r#"slipway_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"slipway_http_requests_total{method="GET",route="/users/me",status="200"} 2"#,
+        r#"slipway_http_requests_total{method="GET",route="/users/me",status="401"} 2"#,
+        r#"slipway_http_requests_total{method="POST",route="/token",status="401"} 1"#,
+        r#"slipway_http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
         r#"slipway_http_request_duration_seconds_count{route="/users/me"} 4"#,
         r#"slipway_http_request_duration_seconds_bucket{route="/users/me",le="+Inf"} 4"#,
         r#"slipway_auth_refusals_total{reason="missing"} 1"#,

@@ -71,9 +71,9 @@ pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims
 pub fn with_request_id<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(id) = crate::metrics::current_request_id()
-        && let Ok(value) = id.parse()
+        && let Ok(value) = tonic::metadata::AsciiMetadataValue::try_from(id.as_bytes())
     {
-        request.metadata_mut().insert(crate::metrics::REQUEST_ID, value);
+        request.metadata_mut().insert(common::request_id::KEY, value);
     }
     request
 }

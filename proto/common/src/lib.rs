@@ -9,6 +9,7 @@ pub mod error;
 pub mod guard;
 pub mod identity;
 pub mod paging;
+pub mod request_id;
 pub mod scope;
 pub mod scope_table;
 pub mod server;

@@ -7,6 +7,7 @@ use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
+use tower_http::trace::TraceLayer;
 
 /// Binds `addr` (port 0 picks a free port) and, when asked, writes the bound address to
 /// `addr_file` so a launcher or a test harness can find it. The file is written to a
@@ -39,16 +40,25 @@ pub async fn serve_grpc(
     let routes = routes.add_service(health).add_service(reflection()?);
     tracing::info!(service, addr = %listener.local_addr()?, "listening");
     let server = tonic::transport::Server::builder()
-        // Every line logged while serving a call carries its RPC and the request id
-        // the gateway passed along.
-        .trace_fn(|request| {
-            let id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("rpc", path = %request.uri().path(), request_id = %id)
-        })
+        // Every call has a request id (the one the gateway passed along, else a new
+        // one), echoed in its response headers.
+        .layer(crate::request_id::layers::<tonic::body::Body>())
+        // Every line logged while serving a call carries its RPC and that id.
+        .layer(
+            TraceLayer::new_for_grpc()
+                .make_span_with(|request: &http::Request<tonic::body::Body>| {
+                    tracing::info_span!(
+                        "rpc",
+                        path = %request.uri().path(),
+                        request_id = %crate::request_id::of(request)
+                    )
+                })
+                .on_request(())
+                .on_response(())
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
         .add_routes(routes)
         .serve_with_incoming_shutdown(no_delay(listener), shutdown.clone().cancelled_owned());
     crate::shutdown::drain_bounded(service, server, &shutdown).await?;
