@@ -34,23 +34,23 @@ impl ApiError {
         ApiError::Detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
     }
 
-    /// The answer to a valid token a route's entry does not admit, the one place a
-    /// refusal becomes HTTP: 401 on fastDeploy's routes (its contract, 3.3), 403 with
-    /// the reason on `/v1` routes. (A missing or invalid token is 401 on both.)
-    pub fn refused(route: &crate::routes::Route, refusal: &Refusal) -> Self {
-        crate::metrics::count_refusal(refusal.reason());
+    /// The one place a refusal (`common::scope_table::Refusal`, the type the backends
+    /// map to gRPC) becomes HTTP. No usable token is 401 on every route (`Not
+    /// authenticated` without one, `Could not validate credentials` for a bad one); a
+    /// stale revocation feed 503; a valid token the entry does not admit 401 on
+    /// fastDeploy's routes (its contract, 3.3) and 403 with the reason on `/v1`.
+    pub fn refused(route: Option<&crate::routes::Route>, refusal: &Refusal) -> Self {
+        let v1 = route.is_some_and(|r| r.path.starts_with("/v1/"));
         match refusal {
+            Refusal::MissingToken => ApiError::not_authenticated(),
+            Refusal::Invalid | Refusal::Expired | Refusal::Revoked => ApiError::invalid_credentials(),
             Refusal::RevocationsUnavailable => {
-                ApiError::Detail(StatusCode::SERVICE_UNAVAILABLE, "token revocations unavailable".into())
+                ApiError::Detail(StatusCode::SERVICE_UNAVAILABLE, "auth service unavailable".into())
             }
-            // No usable token: 401 on every route (fastDeploy's body on its routes).
-            Refusal::MissingToken | Refusal::Invalid | Refusal::Expired | Refusal::Revoked
-                if route.path.starts_with("/v1/") =>
-            {
-                ApiError::Detail(StatusCode::UNAUTHORIZED, refusal.to_string())
+            Refusal::Internal | Refusal::WrongType { .. } | Refusal::Missing(_) if v1 => {
+                ApiError::Detail(StatusCode::FORBIDDEN, refusal.to_string())
             }
-            _ if route.path.starts_with("/v1/") => ApiError::Detail(StatusCode::FORBIDDEN, refusal.to_string()),
-            _ => ApiError::invalid_credentials(),
+            Refusal::Internal | Refusal::WrongType { .. } | Refusal::Missing(_) => ApiError::invalid_credentials(),
         }
     }
 

@@ -48,7 +48,6 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use crate::{
     Config,
     body_limit::{Capped, is_too_large},
-    error::ApiError,
     fastdeploy::auth::verified,
     server::AppState,
 };
@@ -266,11 +265,7 @@ async fn bounded(body: GrpcBody, max: usize, exceeded: Arc<AtomicBool>) -> Resul
 /// Verifies the bearer token (a fastDeploy token is exchanged first when that is on)
 /// and checks it against the entry; the backend gets the token it will verify again.
 async fn authorize(state: &AppState, parts: &mut Parts, access: Access) -> Result<Claims, Status> {
-    let (token, claims) = verified(parts, state).await.map_err(|error| match error {
-        ApiError::Detail(code, _) if code.as_u16() == 503 => Status::unavailable("auth service unavailable"),
-        ApiError::Detail(_, detail) => Status::unauthenticated(detail),
-        ApiError::Validation(_) => Status::unauthenticated("Could not validate credentials"),
-    })?;
+    let (token, claims) = verified(parts, state).await.map_err(Status::from)?;
     if let Err(refusal) = access.check(&claims) {
         tracing::info!(jti = %claims.jti, %refusal, "grpc call refused: scope");
         return Err(refusal.into());

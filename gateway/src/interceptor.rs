@@ -96,7 +96,11 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
     let (mut parts, body) = request.into_parts();
     // The token first: without a valid one, the body is never read.
     let caller = if route.credential == Credential::Header && route.access.needs_token() {
-        Some(verified(&parts, state).await?)
+        Some(
+            verified(&parts, state)
+                .await
+                .map_err(|refusal| ApiError::refused(Some(route), &refusal))?,
+        )
     } else {
         None
     };
@@ -109,8 +113,9 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
     };
     if let Some((token, claims)) = caller {
         if let Err(refusal) = route.access.check(&claims) {
+            crate::metrics::count_refusal(refusal.reason());
             tracing::info!(jti = %claims.jti, %refusal, path = route.path, "token refused: scope");
-            return Err(ApiError::refused(route, &refusal));
+            return Err(ApiError::refused(Some(route), &refusal));
         }
         parts.extensions.insert(Caller { token, claims });
     }

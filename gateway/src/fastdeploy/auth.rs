@@ -11,6 +11,7 @@ use axum::{
 };
 use common::{
     identity::CLIENT_ADDRESS_HEADER,
+    scope_table::Refusal,
     token::{Claims, TokenError, bearer_token},
 };
 use proto::auth::v1::LoginRequest;
@@ -20,16 +21,18 @@ use crate::{
     server::AppState,
 };
 
-/// The bearer token of a request and its verified claims (of any type). A revocation
-/// set that cannot be trusted right now is 503, not 401, so clients do not log out.
-pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims), ApiError> {
+/// The bearer token of a request and its verified claims (of any type), or why it is
+/// refused (`ApiError::refused` and `Status::from` answer it). A revocation set that
+/// cannot be trusted right now is its own refusal (503, not 401), so clients do not
+/// log out.
+pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims), Refusal> {
     let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let Some(token) = bearer_token(header) else {
         crate::metrics::count_refusal("missing");
-        return Err(ApiError::not_authenticated());
+        return Err(Refusal::MissingToken);
     };
     let mut token = token.to_owned();
     if let Some(legacy) = &state.legacy
@@ -37,32 +40,23 @@ pub async fn verified(parts: &Parts, state: &AppState) -> Result<(String, Claims
     {
         token = match legacy.exchange(&state.backends, &token).await {
             Ok(exchanged) => exchanged,
-            Err(TokenError::RevocationsUnavailable) => {
-                return Err(ApiError::Detail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "auth service unavailable".into(),
-                ));
-            }
+            Err(TokenError::RevocationsUnavailable) => return Err(Refusal::RevocationsUnavailable),
             Err(_) => {
                 crate::metrics::count_refusal("legacy");
-                return Err(ApiError::invalid_credentials());
+                return Err(Refusal::Invalid);
             }
         };
     }
     match state.verifier.verify(&token).await {
         Ok(claims) => Ok((token, claims)),
-        Err(TokenError::RevocationsUnavailable) => {
-            crate::metrics::count_refusal("revocations unavailable");
-            tracing::warn!("token refused: revocation feed stale");
-            Err(ApiError::Detail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "auth service unavailable".into(),
-            ))
-        }
         Err(reason) => {
             crate::metrics::count_refusal(refusal_label(&reason));
-            tracing::info!(%reason, "token refused");
-            Err(ApiError::invalid_credentials())
+            if reason == TokenError::RevocationsUnavailable {
+                tracing::warn!("token refused: revocation feed stale");
+            } else {
+                tracing::info!(%reason, "token refused");
+            }
+            Err(Refusal::from(reason))
         }
     }
 }
