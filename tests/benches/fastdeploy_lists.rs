@@ -17,21 +17,7 @@ use std::{
 
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
-use tests::{Backend, Stack};
-
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
+use tests::{Backend, Stack, raw_http::memory_kib};
 
 async fn post(stack: &Stack, path: &str, token: &str, body: Value) -> Value {
     let response = stack

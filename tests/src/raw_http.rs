@@ -150,10 +150,21 @@ pub async fn request(addr: SocketAddr, head: &str, upload: Upload<'_>, timeout: 
     })
 }
 
+/// A field of `/proc/<pid>/status` given in KiB (`VmRSS:`, `VmHWM:`), in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix(field))?;
+    let kib: u64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The resident set size of a process, in bytes (`VmRSS` in `/proc/<pid>/status`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A process's resident memory now and its peak so far (`VmRSS`, `VmHWM`), in KiB.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let kib = |field| status_bytes(pid, field).expect("the process's /proc status") / 1024;
+    (kib("VmRSS:"), kib("VmHWM:"))
 }

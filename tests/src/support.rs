@@ -147,6 +147,19 @@ fn payload(token: &str) -> Value {
     serde_json::from_slice(&payload).unwrap()
 }
 
+/// Creates a user through `POST /v1/users` with the admin's token; must succeed.
+pub async fn create_user(stack: &Stack, admin: &str, name: &str, password: &str) {
+    let response = stack
+        .http
+        .post(stack.url("/v1/users"))
+        .bearer_auth(admin)
+        .json(&json!({"name": name, "password": password}))
+        .send()
+        .await
+        .expect("POST /v1/users");
+    assert_eq!(response.status(), 200, "{}", stack.logs());
+}
+
 pub fn jti(token: &str) -> String {
     payload(token)["jti"].as_str().unwrap().to_owned()
 }

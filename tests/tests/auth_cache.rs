@@ -13,10 +13,11 @@ use proto::auth::v1::{self as auth, auth_service_client::AuthServiceClient};
 use serde_json::{Value, json};
 use tests::{
     Backend, Stack,
-    grpc::{bearer, channel, claims_of},
+    grpc::{bearer, channel},
     on_every_backend,
     process::Proc,
     stack::{ADMIN, ADMIN_PASSWORD},
+    support::{create_user, jti},
     user_claims,
 };
 use tonic::Code;
@@ -80,10 +81,6 @@ async fn login(stack: &Stack, user: &str, password: &str) -> String {
     body["access_token"].as_str().expect("access_token").to_owned()
 }
 
-fn jti(token: &str) -> String {
-    claims_of(token)["jti"].as_str().expect("jti").to_owned()
-}
-
 async fn revoke(auth: std::net::SocketAddr, admin: &str, token: &str) {
     AuthServiceClient::new(channel(auth).await)
         .revoke_tokens(bearer(auth::RevokeTokensRequest { ids: vec![jti(token)] }, admin))
@@ -94,16 +91,7 @@ async fn revoke(auth: std::net::SocketAddr, admin: &str, token: &str) {
 async fn every_change_counts_on_the_next_call(backend: Backend) {
     let stack = Stack::start(backend).await;
     let admin = stack.admin_token().await;
-    assert_eq!(
-        post(
-            &stack,
-            "/v1/users",
-            &admin,
-            json!({"name": "bob", "password": "bobs password"})
-        )
-        .await,
-        200
-    );
+    create_user(&stack, &admin, "bob", "bobs password").await;
 
     // Revocation.
     let token = login(&stack, "bob", "bobs password").await;
@@ -158,16 +146,7 @@ async fn every_change_counts_on_the_next_call(backend: Backend) {
     let forged = stack.sign_with_real_key(&user_claims("bob"));
     refused_now(&stack, &forged, "no such user").await;
     refused_now(&stack, &forged, "no such user, asked again").await;
-    assert_eq!(
-        post(
-            &stack,
-            "/v1/users",
-            &admin,
-            json!({"name": "bob", "password": "another password"})
-        )
-        .await,
-        200
-    );
+    create_user(&stack, &admin, "bob", "another password").await;
     let (status, after) = me(&stack, &forged).await;
     assert_eq!(status, 200, "the new bob is seen at once: {after}");
     assert_eq!(after["name"], "bob");
@@ -230,16 +209,7 @@ async fn a_second_auth_service_follows_the_first_ones_revocations(backend: Backe
     let stack = Stack::start(backend).await;
     let (_second, auth2) = start_second_auth(&stack);
     let admin = stack.admin_token().await;
-    assert_eq!(
-        post(
-            &stack,
-            "/v1/users",
-            &admin,
-            json!({"name": "erin", "password": "erins password"})
-        )
-        .await,
-        200
-    );
+    create_user(&stack, &admin, "erin", "erins password").await;
 
     // Revoked on the first: the second refuses it within the bound.
     let token = login(&stack, "erin", "erins password").await;

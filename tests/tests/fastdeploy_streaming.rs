@@ -14,7 +14,7 @@ use std::{
 
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
-use tests::{Backend, Stack, on_every_backend};
+use tests::{Backend, Stack, on_every_backend, raw_http::memory_kib};
 
 on_every_backend!(
     lists_stream_the_same_bytes_and_items_as_the_paged_v1_lists,
@@ -225,21 +225,6 @@ async fn lists_stream_the_same_bytes_and_items_as_the_paged_v1_lists(backend: Ba
     );
     let (status, _) = get_raw(&stack, "/deployments/", "not-a-token").await;
     assert_eq!(status, 401);
-}
-
-/// The gateway's resident memory now and its peak, in KiB (`/proc/PID/status`).
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 async fn a_long_deployments_list_streams_in_bounded_memory(backend: Backend) {

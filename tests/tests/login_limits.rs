@@ -17,6 +17,7 @@ use tests::{
     Backend, Stack,
     grpc::bearer,
     stack::{ADMIN, ADMIN_PASSWORD, Process},
+    support::create_user,
 };
 use tonic::Code;
 
@@ -61,18 +62,6 @@ async fn answer(response: reqwest::Response) -> (u16, Option<u64>, Value) {
         .get(header::RETRY_AFTER)
         .map(|v| v.to_str().expect("ASCII").parse().expect("whole seconds"));
     (status, retry_after, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn create_user(stack: &Stack, admin: &str, name: &str, password: &str) {
-    let response = stack
-        .http
-        .post(stack.url("/v1/users"))
-        .bearer_auth(admin)
-        .json(&json!({"name": name, "password": password}))
-        .send()
-        .await
-        .expect("POST /v1/users");
-    assert_eq!(response.status(), 200, "{}", stack.logs());
 }
 
 /// A gRPC channel to `addr` whose connection comes from `source`.
