@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod hash_threads;
 pub mod keys;
 pub mod legacy;
 pub mod login_limits;

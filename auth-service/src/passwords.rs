@@ -1,7 +1,8 @@
 //! Password hashing: argon2id for new hashes; fastDeploy's bcrypt hashes are accepted
-//! and reported for rehashing. Hashing runs on the blocking pool behind a semaphore
-//! (by default half the machine's cores, at least one) so a burst of logins never
-//! starves other requests; password checks beyond those slots wait in a bounded queue,
+//! and reported for rehashing. Hashing runs on threads of its own at a lower CPU
+//! priority ([`crate::hash_threads`]), as many as the hasher has slots (by default half
+//! the machine's cores, at least one), so a burst of logins never starves other
+//! requests; password checks beyond those slots wait in a bounded queue,
 //! and when it is full are refused at once ([`PasswordError::Busy`]).
 //!
 //! Every refusal costs the same, so a login's time does not tell an unknown user, a
@@ -20,6 +21,8 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
+use crate::hash_threads::HashThreads;
+
 /// The dummy bcrypt hash is made at most at this cost (each step doubles the work; a
 /// stored hash above it would take seconds to check anyway).
 const MAX_DUMMY_BCRYPT_COST: u32 = 16;
@@ -28,8 +31,6 @@ const MAX_DUMMY_BCRYPT_COST: u32 = 16;
 pub enum PasswordError {
     #[error("password hashing failed: {0}")]
     Hash(String),
-    #[error("hashing task failed")]
-    Join(#[from] tokio::task::JoinError),
     #[error("hasher closed")]
     Closed,
     /// Every hashing slot is busy and the queue is full: retry a moment later.
@@ -56,6 +57,7 @@ struct DummyBcrypt {
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    threads: Arc<HashThreads>,
     /// Password checks waiting for a slot, and how many may.
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
@@ -78,9 +80,11 @@ impl Hasher {
     /// At most `parallel` hashes run at once (leave a core for everything else).
     pub async fn new(parallel: usize) -> Result<Self, PasswordError> {
         let permits = Arc::new(Semaphore::new(parallel.max(1)));
-        let dummy = tokio::task::spawn_blocking(|| hash_blocking("slipway-dummy-password")).await??;
+        let threads = Arc::new(HashThreads::start(parallel).map_err(|e| PasswordError::Hash(e.to_string()))?);
+        let dummy = threads.run(|| hash_blocking("slipway-dummy-password")).await??;
         Ok(Hasher {
             permits,
+            threads,
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting: usize::MAX,
             dummy_hash: dummy.into(),
@@ -128,7 +132,9 @@ impl Hasher {
         let dummy = match cost {
             None => None,
             Some(cost) => {
-                let hash = tokio::task::spawn_blocking(move || bcrypt::hash("slipway-dummy-password", cost))
+                let hash = self
+                    .threads
+                    .run(move || bcrypt::hash("slipway-dummy-password", cost))
                     .await?
                     .map_err(|e| PasswordError::Hash(e.to_string()))?;
                 Some(DummyBcrypt {
@@ -147,7 +153,9 @@ impl Hasher {
     pub async fn hash(&self, password: &SecretString) -> Result<String, PasswordError> {
         let _permit = self.permits.acquire().await.map_err(|_| PasswordError::Closed)?;
         let password = password.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(password.expose_secret())).await?
+        self.threads
+            .run(move || hash_blocking(password.expose_secret()))
+            .await?
     }
 
     /// Checks `password` against `stored`, or refuses it when there is no usable
@@ -160,23 +168,25 @@ impl Hasher {
         let stored: Arc<str> = stored.map(Arc::from).unwrap_or_else(|| self.dummy_hash.clone());
         let dummy_argon2 = self.dummy_hash.clone();
         let dummy_bcrypt = read(&self.dummy_bcrypt).map(|d| d.hash);
-        let verdict = tokio::task::spawn_blocking(move || {
-            let verdict = verify_blocking(password.expose_secret(), &stored);
-            if known && verdict != Verdict::Refused {
-                return verdict;
-            }
-            // A refusal: the other kind of hash's work too, against a dummy.
-            let other = if is_bcrypt(&stored) {
-                Some(dummy_argon2)
-            } else {
-                dummy_bcrypt
-            };
-            if let Some(other) = other {
-                std::hint::black_box(verify_blocking(password.expose_secret(), &other));
-            }
-            Verdict::Refused
-        })
-        .await?;
+        let verdict = self
+            .threads
+            .run(move || {
+                let verdict = verify_blocking(password.expose_secret(), &stored);
+                if known && verdict != Verdict::Refused {
+                    return verdict;
+                }
+                // A refusal: the other kind of hash's work too, against a dummy.
+                let other = if is_bcrypt(&stored) {
+                    Some(dummy_argon2)
+                } else {
+                    dummy_bcrypt
+                };
+                if let Some(other) = other {
+                    std::hint::black_box(verify_blocking(password.expose_secret(), &other));
+                }
+                Verdict::Refused
+            })
+            .await?;
         Ok(verdict)
     }
 }

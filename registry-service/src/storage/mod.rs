@@ -3,12 +3,13 @@
 pub mod deployed_services;
 mod migrations;
 pub mod services;
+mod snapshot;
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait, sea_query::OnConflict,
+    Set, TransactionTrait, sea_query::OnConflict,
 };
 use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
@@ -18,6 +19,8 @@ pub use migrations::Migrator;
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// The services table in memory (see `snapshot`).
+    services: Arc<snapshot::Snapshot>,
 }
 
 /// What a sync did to one service.
@@ -40,7 +43,26 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, DbErr> {
         let db = common::db::connect(url).await?;
         Migrator::up(&db, None).await?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            services: Arc::default(),
+        })
+    }
+
+    /// Every service in id order, from the snapshot (the table is read when it has
+    /// none, or an old one).
+    async fn services(&self) -> Result<snapshot::Rows, DbErr> {
+        let generation = match self.services.get() {
+            Ok(rows) => return Ok(rows),
+            Err(generation) => generation,
+        };
+        let rows: snapshot::Rows = services::Entity::find()
+            .order_by_asc(services::Column::Id)
+            .all(&self.db)
+            .await?
+            .into();
+        self.services.keep(generation, rows.clone());
+        Ok(rows)
     }
 
     /// Every service, in id order.
@@ -50,29 +72,30 @@ impl Store {
 
     /// Services with an id above `after`, in id order, at most `limit` of them.
     pub async fn list_services_page(&self, after: i64, limit: Option<u64>) -> Result<Vec<services::Model>, DbErr> {
-        services::Entity::find()
-            .filter(services::Column::Id.gt(after))
-            .order_by_asc(services::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
+        Ok(snapshot::page(&self.services().await?, after, limit).to_vec())
     }
 
     pub async fn get_service(&self, id: i64) -> Result<Option<services::Model>, DbErr> {
-        services::Entity::find_by_id(id).one(&self.db).await
+        let rows = self.services().await?;
+        Ok(rows
+            .binary_search_by_key(&id, |row| row.id)
+            .ok()
+            .map(|at| rows[at].clone()))
     }
 
     pub async fn find_service(&self, name: &str) -> Result<Option<services::Model>, DbErr> {
-        services::Entity::find()
-            .filter(services::Column::Name.eq(name))
-            .one(&self.db)
-            .await
+        Ok(self.services().await?.iter().find(|row| row.name == name).cloned())
     }
 
     /// Inserts the service or replaces its data, keeping its id.
     pub async fn upsert_service(&self, name: &str, data: Value) -> Result<services::Model, DbErr> {
-        let existing = self.find_service(name).await?;
-        upsert(&self.db, name, data, existing).await
+        let existing = services::Entity::find()
+            .filter(services::Column::Name.eq(name))
+            .one(&self.db)
+            .await?;
+        let row = upsert(&self.db, name, data, existing).await;
+        self.services.invalidate();
+        row
     }
 
     /// Brings the services table in line with a scan of the services directory, in one
@@ -107,6 +130,9 @@ impl Store {
             });
         }
         txn.commit().await?;
+        if !changes.is_empty() {
+            self.services.invalidate();
+        }
         Ok(changes)
     }
 
@@ -124,6 +150,7 @@ impl Store {
         };
         let deleted = delete_with_deployed(&txn, &row).await?;
         txn.commit().await?;
+        self.services.invalidate();
         Ok(deleted.then_some(row))
     }
 
