@@ -1,8 +1,14 @@
 //! `slipway up`: the whole system on one machine. The three services and the gateway
 //! run as separate processes on loopback, each with its SQLite file in the data dir;
 //! Ctrl-C or SIGTERM stops them all, gateway first.
+//!
+//! `up` supervises them: a service that exits unexpectedly is started again on the
+//! same address after a short wait (doubling with each exit, see [`Restarts`]) while
+//! the others keep serving; one that exits [`MAX_EXITS`] times within [`EXIT_WINDOW`]
+//! stops `up` with the reason. Each service's pid is in `<data dir>/run/<name>.pid`.
 
 use std::{
+    collections::VecDeque,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
@@ -66,10 +72,48 @@ const PRIVATE_ENV: &[&str] = &[
     "SLIPWAY_LANDLOCK",
 ];
 
+/// A service exiting this many times within [`EXIT_WINDOW`] stops `up`.
+const MAX_EXITS: usize = 5;
+const EXIT_WINDOW: Duration = Duration::from_secs(60);
+/// The wait before the first restart; it doubles with each exit in the window, up to
+/// [`MAX_RESTART_DELAY`].
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(250);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(8);
+
 struct Running {
     name: &'static str,
+    /// The arguments it was started with (`--listen` as given).
+    args: Vec<String>,
     child: Child,
     addr: SocketAddr,
+    restarts: Restarts,
+}
+
+/// When a service last exited unexpectedly, to pace its restarts.
+#[derive(Default)]
+struct Restarts {
+    exits: VecDeque<Instant>,
+}
+
+impl Restarts {
+    /// Counts an exit now: the wait before the restart, or `None` when it exited
+    /// [`MAX_EXITS`] times within [`EXIT_WINDOW`] and should stay down.
+    fn exited(&mut self, now: Instant) -> Option<Duration> {
+        while self
+            .exits
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= EXIT_WINDOW)
+        {
+            self.exits.pop_front();
+        }
+        self.exits.push_back(now);
+        let count = self.exits.len();
+        if count >= MAX_EXITS {
+            return None;
+        }
+        let doublings = u32::try_from(count - 1).unwrap_or(u32::MAX).min(16);
+        Some((FIRST_RESTART_DELAY * 2u32.pow(doublings)).min(MAX_RESTART_DELAY))
+    }
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -127,18 +171,66 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     println!("press Ctrl-C to stop");
 
-    let exited = tokio::select! {
+    let gave_up = tokio::select! {
         () = shutdown.cancelled() => None,
-        name = first_exit(&mut running) => Some(name),
+        reason = supervise(&mut running, &run_dir) => Some(reason),
     };
     stop_all(&mut running).await;
-    match exited {
-        Some(name) => bail!("{name} exited unexpectedly; stopped the others"),
+    match gave_up {
+        Some(reason) => Err(reason),
         None => {
             println!("slipway stopped");
             Ok(())
         }
     }
+}
+
+/// Restarts every service that exits, until one exits too often: returns why `up`
+/// should stop. Never returns otherwise.
+async fn supervise(running: &mut [Running], run_dir: &Path) -> anyhow::Error {
+    loop {
+        for r in running.iter_mut() {
+            let Ok(Some(status)) = r.child.try_wait() else {
+                continue;
+            };
+            let Some(delay) = r.restarts.exited(Instant::now()) else {
+                return anyhow::anyhow!(
+                    "{} exited {MAX_EXITS} times within {} s (last: {status}); stopped the others",
+                    r.name,
+                    EXIT_WINDOW.as_secs()
+                );
+            };
+            println!(
+                "{} exited unexpectedly ({status}); restarting it in {} ms",
+                r.name,
+                delay.as_millis()
+            );
+            tokio::time::sleep(delay).await;
+            // Back on the address it had, so the others find it where they look.
+            let args = listen_on(&r.args, r.addr);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match spawn(r.name, r.name, &args, run_dir).await {
+                Ok(restarted) => {
+                    r.child = restarted.child;
+                    println!("{} restarted on {}", r.name, r.addr);
+                }
+                // Its old child stays exited: the next round counts another exit.
+                Err(error) => println!("restarting {} failed: {error:#}", r.name),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `args` with the value after `--listen` replaced by `addr`.
+fn listen_on(args: &[String], addr: SocketAddr) -> Vec<String> {
+    let mut args = args.to_vec();
+    if let Some(at) = args.iter().position(|a| a == "--listen")
+        && let Some(value) = args.get_mut(at + 1)
+    {
+        *value = addr.to_string();
+    }
+    args
 }
 
 /// The services directory `up` uses and where it comes from: `--services-dir`, else
@@ -323,10 +415,12 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(common::server::free_loopback_port()?)
 }
 
-/// Starts `slipway serve <sub>` and waits until it has written its address file.
+/// Starts `slipway serve <sub>`, writes its pid file and waits until it has written
+/// its address file. The process is killed if `up` drops it without stopping it.
 async fn spawn(name: &'static str, sub: &str, args: &[&str], run_dir: &Path) -> anyhow::Result<Running> {
     let addr_file = run_dir.join(format!("{name}.addr"));
     let _ = std::fs::remove_file(&addr_file);
+    let pid_file = run_dir.join(format!("{name}.pid"));
     let exe = std::env::current_exe().context("locating the slipway binary")?;
     let mut command = Command::new(exe);
     command
@@ -335,18 +429,28 @@ async fn spawn(name: &'static str, sub: &str, args: &[&str], run_dir: &Path) -> 
         .args(args)
         .arg("--addr-file")
         .arg(&addr_file)
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
     for var in PRIVATE_ENV {
         command.env_remove(var);
     }
     let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
+    if let Some(pid) = child.id() {
+        std::fs::write(&pid_file, format!("{pid}\n")).with_context(|| format!("writing {}", pid_file.display()))?;
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(addr) = std::fs::read_to_string(&addr_file)
             .ok()
             .and_then(|t| t.trim().parse().ok())
         {
-            return Ok(Running { name, child, addr });
+            return Ok(Running {
+                name,
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+                child,
+                addr,
+                restarts: Restarts::default(),
+            });
         }
         if let Some(status) = child.try_wait()? {
             bail!("{name} exited during start ({status})");
@@ -356,17 +460,6 @@ async fn spawn(name: &'static str, sub: &str, args: &[&str], run_dir: &Path) -> 
             bail!("{name} did not start within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn first_exit(running: &mut [Running]) -> &'static str {
-    loop {
-        for r in running.iter_mut() {
-            if let Ok(Some(_)) = r.child.try_wait() {
-                return r.name;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -384,5 +477,44 @@ async fn stop_all(running: &mut Vec<Running>) {
                 let _ = r.child.kill().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_wait_longer_each_time_and_stop_after_too_many() {
+        let mut restarts = Restarts::default();
+        let start = Instant::now();
+        let delays: Vec<_> = (0..4)
+            .map(|n| restarts.exited(start + Duration::from_secs(n)))
+            .collect();
+        assert_eq!(delays, [250, 500, 1000, 2000].map(|ms| Some(Duration::from_millis(ms))));
+        assert_eq!(
+            restarts.exited(start + Duration::from_secs(5)),
+            None,
+            "the fifth within a minute"
+        );
+        // Exits older than the window no longer count.
+        let mut restarts = Restarts::default();
+        for n in 0..10 {
+            assert!(restarts.exited(start + Duration::from_secs(n * 30)).is_some());
+        }
+        assert_eq!(
+            restarts.exited(start + Duration::from_secs(300)),
+            Some(Duration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn a_restart_listens_where_the_service_was() {
+        let args = ["--listen", "127.0.0.1:0", "--data-dir", "d"].map(String::from);
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            listen_on(&args, addr),
+            ["--listen", "127.0.0.1:8080", "--data-dir", "d"].map(String::from)
+        );
     }
 }

@@ -13,6 +13,7 @@ pub mod registry_fixture;
 pub mod stack;
 pub mod support;
 pub mod token_fixture;
+pub mod up_fixture;
 pub mod v1_fixture;
 pub mod wait;
 pub mod websocket_fixture;
