@@ -9,6 +9,8 @@ pub mod error;
 pub mod guard;
 pub mod identity;
 pub mod paging;
+#[cfg(test)]
+mod parser_props;
 pub mod request_id;
 pub mod scope;
 pub mod scope_table;
