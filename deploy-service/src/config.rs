@@ -57,9 +57,29 @@ pub struct Config {
     /// then run with no_new_privs: `sudo` in them stops working.
     #[arg(long, env = "SLIPWAY_LANDLOCK")]
     pub landlock: bool,
+    /// Each run's log keeps the last this many lines of the script's output (older
+    /// ones are dropped, and a marker line says how many).
+    #[arg(long, env = "SLIPWAY_LOG_MAX_LINES", default_value_t = 10_000)]
+    pub log_max_lines: usize,
+    /// … and at most this many bytes of it.
+    #[arg(long, env = "SLIPWAY_LOG_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub log_max_bytes: usize,
+    /// A longer output line is kept cut to this many bytes, with a note.
+    #[arg(long, env = "SLIPWAY_LOG_MAX_LINE_BYTES", default_value_t = 16 * 1024)]
+    pub log_max_line_bytes: usize,
 }
 
 impl Config {
+    /// How much of each run's output is kept.
+    pub fn log_limits(&self) -> crate::logs::LogLimits {
+        crate::logs::LogLimits {
+            max_lines: self.log_max_lines,
+            max_bytes: self.log_max_bytes,
+            max_line_bytes: self.log_max_line_bytes,
+        }
+        .sane()
+    }
+
     pub fn database_url(&self) -> String {
         self.storage.database_url("deploy.db")
     }

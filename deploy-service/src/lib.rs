@@ -5,6 +5,7 @@ pub mod api;
 pub mod backends;
 pub mod config;
 pub mod convert;
+pub mod logs;
 pub mod model;
 pub mod plan;
 pub mod queue;

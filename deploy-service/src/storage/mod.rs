@@ -4,8 +4,11 @@
 //! order, so a watcher that reads the table and then follows the broadcast sees
 //! every event once.
 
+pub mod deployment_logs;
 pub mod deployments;
 pub mod events;
+pub mod log_lines;
+mod logs;
 mod migrations;
 mod reads;
 pub mod steps;
@@ -19,6 +22,7 @@ use tokio::sync::{Mutex, broadcast};
 
 pub use migrations::Migrator;
 pub use reads::EventFilter;
+pub use logs::LogBatch;
 pub use writes::{NewDeployment, ReportRefused};
 
 /// How many events a watcher may fall behind the broadcast before it catches up

@@ -8,6 +8,7 @@ mod m0003_deployment_runs;
 mod m0004_removed_steps;
 mod m0005_create_events;
 mod m0006_deployments_by_service;
+mod m0007_create_deployment_logs;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_removed_steps::Migration),
             Box::new(m0005_create_events::Migration),
             Box::new(m0006_deployments_by_service::Migration),
+            Box::new(m0007_create_deployment_logs::Migration),
         ]
     }
 
