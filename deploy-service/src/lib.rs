@@ -9,6 +9,7 @@ pub mod logs;
 pub mod model;
 pub mod plan;
 pub mod queue;
+pub mod retention;
 pub mod runner;
 pub mod server;
 pub mod steps;

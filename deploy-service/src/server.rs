@@ -81,6 +81,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let queue = Queue::new(runner, limits, shutdown.clone());
     queue.recover(&runs_dir).await.context("recovering interrupted runs")?;
 
+    // Retention prunes in the background, in small batches.
+    crate::retention::start(store.clone(), config.retention(), shutdown.clone());
     let api = DeployApi::new(ApiParts {
         store,
         backends,

@@ -217,7 +217,11 @@ async fn follow(client: &Client, id: i64, say: &impl Fn(String)) -> anyhow::Resu
                     }
                 }
                 over = event.get("deployment").is_some_and(is_over);
-                Ok(if over { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+                Ok(if over {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
             })
             .await;
         let error = match followed {

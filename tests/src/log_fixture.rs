@@ -20,7 +20,13 @@ pub const WAIT_RELEASE: &str = r#"while [ ! -e "$here/release-$id" ]; do sleep 0
 "#;
 
 impl Fixture {
-    pub async fn log(&self, token: &str, id: i64, after: i64, limit: u32) -> Result<pb::GetDeploymentLogResponse, Status> {
+    pub async fn log(
+        &self,
+        token: &str,
+        id: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<pb::GetDeploymentLogResponse, Status> {
         let request = pb::GetDeploymentLogRequest {
             deployment_id: id,
             after_line: after,

@@ -112,7 +112,12 @@ async fn output_is_kept_in_order_per_stream_and_redacted(backend: Backend) {
     assert!(ended.failure_reason.contains("longer than 1048576 bytes"), "{ended:?}");
     let log = f.whole_log(d.id).await;
     let texts: Vec<&str> = log.lines.iter().map(|l| l.text.as_str()).collect();
-    assert_eq!(texts.len(), 3, "{:?}", &texts.iter().map(|t| &t[..t.len().min(40)]).collect::<Vec<_>>());
+    assert_eq!(
+        texts.len(),
+        3,
+        "{:?}",
+        &texts.iter().map(|t| &t[..t.len().min(40)]).collect::<Vec<_>>()
+    );
     assert_eq!(texts[0], "before");
     assert!(texts[1].starts_with(&"y".repeat(1024)) && texts[1].ends_with("line cut, 1048577 bytes in all]"));
     assert_eq!(log.lines[2].stream, LogStream::Marker as i32);

@@ -83,7 +83,10 @@ async fn deploy_wait_prints_output_and_logs_prints_it_again(backend: Backend) {
     let (code, json_lines, _) = slipway_cli(&stack, &admin, &["logs", &id.to_string(), "-f", "--json"]);
     assert_eq!(code, Some(0));
     let first: serde_json::Value = serde_json::from_str(json_lines.lines().next().unwrap()).unwrap();
-    assert_eq!((first["line"].as_str(), first["text"].as_str()), (Some("1"), Some("hello from the script")));
+    assert_eq!(
+        (first["line"].as_str(), first["text"].as_str()),
+        (Some("1"), Some("hello from the script"))
+    );
     // Another service's token may not read it.
     let other = service_token(&stack, &admin, "held").await;
     let (code, _, err) = slipway_cli(&stack, &other, &["logs", &id.to_string()]);
@@ -106,5 +109,8 @@ async fn deploy_wait_prints_output_and_logs_prints_it_again(backend: Backend) {
     let result = tokio::time::timeout(Duration::from_secs(30), waited).await;
     let output = result.expect("slipway logs --follow ended with the run").unwrap();
     assert!(output.status.success());
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "before the hold\nafter the hold\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "before the hold\nafter the hold\n"
+    );
 }

@@ -44,7 +44,10 @@ async fn a_follow_resumes_without_gap_or_duplicate_and_ends_with_the_run(backend
     let mut from_start = f.watch_log(&f.admin, d.id, 0).await.unwrap();
     let early = next_lines(&mut from_start, 5).await;
     assert_eq!(numbers(&early), [1, 2, 3, 4, 5]);
-    assert_eq!(texts(&early, LogStream::Stdout), ["early 1", "early 2", "early 3", "early 4", "early 5"]);
+    assert_eq!(
+        texts(&early, LogStream::Stdout),
+        ["early 1", "early 2", "early 3", "early 4", "early 5"]
+    );
     // Resumed after line 3: 4 and 5, then it waits with the run.
     let mut resumed = f.watch_log(&f.admin, d.id, 3).await.unwrap();
     assert_eq!(numbers(&next_lines(&mut resumed, 2).await), [4, 5]);
@@ -73,7 +76,11 @@ async fn a_follow_resumes_without_gap_or_duplicate_and_ends_with_the_run(backend
         .cancel_deployment(tests::grpc::bearer(request, &f.admin))
         .await
         .unwrap();
-    assert!(rest(&mut f.watch_log(&f.admin, second.id, 0).await.unwrap()).await.is_empty());
+    assert!(
+        rest(&mut f.watch_log(&f.admin, second.id, 0).await.unwrap())
+            .await
+            .is_empty()
+    );
     f.file("staged", &format!("config-{}", queued.id)).await;
     f.release("staged", queued.id);
     f.finished(queued.id).await;
@@ -165,7 +172,10 @@ async fn the_http_route_serves_text_and_follows_as_ndjson(backend: Backend) {
         (header(&plain, "x-log-last-line"), header(&plain, "x-log-complete")),
         ("5", "false")
     );
-    assert_eq!(plain.text().await.unwrap(), "early 1\nearly 2\nearly 3\nearly 4\nearly 5\n");
+    assert_eq!(
+        plain.text().await.unwrap(),
+        "early 1\nearly 2\nearly 3\nearly 4\nearly 5\n"
+    );
     let page = http_get(&f, &format!("/v1/deployments/{id}/log?after_line=3&limit=1")).await;
     assert_eq!(header(&page, "x-log-last-line"), "4");
     assert_eq!(page.text().await.unwrap(), "early 4\n");
@@ -196,7 +206,11 @@ async fn the_http_route_serves_text_and_follows_as_ndjson(backend: Backend) {
     assert_eq!(numbers, (3..=15).map(|n| n.to_string()).collect::<Vec<_>>());
     assert_eq!(lines[0]["text"], "early 3");
     assert_eq!(lines[0]["stream"], "LOG_STREAM_STDOUT");
-    assert!(lines.iter().any(|l| l["stream"] == "LOG_STREAM_STDERR" && l["text"] == "late err 5"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["stream"] == "LOG_STREAM_STDERR" && l["text"] == "late err 5")
+    );
     f.finished(id).await;
     let done = http_get(&f, &format!("/v1/deployments/{id}/log")).await;
     assert_eq!(

@@ -18,7 +18,7 @@ use crate::{
     convert,
     logs::{LiveLog, Logs},
     queue::Queue,
-    storage::{Store, deployments, deployment_logs},
+    storage::{Store, deployment_logs, deployments},
 };
 
 /// Lines answered by `GetDeploymentLog` when the request names no limit, and at most.

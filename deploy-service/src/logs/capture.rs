@@ -41,7 +41,8 @@ impl RunLog {
         self.pending_bytes += text.len();
         let line = self.next_line;
         self.next_line += 1;
-        self.pending.push_back(row(self.deployment_id, line, stream, time, text));
+        self.pending
+            .push_back(row(self.deployment_id, line, stream, time, text));
         // More waiting than the log keeps: the oldest would be dropped by the writer
         // anyway (it keeps the last lines); its numbers tell it how many.
         while self.pending.len() > self.limits.max_lines || self.pending_bytes > self.limits.max_bytes {
@@ -130,10 +131,14 @@ mod tests {
             log.push(Stream::Stderr, Utc::now(), &n.to_string());
             log.flush();
         }
-        let Some(Msg::Lines(7, first)) = incoming.recv().await else { panic!() };
+        let Some(Msg::Lines(7, first)) = incoming.recv().await else {
+            panic!()
+        };
         assert_eq!(first.iter().map(|l| l.line).collect::<Vec<_>>(), [1]);
         log.flush();
-        let Some(Msg::Lines(7, rest)) = incoming.recv().await else { panic!() };
+        let Some(Msg::Lines(7, rest)) = incoming.recv().await else {
+            panic!()
+        };
         assert_eq!(rest.iter().map(|l| l.line).collect::<Vec<_>>(), [8, 9, 10]);
         assert!(rest.iter().all(|l| l.stream == Stream::Stderr as i16));
     }

@@ -15,8 +15,11 @@ use crate::{
     storage::{LogBatch, Store, log_lines},
 };
 
-/// Most messages taken into one round.
+/// Most messages taken into one round, and about the most lines: a round is one
+/// transaction, kept short so that on SQLite (one writer at a time) step reports
+/// never wait long behind it.
 const ROUND: usize = 256;
+const ROUND_LINES: usize = 4096;
 /// Attempts at storing a round before its lines are given up.
 const ATTEMPTS: u32 = 3;
 
@@ -49,10 +52,14 @@ pub(super) async fn run(
 ) {
     let mut runs: HashMap<i64, Kept> = HashMap::new();
     while let Some(first) = incoming.recv().await {
+        let mut lines = size(&first);
         let mut round = vec![first];
-        while round.len() < ROUND {
+        while round.len() < ROUND && lines < ROUND_LINES {
             match incoming.try_recv() {
-                Ok(next) => round.push(next),
+                Ok(next) => {
+                    lines += size(&next);
+                    round.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -63,9 +70,9 @@ pub(super) async fn run(
             let id = match &msg {
                 Msg::Lines(id, _) | Msg::Close(id, _) => *id,
             };
-            if !new_lines.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = new_lines.entry(id) {
                 order.push(id);
-                new_lines.insert(id, Vec::new());
+                entry.insert(Vec::new());
             }
             let kept = runs.entry(id).or_default();
             match msg {
@@ -138,6 +145,13 @@ pub(super) async fn run(
             let _ = live.send(LiveLog::Closed(id));
             let _ = done.send(());
         }
+    }
+}
+
+fn size(msg: &Msg) -> usize {
+    match msg {
+        Msg::Lines(_, lines) => lines.len(),
+        Msg::Close(..) => 0,
     }
 }
 

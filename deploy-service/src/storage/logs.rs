@@ -4,8 +4,7 @@
 //! they for it.
 
 use sea_orm::{
-    ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-    sea_query::OnConflict,
+    ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::OnConflict,
 };
 
 use super::{Store, deployment_logs, log_lines};

@@ -10,6 +10,7 @@ pub mod events;
 pub mod log_lines;
 mod logs;
 mod migrations;
+mod prune;
 mod reads;
 pub mod steps;
 mod writes;
@@ -20,9 +21,9 @@ use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, broadcast};
 
+pub use logs::LogBatch;
 pub use migrations::Migrator;
 pub use reads::EventFilter;
-pub use logs::LogBatch;
 pub use writes::{NewDeployment, ReportRefused};
 
 /// How many events a watcher may fall behind the broadcast before it catches up

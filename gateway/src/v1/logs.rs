@@ -73,7 +73,10 @@ pub async fn get(
     let complete = last.complete && !last.more;
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert("x-log-last-line", HeaderValue::from(after));
     headers.insert(
         "x-log-complete",

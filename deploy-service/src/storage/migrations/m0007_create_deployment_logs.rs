@@ -42,7 +42,9 @@ impl MigrationTrait for Migration {
         manager
             .drop_table(Table::drop().table(DeploymentLogs::Table).to_owned())
             .await?;
-        manager.drop_table(Table::drop().table(LogLines::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(LogLines::Table).to_owned())
+            .await
     }
 }
 
