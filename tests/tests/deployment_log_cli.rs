@@ -82,10 +82,13 @@ async fn deploy_wait_prints_output_and_logs_prints_it_again(backend: Backend) {
     }
     let (code, json_lines, _) = slipway_cli(&stack, &admin, &["logs", &id.to_string(), "-f", "--json"]);
     assert_eq!(code, Some(0));
-    let first: serde_json::Value = serde_json::from_str(json_lines.lines().next().unwrap()).unwrap();
-    assert_eq!(
-        (first["line"].as_str(), first["text"].as_str()),
-        (Some("1"), Some("hello from the script"))
+    let lines: Vec<serde_json::Value> = json_lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let numbers: Vec<&str> = lines.iter().map(|l| l["line"].as_str().unwrap()).collect();
+    assert_eq!(numbers, ["1", "2", "3"]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["text"] == "a warning" && l["stream"] == "LOG_STREAM_STDERR")
     );
     // Another service's token may not read it.
     let other = service_token(&stack, &admin, "held").await;

@@ -3,16 +3,18 @@
 //! duplicate, and ends when the run does; who may read a log (a user token with
 //! `deployments:read`, a service token of its service, the run's own deployment
 //! token) and who is refused; `GET /v1/deployments/{id}/log` as text and, with
-//! `?follow=true`, as NDJSON until the run ends. On SQLite and PostgreSQL.
+//! `?follow=true`, as NDJSON until the run ends; the RPCs through the gateway (gRPC
+//! and grpc-web). On SQLite and PostgreSQL.
 
 use std::time::Duration;
 
 use common::token::TokenType;
-use proto::deploy::v1::LogStream;
+use proto::deploy::v1::{self as pb, LogStream};
 use serde_json::{Value, json};
 use tests::{
     Backend, Stack,
     deploy_rpc::{Fixture, write_service},
+    grpc::{bearer, channel},
     log_fixture::*,
     on_every_backend,
     support::{gated_services, release, spool, token_kinds},
@@ -67,15 +69,13 @@ async fn a_follow_resumes_without_gap_or_duplicate_and_ends_with_the_run(backend
     assert_eq!(numbers(&rest(&mut after).await), (1..=15).collect::<Vec<_>>());
     let mut past = f.watch_log(&f.admin, d.id, 15).await.unwrap();
     assert!(rest(&mut past).await.is_empty());
+    through_the_gateway(&f, d.id).await;
     // A run cancelled before it started has an empty log that ends at once.
     let queued = f.start_service("staged").await;
     let second = f.start_service("staged").await;
     let mut deploy = f.deploy().await;
-    let request = proto::deploy::v1::CancelDeploymentRequest { id: second.id };
-    deploy
-        .cancel_deployment(tests::grpc::bearer(request, &f.admin))
-        .await
-        .unwrap();
+    let request = pb::CancelDeploymentRequest { id: second.id };
+    deploy.cancel_deployment(bearer(request, &f.admin)).await.unwrap();
     assert!(
         rest(&mut f.watch_log(&f.admin, second.id, 0).await.unwrap())
             .await
@@ -84,6 +84,49 @@ async fn a_follow_resumes_without_gap_or_duplicate_and_ends_with_the_run(backend
     f.file("staged", &format!("config-{}", queued.id)).await;
     f.release("staged", queued.id);
     f.finished(queued.id).await;
+}
+
+/// The gateway's gRPC proxy serves the log RPCs from the scope table alone: native
+/// gRPC, and grpc-web over HTTP/1.1 as browsers call it.
+async fn through_the_gateway(f: &Fixture, id: i64) {
+    use tonic_prost::prost::Message;
+    let mut edge = pb::deploy_service_client::DeployServiceClient::new(channel(f.stack.gateway).await);
+    let request = pb::WatchDeploymentLogRequest {
+        deployment_id: id,
+        after_line: 12,
+    };
+    let mut follow = edge
+        .watch_deployment_log(bearer(request, &f.admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(numbers(&rest(&mut follow).await), [13, 14, 15]);
+    let request = pb::GetDeploymentLogRequest {
+        deployment_id: id,
+        after_line: 10,
+        limit: 2,
+    };
+    let message = request.encode_to_vec();
+    let mut frame = vec![0_u8];
+    frame.extend((message.len() as u32).to_be_bytes());
+    frame.extend(message);
+    let response = f
+        .stack
+        .http
+        .post(f.stack.url("/slipway.deploy.v1.DeployService/GetDeploymentLog"))
+        .header("content-type", "application/grpc-web+proto")
+        .bearer_auth(&f.admin)
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body[0], 0, "a data frame first: {body:?}");
+    let length = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+    let page = pb::GetDeploymentLogResponse::decode(&body[5..5 + length]).unwrap();
+    assert_eq!(numbers(&page.lines), [11, 12]);
+    assert!(page.more && page.complete);
 }
 
 async fn who_may_read_a_log(backend: Backend) {
