@@ -12,7 +12,8 @@
 //!   the latency of paginated lists read during it (p50/p99/max) and the database
 //!   size before and after (SQLite: after VACUUM too).
 //!
-//! SQLite in a temp dir, or PostgreSQL with `SLIPWAY_BENCH_DATABASE_URL`.
+//! SQLite in a temp dir, or PostgreSQL with `SLIPWAY_BENCH_DATABASE_URL`; the batch
+//! size with `SLIPWAY_BENCH_BATCH` (default 50, as `--retention-batch`).
 //! `cargo bench -p deploy-service --bench retention`
 
 use std::time::{Duration, Instant};
@@ -89,7 +90,7 @@ async fn retention(store: &Store, dir: &std::path::Path) -> anyhow::Result<()> {
     let policy = RetentionPolicy {
         keep_days: 90,
         keep_per_service: 50,
-        batch: 200,
+        batch: env_or("SLIPWAY_BENCH_BATCH", 50) as u32,
         interval: Duration::from_secs(3600),
     };
     // Readers page through deployments of random services while pruning runs.

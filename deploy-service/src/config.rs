@@ -79,7 +79,7 @@ pub struct Config {
     #[arg(long, env = "SLIPWAY_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
     pub retention_interval_secs: u64,
     /// Deployments pruned per transaction.
-    #[arg(long, env = "SLIPWAY_RETENTION_BATCH", default_value_t = 200)]
+    #[arg(long, env = "SLIPWAY_RETENTION_BATCH", default_value_t = 50)]
     pub retention_batch: u32,
 }
 

@@ -44,7 +44,8 @@ pub async fn get(
         }
         return streams::follow_log(&state, &caller, id, after).await;
     }
-    let mut left = query.limit.map(|l| l.max(1));
+    // No limit (or 0): every stored line.
+    let mut left = query.limit.filter(|l| *l > 0);
     let mut body = String::new();
     let mut last = GetDeploymentLogResponse::default();
     for _ in 0..MAX_PAGES {
