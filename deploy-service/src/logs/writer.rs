@@ -174,3 +174,52 @@ async fn store_round(store: &Store, batches: &[LogBatch]) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::Logs;
+
+    #[tokio::test]
+    async fn the_byte_bound_keeps_the_last_lines_after_a_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&common::db::sqlite_url(dir.path(), "deploy.db"))
+            .await
+            .unwrap();
+        let limits = LogLimits {
+            max_lines: 1000,
+            max_bytes: 1024,
+            max_line_bytes: 256,
+        };
+        let logs = Logs::start(store.clone(), limits);
+        let mut live = logs.subscribe();
+        let mut log = logs.run_log(7);
+        for n in 0..100 {
+            log.push(Stream::Stdout, now(), &format!("{n:0>100}"));
+            log.flush();
+        }
+        log.close().await;
+        let lines = store.log_lines(7, 0, 1000).await.unwrap();
+        // 1,024 bytes hold ten lines of 100: lines 91 to 100, after the marker at 90.
+        assert_eq!(lines.len(), 11);
+        assert_eq!((lines[0].line, lines[0].stream), (90, Stream::Marker as i16));
+        assert!(lines[0].text.contains("90 earlier lines dropped"), "{}", lines[0].text);
+        assert_eq!(lines[10].text, format!("{:0>100}", 99));
+        let summary = store.log_summary(7).await.unwrap().unwrap();
+        assert_eq!(
+            (summary.last_line, summary.dropped_lines, summary.complete),
+            (100, 90, true)
+        );
+        // Followers got every stored line once, in order, then the end.
+        let mut seen = Vec::new();
+        loop {
+            match live.recv().await.unwrap() {
+                LiveLog::Lines(7, lines) => seen.extend(lines.iter().map(|l| l.line)),
+                LiveLog::Closed(7) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(seen.last(), Some(&100));
+    }
+}
