@@ -90,9 +90,23 @@ pub struct Config {
     /// The cutoff after which legacy tokens are refused, e.g. 2027-03-01T00:00:00Z.
     #[arg(long, env = "SLIPWAY_LEGACY_UNTIL", requires = "legacy_secret_file")]
     pub legacy_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Retention: token records are removed this many days after they expire (0:
+    /// kept for ever); revocations go once their token has expired.
+    #[arg(long, env = "SLIPWAY_TOKEN_RETENTION_DAYS", default_value_t = 30)]
+    pub token_retention_days: u32,
+    /// How often token retention runs (seconds).
+    #[arg(long, env = "SLIPWAY_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
+    pub retention_interval_secs: u64,
 }
 
 impl Config {
+    pub fn token_retention(&self) -> crate::retention::TokenRetention {
+        crate::retention::TokenRetention {
+            keep_days: self.token_retention_days,
+            interval: std::time::Duration::from_secs(self.retention_interval_secs.max(1)),
+        }
+    }
+
     pub fn database_url(&self) -> String {
         self.storage.database_url("auth.db")
     }

@@ -11,6 +11,7 @@ pub mod paging;
 pub mod passwords;
 pub mod policy;
 pub mod registry;
+pub mod retention;
 pub mod revoked;
 pub mod server;
 pub mod storage;

@@ -73,6 +73,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         let (revoked, shutdown) = (revoked.clone(), shutdown.clone());
         async move { revoked.follow(shutdown).await }
     });
+    // Expired token records and revocations go in the background, in small batches.
+    crate::retention::start(store.clone(), config.token_retention(), shutdown.clone());
     let api = AuthApi::new(store, accounts, keys, config.user_token_minutes, revoked)?
         .with_login_limiter(LoginLimiter::new(config.login_limits()))
         .with_trusted(config.trusted()?)

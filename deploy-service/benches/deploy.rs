@@ -6,7 +6,9 @@
 //! * step reports ingested per second on SQLite: from a script's stdout (batched per
 //!   transaction), and through the `ReportStep` RPC (8 concurrent callers) (target:
 //!   5,000/s);
-//! * event delivery: a step report committed → the `Event` reaching a watcher, p50/p99.
+//! * event delivery: a step report committed → the `Event` reaching a watcher, p50/p99;
+//! * output: a script printing 1,000,000 lines (`seq`), run start to deployment end,
+//!   against the same `seq` with its output thrown away (issue 14: not slowed).
 //!
 //! `cargo bench -p deploy-service --bench deploy`
 
@@ -35,6 +37,7 @@ const PARALLEL_REPORTS: usize = 2_500;
 const RPC_SECONDS: u64 = 3;
 const RPC_CALLERS: usize = 8;
 const EVENTS: usize = 1_000;
+const OUTPUT_LINES: usize = 1_000_000;
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -101,6 +104,7 @@ async fn start_system() -> anyhow::Result<System> {
     let services = dir.path().join("services");
     std::fs::create_dir_all(&services)?;
     write_service(&services, "spawn", &format!("{ID}date +%s%N > \"${{0%/*}}/t-$id\"\n"))?;
+    write_service(&services, "output", &format!("seq 1 {OUTPUT_LINES}\n"))?;
     write_service(
         &services,
         "stdout",
@@ -316,6 +320,22 @@ async fn bench() -> anyhow::Result<()> {
     println!(
         "step reports from stdout: {STDOUT_REPORTS} in {seconds:.2} s = {:.0} reports/s (script start to deployment end)",
         STDOUT_REPORTS as f64 / seconds
+    );
+
+    // Output lines: the run against `seq` alone.
+    let alone = std::time::Instant::now();
+    std::process::Command::new("seq")
+        .arg(OUTPUT_LINES.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let alone = alone.elapsed().as_secs_f64();
+    let deployment = system.start("output").await?;
+    let done = system.finished(deployment.id).await?;
+    let seconds = span(&done.run_started, &done.finished);
+    println!(
+        "output: {OUTPUT_LINES} lines in {seconds:.2} s = {:.0} lines/s (script start to deployment end, \
+         its log stored); the same seq alone {alone:.2} s",
+        OUTPUT_LINES as f64 / seconds
     );
 
     // Step reports from several scripts at once.

@@ -57,9 +57,52 @@ pub struct Config {
     /// then run with no_new_privs: `sudo` in them stops working.
     #[arg(long, env = "SLIPWAY_LANDLOCK")]
     pub landlock: bool,
+    /// Each run's log keeps the last this many lines of the script's output (older
+    /// ones are dropped, and a marker line says how many).
+    #[arg(long, env = "SLIPWAY_LOG_MAX_LINES", default_value_t = 10_000)]
+    pub log_max_lines: usize,
+    /// … and at most this many bytes of it.
+    #[arg(long, env = "SLIPWAY_LOG_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub log_max_bytes: usize,
+    /// A longer output line is kept cut to this many bytes, with a note.
+    #[arg(long, env = "SLIPWAY_LOG_MAX_LINE_BYTES", default_value_t = 16 * 1024)]
+    pub log_max_line_bytes: usize,
+    /// Retention: finished deployments (steps, events, output) are kept this many days
+    /// (0: for ever) …
+    #[arg(long, env = "SLIPWAY_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+    /// … and at least the newest this many of each service (and always each service's
+    /// last successful one, whose steps plan the next run).
+    #[arg(long, env = "SLIPWAY_RETENTION_KEEP_PER_SERVICE", default_value_t = 50)]
+    pub retention_keep_per_service: u32,
+    /// How often retention prunes (seconds).
+    #[arg(long, env = "SLIPWAY_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
+    pub retention_interval_secs: u64,
+    /// Deployments pruned per transaction.
+    #[arg(long, env = "SLIPWAY_RETENTION_BATCH", default_value_t = 50)]
+    pub retention_batch: u32,
 }
 
 impl Config {
+    pub fn retention(&self) -> crate::retention::RetentionPolicy {
+        crate::retention::RetentionPolicy {
+            keep_days: self.retention_days,
+            keep_per_service: self.retention_keep_per_service,
+            batch: self.retention_batch.max(1),
+            interval: std::time::Duration::from_secs(self.retention_interval_secs.max(1)),
+        }
+    }
+
+    /// How much of each run's output is kept.
+    pub fn log_limits(&self) -> crate::logs::LogLimits {
+        crate::logs::LogLimits {
+            max_lines: self.log_max_lines,
+            max_bytes: self.log_max_bytes,
+            max_line_bytes: self.log_max_line_bytes,
+        }
+        .sane()
+    }
+
     pub fn database_url(&self) -> String {
         self.storage.database_url("deploy.db")
     }

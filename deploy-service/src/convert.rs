@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::{
     model::Status,
-    storage::{deployments, events, steps},
+    storage::{deployments, events, log_lines, steps},
 };
 
 pub use proto::json::{from_struct, to_struct};
@@ -27,6 +27,21 @@ pub fn status(status: Status) -> pb::DeploymentStatus {
         Status::Succeeded => pb::DeploymentStatus::Succeeded,
         Status::Failed => pb::DeploymentStatus::Failed,
         Status::Cancelled => pb::DeploymentStatus::Cancelled,
+    }
+}
+
+pub fn log_line(row: &log_lines::Model) -> pb::LogLine {
+    let stream = match row.stream {
+        1 => pb::LogStream::Stdout,
+        2 => pb::LogStream::Stderr,
+        3 => pb::LogStream::Marker,
+        _ => pb::LogStream::Unspecified,
+    };
+    pb::LogLine {
+        line: row.line,
+        time: Some(timestamp(row.time)),
+        stream: stream.into(),
+        text: row.text.clone(),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::{
     Config,
     api::{ApiParts, DeployApi},
     backends::Backends,
+    logs::Logs,
     queue::{Limits, Queue},
     runner::{self, Runner, RunnerConfig, ScriptEnv},
     storage::Store,
@@ -53,9 +54,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let runs_dir = config.runs_dir();
     runner::prepare_dir(&runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
     let services_dir = std::path::absolute(&config.services_dir).unwrap_or_else(|_| config.services_dir.clone());
+    // The runs' output: one writer task, stored in batches beside the deployments.
+    let logs = Logs::start(store.clone(), config.log_limits());
     let runner = Runner::new(
         store.clone(),
         backends.clone(),
+        logs.clone(),
         RunnerConfig {
             services_dir: services_dir.clone(),
             project_root: config.project_root(),
@@ -77,9 +81,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let queue = Queue::new(runner, limits, shutdown.clone());
     queue.recover(&runs_dir).await.context("recovering interrupted runs")?;
 
+    // Retention prunes in the background, in small batches.
+    crate::retention::start(store.clone(), config.retention(), shutdown.clone());
     let api = DeployApi::new(ApiParts {
         store,
         backends,
+        logs,
         queue: queue.clone(),
         services_dir,
         default_timeout_secs: config.deploy_timeout_secs,

@@ -1,22 +1,28 @@
-//! `slipway deploy [SERVICE] [--env KEY=VALUE]… [--wait] [--json]`: start a deployment
-//! with a service token as CI does (`POST /deployments/`), and with `--wait` follow it
-//! to its end, printing each step as it changes. Exit codes: 0 started (or, with
-//! `--wait`, succeeded), 1 the deployment failed or was cancelled, 2 a usage,
-//! token or connection problem.
+//! `slipway deploy [SERVICE] [--env KEY=VALUE]… [--wait [--quiet]] [--json]`: start a
+//! deployment with a service token as CI does (`POST /deployments/`), and with `--wait`
+//! follow it to its end: its events (`/v1/deployments/watch`, each step printed as it
+//! changes) and, unless `--quiet`, its script's output as it comes (`/log/watch`,
+//! each line after `  | `). Exit codes: 0 started (or, with `--wait`, succeeded), 1
+//! the deployment failed or was cancelled, 2 a usage, token or connection problem.
 
-use std::{collections::HashMap, process::ExitCode, time::Duration};
+use std::{collections::HashMap, ops::ControlFlow, process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
-use crate::client::{Client, GatewayArgs, HttpError, print_json};
+use crate::{
+    client::{Client, GatewayArgs, HttpError, print_json},
+    logs_cmd,
+};
 
-/// How often a waiting `deploy` asks for the deployment.
-const POLL_EVERY: Duration = Duration::from_millis(500);
-/// Failed polls in a row (gateway unreachable or 5xx) before giving up.
-const MAX_POLL_FAILURES: u32 = 20;
+/// How long to wait before following the events again after the stream broke.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// Broken event streams in a row (gateway unreachable or 5xx) before giving up.
+const MAX_FAILURES: u32 = 20;
+/// How long the output may still take to arrive once the deployment has ended.
+const OUTPUT_GRACE: Duration = Duration::from_secs(10);
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_TROUBLE: u8 = 2;
@@ -32,6 +38,9 @@ pub struct DeployArgs {
     /// Follow the deployment to its end; exit 0 if it succeeded, 1 if not.
     #[arg(long)]
     wait: bool,
+    /// With --wait: print the steps only, not the script's output.
+    #[arg(long, requires = "wait")]
+    quiet: bool,
     /// The gateway, and the service token (SLIPWAY_TOKEN) to start with.
     #[command(flatten)]
     gateway: GatewayArgs,
@@ -122,7 +131,11 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
         }
     };
     say(format!("deployment {id} started; following it"));
-    let deployment = follow(&client, id, &say).await?;
+    let deployment = if args.quiet {
+        follow(&client, id, &say).await?
+    } else {
+        follow_with_output(&client, id, &say).await?
+    };
     let outcome = outcome(&deployment);
     if json {
         print_json(&deployment)?;
@@ -137,16 +150,60 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-/// Polls `GET /v1/deployments/{id}` until the deployment ends, printing every step
-/// that is new or changed; returns the final deployment (proto3 JSON).
+/// Follows the deployment and its output together; returns the final deployment once
+/// it has ended and its output is printed (or the output stopped coming).
+async fn follow_with_output(client: &Client, id: i64, say: &impl Fn(String)) -> anyhow::Result<Value> {
+    let output = logs_cmd::follow(client, id, |line| say(format!("  | {}", logs_cmd::text(line))));
+    let events = follow(client, id, say);
+    tokio::pin!(output, events);
+    let mut output_done = false;
+    let deployment = loop {
+        tokio::select! {
+            deployment = &mut events => break deployment?,
+            followed = &mut output, if !output_done => {
+                output_done = true;
+                if let Err(error) = followed {
+                    eprintln!("warning: {error:#}; the output is no longer printed");
+                }
+            }
+        }
+    };
+    if !output_done {
+        match tokio::time::timeout(OUTPUT_GRACE, &mut output).await {
+            Ok(Err(error)) => eprintln!("warning: {error:#}"),
+            Err(_) => eprintln!("warning: the rest of the output did not come in time"),
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok(deployment)
+}
+
+/// An int64 of proto3 JSON (a string) or a number.
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::String(s) => s.parse().ok(),
+        other => other.as_i64(),
+    }
+}
+
+/// Follows the deployment's events (`/v1/deployments/watch?deployment_id=…`, every
+/// stored one from the first, then live ones; resumed after the last one seen if the
+/// stream breaks) until it ends, printing every step that is new or changed; returns
+/// the final deployment with its steps (proto3 JSON).
 async fn follow(client: &Client, id: i64, say: &impl Fn(String)) -> anyhow::Result<Value> {
     let mut seen: HashMap<String, (String, String)> = HashMap::new();
+    let mut after = -1_i64;
     let mut failures = 0;
     loop {
-        match client.get(&format!("/v1/deployments/{id}")).await {
-            Ok(deployment) => {
+        let path = format!("/v1/deployments/watch?deployment_id={id}&after_sequence={after}");
+        let mut over = false;
+        let followed = client
+            .stream(&path, |event| {
                 failures = 0;
-                for step in deployment["steps"].as_array().into_iter().flatten() {
+                if let Some(sequence) = int(&event["sequence"]) {
+                    after = sequence;
+                }
+                if let Some(step) = event.get("step").filter(|_| event["deleted"] != true) {
                     let field = |k: &str| step[k].as_str().unwrap_or_default().to_owned();
                     let now = (field("state"), field("message"));
                     if seen.get(&field("id")) != Some(&now) {
@@ -159,22 +216,28 @@ async fn follow(client: &Client, id: i64, say: &impl Fn(String)) -> anyhow::Resu
                         seen.insert(field("id"), now);
                     }
                 }
-                if is_over(&deployment) {
-                    return Ok(deployment);
-                }
-            }
-            Err(error) => {
-                let refused = error
-                    .downcast_ref::<HttpError>()
-                    .is_some_and(|e| e.status.is_client_error());
-                failures += 1;
-                if refused || failures >= MAX_POLL_FAILURES {
-                    return Err(error.context(format!("following deployment {id}")));
-                }
-                eprintln!("warning: {error:#}; retrying");
-            }
+                over = event.get("deployment").is_some_and(is_over);
+                Ok(if over {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            })
+            .await;
+        let error = match followed {
+            Ok(()) if over => return client.get(&format!("/v1/deployments/{id}")).await,
+            Ok(()) => anyhow::anyhow!("the event stream ended before the deployment did"),
+            Err(error) => error,
+        };
+        let refused = error
+            .downcast_ref::<HttpError>()
+            .is_some_and(|e| e.status.is_client_error());
+        failures += 1;
+        if refused || failures >= MAX_FAILURES {
+            return Err(error.context(format!("following deployment {id}")));
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        eprintln!("warning: {error:#}; retrying");
+        tokio::time::sleep(RETRY_AFTER).await;
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod client;
 mod deploy_cmd;
+mod logs_cmd;
 mod services;
 mod tokens;
 mod up;
@@ -45,6 +46,9 @@ enum Command {
     /// Start a deployment with a service token (SLIPWAY_TOKEN); --wait follows it and
     /// exits 0 if it succeeded, 1 if it failed, 2 on a usage or connection problem.
     Deploy(deploy_cmd::DeployArgs),
+    /// Print a deployment's output (what its deploy script printed); --follow keeps
+    /// printing until the run ends.
+    Logs(logs_cmd::LogsArgs),
     /// Sync and list the services of a running system (through its gateway).
     Services {
         #[command(subcommand)]
@@ -79,6 +83,7 @@ async fn main() -> ExitCode {
         Command::Tokens { command } => report(tokens::run(command).await),
         Command::Keys { command } => report(tokens::keys(command).await),
         Command::Deploy(args) => deploy_cmd::run(args).await,
+        Command::Logs(args) => report(logs_cmd::run(args).await),
         Command::Services { command } => report(services::run(command).await),
         Command::Serve { service } => serve(service).await,
     }

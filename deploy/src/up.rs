@@ -155,6 +155,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("  data dir   {}", data_dir.display());
     println!("  services   {} ({services_origin})", services_dir.display());
     println!("  project    {}", project_root.display());
+    // The services read these from the environment `up` passes on.
+    let setting = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    println!(
+        "  retention  deployments {} days (0: for ever), at least the newest {} per service and \
+         each service's last success; token records {} days after expiry",
+        setting("SLIPWAY_RETENTION_DAYS", "90"),
+        setting("SLIPWAY_RETENTION_KEEP_PER_SERVICE", "50"),
+        setting("SLIPWAY_TOKEN_RETENTION_DAYS", "30"),
+    );
+    println!(
+        "  output     each run keeps its last {} lines, at most {} bytes",
+        setting("SLIPWAY_LOG_MAX_LINES", "10000"),
+        setting("SLIPWAY_LOG_MAX_BYTES", "4194304"),
+    );
     println!(
         "this is a single-user development setup: every service and every deploy script runs \
          as you; scripts are kept out of the data dir only where the kernel has Landlock{}. \

@@ -146,6 +146,7 @@ fn content(body: Body) -> Option<Value> {
         Body::None => None,
         Body::Proto(name) | Body::Contract(name) => Some(json!({ "application/json": { "schema": schema(name) } })),
         Body::ProtoStream(name) => Some(json!({ crate::v1::streams::NDJSON: { "schema": schema(name) } })),
+        Body::Text(_) => Some(json!({ "text/plain": { "schema": {"type": "string"} } })),
     }
 }
 

@@ -133,6 +133,13 @@ fn rows() -> Vec<Row> {
         row("POST", "/v1/deployments", not_an_object(), "A A A 403 403 403 401 401"),
         row("GET", "/v1/deployments/{id}", None, "A A 403 A 403 403 401 401"),
         row("GET", "/v1/deployments/{id}/steps", None, "A A 403 A 403 403 401 401"),
+        row("GET", "/v1/deployments/{id}/log", None, "A A 403 A 403 403 401 401"),
+        row(
+            "GET",
+            "/v1/deployments/{id}/log/watch",
+            None,
+            "A A 403 A 403 403 401 401",
+        ),
         row("POST", "/v1/steps", not_an_object(), "403 403 403 A A 403 401 401"),
         row("POST", "/v1/keys/rotate", None, "A 403 403 403 403 403 401 401"),
         // Last: these end deployments (finishing is recorded while the gated script

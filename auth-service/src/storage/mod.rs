@@ -2,6 +2,7 @@
 //! PostgreSQL.
 
 mod migrations;
+mod prune;
 mod registry;
 pub mod revocations;
 pub mod tokens;

@@ -5,6 +5,7 @@
 mod access;
 mod batcher;
 mod live_services;
+mod log;
 mod watch;
 
 use std::{path::PathBuf, sync::Arc};
@@ -23,6 +24,7 @@ use self::{
 use crate::{
     backends::Backends,
     convert,
+    logs::Logs,
     model::{Outcome, Report, ServiceId, Status as DeploymentStatus},
     plan,
     queue::Queue,
@@ -41,6 +43,7 @@ struct Shared {
     backends: Backends,
     queue: Queue,
     reports: Batcher,
+    logs: Logs,
     /// Snapshots of the registry's services for listings in progress.
     live_services: LiveServices,
     services_dir: PathBuf,
@@ -51,6 +54,7 @@ struct Shared {
 pub struct ApiParts {
     pub store: Store,
     pub backends: Backends,
+    pub logs: Logs,
     pub queue: Queue,
     pub services_dir: PathBuf,
     pub default_timeout_secs: u64,
@@ -80,6 +84,7 @@ impl DeployApi {
                 live_services: LiveServices::default(),
                 store: parts.store,
                 backends: parts.backends,
+                logs: parts.logs,
                 queue: parts.queue,
                 services_dir: parts.services_dir,
                 default_timeout_secs: parts.default_timeout_secs,
@@ -464,6 +469,7 @@ impl DeployService for DeployApi {
     /// Ends when the caller's token is revoked or expires (the authorization layer
     /// ends it).
     type WatchEventsStream = watch::EventStream;
+    type WatchDeploymentLogStream = log::LogStream;
 
     async fn watch_events(
         &self,
@@ -471,5 +477,35 @@ impl DeployService for DeployApi {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let caller = caller(&request)?;
         Ok(Response::new(self.inner.watch(caller, request.into_inner()).await?))
+    }
+
+    async fn get_deployment_log(
+        &self,
+        request: Request<pb::GetDeploymentLogRequest>,
+    ) -> Result<Response<pb::GetDeploymentLogResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let row = self.inner.readable(&caller, request.deployment_id).await?;
+        let page = log::page(&self.inner.store, &self.inner.queue, &row, &request).await?;
+        Ok(Response::new(page))
+    }
+
+    /// Ends when the run has ended and every line was sent, or when the caller's
+    /// token is revoked or expires (the authorization layer ends it).
+    async fn watch_deployment_log(
+        &self,
+        request: Request<pb::WatchDeploymentLogRequest>,
+    ) -> Result<Response<Self::WatchDeploymentLogStream>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let row = self.inner.readable(&caller, request.deployment_id).await?;
+        Ok(Response::new(log::watch(
+            self.inner.store.clone(),
+            &self.inner.logs,
+            self.inner.queue.clone(),
+            row,
+            request.after_line,
+            self.inner.shutdown.clone(),
+        )))
     }
 }

@@ -3,6 +3,8 @@
 //! starts the script, applies the step reports the script prints, enforces the time
 //! limit, stops the script on cancel or shutdown, and then ends the deployment,
 //! publishes its deployed service, scrubs the config file and revokes the token.
+//! Every other line the script prints goes, redacted, to the run's log (`crate::logs`),
+//! which is complete before the deployment ends.
 
 mod output;
 mod process;
@@ -29,6 +31,7 @@ use self::{
 };
 use crate::{
     backends::{Backends, DeploymentToken},
+    logs::{Logs, RunLog, Stream},
     model::{Outcome, Report, cut},
     plan::MAX_TIMEOUT_SECS,
     storage::{ReportRefused, Store, deployments},
@@ -61,6 +64,7 @@ pub struct RunnerConfig {
 pub struct Runner {
     store: Store,
     backends: Backends,
+    logs: Logs,
     config: RunnerConfig,
 }
 
@@ -117,10 +121,11 @@ impl Collected {
 }
 
 impl Runner {
-    pub fn new(store: Store, backends: Backends, config: RunnerConfig) -> Runner {
+    pub fn new(store: Store, backends: Backends, logs: Logs, config: RunnerConfig) -> Runner {
         Runner {
             store,
             backends,
+            logs,
             config,
         }
     }
@@ -146,10 +151,14 @@ impl Runner {
         let id = deployment.id;
         let mut token_id = None;
         let mut collected = Collected::default();
+        let mut log = self.logs.run_log(id);
         let ended = self
-            .execute(&deployment, cancel, &shutdown, &mut token_id, &mut collected)
+            .execute(&deployment, cancel, &shutdown, &mut token_id, &mut collected, &mut log)
             .await;
         script_running.store(false, Ordering::SeqCst);
+        // Every line stored before the deployment ends: a reader that sees it ended
+        // has the whole output.
+        log.close().await;
         let ended_row = match self.finished_early(id).await {
             Some(row) => self.after_finish(row, ended, &collected).await,
             None => {
@@ -215,6 +224,7 @@ impl Runner {
         shutdown: &CancellationToken,
         token_id: &mut Option<String>,
         collected: &mut Collected,
+        log: &mut RunLog,
     ) -> Ended {
         let id = deployment.id;
         let timeout = deployment
@@ -259,7 +269,10 @@ impl Runner {
         }
         tracing::info!(id, pid, script = %relative, "deploy script started");
         let (items_tx, mut items) = mpsc::channel(BATCH);
-        let reader = tokio::spawn(output::read(spawned.output, items_tx));
+        let readers = [
+            tokio::spawn(output::read(spawned.stdout, Stream::Stdout, items_tx.clone())),
+            tokio::spawn(output::read(spawned.stderr, Stream::Stderr, items_tx)),
+        ];
         let mut exited = None;
         let mut output_open = true;
         let mut drain_deadline = deadline;
@@ -300,7 +313,7 @@ impl Runner {
                             // Still printing: keep reading.
                             drain_deadline = Instant::now() + DRAIN_AFTER_EXIT;
                         }
-                        if let Err(reason) = self.handle(id, first, &mut items, collected).await {
+                        if let Err(reason) = self.handle(id, first, &mut items, collected, log).await {
                             process::stop(&mut child, pid, STOP_GRACE).await;
                             break Ended::failed(reason);
                         }
@@ -308,49 +321,59 @@ impl Runner {
                 },
             }
         };
-        reader.abort();
+        for reader in readers {
+            reader.abort();
+        }
         ensure_gone(&mut child, pid).await;
         drop(file);
         ended
     }
 
     /// Handles one output item and whatever else is already waiting, storing their
-    /// reports in one transaction. An error ends the run for that reason.
+    /// reports in one transaction and passing their log lines on to the run's log. An
+    /// error ends the run for that reason.
     async fn handle(
         &self,
         id: i64,
         first: Item,
         items: &mut mpsc::Receiver<Item>,
         collected: &mut Collected,
+        log: &mut RunLog,
     ) -> Result<(), String> {
         let mut reports: Vec<Report> = Vec::new();
         let mut next = Some(first);
         let mut refused = None;
         while let Some(item) = next.take() {
             match item {
-                Item::Line(Line::Report(mut report)) => {
+                Item::Line(_, _, Line::Report(mut report)) => {
                     report.message = collected.redact(report.message);
                     reports.push(report);
                 }
-                Item::Line(Line::Log(text)) => {
+                Item::Line(stream, time, Line::Log(text)) => {
                     let text = collected.redact(text);
-                    tracing::debug!(id, line = %cut(&text, 500), "script output");
+                    log.push(stream, time, &text);
                     if !text.trim().is_empty() {
                         collected.last_output = Some(text);
                     }
                 }
-                Item::Line(Line::DeployedService(mut config)) => {
+                Item::Line(_, _, Line::DeployedService(mut config)) => {
                     collected.redact_value(&mut config);
                     if let Err(error) = self.store.set_deployed_config(id, config.clone()).await {
                         tracing::error!(id, %error, "deployed service config not stored");
                     }
                     collected.deployed_service = Some(config);
                 }
-                Item::Line(Line::Refused(reason)) => refused = Some(collected.redact(reason)),
-                Item::TooLong => {
-                    refused = Some(format!(
-                        "the deploy script printed a line longer than {MAX_LINE_BYTES} bytes"
-                    ))
+                Item::Line(stream, time, Line::Refused(reason)) => {
+                    let reason = collected.redact(reason);
+                    log.push(stream, time, &format!("[slipway: {reason}]"));
+                    refused = Some(reason);
+                }
+                Item::TooLong(stream, start) => {
+                    let start = collected.redact(String::from_utf8_lossy(&start).into_owned());
+                    let reason = format!("the deploy script printed a line longer than {MAX_LINE_BYTES} bytes");
+                    log.push(stream, crate::model::now(), &start);
+                    log.push(Stream::Marker, crate::model::now(), &format!("[slipway: {reason}]"));
+                    refused = Some(reason)
                 }
                 Item::Failed(reason) => refused = Some(reason),
             }
@@ -359,6 +382,7 @@ impl Runner {
             }
             next = items.try_recv().ok();
         }
+        log.flush();
         if !reports.is_empty() {
             match self.store.apply_reports(id, &reports).await {
                 Ok(_) => {}

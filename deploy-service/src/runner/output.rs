@@ -1,5 +1,6 @@
-//! The deploy script's output (stdout and stderr, merged into one pipe), read line by
-//! line with a size limit, and what each line means (contract 4.9, safely):
+//! The deploy script's output (stdout and stderr, each its own pipe, both read the
+//! same way), read line by line with a size limit, and what each line means
+//! (contract 4.9, safely):
 //!
 //! | line | meaning |
 //! |---|---|
@@ -8,7 +9,7 @@
 //! | a JSON object whose `name` is missing or null | log output |
 //! | anything else (not JSON, not an object, not UTF-8) | log output |
 //! | a report the state machine refuses (unknown state, name too long, `name` or `state` not a string), or `deployed_service` not an object | the run fails, saying which line |
-//! | longer than 1 MiB | the run fails ("output line longer than 1 MiB") |
+//! | longer than 1 MiB | the run fails ("output line longer than 1 MiB"); its start is kept in the log |
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -17,7 +18,10 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::model::{Report, cut, now};
+use crate::{
+    logs::Stream,
+    model::{Report, cut, now},
+};
 
 /// Longest output line read.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
@@ -31,17 +35,19 @@ pub enum Line {
     Refused(String),
 }
 
-/// What the reader passes on: a line with the time it began waiting for it (the
-/// report's `started`), or the reason reading stopped early.
+/// What the reader passes on: a line of a stream with the time it was read (a
+/// report's `started` is when the reader began waiting for it), or the reason
+/// reading stopped early (a line too long comes with its first bytes).
 #[derive(Debug)]
 pub enum Item {
-    Line(Line),
-    TooLong,
+    Line(Stream, DateTime<Utc>, Line),
+    TooLong(Stream, Vec<u8>),
     Failed(String),
 }
 
-/// Reads `output` to its end, sending one item per line; the channel closes at EOF.
-pub async fn read(output: impl AsyncRead + Unpin, items: mpsc::Sender<Item>) {
+/// Reads `output` to its end, sending one item per line; the channel closes at EOF
+/// (once every stream's reader has ended).
+pub async fn read(output: impl AsyncRead + Unpin, stream: Stream, items: mpsc::Sender<Item>) {
     let mut reader = BufReader::with_capacity(64 * 1024, output);
     let mut buffer = Vec::new();
     loop {
@@ -51,11 +57,13 @@ pub async fn read(output: impl AsyncRead + Unpin, items: mpsc::Sender<Item>) {
         let read = (&mut reader).take(limit).read_until(b'\n', &mut buffer).await;
         let item = match read {
             Ok(0) => return,
-            Ok(_) if buffer.len() > MAX_LINE_BYTES && buffer.last() != Some(&b'\n') => Item::TooLong,
-            Ok(_) => Item::Line(parse(&buffer, waited_since)),
+            Ok(_) if buffer.len() > MAX_LINE_BYTES && buffer.last() != Some(&b'\n') => {
+                Item::TooLong(stream, std::mem::take(&mut buffer))
+            }
+            Ok(_) => Item::Line(stream, now(), parse(&buffer, waited_since)),
             Err(error) => Item::Failed(format!("reading the deploy script's output failed: {error}")),
         };
-        let stop = !matches!(item, Item::Line(_));
+        let stop = !matches!(item, Item::Line(..));
         if items.send(item).await.is_err() || stop {
             return;
         }
@@ -179,10 +187,10 @@ mod tests {
         input.extend(std::iter::repeat_n(b'y', MAX_LINE_BYTES + 1));
         input.extend(b"\nnever read\n");
         let (tx, mut rx) = mpsc::channel(8);
-        read(&input[..], tx).await;
-        assert!(matches!(rx.recv().await, Some(Item::Line(Line::Log(l))) if l == "one"));
-        assert!(matches!(rx.recv().await, Some(Item::Line(Line::Log(l))) if l.len() == MAX_LINE_BYTES));
-        assert!(matches!(rx.recv().await, Some(Item::TooLong)));
+        read(&input[..], Stream::Stderr, tx).await;
+        assert!(matches!(rx.recv().await, Some(Item::Line(Stream::Stderr, _, Line::Log(l))) if l == "one"));
+        assert!(matches!(rx.recv().await, Some(Item::Line(_, _, Line::Log(l))) if l.len() == MAX_LINE_BYTES));
+        assert!(matches!(rx.recv().await, Some(Item::TooLong(Stream::Stderr, b)) if b.len() > MAX_LINE_BYTES));
         assert!(rx.recv().await.is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! Starting a deploy script and stopping it: an argument vector (no shell), a
 //! minimal environment, the project root as working directory, its own process
 //! group (so a cancel or a timeout stops everything it started), stdout and stderr
-//! merged into one pipe, and, where the kernel has Landlock, no access to the paths
+//! each in its own pipe (the log tells them apart), and, where the kernel has Landlock, no access to the paths
 //! it is denied (the data dirs). A process is recognised later (after a restart of
 //! the deploy service) by its id together with its start time.
 
@@ -35,17 +35,18 @@ pub struct ScriptEnv {
     pub denied: Vec<PathBuf>,
 }
 
-/// A started script: its process and the read end of its output.
+/// A started script: its process and the read ends of its output.
 pub struct Spawned {
     pub child: Child,
-    pub output: pipe::Receiver,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
     pub pid: i32,
 }
 
 /// Runs `script --config <config>` in `cwd`.
 pub fn spawn(script: &Path, config: &Path, env: &ScriptEnv, cwd: &Path) -> io::Result<Spawned> {
     let (reader, writer) = io::pipe()?;
-    let stderr = writer.try_clone()?;
+    let (err_reader, stderr) = io::pipe()?;
     let mut command = tokio::process::Command::new(script);
     command
         .arg("--config")
@@ -65,7 +66,7 @@ pub fn spawn(script: &Path, config: &Path, env: &ScriptEnv, cwd: &Path) -> io::R
         apply_in_child(&mut command, fd.as_raw_fd());
     }
     let child = command.spawn()?;
-    // The command holds our copies of the pipe's write end: without them, the read
+    // The command holds our copies of the pipes' write ends: without them, a read
     // end sees EOF once the script (and whatever it started) closes its output. The
     // ruleset was only needed for the fork (the child's copy closes at exec).
     drop(command);
@@ -74,8 +75,14 @@ pub fn spawn(script: &Path, config: &Path, env: &ScriptEnv, cwd: &Path) -> io::R
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .ok_or_else(|| io::Error::other("the script exited before its process id was read"))?;
-    let output = pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?;
-    Ok(Spawned { child, output, pid })
+    let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?;
+    let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(err_reader))?;
+    Ok(Spawned {
+        child,
+        stdout,
+        stderr,
+        pid,
+    })
 }
 
 /// Whether this kernel has Landlock (asked once).
@@ -270,7 +277,8 @@ mod tests {
         let status = stop(&mut spawned.child, spawned.pid, Duration::from_secs(3)).await;
         assert!(!status.unwrap().success());
         let mut text = String::new();
-        spawned.output.read_to_string(&mut text).await.unwrap();
+        spawned.stdout.read_to_string(&mut text).await.unwrap();
+        spawned.stderr.read_to_string(&mut text).await.unwrap();
         assert!(text.contains("args=--config /tmp/c.json"), "{text}");
         assert!(text.contains(&format!("cwd={}", dir.path().display())), "{text}");
         let vars: Vec<&str> = text

@@ -4,9 +4,13 @@
 //! order, so a watcher that reads the table and then follows the broadcast sees
 //! every event once.
 
+pub mod deployment_logs;
 pub mod deployments;
 pub mod events;
+pub mod log_lines;
+mod logs;
 mod migrations;
+mod prune;
 mod reads;
 pub mod steps;
 mod writes;
@@ -17,6 +21,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, broadcast};
 
+pub use logs::LogBatch;
 pub use migrations::Migrator;
 pub use reads::EventFilter;
 pub use writes::{NewDeployment, ReportRefused};

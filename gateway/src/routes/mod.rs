@@ -48,6 +48,9 @@ pub enum Body {
     /// A stream of proto messages, one proto3 JSON object per line
     /// (`application/x-ndjson`, see `v1::streams`).
     ProtoStream(&'static str),
+    /// Plain text (`text/plain`) made of a proto message: a deployment's log, one
+    /// output line per line.
+    Text(&'static str),
 }
 
 /// Builds a route's method router for the method it is declared with.

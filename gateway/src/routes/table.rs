@@ -12,7 +12,7 @@ use common::{
 };
 
 use super::{
-    Body::{Contract, None as NoBody, Proto, ProtoStream},
+    Body::{Contract, None as NoBody, Proto, ProtoStream, Text},
     Route, delete, get, post, put, websocket,
 };
 use crate::{
@@ -163,6 +163,16 @@ pub const ROUTES: &[Route] = &[
     post("/v1/steps", |m| on(m, v1::deployments::report_step)).rpc("/slipway.deploy.v1.DeployService/ReportStep")
         .doc("Report a step (deployment token)",
             Proto("slipway.deploy.v1.ReportStepRequest"), Proto("slipway.deploy.v1.Step")),
+    get("/v1/deployments/{id}/log", |m| on(m, v1::logs::get))
+        .rpc("/slipway.deploy.v1.DeployService/GetDeploymentLog")
+        .doc("The output of a deployment's script, one line per line (text/plain; ?after_line=&limit=). \
+              With ?follow=true: as /log/watch, NDJSON, until the run ends",
+            NoBody, Text("slipway.deploy.v1.GetDeploymentLogResponse")),
+    get("/v1/deployments/{id}/log/watch", |m| on(m, v1::streams::watch_log))
+        .rpc("/slipway.deploy.v1.DeployService/WatchDeploymentLog")
+        .doc("Stored output lines, then live ones until the run ends (NDJSON, one LogLine per line; \
+              ?after_line= resumes)",
+            NoBody, ProtoStream("slipway.deploy.v1.LogLine")),
     get("/v1/deployments/watch", |m| on(m, v1::streams::watch_deployments))
         .rpc("/slipway.deploy.v1.DeployService/WatchEvents")
         .doc("Stream of deployment and step events (NDJSON, one Event per line; \

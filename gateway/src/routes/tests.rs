@@ -6,7 +6,7 @@ use common::scope;
 use prost::Message;
 
 use super::{
-    Body::{Contract, Proto, ProtoStream},
+    Body::{Contract, Proto, ProtoStream, Text},
     *,
 };
 
@@ -245,7 +245,7 @@ fn every_rpc_served_at_the_edge_has_a_route_with_its_messages() {
             assert_eq!(r.access, rpc.access, "{what}: same access");
             let (input, output, streaming) = &contract[rpc.path];
             match r.response {
-                Proto(name) | ProtoStream(name) => assert_eq!(name, output, "{what}"),
+                Proto(name) | ProtoStream(name) | Text(name) => assert_eq!(name, output, "{what}"),
                 other => panic!("{what}: response {other:?}, not {output}"),
             }
             if let Proto(name) = r.request {

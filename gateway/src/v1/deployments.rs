@@ -24,7 +24,7 @@ fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn id(raw: &str) -> Result<i64, ApiError> {
+pub fn id(raw: &str) -> Result<i64, ApiError> {
     raw.parse()
         .map_err(|_| bad_request(format!("deployment id {raw:?} is not an integer")))
 }

@@ -6,6 +6,7 @@
 //! [`forward`] it with the caller's token.
 
 pub mod deployments;
+pub mod logs;
 pub mod services;
 pub mod streams;
 pub mod tokens;

@@ -1,5 +1,5 @@
-//! The three server streams over HTTP/JSON: `WatchEvents`, `WatchServices` and
-//! `WatchRevocations` as `application/x-ndjson` responses, one proto3 JSON message
+//! The server streams over HTTP/JSON: `WatchEvents`, `WatchDeploymentLog`,
+//! `WatchServices` and `WatchRevocations` as `application/x-ndjson` responses, one proto3 JSON message
 //! per line, each line sent as soon as its message arrives.
 //!
 //! - The token is checked as on the RPC's gRPC entry before the upstream is opened;
@@ -18,12 +18,16 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     body::{Body, Bytes},
-    extract::State,
+    extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use common::token::{RemoteVerifier, TokenError};
-use proto::{auth::v1::WatchRevocationsRequest, deploy::v1::WatchEventsRequest, registry::v1::WatchServicesRequest};
+use proto::{
+    auth::v1::WatchRevocationsRequest,
+    deploy::v1::{WatchDeploymentLogRequest, WatchEventsRequest},
+    registry::v1::WatchServicesRequest,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::time::Instant;
@@ -85,6 +89,46 @@ pub async fn watch_deployments(
         "deploy",
         upstream.into_inner(),
         Some(&token),
+    )
+    .respond())
+}
+
+/// `WatchDeploymentLogRequest` as query parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    #[serde(default)]
+    after_line: i64,
+}
+
+/// A deployment's output lines after `?after_line=`, stored then live, until the run ends.
+pub async fn watch_log(
+    State(state): State<AppState>,
+    token: Caller,
+    Path(raw): Path<String>,
+    Params(query): Params<LogQuery>,
+) -> Result<Response, ApiError> {
+    follow_log(&state, &token, super::deployments::id(&raw)?, query.after_line).await
+}
+
+/// The NDJSON follow of a deployment's log (also `GET /v1/deployments/{id}/log?follow=true`).
+pub async fn follow_log(state: &AppState, token: &Caller, id: i64, after_line: i64) -> Result<Response, ApiError> {
+    let request = WatchDeploymentLogRequest {
+        deployment_id: id,
+        after_line,
+    };
+    let upstream = state
+        .backends
+        .deploy()
+        .watch_deployment_log(with_token(request, &token.token)?)
+        .await
+        .map_err(|s| ApiError::from_backend("deploy", &s))?;
+    Ok(Feed::new(
+        state,
+        "/v1/deployments/{id}/log/watch",
+        "deploy",
+        upstream.into_inner(),
+        Some(token),
     )
     .respond())
 }

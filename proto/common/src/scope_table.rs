@@ -312,6 +312,15 @@ pub const RPCS: &[Rpc] = &[
         "/slipway.deploy.v1.DeployService/WatchEvents",
         token(READERS, scope::DEPLOYMENTS_READ),
     ),
+    // A run's output: whoever may read the deployment (the handler checks which).
+    unary(
+        "/slipway.deploy.v1.DeployService/GetDeploymentLog",
+        token(READERS, scope::DEPLOYMENTS_READ),
+    ),
+    stream(
+        "/slipway.deploy.v1.DeployService/WatchDeploymentLog",
+        token(READERS, scope::DEPLOYMENTS_READ),
+    ),
 ];
 
 /// The entry of an RPC by its full path (`/slipway.auth.v1.AuthService/Login`).

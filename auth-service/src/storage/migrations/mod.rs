@@ -6,6 +6,7 @@ mod m0001_create_users;
 mod m0002_create_tokens;
 mod m0003_create_revocations;
 mod m0004_user_disabled;
+mod m0005_expiry_indexes;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_create_tokens::Migration),
             Box::new(m0003_create_revocations::Migration),
             Box::new(m0004_user_disabled::Migration),
+            Box::new(m0005_expiry_indexes::Migration),
         ]
     }
 

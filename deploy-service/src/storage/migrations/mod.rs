@@ -8,6 +8,8 @@ mod m0003_deployment_runs;
 mod m0004_removed_steps;
 mod m0005_create_events;
 mod m0006_deployments_by_service;
+mod m0007_create_deployment_logs;
+mod m0008_retention_index;
 
 pub struct Migrator;
 
@@ -21,6 +23,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_removed_steps::Migration),
             Box::new(m0005_create_events::Migration),
             Box::new(m0006_deployments_by_service::Migration),
+            Box::new(m0007_create_deployment_logs::Migration),
+            Box::new(m0008_retention_index::Migration),
         ]
     }
 

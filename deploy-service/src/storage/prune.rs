@@ -1,0 +1,109 @@
+//! Retention's reads and deletes: which finished deployments the policy lets go, and
+//! removing them with everything that hangs on them (steps, events, output), a small
+//! batch per transaction.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryFilter, Statement, TransactionTrait};
+
+use super::{Store, deployment_logs, deployments, events, log_lines, steps};
+
+#[derive(Debug, FromQueryResult)]
+struct Id {
+    id: i64,
+}
+
+/// Who may go: finished before `cutoff`, not among the newest `keep` of its service,
+/// not its service's last successful deployment (the step plan reads its steps).
+const PRUNABLE: &str = "SELECT d.id AS id FROM deployments d
+ WHERE d.id > ? AND d.finished IS NOT NULL AND d.finished < ?
+   AND d.id <= (SELECT n.id FROM deployments n WHERE n.service = d.service
+                ORDER BY n.id DESC LIMIT 1 OFFSET ?)
+   AND d.id <> COALESCE((SELECT MAX(s.id) FROM deployments s
+                         WHERE s.service_id = d.service_id AND s.status = 'succeeded'), 0)
+ ORDER BY d.id LIMIT ?";
+
+/// `?` placeholders as the backend writes them.
+fn placeholders(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::Postgres {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Store {
+    /// Up to `limit` deployments with an id above `after` that the policy lets go, in
+    /// id order.
+    pub async fn prunable(&self, after: i64, cutoff: DateTime<Utc>, keep: u32, limit: u32) -> Result<Vec<i64>, DbErr> {
+        let backend = self.db.get_database_backend();
+        let statement = Statement::from_sql_and_values(
+            backend,
+            placeholders(backend, PRUNABLE),
+            [
+                after.into(),
+                cutoff.into(),
+                i64::from(keep).into(),
+                i64::from(limit).into(),
+            ],
+        );
+        let rows = Id::find_by_statement(statement).all(&self.db).await?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Deletes these deployments with their steps, events and output, in one
+    /// transaction. Unfinished ones are left alone, whatever the caller asked.
+    pub async fn prune(&self, ids: &[i64]) -> Result<u64, DbErr> {
+        let txn = self.db.begin().await?;
+        let finished: Vec<i64> = deployments::Entity::find()
+            .filter(deployments::Column::Id.is_in(ids.iter().copied()))
+            .filter(deployments::Column::Finished.is_not_null())
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        log_lines::Entity::delete_many()
+            .filter(log_lines::Column::DeploymentId.is_in(finished.clone()))
+            .exec(&txn)
+            .await?;
+        deployment_logs::Entity::delete_many()
+            .filter(deployment_logs::Column::DeploymentId.is_in(finished.clone()))
+            .exec(&txn)
+            .await?;
+        events::Entity::delete_many()
+            .filter(events::Column::DeploymentId.is_in(finished.clone()))
+            .exec(&txn)
+            .await?;
+        steps::Entity::delete_many()
+            .filter(steps::Column::DeploymentId.is_in(finished.clone()))
+            .exec(&txn)
+            .await?;
+        let gone = deployments::Entity::delete_many()
+            .filter(deployments::Column::Id.is_in(finished))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(placeholders(DbBackend::Postgres, "a ? b ? c"), "a $1 b $2 c");
+        assert_eq!(placeholders(DbBackend::Sqlite, "a ? b"), "a ? b");
+    }
+}
