@@ -139,3 +139,9 @@ export function useNow(running: boolean): number {
   }, [running]);
   return now;
 }
+
+/** A performance mark, once per page load: when a screen first became usable (the
+ * console bench reads them). */
+export function mark(name: string) {
+  if (performance.getEntriesByName(name).length === 0) performance.mark(name);
+}

@@ -1,17 +1,19 @@
 // Log in with name and password (the auth service's Login); then read who the token
 // is (WhoAmI) and what it may do (DebugToken on itself) so screens offer only that.
 
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { auth } from "../api.js";
 import { session } from "../session.js";
 import { ConnectError } from "@connectrpc/connect";
+import { mark } from "../util.js";
 
 export function Login() {
   const [name, setName] = useState("");
   const [password, setPassword] = useState("");
   const [error, setError] = useState("");
   const [busy, setBusy] = useState(false);
+  useEffect(() => mark("console:login-ready"), []);
 
   async function submit(e: Event) {
     e.preventDefault();

@@ -6,7 +6,7 @@ import type { SyncServicesResponse } from "../gen/slipway/registry/v1/registry_p
 import { explain, registry } from "../api.js";
 import { session } from "../session.js";
 import { useStore } from "../store.js";
-import { Badge, Link, when } from "../util.js";
+import { Badge, Link, mark, when } from "../util.js";
 
 function SyncResult({ result }: { result: SyncServicesResponse }) {
   const changes = [
@@ -90,6 +90,10 @@ export function Services() {
       setError(explain(err));
     }
   }
+
+  useEffect(() => {
+    if (store.servicesLoaded) mark("console:services-ready");
+  }, [store.servicesLoaded]);
 
   const services = [...store.services.values()].sort((a, b) => a.name.localeCompare(b.name));
   const notYet = folders.filter((f) => !store.services.has(f));
