@@ -114,7 +114,7 @@ export function when(t: Timestamp | undefined): string {
 
 export function duration(from: Timestamp | undefined, to: Timestamp | undefined, now: number): string {
   if (!from) return "";
-  const s = Math.max(0, ((to ? ms(to) : now) - ms(from)) / 1000);
+  const s = Math.max(0, ((to ? ms(to) : Math.max(now, Date.now())) - ms(from)) / 1000);
   if (s < 60) return `${s.toFixed(1)} s`;
   const m = Math.floor(s / 60);
   return m < 60 ? `${m} min ${Math.round(s % 60)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
