@@ -11,6 +11,8 @@ import { ServicePage } from "./screens/Service.js";
 import { Deployments } from "./screens/Deployments.js";
 import { DeploymentPage } from "./screens/Deployment.js";
 import { SessionWatch } from "./screens/SessionWatch.js";
+import { Tokens } from "./screens/Tokens.js";
+import { Users } from "./screens/Users.js";
 
 function useSession() {
   const [, setTick] = useState(0);
@@ -22,6 +24,8 @@ function Screen() {
   const parts = path.split("/").filter(Boolean);
   if (parts.length === 0) return <Services />;
   if (parts[0] === "services" && parts.length === 2) return <ServicePage name={parts[1]} />;
+  if (parts[0] === "tokens" && parts.length === 1) return <Tokens />;
+  if (parts[0] === "users" && parts.length === 1) return <Users />;
   if (parts[0] === "deployments" && parts.length === 1) return <Deployments query={query} />;
   if (parts[0] === "deployments" && parts.length === 2 && /^\d+$/.test(parts[1]))
     return <DeploymentPage id={BigInt(parts[1])} />;
@@ -73,6 +77,14 @@ function App() {
               Deployments
             </Link>
           )}
+          {session.may("tokens:read") && (
+            <Link to="tokens" aria-current={here === "tokens" ? "page" : undefined}>
+              Tokens
+            </Link>
+          )}
+          <Link to="users" aria-current={here === "users" ? "page" : undefined}>
+            Users & keys
+          </Link>
         </nav>
         <span class="user" id="user">
           {session.user()}
