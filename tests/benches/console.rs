@@ -88,7 +88,9 @@ async fn main() {
     browser.type_into("#username", ADMIN).await;
     browser.type_into("#password", ADMIN_PASSWORD).await;
     browser.press("Enter").await;
-    browser.wait_for("logged in", "document.querySelector('#user')?.innerText").await;
+    browser
+        .wait_for("logged in", "document.querySelector('#user')?.innerText")
+        .await;
     let mut services = Vec::new();
     for _ in 0..LOADS {
         browser.goto(&stack.url("/ui/")).await;

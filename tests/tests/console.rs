@@ -82,6 +82,18 @@ async fn deployment_page(browser: &mut Browser) -> i64 {
     path.as_str().unwrap().rsplit('/').next().unwrap().parse().unwrap()
 }
 
+/// Presses Tab until the element matching `selector` has the focus.
+async fn tab_to(browser: &mut Browser, selector: &str) {
+    let focused = format!("document.activeElement === document.querySelector('{selector}')");
+    for _ in 0..40 {
+        if browser.eval(&focused).await == json!(true) {
+            return;
+        }
+        browser.press("Tab").await;
+    }
+    panic!("{selector} never got the focus with Tab");
+}
+
 fn step_state(step: &str) -> String {
     format!("document.querySelector('[data-step=\"{step}\"]')?.dataset.state")
 }
@@ -195,8 +207,20 @@ async fn failing_deployment_shows_step_and_reason(backend: Backend) {
     let stack = Stack::start_with(backend, example).await;
     let shots = screenshot_dir(&format!("{backend:?}").to_lowercase());
     log_in(&mut browser, &stack).await;
-    browser.click("tr[data-service=\"broken\"] a").await;
-    browser.click("#deploy").await;
+    // With the keyboard alone: Tab to the service's link, Enter, Tab to Deploy, Enter.
+    browser
+        .wait_for(
+            "the services",
+            "document.querySelector('tr[data-service=\"broken\"] a')",
+        )
+        .await;
+    tab_to(&mut browser, "tr[data-service=\"broken\"] a").await;
+    browser.press("Enter").await;
+    browser
+        .wait_for("the service page", "document.querySelector('#deploy')")
+        .await;
+    tab_to(&mut browser, "#deploy").await;
+    browser.press("Enter").await;
     let id = deployment_page(&mut browser).await;
     browser
         .wait_for("check failed", &format!("{} === 'failure'", step_state("check")))

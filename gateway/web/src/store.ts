@@ -22,6 +22,7 @@ export const store = {
 
 const listeners = new Set<() => void>();
 const deploymentListeners = new Set<(d: Deployment) => void>();
+const reopenListeners = new Set<() => void>();
 let changed = 0;
 
 function notify() {
@@ -41,6 +42,12 @@ export function subscribe(listener: () => void): () => void {
 export function onDeployment(listener: (d: Deployment) => void): () => void {
   deploymentListeners.add(listener);
   return () => deploymentListeners.delete(listener);
+}
+
+/** The deployments feed opened again after a drop: what it missed is to be read again. */
+export function onReopen(listener: () => void): () => void {
+  reopenListeners.add(listener);
+  return () => reopenListeners.delete(listener);
 }
 
 function noteDeployment(d: Deployment) {
@@ -105,10 +112,15 @@ export function start() {
     );
   }
   if (session.may("deployments:read")) {
+    let opened = 0;
+    const reopened = () => {
+      void loadLast();
+      if (opened++ > 0) reopenListeners.forEach((l) => l());
+    };
     void follow(
       signal,
       ({ signal, onHeader }) =>
-        deploy.watchEvents({ afterSequence: 0n }, { signal, onHeader: () => (onHeader(), void loadLast()) }),
+        deploy.watchEvents({ afterSequence: 0n }, { signal, onHeader: () => (onHeader(), reopened()) }),
       (event) => {
         if (event.payload.case !== "deployment") return;
         const d = event.payload.value;

@@ -16,6 +16,13 @@ export function navigate(path: string) {
   history.pushState(null, "", BASE + path.replace(/^\//, ""));
   routeListeners.forEach((l) => l());
   window.scrollTo(0, 0);
+  // Keyboard and screen-reader users land on the new screen's heading.
+  requestAnimationFrame(() => {
+    const heading = document.querySelector<HTMLElement>("main h1");
+    if (!heading) return;
+    heading.tabIndex = -1;
+    heading.focus({ preventScroll: true });
+  });
 }
 
 /** The app path (after /ui/) and query of the current location. */

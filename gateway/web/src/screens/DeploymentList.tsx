@@ -5,7 +5,7 @@
 import { useEffect, useState } from "preact/hooks";
 import type { Deployment } from "../gen/slipway/deploy/v1/deploy_pb.js";
 import { deploy, explain } from "../api.js";
-import { onDeployment } from "../store.js";
+import { onDeployment, onReopen } from "../store.js";
 import { Badge, Link, STATUS, duration, useNow, when, active } from "../util.js";
 
 export type Filter = { service: string; status: string; origin: string; user: string };
@@ -27,14 +27,20 @@ export function DeploymentList({ filter, id }: { filter: Filter; id: string }) {
   const [loaded, setLoaded] = useState(false);
   const [error, setError] = useState("");
 
-  async function page(pageToken: string) {
+  /** Reads a page; `again` reads the first page again without moving the paging. */
+  async function page(pageToken: string, again = false) {
     try {
       const answer = await deploy.listDeployments({ service: filter.service, pageSize: PAGE, pageToken });
+      // Merged by id: a first page read again (after the feed dropped) updates the
+      // deployments it has and keeps the older pages loaded.
       setList((old) => {
-        const seen = new Set(old.map((d) => d.id));
-        return [...old, ...answer.deployments.filter((d) => !seen.has(d.id))];
+        const fresh = new Map(answer.deployments.map((d) => [d.id, d]));
+        const kept = old.map((d) => fresh.get(d.id) ?? d);
+        const known = new Set(old.map((d) => d.id));
+        const added = answer.deployments.filter((d) => !known.has(d.id));
+        return [...kept, ...added].sort((a, b) => (a.id < b.id ? 1 : -1));
       });
-      setNext(answer.nextPageToken);
+      if (!again) setNext(answer.nextPageToken);
       setLoaded(true);
     } catch (err) {
       setError(explain(err));
@@ -46,7 +52,8 @@ export function DeploymentList({ filter, id }: { filter: Filter; id: string }) {
     setNext("");
     setLoaded(false);
     void page("");
-    return onDeployment((d) => {
+    const stopReopen = onReopen(() => void page("", true));
+    const stopLive = onDeployment((d) => {
       if (filter.service && d.service !== filter.service) return;
       setList((old) => {
         const at = old.findIndex((o) => o.id === d.id);
@@ -54,6 +61,7 @@ export function DeploymentList({ filter, id }: { filter: Filter; id: string }) {
         return [d, ...old].sort((a, b) => (a.id < b.id ? 1 : -1));
       });
     });
+    return () => (stopReopen(), stopLive());
   }, [filter.service]);
 
   const shown = list.filter((d) => matches(d, filter));
