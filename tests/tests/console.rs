@@ -2,9 +2,11 @@
 //! against the real stack, clicking and typing as a person would: log in, see the
 //! example service, start a deployment and watch each step reach success live (the
 //! gateway restarted in the middle: the page resumes with no step missed or doubled),
-//! see it in the list; a failing deployment shows its failed step and the reason; a
-//! session whose token is revoked elsewhere goes back to login saying why. Each screen
-//! is saved as a screenshot (paths printed). On SQLite and PostgreSQL.
+//! see it in the list; a failing deployment shows its failed step and the reason (the
+//! way there with the keyboard alone), and Sync shows a broken folder's problem; Cancel
+//! on a running deployment; a session whose token is revoked elsewhere goes back to
+//! login saying why, and one about to expire shows the banner, then goes back too.
+//! Each screen is saved as a screenshot (paths printed). On SQLite and PostgreSQL.
 //!
 //! The example's deploy script reports each step running, then waits for the test to
 //! let it go on (a file per step), so the test sees each state in the page before the
@@ -28,7 +30,8 @@ use tests::{
 on_every_backend!(
     deploys_live_and_resumes,
     failing_deployment_shows_step_and_reason,
-    revoked_session_logs_out
+    cancel_from_the_deployment_page,
+    revoked_or_expired_session_logs_out
 );
 
 const STEPS: [&str; 3] = ["build", "test", "release"];
@@ -255,9 +258,42 @@ async fn failing_deployment_shows_step_and_reason(backend: Backend) {
         "no Cancel once failed"
     );
     browser.screenshot(&shots.join("deployment-failed.png")).await;
+
+    // A folder that cannot be a service: Sync says which and why.
+    let half = stack.services_dir().join("half");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("config.json"), "{not json").unwrap();
+    browser.click("header nav a[href=\"/ui/\"]").await;
+    browser.click("#sync").await;
+    let problems = "document.querySelector('#sync-result .problems')?.innerText";
+    let said = browser.wait_for("the sync's problems", problems).await;
+    assert!(said.as_str().unwrap().starts_with("half: "), "{said}");
+    browser.screenshot(&shots.join("sync-problems.png")).await;
 }
 
-async fn revoked_session_logs_out(backend: Backend) {
+async fn cancel_from_the_deployment_page(backend: Backend) {
+    let Some(mut browser) = Browser::launch(1280, 900).await else {
+        return;
+    };
+    let stack = Stack::start_with(backend, example).await;
+    log_in(&mut browser, &stack).await;
+    browser.click("tr[data-service=\"example\"] a").await;
+    browser.click("#deploy").await;
+    deployment_page(&mut browser).await;
+    browser
+        .wait_for("build running", &format!("{} === 'running'", step_state("build")))
+        .await;
+    // The confirmation is the browser's own dialog: accepted here.
+    browser.eval("window.confirm = () => true").await;
+    browser.click("#cancel").await;
+    let cancelled = "document.querySelector('#deployment')?.dataset.status === 'cancelled'";
+    browser.wait_for("cancelled", cancelled).await;
+    browser
+        .wait_for("no Cancel any more", "!document.querySelector('#cancel')")
+        .await;
+}
+
+async fn revoked_or_expired_session_logs_out(backend: Backend) {
     let Some(mut browser) = Browser::launch(1280, 900).await else {
         return;
     };
@@ -297,4 +333,19 @@ async fn revoked_session_logs_out(backend: Backend) {
             .is_null()
     );
     browser.screenshot(&shots.join("login-revoked.png")).await;
+
+    // Expiry, as the page sees it: a session three seconds from its end shows the
+    // banner, then goes back to login saying so.
+    log_in(&mut browser, &stack).await;
+    let shorten = "const s = JSON.parse(sessionStorage.getItem('slipway.session')); \
+                   s.expiresAt = Date.now() + 3000; \
+                   sessionStorage.setItem('slipway.session', JSON.stringify(s)); location.reload(); true";
+    browser.eval(shorten).await;
+    browser
+        .wait_for("the banner", "document.querySelector('#expiry-banner')")
+        .await;
+    let reason = browser
+        .wait_for("expired", "document.querySelector('#login-reason')?.innerText")
+        .await;
+    assert!(reason.as_str().unwrap().contains("expired"), "{reason}");
 }
