@@ -67,6 +67,55 @@ function ConfigTokenForm({ onMinted }: { onMinted: (token: string) => void }) {
   );
 }
 
+/** A narrower token derived from the session's own (AttenuateToken). */
+function AttenuateForm({ onMinted }: { onMinted: (token: string) => void }) {
+  const [permissions, setPermissions] = useState("deployments:read");
+  const [minutes, setMinutes] = useState("60");
+  const [origin, setOrigin] = useState("");
+  const [name, setName] = useState("");
+  const [error, setError] = useState("");
+  async function derive(e: Event) {
+    e.preventDefault();
+    setError("");
+    try {
+      const minted = await auth.attenuateToken({
+        permissions: permissions.split(",").map((p) => p.trim()).filter(Boolean),
+        lifetimeSeconds: BigInt(Math.max(0, Math.round(Number(minutes) * 60) || 0)),
+        origin,
+        name,
+      });
+      onMinted(minted.token);
+    } catch (err) {
+      setError(explain(err));
+    }
+  }
+  return (
+    <form class="box" onSubmit={derive} aria-label="Attenuate your token">
+      <h2>Derive a narrower token from yours</h2>
+      <div class="fields">
+        <label class="wide">
+          Permissions (comma-separated, a subset of yours)
+          <input id="attenuate-permissions" value={permissions} onInput={(e) => setPermissions(e.currentTarget.value)} />
+        </label>
+        <label>
+          Lifetime (minutes)
+          <input type="number" min="1" value={minutes} onInput={(e) => setMinutes(e.currentTarget.value)} />
+        </label>
+        <label>
+          Origin
+          <input value={origin} onInput={(e) => setOrigin(e.currentTarget.value)} />
+        </label>
+        <label>
+          Name
+          <input value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        </label>
+      </div>
+      {error && <p class="error" role="alert">{error}</p>}
+      <button type="submit">Derive</button>
+    </form>
+  );
+}
+
 function Debug() {
   const [token, setToken] = useState("");
   const [answer, setAnswer] = useState<DebugTokenResponse | null>(null);
@@ -178,6 +227,7 @@ export function Tokens() {
         </button>
       )}
       {session.may("tokens:mint") && <ConfigTokenForm onMinted={(t) => (setMinted(t), setReload((r) => r + 1))} />}
+      <AttenuateForm onMinted={(t) => (setMinted(t), setReload((r) => r + 1))} />
       <Debug />
     </main>
   );
