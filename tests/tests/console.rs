@@ -201,6 +201,10 @@ async fn deploys_live_and_resumes(backend: Backend) {
     let fits = "document.documentElement.scrollWidth <= 390 && document.querySelector('#services')";
     browser.wait_for("the services fit 390 px", fits).await;
     browser.screenshot(&shots.join("services-390.png")).await;
+    browser.goto(&stack.url(&format!("/ui/deployments/{id}"))).await;
+    let fits = "document.documentElement.scrollWidth <= 390 && document.querySelector('[data-step=\"release\"]')";
+    browser.wait_for("the deployment fits 390 px", fits).await;
+    browser.screenshot(&shots.join("deployment-390.png")).await;
 }
 
 async fn failing_deployment_shows_step_and_reason(backend: Backend) {
