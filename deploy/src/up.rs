@@ -152,6 +152,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         let scheme = if r.name == "gateway" { "http" } else { "grpc" };
         println!("  {:<10} {scheme}://{}", r.name, r.addr);
     }
+    if let Some(gateway) = running.iter().find(|r| r.name == "gateway") {
+        println!("  console    http://{}/ui/", gateway.addr);
+    }
     println!("  data dir   {}", data_dir.display());
     println!("  services   {} ({services_origin})", services_dir.display());
     println!("  project    {}", project_root.display());

@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod body_limit;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod fastdeploy;
 pub mod grpc_proxy;

@@ -184,13 +184,14 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| name.trim_start_matches('*'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
         if !params.is_empty() {
             operation["parameters"] = Value::Array(params);
         }
         paths
-            .entry(op.path.to_owned())
+            .entry(op.path.replace("{*", "{"))
             .or_default()
             .insert(op.method.to_ascii_lowercase(), operation);
     }

@@ -3,6 +3,7 @@
 //! sleeping, prints every process log when a test fails, and tears everything down.
 
 pub mod bad_tokens;
+pub mod browser;
 pub mod db;
 pub mod deploy_rpc;
 pub mod gateway_fixture;

@@ -37,6 +37,7 @@ async fn up_runs_the_whole_system_and_keeps_data_across_restarts() {
     // that this is a single-user setup.
     assert!(log.contains("(the example services"), "{log}");
     assert!(log.contains("single-user development setup"), "{log}");
+    assert!(log.contains(&format!("console    http://{addr}/ui/")), "{log}");
     // Secrets at rest: the data dir and the databases are the user's alone.
     let mode = |p: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777;
     assert_eq!(mode(&data_dir), 0o700);

@@ -243,12 +243,15 @@ pub fn router() -> axum::Router<AppState> {
 }
 
 /// Whether `path` fits `template`, segment by segment (`{name}` matches one non-empty
-/// segment).
+/// segment, a last `{*name}` the non-empty rest).
 pub fn path_matches(template: &str, path: &str) -> bool {
     let (mut t, mut p) = (template.split('/'), path.split('/'));
     loop {
         match (t.next(), p.next()) {
             (None, None) => return true,
+            (Some(ts), Some(ps)) if ts.starts_with("{*") && t.clone().next().is_none() => {
+                return !ps.is_empty() || p.next().is_some();
+            }
             (Some(ts), Some(ps)) if ts.starts_with('{') && ts.ends_with('}') && !ps.is_empty() => {}
             (Some(ts), Some(ps)) if ts == ps => {}
             _ => return false,

@@ -16,6 +16,7 @@ use super::{
     Route, delete, get, post, put, websocket,
 };
 use crate::{
+    console,
     fastdeploy::{deployments, service_token, services, users, websocket as ws},
     metrics, openapi, server, v1,
 };
@@ -34,6 +35,15 @@ pub const ROUTES: &[Route] = &[
         .doc("Prometheus metrics", NoBody, NoBody),
     get("/openapi.json", |m| on(m, openapi::serve)).open()
         .doc("This document", NoBody, NoBody),
+
+    // the console (web/, embedded in the binary): open, as the page holds no data (its
+    // grpc-web calls carry the session's token)
+    get("/", |m| on(m, console::redirect)).open()
+        .doc("Redirect to the console at /ui/", NoBody, NoBody),
+    get("/ui/", |m| on(m, console::index)).open()
+        .doc("The console: the browser UI over grpc-web", NoBody, NoBody),
+    get("/ui/{*path}", |m| on(m, console::file)).open()
+        .doc("The console's assets (immutable) and its app paths (the page)", NoBody, NoBody),
 
     // fastDeploy (reference/fastdeploy-contract.md section 2), with its own rules
     post("/token", |m| on(m, users::login)).open()

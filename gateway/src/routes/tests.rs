@@ -173,6 +173,10 @@ fn templates_match_whole_segments() {
     assert!(!path_matches("/deployments/{id}", "/deployments/7/x"));
     assert!(path_matches("/token", "/token"));
     assert!(!path_matches("/token", "/token/"));
+    assert!(path_matches("/ui/{*path}", "/ui/assets/app.js"));
+    assert!(path_matches("/ui/{*path}", "/ui/deployments"));
+    assert!(!path_matches("/ui/{*path}", "/ui/"));
+    assert!(!path_matches("/ui/{*path}", "/v1/ui"));
 }
 
 #[test]
@@ -181,6 +185,7 @@ fn redirects_go_to_served_paths_only() {
     assert!(redirects_to("/v1/services/7"));
     assert!(redirects_to("/users/me"));
     assert!(!redirects_to("/nowhere"));
+    assert!(redirects_to("/ui/"), "/ui goes to the console");
     assert!(!redirects_to("/deployments/ws/abc"), "the WebSocket is not redirected");
 }
 

@@ -1,0 +1,112 @@
+// A paged, live list of deployments, newest first: the first page from ListDeployments,
+// older ones on demand, and every change from the session's live feed (new deployments
+// on top, status changes in place).
+
+import { useEffect, useState } from "preact/hooks";
+import type { Deployment } from "../gen/slipway/deploy/v1/deploy_pb.js";
+import { deploy, explain } from "../api.js";
+import { onDeployment, onReopen } from "../store.js";
+import { Badge, Link, STATUS, duration, useNow, when, active } from "../util.js";
+
+export type Filter = { service: string; status: string; origin: string; user: string };
+
+function matches(d: Deployment, f: Filter): boolean {
+  return (
+    (!f.service || d.service === f.service) &&
+    (!f.status || STATUS[d.status] === f.status) &&
+    (!f.origin || d.origin.includes(f.origin)) &&
+    (!f.user || d.user.includes(f.user))
+  );
+}
+
+const PAGE = 25;
+
+export function DeploymentList({ filter, id }: { filter: Filter; id: string }) {
+  const [list, setList] = useState<Deployment[]>([]);
+  const [next, setNext] = useState("");
+  const [loaded, setLoaded] = useState(false);
+  const [error, setError] = useState("");
+
+  /** Reads a page; `again` reads the first page again without moving the paging. */
+  async function page(pageToken: string, again = false) {
+    try {
+      const answer = await deploy.listDeployments({ service: filter.service, pageSize: PAGE, pageToken });
+      // Merged by id: a first page read again (after the feed dropped) updates the
+      // deployments it has and keeps the older pages loaded.
+      setList((old) => {
+        const fresh = new Map(answer.deployments.map((d) => [d.id, d]));
+        const kept = old.map((d) => fresh.get(d.id) ?? d);
+        const known = new Set(old.map((d) => d.id));
+        const added = answer.deployments.filter((d) => !known.has(d.id));
+        return [...kept, ...added].sort((a, b) => (a.id < b.id ? 1 : -1));
+      });
+      if (!again) setNext(answer.nextPageToken);
+      setLoaded(true);
+    } catch (err) {
+      setError(explain(err));
+    }
+  }
+
+  useEffect(() => {
+    setList([]);
+    setNext("");
+    setLoaded(false);
+    void page("");
+    const stopReopen = onReopen(() => void page("", true));
+    const stopLive = onDeployment((d) => {
+      if (filter.service && d.service !== filter.service) return;
+      setList((old) => {
+        const at = old.findIndex((o) => o.id === d.id);
+        if (at >= 0) return old.map((o, i) => (i === at ? d : o));
+        return [d, ...old].sort((a, b) => (a.id < b.id ? 1 : -1));
+      });
+    });
+    return () => (stopReopen(), stopLive());
+  }, [filter.service]);
+
+  const shown = list.filter((d) => matches(d, filter));
+  const now = useNow(shown.some((d) => active(d.status)));
+  if (error) return <p class="error" role="alert">{error}</p>;
+  if (!loaded) return <p>Loading…</p>;
+  return (
+    <>
+      {shown.length === 0 ? (
+        <p id={`${id}-empty`}>No deployment{filter.status || filter.origin || filter.user ? " matches" : " yet"}.</p>
+      ) : (
+        <table class="list" id={id}>
+          <thead>
+            <tr>
+              <th>#</th>
+              <th>Service</th>
+              <th>Status</th>
+              <th>Started</th>
+              <th class="hide-narrow">Duration</th>
+              <th class="hide-narrow">By</th>
+            </tr>
+          </thead>
+          <tbody>
+            {shown.map((d) => (
+              <tr key={String(d.id)} data-deployment={String(d.id)} data-status={STATUS[d.status]}>
+                <td>
+                  <Link to={`deployments/${d.id}`}>#{String(d.id)}</Link>
+                </td>
+                <td>{d.service}</td>
+                <td>
+                  <Badge status={d.status} />
+                </td>
+                <td>{when(d.started)}</td>
+                <td class="hide-narrow">{duration(d.runStarted ?? d.started, d.finished, now)}</td>
+                <td class="hide-narrow">{d.user || d.origin}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {next && (
+        <button type="button" class="more" onClick={() => page(next)}>
+          Load older deployments
+        </button>
+      )}
+    </>
+  );
+}
