@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file slipway/deploy/v1/deploy.proto.
  */
 export const file_slipway_deploy_v1_deploy: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zbGlwd2F5L2RlcGxveS92MS9kZXBsb3kucHJvdG8SEXNsaXB3YXkuZGVwbG95LnYxIp8DCgpEZXBsb3ltZW50EgoKAmlkGAEgASgDEhIKCnNlcnZpY2VfaWQYAiABKAMSDwoHc2VydmljZRgDIAEoCRIOCgZvcmlnaW4YBCABKAkSDAoEdXNlchgFIAEoCRIrCgdzdGFydGVkGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghmaW5pc2hlZBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoHY29udGV4dBgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMwoGc3RhdHVzGAkgASgOMiMuc2xpcHdheS5kZXBsb3kudjEuRGVwbG95bWVudFN0YXR1cxImCgVzdGVwcxgKIAMoCzIXLnNsaXB3YXkuZGVwbG95LnYxLlN0ZXASFgoOZmFpbHVyZV9yZWFzb24YCyABKAkSLwoLcnVuX3N0YXJ0ZWQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD3NlcnZpY2VfcmVtb3ZlZBgNIAEoCCLEAQoEU3RlcBIKCgJpZBgBIAEoAxIVCg1kZXBsb3ltZW50X2lkGAIgASgDEgwKBG5hbWUYAyABKAkSDQoFc3RhdGUYBCABKAkSKwoHc3RhcnRlZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZmluaXNoZWQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB21lc3NhZ2UYByABKAkSEAoIc2VxdWVuY2UYCCABKAMiTwoWU3RhcnREZXBsb3ltZW50UmVxdWVzdBIkCgNlbnYYASABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3NlcnZpY2UYAiABKAkicgoWTGlzdERlcGxveW1lbnRzUmVxdWVzdBIPCgdzZXJ2aWNlGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJEiAKGGluY2x1ZGVfcmVtb3ZlZF9zZXJ2aWNlcxgEIAEoCCJmChdMaXN0RGVwbG95bWVudHNSZXNwb25zZRIyCgtkZXBsb3ltZW50cxgBIAMoCzIdLnNsaXB3YXkuZGVwbG95LnYxLkRlcGxveW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKFEdldERlcGxveW1lbnRSZXF1ZXN0EgoKAmlkGAEgASgDIpwBChFSZXBvcnRTdGVwUmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBXN0YXRlGAIgASgJEisKB3N0YXJ0ZWQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGZpbmlzaGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdtZXNzYWdlGAUgASgJIikKEExpc3RTdGVwc1JlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoAyI7ChFMaXN0U3RlcHNSZXNwb25zZRImCgVzdGVwcxgBIAMoCzIXLnNsaXB3YXkuZGVwbG95LnYxLlN0ZXAiJQoXRmluaXNoRGVwbG95bWVudFJlcXVlc3QSCgoCaWQYASABKAMiJQoXQ2FuY2VsRGVwbG95bWVudFJlcXVlc3QSCgoCaWQYASABKAMiVAoSV2F0Y2hFdmVudHNSZXF1ZXN0Eg8KB3NlcnZpY2UYASABKAkSFQoNZGVwbG95bWVudF9pZBgCIAEoAxIWCg5hZnRlcl9zZXF1ZW5jZRgDIAEoAyKTAQoFRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSMwoKZGVwbG95bWVudBgCIAEoCzIdLnNsaXB3YXkuZGVwbG95LnYxLkRlcGxveW1lbnRIABInCgRzdGVwGAMgASgLMhcuc2xpcHdheS5kZXBsb3kudjEuU3RlcEgAEg8KB2RlbGV0ZWQYBCABKAhCCQoHcGF5bG9hZCrSAQoQRGVwbG95bWVudFN0YXR1cxIhCh1ERVBMT1lNRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGERFUExPWU1FTlRfU1RBVFVTX1FVRVVFRBABEh0KGURFUExPWU1FTlRfU1RBVFVTX1JVTk5JTkcQAhIfChtERVBMT1lNRU5UX1NUQVRVU19TVUNDRUVERUQQAxIcChhERVBMT1lNRU5UX1NUQVRVU19GQUlMRUQQBBIfChtERVBMT1lNRU5UX1NUQVRVU19DQU5DRUxMRUQQBTLkBQoNRGVwbG95U2VydmljZRJbCg9TdGFydERlcGxveW1lbnQSKS5zbGlwd2F5LmRlcGxveS52MS5TdGFydERlcGxveW1lbnRSZXF1ZXN0Gh0uc2xpcHdheS5kZXBsb3kudjEuRGVwbG95bWVudBJoCg9MaXN0RGVwbG95bWVudHMSKS5zbGlwd2F5LmRlcGxveS52MS5MaXN0RGVwbG95bWVudHNSZXF1ZXN0Giouc2xpcHdheS5kZXBsb3kudjEuTGlzdERlcGxveW1lbnRzUmVzcG9uc2USVwoNR2V0RGVwbG95bWVudBInLnNsaXB3YXkuZGVwbG95LnYxLkdldERlcGxveW1lbnRSZXF1ZXN0Gh0uc2xpcHdheS5kZXBsb3kudjEuRGVwbG95bWVudBJLCgpSZXBvcnRTdGVwEiQuc2xpcHdheS5kZXBsb3kudjEuUmVwb3J0U3RlcFJlcXVlc3QaFy5zbGlwd2F5LmRlcGxveS52MS5TdGVwElYKCUxpc3RTdGVwcxIjLnNsaXB3YXkuZGVwbG95LnYxLkxpc3RTdGVwc1JlcXVlc3QaJC5zbGlwd2F5LmRlcGxveS52MS5MaXN0U3RlcHNSZXNwb25zZRJdChBGaW5pc2hEZXBsb3ltZW50Eiouc2xpcHdheS5kZXBsb3kudjEuRmluaXNoRGVwbG95bWVudFJlcXVlc3QaHS5zbGlwd2F5LmRlcGxveS52MS5EZXBsb3ltZW50El0KEENhbmNlbERlcGxveW1lbnQSKi5zbGlwd2F5LmRlcGxveS52MS5DYW5jZWxEZXBsb3ltZW50UmVxdWVzdBodLnNsaXB3YXkuZGVwbG95LnYxLkRlcGxveW1lbnQSUAoLV2F0Y2hFdmVudHMSJS5zbGlwd2F5LmRlcGxveS52MS5XYXRjaEV2ZW50c1JlcXVlc3QaGC5zbGlwd2F5LmRlcGxveS52MS5FdmVudDABYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch5zbGlwd2F5L2RlcGxveS92MS9kZXBsb3kucHJvdG8SEXNsaXB3YXkuZGVwbG95LnYxIp8DCgpEZXBsb3ltZW50EgoKAmlkGAEgASgDEhIKCnNlcnZpY2VfaWQYAiABKAMSDwoHc2VydmljZRgDIAEoCRIOCgZvcmlnaW4YBCABKAkSDAoEdXNlchgFIAEoCRIrCgdzdGFydGVkGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghmaW5pc2hlZBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoHY29udGV4dBgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMwoGc3RhdHVzGAkgASgOMiMuc2xpcHdheS5kZXBsb3kudjEuRGVwbG95bWVudFN0YXR1cxImCgVzdGVwcxgKIAMoCzIXLnNsaXB3YXkuZGVwbG95LnYxLlN0ZXASFgoOZmFpbHVyZV9yZWFzb24YCyABKAkSLwoLcnVuX3N0YXJ0ZWQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD3NlcnZpY2VfcmVtb3ZlZBgNIAEoCCLEAQoEU3RlcBIKCgJpZBgBIAEoAxIVCg1kZXBsb3ltZW50X2lkGAIgASgDEgwKBG5hbWUYAyABKAkSDQoFc3RhdGUYBCABKAkSKwoHc3RhcnRlZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZmluaXNoZWQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB21lc3NhZ2UYByABKAkSEAoIc2VxdWVuY2UYCCABKAMiTwoWU3RhcnREZXBsb3ltZW50UmVxdWVzdBIkCgNlbnYYASABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB3NlcnZpY2UYAiABKAkicgoWTGlzdERlcGxveW1lbnRzUmVxdWVzdBIPCgdzZXJ2aWNlGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJEiAKGGluY2x1ZGVfcmVtb3ZlZF9zZXJ2aWNlcxgEIAEoCCJmChdMaXN0RGVwbG95bWVudHNSZXNwb25zZRIyCgtkZXBsb3ltZW50cxgBIAMoCzIdLnNsaXB3YXkuZGVwbG95LnYxLkRlcGxveW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKFEdldERlcGxveW1lbnRSZXF1ZXN0EgoKAmlkGAEgASgDIpwBChFSZXBvcnRTdGVwUmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBXN0YXRlGAIgASgJEisKB3N0YXJ0ZWQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGZpbmlzaGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdtZXNzYWdlGAUgASgJIikKEExpc3RTdGVwc1JlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoAyI7ChFMaXN0U3RlcHNSZXNwb25zZRImCgVzdGVwcxgBIAMoCzIXLnNsaXB3YXkuZGVwbG95LnYxLlN0ZXAiJQoXRmluaXNoRGVwbG95bWVudFJlcXVlc3QSCgoCaWQYASABKAMiJQoXQ2FuY2VsRGVwbG95bWVudFJlcXVlc3QSCgoCaWQYASABKAMiVAoSV2F0Y2hFdmVudHNSZXF1ZXN0Eg8KB3NlcnZpY2UYASABKAkSFQoNZGVwbG95bWVudF9pZBgCIAEoAxIWCg5hZnRlcl9zZXF1ZW5jZRgDIAEoAyKTAQoFRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSMwoKZGVwbG95bWVudBgCIAEoCzIdLnNsaXB3YXkuZGVwbG95LnYxLkRlcGxveW1lbnRIABInCgRzdGVwGAMgASgLMhcuc2xpcHdheS5kZXBsb3kudjEuU3RlcEgAEg8KB2RlbGV0ZWQYBCABKAhCCQoHcGF5bG9hZCJ9CgdMb2dMaW5lEgwKBGxpbmUYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoGc3RyZWFtGAMgASgOMhwuc2xpcHdheS5kZXBsb3kudjEuTG9nU3RyZWFtEgwKBHRleHQYBCABKAkiUwoXR2V0RGVwbG95bWVudExvZ1JlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoAxISCgphZnRlcl9saW5lGAIgASgDEg0KBWxpbWl0GAMgASgNInwKGEdldERlcGxveW1lbnRMb2dSZXNwb25zZRIpCgVsaW5lcxgBIAMoCzIaLnNsaXB3YXkuZGVwbG95LnYxLkxvZ0xpbmUSDAoEbW9yZRgCIAEoCBIQCghjb21wbGV0ZRgDIAEoCBIVCg1kcm9wcGVkX2xpbmVzGAQgASgDIkYKGVdhdGNoRGVwbG95bWVudExvZ1JlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoAxISCgphZnRlcl9saW5lGAIgASgDKtIBChBEZXBsb3ltZW50U3RhdHVzEiEKHURFUExPWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYREVQTE9ZTUVOVF9TVEFUVVNfUVVFVUVEEAESHQoZREVQTE9ZTUVOVF9TVEFUVVNfUlVOTklORxACEh8KG0RFUExPWU1FTlRfU1RBVFVTX1NVQ0NFRURFRBADEhwKGERFUExPWU1FTlRfU1RBVFVTX0ZBSUxFRBAEEh8KG0RFUExPWU1FTlRfU1RBVFVTX0NBTkNFTExFRBAFKmwKCUxvZ1N0cmVhbRIaChZMT0dfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRTE9HX1NUUkVBTV9TVERPVVQQARIVChFMT0dfU1RSRUFNX1NUREVSUhACEhUKEUxPR19TVFJFQU1fTUFSS0VSEAMyswcKDURlcGxveVNlcnZpY2USWwoPU3RhcnREZXBsb3ltZW50Eikuc2xpcHdheS5kZXBsb3kudjEuU3RhcnREZXBsb3ltZW50UmVxdWVzdBodLnNsaXB3YXkuZGVwbG95LnYxLkRlcGxveW1lbnQSaAoPTGlzdERlcGxveW1lbnRzEikuc2xpcHdheS5kZXBsb3kudjEuTGlzdERlcGxveW1lbnRzUmVxdWVzdBoqLnNsaXB3YXkuZGVwbG95LnYxLkxpc3REZXBsb3ltZW50c1Jlc3BvbnNlElcKDUdldERlcGxveW1lbnQSJy5zbGlwd2F5LmRlcGxveS52MS5HZXREZXBsb3ltZW50UmVxdWVzdBodLnNsaXB3YXkuZGVwbG95LnYxLkRlcGxveW1lbnQSSwoKUmVwb3J0U3RlcBIkLnNsaXB3YXkuZGVwbG95LnYxLlJlcG9ydFN0ZXBSZXF1ZXN0Ghcuc2xpcHdheS5kZXBsb3kudjEuU3RlcBJWCglMaXN0U3RlcHMSIy5zbGlwd2F5LmRlcGxveS52MS5MaXN0U3RlcHNSZXF1ZXN0GiQuc2xpcHdheS5kZXBsb3kudjEuTGlzdFN0ZXBzUmVzcG9uc2USXQoQRmluaXNoRGVwbG95bWVudBIqLnNsaXB3YXkuZGVwbG95LnYxLkZpbmlzaERlcGxveW1lbnRSZXF1ZXN0Gh0uc2xpcHdheS5kZXBsb3kudjEuRGVwbG95bWVudBJdChBDYW5jZWxEZXBsb3ltZW50Eiouc2xpcHdheS5kZXBsb3kudjEuQ2FuY2VsRGVwbG95bWVudFJlcXVlc3QaHS5zbGlwd2F5LmRlcGxveS52MS5EZXBsb3ltZW50ElAKC1dhdGNoRXZlbnRzEiUuc2xpcHdheS5kZXBsb3kudjEuV2F0Y2hFdmVudHNSZXF1ZXN0Ghguc2xpcHdheS5kZXBsb3kudjEuRXZlbnQwARJrChBHZXREZXBsb3ltZW50TG9nEiouc2xpcHdheS5kZXBsb3kudjEuR2V0RGVwbG95bWVudExvZ1JlcXVlc3QaKy5zbGlwd2F5LmRlcGxveS52MS5HZXREZXBsb3ltZW50TG9nUmVzcG9uc2USYAoSV2F0Y2hEZXBsb3ltZW50TG9nEiwuc2xpcHdheS5kZXBsb3kudjEuV2F0Y2hEZXBsb3ltZW50TG9nUmVxdWVzdBoaLnNsaXB3YXkuZGVwbG95LnYxLkxvZ0xpbmUwAWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message slipway.deploy.v1.Deployment
@@ -430,6 +430,137 @@ export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_slipway_deploy_v1_deploy, 12);
 
 /**
+ * @generated from message slipway.deploy.v1.LogLine
+ */
+export type LogLine = Message<"slipway.deploy.v1.LogLine"> & {
+  /**
+   * 1, 2, 3, … in the order the lines were read, per deployment. Numbers of dropped
+   * lines are not reused: the marker line takes the number of the last dropped one.
+   *
+   * @generated from field: int64 line = 1;
+   */
+  line: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * @generated from field: slipway.deploy.v1.LogStream stream = 3;
+   */
+  stream: LogStream;
+
+  /**
+   * The line without its line break; not UTF-8 bytes replaced (U+FFFD), the
+   * deployment token replaced by [redacted], a line over the limit cut with a note.
+   *
+   * @generated from field: string text = 4;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message slipway.deploy.v1.LogLine.
+ * Use `create(LogLineSchema)` to create a new message.
+ */
+export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
+  messageDesc(file_slipway_deploy_v1_deploy, 13);
+
+/**
+ * @generated from message slipway.deploy.v1.GetDeploymentLogRequest
+ */
+export type GetDeploymentLogRequest = Message<"slipway.deploy.v1.GetDeploymentLogRequest"> & {
+  /**
+   * @generated from field: int64 deployment_id = 1;
+   */
+  deploymentId: bigint;
+
+  /**
+   * Lines after this number (0: from the first kept line).
+   *
+   * @generated from field: int64 after_line = 2;
+   */
+  afterLine: bigint;
+
+  /**
+   * Most lines answered (0: the default, 1000; at most 5000).
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message slipway.deploy.v1.GetDeploymentLogRequest.
+ * Use `create(GetDeploymentLogRequestSchema)` to create a new message.
+ */
+export const GetDeploymentLogRequestSchema: GenMessage<GetDeploymentLogRequest> = /*@__PURE__*/
+  messageDesc(file_slipway_deploy_v1_deploy, 14);
+
+/**
+ * @generated from message slipway.deploy.v1.GetDeploymentLogResponse
+ */
+export type GetDeploymentLogResponse = Message<"slipway.deploy.v1.GetDeploymentLogResponse"> & {
+  /**
+   * @generated from field: repeated slipway.deploy.v1.LogLine lines = 1;
+   */
+  lines: LogLine[];
+
+  /**
+   * More lines are stored after the last one answered.
+   *
+   * @generated from field: bool more = 2;
+   */
+  more: boolean;
+
+  /**
+   * The run has ended and its whole output is stored: no line will be added.
+   *
+   * @generated from field: bool complete = 3;
+   */
+  complete: boolean;
+
+  /**
+   * Lines dropped to keep the log within its bound.
+   *
+   * @generated from field: int64 dropped_lines = 4;
+   */
+  droppedLines: bigint;
+};
+
+/**
+ * Describes the message slipway.deploy.v1.GetDeploymentLogResponse.
+ * Use `create(GetDeploymentLogResponseSchema)` to create a new message.
+ */
+export const GetDeploymentLogResponseSchema: GenMessage<GetDeploymentLogResponse> = /*@__PURE__*/
+  messageDesc(file_slipway_deploy_v1_deploy, 15);
+
+/**
+ * @generated from message slipway.deploy.v1.WatchDeploymentLogRequest
+ */
+export type WatchDeploymentLogRequest = Message<"slipway.deploy.v1.WatchDeploymentLogRequest"> & {
+  /**
+   * @generated from field: int64 deployment_id = 1;
+   */
+  deploymentId: bigint;
+
+  /**
+   * Resume after this line number (0: from the first kept line).
+   *
+   * @generated from field: int64 after_line = 2;
+   */
+  afterLine: bigint;
+};
+
+/**
+ * Describes the message slipway.deploy.v1.WatchDeploymentLogRequest.
+ * Use `create(WatchDeploymentLogRequestSchema)` to create a new message.
+ */
+export const WatchDeploymentLogRequestSchema: GenMessage<WatchDeploymentLogRequest> = /*@__PURE__*/
+  messageDesc(file_slipway_deploy_v1_deploy, 16);
+
+/**
  * @generated from enum slipway.deploy.v1.DeploymentStatus
  */
 export enum DeploymentStatus {
@@ -469,6 +600,42 @@ export enum DeploymentStatus {
  */
 export const DeploymentStatusSchema: GenEnum<DeploymentStatus> = /*@__PURE__*/
   enumDesc(file_slipway_deploy_v1_deploy, 0);
+
+/**
+ * Where a line of a deploy script's output came from.
+ *
+ * @generated from enum slipway.deploy.v1.LogStream
+ */
+export enum LogStream {
+  /**
+   * @generated from enum value: LOG_STREAM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: LOG_STREAM_STDOUT = 1;
+   */
+  STDOUT = 1,
+
+  /**
+   * @generated from enum value: LOG_STREAM_STDERR = 2;
+   */
+  STDERR = 2,
+
+  /**
+   * Written by Slipway, not the script: how many earlier lines were dropped to keep
+   * the log within its bound, or why the run stopped reading (a line over 1 MiB).
+   *
+   * @generated from enum value: LOG_STREAM_MARKER = 3;
+   */
+  MARKER = 3,
+}
+
+/**
+ * Describes the enum slipway.deploy.v1.LogStream.
+ */
+export const LogStreamSchema: GenEnum<LogStream> = /*@__PURE__*/
+  enumDesc(file_slipway_deploy_v1_deploy, 1);
 
 /**
  * @generated from service slipway.deploy.v1.DeployService
@@ -543,6 +710,28 @@ export const DeployService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchEventsRequestSchema;
     output: typeof EventSchema;
+  },
+  /**
+   * The output a deployment's script printed (stdout and stderr, redacted, bounded),
+   * a page of lines after a line number.
+   *
+   * @generated from rpc slipway.deploy.v1.DeployService.GetDeploymentLog
+   */
+  getDeploymentLog: {
+    methodKind: "unary";
+    input: typeof GetDeploymentLogRequestSchema;
+    output: typeof GetDeploymentLogResponseSchema;
+  },
+  /**
+   * The stored lines after a line number, then live ones as the script prints them;
+   * ends when the run has ended and every line was sent.
+   *
+   * @generated from rpc slipway.deploy.v1.DeployService.WatchDeploymentLog
+   */
+  watchDeploymentLog: {
+    methodKind: "server_streaming";
+    input: typeof WatchDeploymentLogRequestSchema;
+    output: typeof LogLineSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_slipway_deploy_v1_deploy, 0);
