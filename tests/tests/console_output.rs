@@ -20,7 +20,10 @@ use tests::{
     stack::{ADMIN, ADMIN_PASSWORD},
 };
 
-on_every_backend!(output_follows_live_resumes_and_filters, ten_thousand_lines_follow_and_download);
+on_every_backend!(
+    output_follows_live_resumes_and_filters,
+    ten_thousand_lines_follow_and_download
+);
 
 /// The lines the chatty script prints, in order, each with its stream.
 const LINES: [(&str, &str); 6] = [
@@ -35,20 +38,26 @@ const LINES: [(&str, &str); 6] = [
 /// Prints each line, then waits for `go-<n>` beside it before the next.
 fn chatty_script() -> String {
     let mut script = String::from("here=$(cd \"$(dirname \"$0\")\" && pwd)\n");
+    script.push_str(&format!("echo '{}'\n", step("running")));
     for (n, (stream, text)) in LINES.iter().enumerate() {
         let to = if *stream == "stderr" { " >&2" } else { "" };
         script.push_str(&format!("echo \"{text}\"{to}\n"));
-        script.push_str(&format!(
-            "while [ ! -e \"$here/go-{n}\" ]; do sleep 0.05; done\n"
-        ));
+        script.push_str(&format!("while [ ! -e \"$here/go-{n}\" ]; do sleep 0.05; done\n"));
     }
+    script.push_str(&format!("echo '{}'\n", step("success")));
     script
+}
+
+/// A step report (a protocol line: not output).
+fn step(state: &str) -> Value {
+    json!({"name": "talk", "state": state})
 }
 
 const MANY: &str = "awk 'BEGIN { for (i = 1; i <= 10000; i++) print \"line \" i }'\n";
 
 fn services(dir: &std::path::Path) {
-    write_service(dir, "chatty", json!({"description": "Talks"}), &chatty_script());
+    let talk = json!({"description": "Talks", "steps": [{"name": "talk"}]});
+    write_service(dir, "chatty", talk, &chatty_script());
     write_service(dir, "many", json!({"description": "10,000 lines"}), MANY);
 }
 
@@ -198,7 +207,9 @@ async fn ten_thousand_lines_follow_and_download(backend: Backend) {
              && document.querySelector('#output .ln .text').innerText === 'line 1'",
         )
         .await;
-    browser.eval("document.querySelector('#output-follow').focus(); true").await;
+    browser
+        .eval("document.querySelector('#output-follow').focus(); true")
+        .await;
     browser.press("Enter").await;
     browser.wait_for("following again", at_end).await;
 

@@ -150,7 +150,7 @@ export function Output({ id }: { id: bigint }) {
     <section class="output-panel" aria-labelledby="output-title">
       <div class="title">
         <h2 id="output-title">Output</h2>
-        <span class={`live ${live}`} id="output-live" data-state={live}>
+        <span class={`live ${ended ? "ended" : live}`} id="output-live" data-state={ended ? "ended" : live}>
           {ended ? "ended" : live}
         </span>
       </div>
