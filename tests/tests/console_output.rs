@@ -3,11 +3,11 @@
 //! waiting for the test between prints (a file per line), so each line is seen in the
 //! page before the next exists: live is checked, not timed; the gateway restarts in
 //! the middle and the panel resumes with no line missed or doubled; stderr lines are
-//! marked; the filter shows the matching lines only. A 10,000-line output: the page
-//! follows to its last line with only a window of rows in the page; scrolling up stops
-//! following and the Follow button (reached with the keyboard) resumes it; Download
-//! makes the whole log as text; it fits 390 px. Screenshots saved (paths printed). On
-//! SQLite and PostgreSQL.
+//! marked; the filter shows the matching lines only. A 10,050-line output (the log
+//! keeps the last 10,000, after a marker line): the page follows to its last line with
+//! only a window of rows in the page; scrolling up stops following, the marker shows
+//! first, and Follow (reached with the keyboard) resumes; Download makes the whole log
+//! as text; it fits 390 px. Screenshots saved (paths printed). On SQLite and PostgreSQL.
 
 use std::time::Duration;
 
@@ -53,12 +53,12 @@ fn step(state: &str) -> Value {
     json!({"name": "talk", "state": state})
 }
 
-const MANY: &str = "awk 'BEGIN { for (i = 1; i <= 10000; i++) print \"line \" i }'\n";
+const MANY: &str = "awk 'BEGIN { for (i = 1; i <= 10050; i++) print \"line \" i }'\n";
 
 fn services(dir: &std::path::Path) {
     let talk = json!({"description": "Talks", "steps": [{"name": "talk"}]});
     write_service(dir, "chatty", talk, &chatty_script());
-    write_service(dir, "many", json!({"description": "10,000 lines"}), MANY);
+    write_service(dir, "many", json!({"description": "10,050 lines"}), MANY);
 }
 
 async fn log_in(browser: &mut Browser, stack: &Stack) {
@@ -170,22 +170,23 @@ async fn ten_thousand_lines_follow_and_download(backend: Backend) {
     let stack = Stack::start_with(backend, services).await;
     let shots = screenshot_dir(&format!("{backend:?}").to_lowercase());
     log_in(&mut browser, &stack).await;
-    deploy(&mut browser, &stack, "many").await;
+    let id = deploy(&mut browser, &stack, "many").await;
 
     // Following: the last line is in view once all are there; only a window of rows
     // is in the page, in a scroller as tall as 10,000 rows (sized by the stylesheet's
     // rules and the script, which the CSP allows).
     let at_end = "(() => { const box = document.querySelector('#output'); \
         const rows = [...box.querySelectorAll('.ln')]; const last = rows[rows.length - 1]; \
-        if (!last || box.dataset.lines !== '10000') return null; \
+        if (!last) return null; \
         const b = box.getBoundingClientRect(), r = last.getBoundingClientRect(); \
-        return last.querySelector('.text').innerText === 'line 10000' \
+        return last.querySelector('.text').innerText === 'line 10050' \
           && r.top >= b.top && r.bottom <= b.bottom + 1 && box.dataset.following === 'true' \
-          && [rows.length, box.querySelector('.rows').offsetHeight]; })()";
-    let shown = browser.wait_for("line 10000 in view", at_end).await;
-    let (rows, height) = (shown[0].as_u64().unwrap(), shown[1].as_u64().unwrap());
-    assert!(rows < 200, "{rows} rows in the page for 10,000 lines");
-    assert_eq!(height, 10_000 * 20, "the scroller is as tall as every row");
+          && [rows.length, box.querySelector('.rows').offsetHeight, +box.dataset.lines]; })()";
+    let shown = browser.wait_for("line 10050 in view", at_end).await;
+    let [rows, height, lines] = [0, 1, 2].map(|i| shown[i].as_u64().unwrap());
+    assert!(rows < 200, "{rows} rows in the page for {lines} lines");
+    assert!(lines > 9_000, "{lines} lines kept");
+    assert_eq!(height, lines * 20, "the scroller is as tall as every row");
     browser
         .wait_for(
             "the output ended",
@@ -193,6 +194,13 @@ async fn ten_thousand_lines_follow_and_download(backend: Backend) {
         )
         .await;
     browser.screenshot(&shots.join("deployment-output-10000.png")).await;
+
+    // Opened again once the run has ended: the stored log, the marker first (a page that
+    // followed live may have seen the lines dropped since: it keeps them).
+    browser.goto(&stack.url(&format!("/ui/deployments/{id}"))).await;
+    let shown = browser.wait_for("line 10050 in view again", at_end).await;
+    let lines = shown[2].as_u64().unwrap();
+    assert_eq!(shown[1].as_u64().unwrap(), lines * 20);
 
     // Scrolled up: not following, the first lines shown, Follow offered; Follow (with
     // the keyboard) goes back to the end.
@@ -204,9 +212,17 @@ async fn ten_thousand_lines_follow_and_download(backend: Backend) {
             "not following",
             "document.querySelector('#output').dataset.following === 'false' \
              && document.querySelector('#output-follow') \
-             && document.querySelector('#output .ln .text').innerText === 'line 1'",
+             && document.querySelector('#output .ln')",
         )
         .await;
+    // The log keeps its last lines: the first row is the marker saying so, marked.
+    let marker = browser
+        .wait_for(
+            "the marker line first",
+            "document.querySelector('#output .ln.marker:first-child .text')?.innerText",
+        )
+        .await;
+    let marker = marker.as_str().unwrap().to_owned();
     browser
         .eval("document.querySelector('#output-follow').focus(); true")
         .await;
@@ -225,7 +241,12 @@ async fn ten_thousand_lines_follow_and_download(backend: Backend) {
         .wait_for("the download", "window.downloaded && window.downloaded.text()")
         .await;
     let text = text.as_str().unwrap();
-    let want: String = (1..=10_000).map(|i| format!("line {i}\n")).collect();
+    // The marker, then the kept lines, each once and in order, ending with the last.
+    let first = 10_050 - lines + 2;
+    let want: String = std::iter::once(marker)
+        .chain((first..=10_050).map(|i| format!("line {i}")))
+        .map(|l| l + "\n")
+        .collect();
     assert!(text == want, "the download has {} bytes", text.len());
 
     // A phone's width: the panel fits, its rows scroll inside it.
