@@ -4,7 +4,9 @@
 //! - first load to usable page (budget 1 s): navigation start to the login form, and,
 //!   with a session, to the services listed (the page's `console:*-ready` marks);
 //! - a step reported by a script to the open deployment page (budget 200 ms p95): the
-//!   time from sending `ReportStep` to the step's row in the page, over 60 steps.
+//!   time from sending `ReportStep` to the step's row in the page, over 60 steps;
+//! - a run's 10,000 lines of output on its page: from navigation start to the last line
+//!   shown, and how long each batch of lines took to apply and render (`output-batch`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +77,8 @@ async fn main() {
     };
     let stack = Stack::start_with(Backend::Sqlite, |dir| {
         write_service(dir, "held", json!({"steps": [{"name": "first"}]}), HOLD);
+        let many = "awk 'BEGIN { for (i = 1; i <= 10000; i++) print \"line \" i }'\n";
+        write_service(dir, "many", json!({}), many);
     })
     .await;
 
@@ -159,4 +163,73 @@ async fn main() {
         summary(latencies)
     );
     std::fs::write(stack.services_dir().join("held").join(format!("release-{id}")), "").unwrap();
+
+    drop(browser);
+    output(&stack, &admin).await;
+}
+
+/// 10,000 lines of output (a run that has ended) shown on the deployment page.
+async fn output(stack: &Stack, admin: &str) {
+    let started: Value = stack
+        .http
+        .post(stack.url("/v1/deployments"))
+        .bearer_auth(admin)
+        .json(&json!({"service": "many"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap();
+    let url = stack.url(&format!("/v1/deployments/{id}"));
+    wait_until(Duration::from_secs(60), async || {
+        let got: Value = stack
+            .http
+            .get(&url)
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match got["status"].as_str() {
+            Some("DEPLOYMENT_STATUS_SUCCEEDED") => Ok(()),
+            other => Err(format!("the 10,000-line run: {other:?}")),
+        }
+    })
+    .await;
+    // A browser of its own: nothing else's streams open.
+    let mut browser = Browser::launch(1280, 900).await.unwrap();
+    browser.goto(&stack.url("/ui/")).await;
+    browser.type_into("#username", ADMIN).await;
+    browser.type_into("#password", ADMIN_PASSWORD).await;
+    browser.press("Enter").await;
+    browser
+        .wait_for("logged in", "document.querySelector('#user')?.innerText")
+        .await;
+    let mut shown = Vec::new();
+    let mut batches = Vec::new();
+    for _ in 0..LOADS {
+        browser.goto(&stack.url(&format!("/ui/deployments/{id}"))).await;
+        let last = "document.querySelector('#output')?.dataset.ended === 'true' \
+            && [...document.querySelectorAll('#output .ln .text')].some(t => t.innerText === 'line 10000')";
+        browser.wait_for("line 10000 shown", last).await;
+        let measures = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => \
+            r(performance.getEntriesByName('output-batch').map(m => [m.startTime + m.duration, m.duration])))))";
+        let measures = browser.eval(measures).await;
+        let measures = measures.as_array().unwrap();
+        let end = measures.iter().map(|m| m[0].as_f64().unwrap()).fold(0.0, f64::max);
+        shown.push(end);
+        batches.extend(measures.iter().map(|m| m[1].as_f64().unwrap()));
+    }
+    println!(
+        "10,000 lines of output: navigation start to the last line shown: {}",
+        summary(shown)
+    );
+    println!(
+        "10,000 lines of output: each batch applied and rendered: {}",
+        summary(batches)
+    );
 }

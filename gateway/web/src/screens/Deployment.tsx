@@ -3,12 +3,14 @@
 // Live from WatchEvents for this deployment: first every stored event (after sequence
 // -1, so nothing between the first read and the stream is lost), then live ones;
 // after a drop it resumes after the last sequence seen, and an event at or below it
-// is ignored, so nothing is missed or doubled.
+// is ignored, so nothing is missed or doubled. Below the steps, the run's output
+// (Output.tsx).
 
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { Deployment, Step } from "../gen/slipway/deploy/v1/deploy_pb.js";
 import { deploy, explain } from "../api.js";
 import { session } from "../session.js";
+import { Output } from "./Output.js";
 import { Badge, Link, STATUS, StateBadge, active, duration, follow, useNow, when, type Live } from "../util.js";
 
 type View = { deployment: Deployment | null; steps: Step[]; last: bigint; applied: number };
@@ -157,6 +159,7 @@ export function DeploymentPage({ id }: { id: bigint }) {
           </tbody>
         </table>
       )}
+      <Output id={id} />
     </main>
   );
 }
