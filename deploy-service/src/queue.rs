@@ -21,7 +21,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     model::{Outcome, Status},
     runner::{self, Runner},
-    storage::{NewDeployment, deployments},
+    storage::{NewDeployment, deployments, steps},
 };
 
 /// More deployments than can ever be running at once.
@@ -140,21 +140,24 @@ impl Queue {
     /// Accepts a new deployment: the queued ones that may start go first; then the new
     /// one starts at once if the limits still allow (stored running, so that it is
     /// announced once, already running), else it is queued.
-    pub async fn accept(&self, new: NewDeployment) -> Result<deployments::Model, DbErr> {
+    /// The deployment and its steps as accepted (queued, or running with its first
+    /// step running), taken before its script starts: what the caller is answered,
+    /// whatever the script reports a moment later.
+    pub async fn accept(&self, new: NewDeployment) -> Result<(deployments::Model, Vec<steps::Model>), DbErr> {
         let _deciding = self.inner.scheduling.lock().await;
         let store = self.inner.runner.store();
         if self.inner.shutdown.is_cancelled() {
-            return Ok(store.create_deployment(new).await?.0);
+            return store.create_deployment(new).await;
         }
         let running = self.start_queued().await?;
         let total: u32 = running.values().sum();
         let of_service = running.get(&new.service).copied().unwrap_or(0);
         if total >= self.inner.limits.max_running || of_service >= self.inner.limits.max_running_per_service {
-            return Ok(store.create_deployment(new).await?.0);
+            return store.create_deployment(new).await;
         }
-        let (deployment, _) = store.create_running(new, &self.inner.runner_id).await?;
+        let (deployment, steps) = store.create_running(new, &self.inner.runner_id).await?;
         self.spawn_run(deployment.clone());
-        Ok(deployment)
+        Ok((deployment, steps))
     }
 
     /// Starts queued deployments while the limits allow (the caller holds the

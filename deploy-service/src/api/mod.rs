@@ -183,7 +183,7 @@ impl Shared {
         let steps = plan::steps(&last, &service.data).map_err(invalid)?;
         let timeout_secs = plan::timeout_secs(&service.data, self.default_timeout_secs).map_err(invalid)?;
         let script = plan::deploy_script(&self.services_dir, &name, &service.data).map_err(invalid)?;
-        let deployment = self
+        let (deployment, steps) = self
             .queue
             .accept(NewDeployment {
                 service_id: service.id,
@@ -198,8 +198,8 @@ impl Shared {
             .await
             .map_err(internal)?;
         tracing::info!(id = deployment.id, service = %deployment.service, status = %deployment.status, "deployment accepted");
-        let row = self.store.get_deployment(deployment.id).await.map_err(internal)?;
-        self.full(&row.unwrap_or(deployment)).await
+        let visible: Vec<_> = steps.into_iter().filter(|step| !step.removed).collect();
+        Ok(convert::deployment(&deployment, &visible))
     }
 
     async fn list(
