@@ -1,7 +1,9 @@
 //! Retention: finished deployments (with their steps, events and output) are kept
 //! `keep_days` days, and at least the newest `keep_per_service` of each service, and
 //! always each service's last successful deployment (the step plan of the next run
-//! reads its steps). A background task prunes the rest every `interval`, a small
+//! reads its steps). The events of the old deployments it keeps are compacted to
+//! the last event of the deployment and of each step. A background task prunes the
+//! rest every `interval`, a small
 //! batch per transaction with a pause between batches, so requests and runs never
 //! wait long behind it. A failed pass is logged and tried again at the next interval.
 
@@ -29,6 +31,8 @@ pub struct RetentionPolicy {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pass {
     pub deployments: u64,
+    /// Events of kept old deployments removed by compaction.
+    pub events_compacted: u64,
     pub batches: u32,
 }
 
@@ -47,8 +51,13 @@ pub fn start(store: Store, policy: RetentionPolicy, shutdown: CancellationToken)
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 pass = prune_once(&store, policy) => match pass {
-                    Ok(pass) if pass.deployments > 0 => {
-                        tracing::info!(deployments = pass.deployments, batches = pass.batches, "retention pass");
+                    Ok(pass) if pass.deployments > 0 || pass.events_compacted > 0 => {
+                        tracing::info!(
+                            deployments = pass.deployments,
+                            events_compacted = pass.events_compacted,
+                            batches = pass.batches,
+                            "retention pass"
+                        );
                     }
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "retention pass failed; tried again later"),
@@ -67,9 +76,20 @@ pub async fn prune_once(store: &Store, policy: RetentionPolicy) -> Result<Pass, 
         let ids = store
             .prunable(after, cutoff, policy.keep_per_service, policy.batch.max(1))
             .await?;
-        let Some(last) = ids.last() else { return Ok(pass) };
+        let Some(last) = ids.last() else { break };
         after = *last;
         pass.deployments += store.prune(&ids).await?;
+        pass.batches += 1;
+        tokio::time::sleep(PAUSE).await;
+    }
+    // The old deployments the policy keeps: their events compacted to the last of
+    // the deployment and of each step.
+    let mut after = 0;
+    loop {
+        let ids = store.compactable(after, cutoff, policy.batch.max(1)).await?;
+        let Some(last) = ids.last() else { return Ok(pass) };
+        after = *last;
+        pass.events_compacted += store.compact_events(&ids).await?;
         pass.batches += 1;
         tokio::time::sleep(PAUSE).await;
     }

@@ -116,6 +116,21 @@ async fn old_deployments_go_but_the_newest_and_the_last_success_stay(backend: Ba
         }
         assert!(f.log(&f.admin, kept, 0, 0).await.is_ok());
     }
+    // The old ones kept have their events compacted to the last of the deployment
+    // and of each step; the recent one (b[1]) keeps every event.
+    for old_kept in [a[1], a[3], a[4], b[0]] {
+        wait_until(Duration::from_secs(30), async || match rows_of(&db, old_kept).await {
+            (1, steps, events, _) if events > 0 && events <= 1 + steps => Ok(()),
+            rows => Err(format!("deployment {old_kept} not compacted: {rows:?}")),
+        })
+        .await;
+    }
+    let (_, steps, events, _) = rows_of(&db, b[1]).await;
+    assert!(
+        events > 1 + steps,
+        "b[1] keeps all its events: {events} for {steps} steps"
+    );
+
     // The next run of alpha is planned from its last success, which was kept.
     let next = f.start_with(&alpha, json!({})).await.unwrap();
     let names: Vec<&str> = next.steps.iter().map(|s| s.name.as_str()).collect();

@@ -22,6 +22,15 @@ const PRUNABLE: &str = "SELECT d.id AS id FROM deployments d
                          WHERE s.service_id = d.service_id AND s.status = 'succeeded'), 0)
  ORDER BY d.id LIMIT ?";
 
+/// Whose events may be compacted: finished before `cutoff` (kept by the policy, or
+/// the pass would have removed them) and holding more events than one for the
+/// deployment and one per step, i.e. not compacted yet.
+const COMPACTABLE: &str = "SELECT d.id AS id FROM deployments d
+ WHERE d.id > ? AND d.finished IS NOT NULL AND d.finished < ?
+   AND (SELECT COUNT(*) FROM events e WHERE e.deployment_id = d.id)
+     > 1 + (SELECT COUNT(*) FROM steps s WHERE s.deployment_id = d.id)
+ ORDER BY d.id LIMIT ?";
+
 /// `?` placeholders as the backend writes them.
 fn placeholders(backend: DbBackend, sql: &str) -> String {
     if backend != DbBackend::Postgres {
@@ -57,6 +66,43 @@ impl Store {
         );
         let rows = Id::find_by_statement(statement).all(&self.db).await?;
         Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Up to `limit` deployments with an id above `after`, finished before `cutoff`,
+    /// whose events are not compacted yet, in id order.
+    pub async fn compactable(&self, after: i64, cutoff: DateTime<Utc>, limit: u32) -> Result<Vec<i64>, DbErr> {
+        let backend = self.db.get_database_backend();
+        let statement = Statement::from_sql_and_values(
+            backend,
+            placeholders(backend, COMPACTABLE),
+            [after.into(), cutoff.into(), i64::from(limit).into()],
+        );
+        let rows = Id::find_by_statement(statement).all(&self.db).await?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Compacts the events of these finished deployments to the last event of each
+    /// deployment and the last of each of its steps (what a watcher replaying them
+    /// ends up knowing), in one transaction; returns how many events went.
+    pub async fn compact_events(&self, ids: &[i64]) -> Result<u64, DbErr> {
+        let txn = self.db.begin().await?;
+        let rows = events::Entity::find()
+            .filter(events::Column::DeploymentId.is_in(ids.iter().copied()))
+            .all(&txn)
+            .await?;
+        let superseded = superseded_events(&rows);
+        let gone = match superseded.is_empty() {
+            true => 0,
+            false => {
+                events::Entity::delete_many()
+                    .filter(events::Column::Sequence.is_in(superseded))
+                    .exec(&txn)
+                    .await?
+                    .rows_affected
+            }
+        };
+        txn.commit().await?;
+        Ok(gone)
     }
 
     /// Deletes these deployments with their steps, events and output, in one
@@ -97,9 +143,62 @@ impl Store {
     }
 }
 
+/// The events a later one of the same deployment and the same thing (the deployment
+/// itself, or one step, by its id) supersedes: all but the last of each.
+fn superseded_events(rows: &[events::Model]) -> Vec<i64> {
+    use std::collections::HashMap;
+    let mut last: HashMap<(i64, String, String), i64> = HashMap::new();
+    for row in rows {
+        let which = match row.kind.as_str() {
+            "step" => row
+                .payload
+                .get("id")
+                .or_else(|| row.payload.get("name"))
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let entry = last
+            .entry((row.deployment_id, row.kind.clone(), which))
+            .or_insert(row.sequence);
+        *entry = (*entry).max(row.sequence);
+    }
+    let kept: std::collections::HashSet<i64> = last.into_values().collect();
+    rows.iter().map(|r| r.sequence).filter(|s| !kept.contains(s)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(sequence: i64, deployment_id: i64, kind: &str, payload: serde_json::Value) -> events::Model {
+        events::Model {
+            sequence,
+            deployment_id,
+            service: "s".into(),
+            kind: kind.into(),
+            deleted: false,
+            payload,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_the_last_event_of_each_deployment_and_step() {
+        use serde_json::json;
+        let rows = [
+            event(1, 7, "deployment", json!({"status": "running"})),
+            event(2, 7, "step", json!({"id": "1", "state": "running"})),
+            event(3, 7, "step", json!({"id": "2", "state": "pending"})),
+            event(4, 7, "step", json!({"id": "1", "state": "success"})),
+            event(5, 8, "deployment", json!({"status": "running"})),
+            event(6, 7, "step", json!({"id": "2", "state": "success"})),
+            event(7, 7, "deployment", json!({"status": "succeeded"})),
+        ];
+        let mut gone = superseded_events(&rows);
+        gone.sort_unstable();
+        assert_eq!(gone, [1, 2, 3]);
+    }
 
     #[test]
     fn placeholders_are_numbered_for_postgres() {
