@@ -13,7 +13,7 @@ use crate::manifests::{Container, Manifests};
 const OPTIONAL: &[&str] = &["ingress.yaml"];
 
 /// Settings naming a directory the service writes.
-const WRITABLE: &[&str] = &["SLIPWAY_DATA_DIR", "SLIPWAY_KEYS_DIR"];
+const WRITABLE: &[&str] = &["SLIPWAY_DATA_DIR"];
 
 #[test]
 fn every_document_is_complete_and_applied() {
