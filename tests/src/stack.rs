@@ -394,6 +394,40 @@ impl Stack {
         self.wait_healthy().await;
     }
 
+    /// Spawns another auth service named `name` on the database of "auth", with the
+    /// key-encryption key in `kek` (`None`: none given), on a port of its own; does
+    /// not wait for it. Returns the process and the file it writes its address to.
+    pub fn spawn_auth_replica(&self, name: &str, kek: Option<&Path>) -> (Proc, PathBuf) {
+        let auth = self.procs.iter().find(|p| p.name == "auth").expect("the auth process");
+        let addr_file = self.dir.path().join(format!("{name}.addr"));
+        let mut args: Vec<String> = Vec::new();
+        let mut given = auth.args().iter();
+        while let Some(flag) = given.next() {
+            let value = given.next().expect("flags come with values").clone();
+            let value = match flag.as_str() {
+                "--listen" => "127.0.0.1:0".to_owned(),
+                "--addr-file" => path(&addr_file),
+                "--key-encryption-key-file" => match kek {
+                    Some(kek) => path(kek),
+                    None => continue,
+                },
+                _ => value,
+            };
+            args.extend([flag.clone(), value]);
+        }
+        let proc = Proc::spawn(name, "auth-service", &args, &auth.envs(), self.dir.path());
+        (proc, addr_file)
+    }
+
+    /// Starts a second (third, …) auth replica on the same database and key-encryption
+    /// key as "auth"; it is stopped with the stack. Returns its address.
+    pub fn add_auth_replica(&mut self, name: &str) -> SocketAddr {
+        let (mut proc, addr_file) = self.spawn_auth_replica(name, Some(&self.dir.path().join("auth-kek")));
+        let addr = proc.wait_addr(&addr_file);
+        self.procs.push(proc);
+        addr
+    }
+
     /// The log of one process ("auth", "registry", "deploy", "gateway").
     pub fn log(&self, name: &str) -> String {
         self.procs
