@@ -86,7 +86,10 @@ pub async fn follow(revoked: &RevokedSet, keys: &KeyRing, shutdown: Cancellation
             Woken::Timer | Woken::Revocations => read_log(revoked, &mut read_failing).await,
             Woken::Keys => keys.refresh().await,
             Woken::Lost(error) => {
-                tracing::warn!(?error, "the listening connection was lost; reading the log every 200 ms until it is back");
+                tracing::warn!(
+                    ?error,
+                    "the listening connection was lost; reading the log every 200 ms until it is back"
+                );
                 listener = None;
                 listen_failing = true;
                 read_log(revoked, &mut read_failing).await;

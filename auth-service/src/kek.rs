@@ -26,9 +26,7 @@ const NONCE_LEN: usize = 24;
 pub enum KekError {
     #[error("key-encryption key file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error(
-        "key-encryption key file {0}: not 32 bytes in base64 (make one with `head -c 32 /dev/urandom | base64`)"
-    )]
+    #[error("key-encryption key file {0}: not 32 bytes in base64 (make one with `head -c 32 /dev/urandom | base64`)")]
     Format(PathBuf),
     #[error("a sealed signing key cannot be opened with this key-encryption key")]
     Open,

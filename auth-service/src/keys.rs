@@ -243,9 +243,10 @@ impl KeyRing {
         let sealed = STANDARD
             .decode(&row.sealed_private_key)
             .map_err(|_| KeyError::Damaged(row.kid.clone()))?;
-        let seed = self.kek.open(&row.kid, &sealed).map_err(|_| KeyError::WrongKek {
-            kid: row.kid.clone(),
-        })?;
+        let seed = self
+            .kek
+            .open(&row.kid, &sealed)
+            .map_err(|_| KeyError::WrongKek { kid: row.kid.clone() })?;
         let seed: [u8; 32] = seed
             .expose_secret()
             .as_slice()
@@ -273,11 +274,7 @@ impl Key {
         let der = signing.to_pkcs8_der().map_err(|_| KeyError::Encode)?;
         let encoding = EncodingKey::from_ed_der(der.as_bytes());
         let kid = common::token::key_id(&signing.verifying_key());
-        Ok(Key {
-            kid,
-            signing,
-            encoding,
-        })
+        Ok(Key { kid, signing, encoding })
     }
 }
 
@@ -354,7 +351,13 @@ mod tests {
         let (a, b) = tokio::join!(one.rotate(), two.rotate());
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_ne!(a, b);
-        let generations: Vec<i64> = store.signing_keys().await.unwrap().iter().map(|k| k.generation).collect();
+        let generations: Vec<i64> = store
+            .signing_keys()
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.generation)
+            .collect();
         assert_eq!(generations, vec![1, 2, 3, 4]);
     }
 

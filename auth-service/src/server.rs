@@ -43,6 +43,9 @@ use crate::{
 /// Opens storage and keys, makes sure the admin user exists, and serves gRPC on
 /// `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // The files the settings name are checked before anything is opened.
+    let trusted = config.trusted()?;
+    let kek = config.kek()?;
     config
         .storage
         .prepare_data_dir()
@@ -51,7 +54,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
-    let kek = config.kek()?;
     let keys = Arc::new(
         KeyRing::open(store.clone(), kek, &config.keys_dir())
             .await
@@ -83,7 +85,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     crate::retention::start(store.clone(), config.token_retention(), shutdown.clone());
     let api = AuthApi::new(store, accounts, keys, config.user_token_minutes, revoked)?
         .with_login_limiter(LoginLimiter::new(config.login_limits()))
-        .with_trusted(config.trusted()?)
+        .with_trusted(trusted.clone())
         .with_registry(RegistryServiceClient::new(registry))
         .with_stream_limits(config.stream_limits())
         .with_shutdown(shutdown.clone())
@@ -97,7 +99,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 
     let api = Arc::new(api);
     tokio::spawn(reload_keys_periodically(api.clone(), shutdown.clone()));
-    let authz = AuthzLayer::new(Arc::new(api.token_check()), config.trusted()?);
+    let authz = AuthzLayer::new(Arc::new(api.token_check()), trusted);
     let api = authz.wrap(AuthServiceServer::from_arc(api));
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
     common::server::serve_grpc(
@@ -120,7 +122,10 @@ async fn reload_keys_periodically(api: Arc<AuthApi>, shutdown: CancellationToken
             () = tokio::time::sleep(crate::keys::RELOAD_INTERVAL) => {}
         }
         match api.keys.reload().await {
-            Ok(true) => tracing::info!(keys = api.keys.jwks().keys.len(), "signing keys read again: the set changed"),
+            Ok(true) => tracing::info!(
+                keys = api.keys.jwks().keys.len(),
+                "signing keys read again: the set changed"
+            ),
             Ok(false) => {}
             Err(error) => tracing::error!(%error, "cannot read the signing keys"),
         }

@@ -238,7 +238,10 @@ async fn the_kek_is_required_and_no_private_key_is_stored_in_the_clear(backend: 
     for row in &rows {
         let sealed = STANDARD.decode(&row.sealed_private_key).unwrap();
         let seed = kek.open(&row.kid, &sealed).expect("the KEK opens the key");
-        let seed: [u8; 32] = secrecy::ExposeSecret::expose_secret(&seed).as_slice().try_into().unwrap();
+        let seed: [u8; 32] = secrecy::ExposeSecret::expose_secret(&seed)
+            .as_slice()
+            .try_into()
+            .unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
         assert_eq!(common::token::key_id(&key.verifying_key()), row.kid);
         let stored = format!("{row:?} {} {}", row.public_key, row.sealed_private_key);
@@ -256,7 +259,11 @@ async fn the_kek_is_required_and_no_private_key_is_stored_in_the_clear(backend: 
         "the newest generation signs"
     );
     assert_eq!(
-        keys::current_signing_key(&url, &kek_file).await.verifying_key().as_bytes().len(),
+        keys::current_signing_key(&url, &kek_file)
+            .await
+            .verifying_key()
+            .as_bytes()
+            .len(),
         32
     );
 

@@ -4,8 +4,8 @@
 mod migrations;
 mod prune;
 mod registry;
-pub mod signing;
 pub mod revocations;
+pub mod signing;
 pub mod signing_keys;
 pub mod tokens;
 pub mod users;

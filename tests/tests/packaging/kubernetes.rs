@@ -47,7 +47,6 @@ fn every_document_is_complete_and_applied() {
         "ConfigMap",
         "Deployment",
         "Service",
-        "PersistentVolumeClaim",
     ] {
         assert!(
             manifests.of_kind(kind).next().is_some(),
