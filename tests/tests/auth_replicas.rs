@@ -29,6 +29,7 @@ on_every_backend!(
     a_key_rotated_on_one_replica_is_accepted_everywhere_at_once,
     revocations_on_any_replica_reach_every_verifier_within_a_second,
     the_kek_is_required_and_no_private_key_is_stored_in_the_clear,
+    keys_of_the_old_keys_dir_are_imported_and_their_tokens_stay_valid,
 );
 
 /// The auth replicas of a test: two on PostgreSQL, the one on SQLite.
@@ -287,4 +288,33 @@ async fn the_kek_is_required_and_no_private_key_is_stored_in_the_clear(backend: 
     }
     // The keys are as they were.
     assert_eq!(keys::rows(&url).await.len(), 2);
+}
+
+/// A deployment from before the database held the keys: its key files in `auth-keys/`
+/// of the data dir are imported at the first start, so its tokens stay valid.
+async fn keys_of_the_old_keys_dir_are_imported_and_their_tokens_stay_valid(backend: Backend) {
+    let old = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let stack = Stack::builder(backend)
+        .services(|services| {
+            // The services dir lies in the data dir the auth service is given.
+            let keys_dir = services.parent().unwrap().join("auth-keys");
+            std::fs::create_dir(&keys_dir).unwrap();
+            std::fs::write(keys_dir.join("000001.ed25519"), old.to_bytes()).unwrap();
+        })
+        .start()
+        .await;
+    let token = tests::stack::sign(&old, &tests::user_claims(ADMIN));
+    let me = stack
+        .http
+        .get(stack.url("/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200, "{}", stack.logs());
+    assert_eq!(kid(&stack.admin_token().await), kid(&token), "the imported key signs");
+    let rows = keys::rows(&stack.database_url("auth")).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].kid, kid(&token));
+    assert!(stack.log("auth").contains("imported"));
 }

@@ -41,13 +41,7 @@ fn every_document_is_complete_and_applied() {
             doc.name()
         );
     }
-    for kind in [
-        "Namespace",
-        "Secret",
-        "ConfigMap",
-        "Deployment",
-        "Service",
-    ] {
+    for kind in ["Namespace", "Secret", "ConfigMap", "Deployment", "Service"] {
         assert!(
             manifests.of_kind(kind).next().is_some(),
             "no {kind} in deploy/kubernetes"
