@@ -32,6 +32,13 @@ on_every_backend!(
     keys_of_the_old_keys_dir_are_imported_and_their_tokens_stay_valid,
 );
 
+#[tokio::test(flavor = "multi_thread")]
+async fn revocations_still_spread_when_the_listening_connections_drop() {
+    if Backend::Postgres.available().await {
+        listening_connections_drop().await;
+    }
+}
+
 /// The auth replicas of a test: two on PostgreSQL, the one on SQLite.
 fn replicas(stack: &mut Stack) -> Vec<SocketAddr> {
     match stack.backend {
@@ -95,6 +102,36 @@ async fn login(auth: SocketAddr) -> String {
 
 fn kid(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// Revokes `token` on `replica` and waits (at most 1 s) until every verifier refuses
+/// it; returns how long that took.
+async fn revoke_and_time(
+    stack: &Stack,
+    verifiers: &Verifiers,
+    replica: &AuthServiceClient<Channel>,
+    admin: &str,
+    token: &str,
+) -> Duration {
+    let id = claims_of(token)["jti"].as_str().unwrap().to_owned();
+    replica
+        .clone()
+        .revoke_tokens(bearer(auth::RevokeTokensRequest { ids: vec![id] }, admin))
+        .await
+        .expect("revoking");
+    let revoked_at = Instant::now();
+    loop {
+        let seen = verifiers.accepting(stack, token).await;
+        if seen == [false; 3] {
+            return revoked_at.elapsed();
+        }
+        assert!(
+            revoked_at.elapsed() <= Duration::from_secs(1),
+            "still accepted after 1 s by {seen:?} (gateway, registry, deploy)\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn a_key_rotated_on_one_replica_is_accepted_everywhere_at_once(backend: Backend) {
@@ -175,28 +212,8 @@ async fn revocations_on_any_replica_reach_every_verifier_within_a_second(backend
     let mut latencies = Vec::with_capacity(TOKENS);
     for (i, token) in tokens.iter().enumerate() {
         assert_eq!(verifiers.accepting(&stack, token).await, [true; 3], "token {i}");
-        let id = claims_of(token)["jti"].as_str().unwrap().to_owned();
-        clients[i % clients.len()]
-            .clone()
-            .revoke_tokens(bearer(auth::RevokeTokensRequest { ids: vec![id] }, &admin))
-            .await
-            .expect("revoking");
-        let revoked_at = Instant::now();
-        loop {
-            let seen = verifiers.accepting(&stack, token).await;
-            if seen == [false; 3] {
-                break;
-            }
-            assert!(
-                revoked_at.elapsed() <= Duration::from_secs(1),
-                "token {i}, revoked on replica {}: still accepted after 1 s by {seen:?} (gateway, registry, \
-                 deploy)\n{}",
-                i % clients.len(),
-                stack.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        latencies.push(revoked_at.elapsed());
+        let replica = &clients[i % clients.len()];
+        latencies.push(revoke_and_time(&stack, &verifiers, replica, &admin, token).await);
     }
     latencies.sort();
     println!(
@@ -317,4 +334,40 @@ async fn keys_of_the_old_keys_dir_are_imported_and_their_tokens_stay_valid(backe
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].kid, kid(&token));
     assert!(stack.log("auth").contains("imported"));
+}
+
+/// PostgreSQL: the listening connections of both replicas are cut (notices sent
+/// meanwhile are lost) before each revocation made on B; the verifiers, which follow
+/// A, still refuse each within a second, and A listens again.
+async fn listening_connections_drop() {
+    use sea_orm::{ConnectionTrait, Database};
+    let mut stack = Stack::start(Backend::Postgres).await;
+    let b = stack.add_auth_replica("auth-b");
+    let verifiers = Verifiers::new(&stack).await;
+    let admin = login(stack.auth).await;
+    let on_b = AuthServiceClient::new(channel(b).await);
+    let db = Database::connect(stack.database_url("auth")).await.unwrap();
+    for i in 0..10 {
+        let token = attenuated(stack.auth, &admin, auth::AttenuateTokenRequest::default()).await;
+        assert_eq!(verifiers.accepting(&stack, &token).await, [true; 3], "token {i}");
+        let cut = db
+            .execute_unprepared(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+            )
+            .await
+            .unwrap();
+        assert!(cut.rows_affected() >= 1, "no listening connection found");
+        revoke_and_time(&stack, &verifiers, &on_b, &admin, &token).await;
+    }
+    let log = stack.log("auth");
+    assert!(log.contains("the listening connection was lost"), "{log}");
+    wait_until(Duration::from_secs(10), async || {
+        let log = stack.log("auth");
+        match log.contains("listening for revocations and key rotations again") {
+            true => Ok(()),
+            false => Err(format!("A does not listen again:\n{log}")),
+        }
+    })
+    .await;
 }
