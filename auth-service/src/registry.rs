@@ -65,9 +65,9 @@ pub fn token_info(t: &tokens::Model) -> pb::TokenInfo {
 }
 
 /// Revocations after `after`: first everything not yet expired (marked `snapshot`),
-/// then each new batch, with heartbeats in between. Ends when the watcher goes away,
-/// and (end of stream: verifiers reconnect) at `shutdown`.
-/// `changes` moves when this replica has read new revocations from the log.
+/// then each new batch as soon as `changes` says this replica has read it from the
+/// log, with heartbeats in between. Ends when the watcher goes away, and (end of
+/// stream: verifiers reconnect) at `shutdown`.
 pub fn revocation_feed(
     store: Store,
     after: i64,
