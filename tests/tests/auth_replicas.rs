@@ -195,6 +195,27 @@ async fn a_key_rotated_on_one_replica_is_accepted_everywhere_at_once(backend: Ba
         .into_inner();
     let kids: Vec<String> = jwks.keys.into_iter().map(|k| k.kid).collect();
     assert_eq!(kids, [kid(&old), rotated]);
+
+    // Rotations at once on both replicas: each claims a generation of its own.
+    let rotate = |replica: SocketAddr| {
+        let token = new.clone();
+        async move {
+            AuthServiceClient::new(channel(replica).await)
+                .rotate_keys(bearer(auth::RotateKeysRequest {}, &token))
+                .await
+                .expect("rotating")
+                .into_inner()
+                .kid
+        }
+    };
+    let (one, two) = tokio::join!(rotate(a), rotate(b));
+    assert_ne!(one, two);
+    let generations: Vec<i64> = keys::rows(&stack.database_url("auth"))
+        .await
+        .iter()
+        .map(|k| k.generation)
+        .collect();
+    assert_eq!(generations, [1, 2, 3, 4]);
 }
 
 async fn revocations_on_any_replica_reach_every_verifier_within_a_second(backend: Backend) {
