@@ -34,10 +34,15 @@ async fn run() -> anyhow::Result<()> {
     let data = dir.path().to_string_lossy().into_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
+    let kek = dir.path().join("auth-kek");
+    auth_service::kek::Kek::create_if_missing(&kek)?;
+    let kek = kek.to_string_lossy().into_owned();
     let config = auth_service::Config::try_parse_from([
         "auth-service",
         "--data-dir",
         &data,
+        "--key-encryption-key-file",
+        &kek,
         "--admin-user",
         "admin",
         "--admin-password",

@@ -20,8 +20,14 @@ pub struct Config {
     /// Write the bound address to this file once listening.
     #[arg(long, env = "SLIPWAY_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
-    /// Where the signing keys live (default: `auth-keys` in the data dir). Point
-    /// several auth replicas at one shared, private directory so they sign alike.
+    /// The key-encryption key: a file holding 32 random bytes in base64 (`head -c 32
+    /// /dev/urandom | base64`), e.g. a Kubernetes secret. It seals the private signing
+    /// keys stored in the database; every replica needs the same one. Required.
+    #[arg(long, env = "SLIPWAY_KEK_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// Where signing keys lived before they moved to the database (default:
+    /// `auth-keys` in the data dir): on the first start with no key in the database,
+    /// the key files found here are imported, so the tokens they signed stay valid.
     #[arg(long, env = "SLIPWAY_KEYS_DIR")]
     pub keys_dir: Option<PathBuf>,
     /// Lifetime of user tokens, in minutes.
@@ -150,6 +156,17 @@ impl Config {
             backoff_max: Duration::from_secs(self.login_backoff_max_secs.max(self.login_backoff_secs)),
             ..Default::default()
         }
+    }
+
+    /// The key-encryption key, which must be given.
+    pub fn kek(&self) -> anyhow::Result<crate::kek::Kek> {
+        let Some(path) = &self.key_encryption_key_file else {
+            anyhow::bail!(
+                "no key-encryption key: give --key-encryption-key-file or SLIPWAY_KEK_FILE (a file holding 32 random \
+                 bytes in base64; `slipway up` makes one)"
+            );
+        };
+        Ok(crate::kek::Kek::load(path)?)
     }
 
     pub fn keys_dir(&self) -> PathBuf {

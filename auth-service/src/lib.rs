@@ -3,7 +3,9 @@
 
 pub mod accounts;
 pub mod config;
+pub mod follow;
 pub mod hash_threads;
+pub mod kek;
 pub mod keys;
 pub mod legacy;
 pub mod login_limits;

@@ -1,19 +1,20 @@
 //! The token registry as the API shows it: registry rows as `TokenInfo`, and the
-//! revocation feed verifiers follow (a snapshot, then every new revocation within
-//! a poll interval, and a heartbeat so a verifier knows the feed is alive).
+//! revocation feed verifiers follow (a snapshot, then every new revocation as soon as
+//! this replica has read it from the log, whichever replica made it, and a heartbeat
+//! so a verifier knows the feed is alive).
 
 use std::time::{Duration, Instant};
 
 use proto::auth::v1 as pb;
+use tokio::sync::watch;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::storage::{Store, tokens};
 
-/// How often the feed looks for new revocations: a revoked token is refused
-/// everywhere within about this long.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a feed looks at the log when it cannot be told of changes.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the feed sends an event when nothing changed.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -64,25 +65,33 @@ pub fn token_info(t: &tokens::Model) -> pb::TokenInfo {
 }
 
 /// Revocations after `after`: first everything not yet expired (marked `snapshot`),
-/// then each new batch, with heartbeats in between. Ends when the watcher goes away,
-/// and (end of stream: verifiers reconnect) at `shutdown`.
+/// then each new batch as soon as `changes` says this replica has read it from the
+/// log, with heartbeats in between. Ends when the watcher goes away, and (end of
+/// stream: verifiers reconnect) at `shutdown`.
 pub fn revocation_feed(
     store: Store,
     after: i64,
+    changes: watch::Receiver<i64>,
     shutdown: CancellationToken,
 ) -> impl Stream<Item = Result<pb::RevocationEvent, Status>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         tokio::select! {
             () = shutdown.cancelled() => {}
-            () = feed(store, after, tx) => {}
+            () = feed(store, after, changes, tx) => {}
         }
     });
     ReceiverStream::new(rx)
 }
 
 /// The feed of one watcher, until it goes away.
-async fn feed(store: Store, after: i64, tx: tokio::sync::mpsc::Sender<Result<pb::RevocationEvent, Status>>) {
+async fn feed(
+    store: Store,
+    after: i64,
+    mut changes: watch::Receiver<i64>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::RevocationEvent, Status>>,
+) {
+    let mut told = true;
     let mut last = after;
     let mut snapshot = true;
     let mut sent_at = Instant::now();
@@ -110,8 +119,11 @@ async fn feed(store: Store, after: i64, tx: tokio::sync::mpsc::Sender<Result<pb:
             snapshot = false;
             sent_at = Instant::now();
         }
+        let next_heartbeat = HEARTBEAT.saturating_sub(sent_at.elapsed());
         tokio::select! {
-            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            changed = changes.changed(), if told => told = changed.is_ok(),
+            () = tokio::time::sleep(POLL_INTERVAL), if !told => {}
+            () = tokio::time::sleep(next_heartbeat) => {}
             () = tx.closed() => return,
         }
     }

@@ -5,10 +5,11 @@
 //! revocations commit in the order of their numbers, so a reader that has seen N has
 //! seen every committed revocation below N). It is read in full at start, read again
 //! right after this replica's own revocations commit (so they count on the very next
-//! call), and polled every [`POLL_INTERVAL`], so revocations committed by another
-//! replica on the same database count here within about that long. If the log cannot
-//! be read for [`MAX_STALE`], the set is not trusted: each check reads the log again
-//! first, and fails (the caller refuses) while the database cannot be read.
+//! call), and whenever `follow` learns of revocations made by another replica. Each
+//! advance is announced to the revocation feeds of this replica ([`RevokedSet::subscribe`]).
+//! If the log cannot be read for [`MAX_STALE`], the set is not trusted: each check
+//! reads the log again first, and fails (the caller refuses) while the database
+//! cannot be read.
 
 use std::{
     collections::HashMap,
@@ -17,12 +18,9 @@ use std::{
 };
 
 use common::token::LEEWAY_SECS;
-use tokio_util::sync::CancellationToken;
 
 use crate::storage::{Store, StoreError};
 
-/// How often the log is read for revocations made elsewhere.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long the set is trusted after the log was last read.
 pub const MAX_STALE: Duration = Duration::from_secs(5);
 /// How often ids whose tokens are past `exp` + leeway are dropped.
@@ -34,6 +32,8 @@ pub struct RevokedSet {
     state: RwLock<State>,
     /// One reader of the log at a time.
     reading: tokio::sync::Mutex<()>,
+    /// The highest sequence number applied, for the feeds to wake on.
+    changes: tokio::sync::watch::Sender<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +54,7 @@ impl RevokedSet {
             store,
             state: RwLock::new(State::default()),
             reading: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
         };
         set.catch_up().await?;
         Ok(set)
@@ -93,7 +94,23 @@ impl RevokedSet {
             state.pruned_at = Some(now);
         }
         state.read_at = Some(now);
+        let sequence = state.sequence;
+        drop(state);
+        self.changes.send_if_modified(|seen| {
+            let advanced = sequence > *seen;
+            *seen = sequence.max(*seen);
+            advanced
+        });
         Ok(())
+    }
+
+    /// The highest sequence number applied, changing as the log is read.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.changes.subscribe()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// After this replica revoked tokens (committed): reads them in at once, so the
@@ -103,29 +120,6 @@ impl RevokedSet {
         if let Err(error) = self.catch_up().await {
             tracing::error!(%error, "cannot read the revocations just made; checks go to the database");
             write(&self.state).read_at = None;
-        }
-    }
-
-    /// Polls the log until `shutdown`, for revocations made by other replicas.
-    pub async fn follow(&self, shutdown: CancellationToken) {
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(POLL_INTERVAL) => {}
-            }
-            match self.catch_up().await {
-                Ok(()) if failing => {
-                    tracing::info!("revocation log readable again");
-                    failing = false;
-                }
-                Ok(()) => {}
-                Err(error) if !failing => {
-                    tracing::error!(%error, "cannot read the revocation log");
-                    failing = true;
-                }
-                Err(_) => {}
-            }
         }
     }
 

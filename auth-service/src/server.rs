@@ -10,7 +10,7 @@ use common::{
     error::{ErrorCode, with_retry_after},
     identity::{CLIENT_ADDRESS_HEADER, DEPLOY_SERVICE, GATEWAY, TrustedCaller},
     scope,
-    token::{Claims, MAX_TOKEN_LEN, TokenError, TokenType, Verifier},
+    token::{Claims, MAX_TOKEN_LEN, TokenError, TokenType},
 };
 use proto::{
     auth::v1::{
@@ -43,6 +43,9 @@ use crate::{
 /// Opens storage and keys, makes sure the admin user exists, and serves gRPC on
 /// `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // The files the settings name are checked before anything is opened.
+    let trusted = config.trusted()?;
+    let kek = config.kek()?;
     config
         .storage
         .prepare_data_dir()
@@ -51,7 +54,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
-    let keys = Arc::new(KeyRing::open(&config.keys_dir())?);
+    let keys = Arc::new(
+        KeyRing::open(store.clone(), kek, &config.keys_dir())
+            .await
+            .context("loading the signing keys")?,
+    );
     let hasher = Hasher::new(config.hash_threads()).await?.with_queue(config.login_queue);
     let accounts = Accounts::new(store.clone(), hasher);
     accounts.refresh_legacy().await?;
@@ -69,15 +76,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             .await
             .context("reading the revocation log")?,
     );
+    // Revocations and key rotations made by other replicas on the same database.
     tokio::spawn({
-        let (revoked, shutdown) = (revoked.clone(), shutdown.clone());
-        async move { revoked.follow(shutdown).await }
+        let (revoked, keys, shutdown) = (revoked.clone(), keys.clone(), shutdown.clone());
+        async move { crate::follow::follow(&revoked, &keys, shutdown).await }
     });
     // Expired token records and revocations go in the background, in small batches.
     crate::retention::start(store.clone(), config.token_retention(), shutdown.clone());
     let api = AuthApi::new(store, accounts, keys, config.user_token_minutes, revoked)?
         .with_login_limiter(LoginLimiter::new(config.login_limits()))
-        .with_trusted(config.trusted()?)
+        .with_trusted(trusted.clone())
         .with_registry(RegistryServiceClient::new(registry))
         .with_stream_limits(config.stream_limits())
         .with_shutdown(shutdown.clone())
@@ -91,7 +99,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 
     let api = Arc::new(api);
     tokio::spawn(reload_keys_periodically(api.clone(), shutdown.clone()));
-    let authz = AuthzLayer::new(Arc::new(api.token_check()), config.trusted()?);
+    let authz = AuthzLayer::new(Arc::new(api.token_check()), trusted);
     let api = authz.wrap(AuthServiceServer::from_arc(api));
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
     common::server::serve_grpc(
@@ -104,25 +112,22 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     .await
 }
 
-/// How often the key directory is re-read, for rotations made by another replica.
-const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
+/// Reads the signing keys again every `keys::RELOAD_INTERVAL` (rotations on other
+/// replicas; on PostgreSQL they are also announced, see `follow`), and the legacy
+/// password hashes left.
 async fn reload_keys_periodically(api: Arc<AuthApi>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(KEY_RELOAD_INTERVAL) => {}
+            () = tokio::time::sleep(crate::keys::RELOAD_INTERVAL) => {}
         }
-        match api.keys.reload() {
-            Ok(true) => match api.keys.jwks() {
-                Ok(jwks) => {
-                    api.verifier.set_keys(&jwks);
-                    tracing::info!(keys = jwks.keys.len(), "signing keys reloaded from the keys dir");
-                }
-                Err(error) => tracing::error!(%error, "cannot build the key set"),
-            },
+        match api.keys.reload().await {
+            Ok(true) => tracing::info!(
+                keys = api.keys.jwks().keys.len(),
+                "signing keys read again: the set changed"
+            ),
             Ok(false) => {}
-            Err(error) => tracing::error!(%error, "cannot re-read the keys dir"),
+            Err(error) => tracing::error!(%error, "cannot read the signing keys"),
         }
         if let Err(error) = api.accounts.refresh_legacy().await {
             tracing::error!(%error, "cannot read which legacy password hashes are left");
@@ -135,7 +140,6 @@ pub struct AuthApi {
     accounts: Accounts,
     keys: Arc<KeyRing>,
     minter: Minter,
-    verifier: Arc<Verifier>,
     /// Asked whether a service exists before a service token is minted for it.
     registry: Option<RegistryServiceClient<Channel>>,
     /// fastDeploy token acceptance during a migration, when configured.
@@ -162,14 +166,11 @@ impl AuthApi {
         revoked: Arc<RevokedSet>,
     ) -> Result<Self, crate::keys::KeyError> {
         let minter = Minter::new(keys.clone(), user_token_minutes);
-        let verifier = Arc::new(Verifier::new(common::ISSUER, common::AUDIENCE));
-        verifier.set_keys(&keys.jwks()?);
         Ok(AuthApi {
             store,
             accounts,
             keys,
             minter,
-            verifier,
             registry: None,
             legacy: None,
             shutdown: CancellationToken::new(),
@@ -234,7 +235,7 @@ impl AuthApi {
     /// keys and revocations.
     fn token_check(&self) -> LocalTokens {
         LocalTokens {
-            verifier: self.verifier.clone(),
+            keys: self.keys.clone(),
             revoked: self.revoked.clone(),
         }
     }
@@ -353,13 +354,13 @@ impl AuthApi {
 /// The token check of the authorization layer in the auth service: signature and
 /// claims against the service's own keys, then the revocations it holds in memory.
 struct LocalTokens {
-    verifier: Arc<Verifier>,
+    keys: Arc<KeyRing>,
     revoked: Arc<RevokedSet>,
 }
 
 impl TokenCheck for LocalTokens {
     async fn check_token(&self, token: &str) -> Result<Claims, TokenError> {
-        let claims = self.verifier.verify(token)?;
+        let claims = self.keys.verify(token).await?;
         match self.revoked.is_revoked(&claims.jti).await {
             Ok(false) => Ok(claims),
             Ok(true) => Err(TokenError::Revoked),
@@ -555,7 +556,10 @@ impl AuthService for AuthApi {
     }
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::Jwks>, Status> {
-        Ok(Response::new(self.keys.jwks().map_err(internal)?))
+        // A verifier asks when a token names a key it does not know: answer with the
+        // keys as the database has them now, whichever replica rotated.
+        self.keys.refresh().await;
+        Ok(Response::new(self.keys.jwks()))
     }
 
     async fn rotate_keys(
@@ -563,9 +567,7 @@ impl AuthService for AuthApi {
         request: Request<pb::RotateKeysRequest>,
     ) -> Result<Response<pb::RotateKeysResponse>, Status> {
         let claims = Caller::claims(&request)?;
-        let kid = self.keys.rotate().map_err(internal)?;
-        // The ring only changes here, so this is the one place the verifier reloads it.
-        self.verifier.set_keys(&self.keys.jwks().map_err(internal)?);
+        let kid = self.keys.rotate().await.map_err(internal)?;
         tracing::info!(by = ?claims.user, kid, "signing key rotated");
         Ok(Response::new(pb::RotateKeysResponse { kid }))
     }
@@ -708,7 +710,7 @@ impl AuthService for AuthApi {
             return Err(ErrorCode::InvalidArgument.status("not a JWT (header.payload.signature)"));
         };
         let decoded: Option<Claims> = serde_json::from_value(payload.clone()).ok();
-        let verified = self.verifier.verify(token);
+        let verified = self.keys.verify(token).await;
         // Registry data only for a token the auth service signed: anyone can write a
         // JWT carrying someone else's `jti`.
         let signed_here = match &verified {
@@ -752,7 +754,12 @@ impl AuthService for AuthApi {
             ErrorCode::TooManyRequests.status(full.to_string())
         })?;
         let after = request.into_inner().after_sequence;
-        let feed = crate::registry::revocation_feed(self.store.clone(), after, self.shutdown.clone());
+        let feed = crate::registry::revocation_feed(
+            self.store.clone(),
+            after,
+            self.revoked.subscribe(),
+            self.shutdown.clone(),
+        );
         Ok(Response::new(Box::pin(held_feed(feed, slot, claims))))
     }
 

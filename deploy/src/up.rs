@@ -341,6 +341,11 @@ async fn start_all(
         });
     let (credential, registry_credential, gateway_credential) =
         (credential?, registry_credential?, gateway_credential?);
+    // The key-encryption key sealing the auth service's signing keys in its database,
+    // beside the credentials (0600).
+    let kek_path = dirs.data.join("credentials").join("auth-kek");
+    auth_service::kek::Kek::create_if_missing(&kek_path)?;
+    let kek = kek_path.to_string_lossy().into_owned();
     // The services name each other, so their addresses are chosen before any starts.
     let [auth, registry, deploy] = [free_port()?, free_port()?, free_port()?];
     let (auth_url, registry_url, deploy_url) = (
@@ -373,6 +378,8 @@ async fn start_all(
                     &registry_credential,
                     "--gateway-credential-file",
                     &gateway_credential,
+                    "--key-encryption-key-file",
+                    &kek,
                 ],
             ]
             .concat(),

@@ -8,6 +8,7 @@ pub mod db;
 pub mod deploy_rpc;
 pub mod gateway_fixture;
 pub mod grpc;
+pub mod keys;
 pub mod log_fixture;
 pub mod process;
 pub mod raw_http;

@@ -102,6 +102,16 @@ impl Proc {
         }
     }
 
+    /// The arguments it was started with.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// The environment it was started with (beyond `SLIPWAY_LOG`).
+    pub fn envs(&self) -> Vec<(&str, String)> {
+        self.envs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
+    }
+
     /// Starts the same binary with the same arguments again (after `stop` or `kill`),
     /// appending to the same log.
     pub fn restart(&mut self) {

@@ -127,6 +127,10 @@ impl Stack {
                 common::identity::Credential::create_if_missing(&key).expect("service credential");
                 path(&key)
             });
+        // The key-encryption key sealing the auth service's signing keys.
+        let kek = dir.path().join("auth-kek");
+        auth_service::kek::Kek::create_if_missing(&kek).expect("key-encryption key");
+        let kek = path(&kek);
         // The services name each other (and deploy scripts are told the gateway's URL),
         // and a restarted service must come back where the others expect it, so every
         // address is chosen up front.
@@ -149,6 +153,8 @@ impl Stack {
                     registry_credential.clone(),
                     "--gateway-credential-file".into(),
                     gateway_credential.clone(),
+                    "--key-encryption-key-file".into(),
+                    kek.clone(),
                 ],
             ),
             (
@@ -329,17 +335,27 @@ impl Stack {
     /// Signs arbitrary claims with the auth service's real current key, to build
     /// tokens that are authentic but wrong in one way (expired, wrong type, …).
     pub fn sign_with_real_key(&self, claims: &Claims) -> String {
-        let keys_dir = self.dir.path().join("auth-keys");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&keys_dir)
-            .expect("auth keys dir")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        files.sort();
-        let seed: [u8; 32] = std::fs::read(files.last().expect("a key"))
-            .expect("key")
-            .try_into()
-            .expect("32 bytes");
-        sign(&ed25519_dalek::SigningKey::from_bytes(&seed), claims)
+        sign(&self.real_signing_key(), claims)
+    }
+
+    /// The auth service's current signing key, read from its database and opened
+    /// with the stack's key-encryption key (on a thread of its own, so callers need
+    /// not be async).
+    pub fn real_signing_key(&self) -> ed25519_dalek::SigningKey {
+        let url = self.database_url("auth");
+        let kek = self.dir.path().join("auth-kek");
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(crate::keys::current_signing_key(&url, &kek))
+                })
+                .join()
+                .expect("reading the signing key")
+        })
     }
 
     /// Stops every process with SIGTERM, gateway first; returns the names of those
@@ -376,6 +392,40 @@ impl Stack {
         proc.restart();
         proc.wait_addr(&addr_file);
         self.wait_healthy().await;
+    }
+
+    /// Spawns another auth service named `name` on the database of "auth", with the
+    /// key-encryption key in `kek` (`None`: none given), on a port of its own; does
+    /// not wait for it. Returns the process and the file it writes its address to.
+    pub fn spawn_auth_replica(&self, name: &str, kek: Option<&Path>) -> (Proc, PathBuf) {
+        let auth = self.procs.iter().find(|p| p.name == "auth").expect("the auth process");
+        let addr_file = self.dir.path().join(format!("{name}.addr"));
+        let mut args: Vec<String> = Vec::new();
+        let mut given = auth.args().iter();
+        while let Some(flag) = given.next() {
+            let value = given.next().expect("flags come with values").clone();
+            let value = match flag.as_str() {
+                "--listen" => "127.0.0.1:0".to_owned(),
+                "--addr-file" => path(&addr_file),
+                "--key-encryption-key-file" => match kek {
+                    Some(kek) => path(kek),
+                    None => continue,
+                },
+                _ => value,
+            };
+            args.extend([flag.clone(), value]);
+        }
+        let proc = Proc::spawn(name, "auth-service", &args, &auth.envs(), self.dir.path());
+        (proc, addr_file)
+    }
+
+    /// Starts a second (third, …) auth replica on the same database and key-encryption
+    /// key as "auth"; it is stopped with the stack. Returns its address.
+    pub fn add_auth_replica(&mut self, name: &str) -> SocketAddr {
+        let (mut proc, addr_file) = self.spawn_auth_replica(name, Some(&self.dir.path().join("auth-kek")));
+        let addr = proc.wait_addr(&addr_file);
+        self.procs.push(proc);
+        addr
     }
 
     /// The log of one process ("auth", "registry", "deploy", "gateway").

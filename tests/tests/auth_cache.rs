@@ -4,10 +4,7 @@
 //! warm the caches were; a second auth service on the same database refuses what the
 //! first revoked within a bound. On SQLite and PostgreSQL.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use proto::auth::v1::{self as auth, auth_service_client::AuthServiceClient};
 use serde_json::{Value, json};
@@ -170,20 +167,8 @@ impl Drop for SecondAuth {
 }
 
 fn start_second_auth(stack: &Stack) -> (SecondAuth, std::net::SocketAddr) {
-    let dir = stack.dir.path();
-    let addr_file = dir.join("auth2.addr");
-    let text = |p: &Path| p.to_string_lossy().into_owned();
-    let args = vec![
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        text(dir),
-        "--database-url".into(),
-        stack.database_url("auth"),
-        "--addr-file".into(),
-        text(&addr_file),
-    ];
-    let mut proc = Proc::spawn("auth2", "auth-service", &args, &[], dir);
+    let kek = stack.dir.path().join("auth-kek");
+    let (mut proc, addr_file) = stack.spawn_auth_replica("auth2", Some(&kek));
     let addr = proc.wait_addr(&addr_file);
     (SecondAuth(proc), addr)
 }

@@ -5,6 +5,8 @@ mod migrations;
 mod prune;
 mod registry;
 pub mod revocations;
+pub mod signing;
+pub mod signing_keys;
 pub mod tokens;
 pub mod users;
 
@@ -12,7 +14,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTr
 use sea_orm_migration::MigratorTrait;
 
 pub use migrations::Migrator;
-pub use registry::TokenFilter;
+pub use registry::{REVOCATIONS_CHANNEL, TokenFilter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

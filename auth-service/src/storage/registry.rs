@@ -12,8 +12,12 @@ use std::collections::BTreeSet;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set, Statement, TransactionTrait,
 };
+
+/// The PostgreSQL channel a revoking transaction notifies (payload: its newest
+/// sequence number; the table stays the truth).
+pub const REVOCATIONS_CHANNEL: &str = "slipway_revocations";
 
 use super::{Store, StoreError, revocations, tokens};
 use crate::paging::Cursor;
@@ -123,13 +127,14 @@ impl Store {
             .all(&txn)
             .await?;
         let mut revoked = Vec::with_capacity(pending.len());
+        let mut newest = None;
         for token in pending {
             let expires_at = token.expires_at;
             let id = token.id.clone();
             let mut row: tokens::ActiveModel = token.into();
             row.revoked_at = Set(Some(now));
             row.update(&txn).await?;
-            revocations::ActiveModel {
+            let entry = revocations::ActiveModel {
                 token_id: Set(id.clone()),
                 expires_at: Set(expires_at),
                 revoked_at: Set(now),
@@ -137,7 +142,20 @@ impl Store {
             }
             .insert(&txn)
             .await?;
+            newest = Some(entry.seq);
             revoked.push(id);
+        }
+        if let Some(seq) = newest
+            && txn.get_database_backend() == DbBackend::Postgres
+        {
+            // Delivered at commit, to every replica listening: they read the log from
+            // their last number (the notice itself carries nothing else).
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify($1, $2)",
+                [REVOCATIONS_CHANNEL.into(), seq.to_string().into()],
+            ))
+            .await?;
         }
         txn.commit().await?;
         revoked.sort();

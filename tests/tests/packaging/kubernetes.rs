@@ -13,7 +13,7 @@ use crate::manifests::{Container, Manifests};
 const OPTIONAL: &[&str] = &["ingress.yaml"];
 
 /// Settings naming a directory the service writes.
-const WRITABLE: &[&str] = &["SLIPWAY_DATA_DIR", "SLIPWAY_KEYS_DIR"];
+const WRITABLE: &[&str] = &["SLIPWAY_DATA_DIR"];
 
 #[test]
 fn every_document_is_complete_and_applied() {
@@ -41,14 +41,7 @@ fn every_document_is_complete_and_applied() {
             doc.name()
         );
     }
-    for kind in [
-        "Namespace",
-        "Secret",
-        "ConfigMap",
-        "Deployment",
-        "Service",
-        "PersistentVolumeClaim",
-    ] {
+    for kind in ["Namespace", "Secret", "ConfigMap", "Deployment", "Service"] {
         assert!(
             manifests.of_kind(kind).next().is_some(),
             "no {kind} in deploy/kubernetes"

@@ -238,9 +238,9 @@ fn auth_state_is_out_of_reach_of_deploy_scripts() {
         "the auth and deploy services share a pod"
     );
 
-    // The volumes holding the auth service's data dir and keys.
+    // The volumes holding the auth service's data dir and key-encryption key.
     let mut private = BTreeSet::new();
-    for setting in ["SLIPWAY_DATA_DIR", "SLIPWAY_KEYS_DIR"] {
+    for setting in ["SLIPWAY_DATA_DIR", "SLIPWAY_KEK_FILE"] {
         let Some(path) = auth.env_value(&manifests, setting) else {
             continue;
         };
@@ -254,13 +254,13 @@ fn auth_state_is_out_of_reach_of_deploy_scripts() {
     }
     assert!(
         !private.is_empty(),
-        "the auth service's keys are on no persistent volume"
+        "the auth service's key-encryption key is on no Secret volume"
     );
     for volume in deploy.workload.volumes() {
         if let Some(source) = shared_source(volume) {
             assert!(
                 !private.contains(&source),
-                "{}: mounts {source}, which holds the auth service's keys or data",
+                "{}: mounts {source}, which holds the auth service's key-encryption key or data",
                 deploy.context()
             );
         }

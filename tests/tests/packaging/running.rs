@@ -122,6 +122,32 @@ fn services_trusting_the_credential_refuse_the_placeholder() {
     );
 }
 
+/// Every auth replica reads the key-encryption key from one Secret, whose placeholder
+/// the auth service refuses.
+#[test]
+fn the_auth_service_refuses_the_placeholder_kek() {
+    let manifests = Manifests::load();
+    let auth = manifests
+        .containers()
+        .into_iter()
+        .find(|c| c.program().0.part() == "auth")
+        .expect("an auth container");
+    let path = auth
+        .env_value(&manifests, "SLIPWAY_KEK_FILE")
+        .expect("SLIPWAY_KEK_FILE");
+    let (mount, key) = auth.mount_of(&path).unwrap();
+    let volume = auth.workload.volume(mount["name"].as_str().unwrap()).unwrap();
+    let secret = volume["secret"]["secretName"]
+        .as_str()
+        .expect("the key-encryption key comes from a Secret");
+    let placeholder = manifests.value_of("Secret", secret, &key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kek");
+    std::fs::write(&file, &placeholder).unwrap();
+    let error = auth_service::kek::Kek::load(&file).unwrap_err().to_string();
+    assert!(error.contains("not 32 bytes in base64"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_answers_the_probes_the_manifests_use() {
     let manifests = Manifests::load();

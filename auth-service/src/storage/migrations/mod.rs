@@ -7,6 +7,7 @@ mod m0002_create_tokens;
 mod m0003_create_revocations;
 mod m0004_user_disabled;
 mod m0005_expiry_indexes;
+mod m0006_signing_keys;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_create_revocations::Migration),
             Box::new(m0004_user_disabled::Migration),
             Box::new(m0005_expiry_indexes::Migration),
+            Box::new(m0006_signing_keys::Migration),
         ]
     }
 

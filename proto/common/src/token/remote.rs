@@ -1,6 +1,8 @@
 //! A verifier whose keys come from the auth service's JWKS (fetched on demand and
-//! refetched when a token names an unknown key id, at most once per interval so
-//! garbage tokens cannot hammer the auth service), and whose revocation set follows
+//! refetched when a token names an unknown key id: the token waits for a fetch that
+//! started after it arrived, so a key rotated in on any auth replica is accepted from
+//! its first token; fetches start at most once per [`MIN_REFRESH_INTERVAL`], so
+//! garbage key ids cannot hammer the auth service), and whose revocation set follows
 //! the auth service's revocation feed. If the feed is lost for longer than
 //! `max_stale`, every token is refused (fail closed) until it is back.
 //!
@@ -15,19 +17,19 @@ use std::{
 };
 
 use proto::auth::v1::{GetJwksRequest, WatchRevocationsRequest, auth_service_client::AuthServiceClient};
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::{Claims, LEEWAY_SECS, TokenError, Verifier};
-use crate::identity::Credential;
+use crate::{coalesce::Coalesced, identity::Credential};
 
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// The least time between two key-set fetches of one verifier.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 pub struct RemoteVerifier {
     verifier: Verifier,
     client: AuthServiceClient<Channel>,
-    last_refresh: Mutex<Option<Instant>>,
+    refreshes: Coalesced,
     revocations: RwLock<Revocations>,
     max_stale: Duration,
     /// Bumped at every event of the feed, so [`RemoteVerifier::token_ends`] looks
@@ -59,7 +61,7 @@ impl RemoteVerifier {
         RemoteVerifier {
             verifier: Verifier::new(crate::ISSUER, crate::AUDIENCE),
             client,
-            last_refresh: Mutex::new(None),
+            refreshes: Coalesced::new(MIN_REFRESH_INTERVAL),
             revocations: RwLock::new(Revocations::default()),
             max_stale,
             changes: tokio::sync::watch::Sender::new(0),
@@ -197,26 +199,24 @@ impl RemoteVerifier {
         Ok(count)
     }
 
-    /// Refreshes unless another refresh happened within the minimum interval (waiting
-    /// for one in progress).
-    async fn refresh_rate_limited(&self) {
-        let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
-            return;
-        }
-        *last = Some(Instant::now());
-        if let Err(status) = self.refresh().await {
-            tracing::warn!(code = ?status.code(), "cannot fetch jwks from auth-service");
-        }
+    /// Fetches the key set, unless a fetch that started after this call did; at
+    /// most one fetch per [`MIN_REFRESH_INTERVAL`] (callers wait for the next).
+    async fn refresh_coalesced(&self) {
+        self.refreshes
+            .run(|| async {
+                if let Err(status) = self.refresh().await {
+                    tracing::warn!(code = ?status.code(), "cannot fetch jwks from auth-service");
+                }
+            })
+            .await;
     }
 
     /// Signature, claims and time window, then the revocation set.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let claims = match self.verifier.verify(token) {
             Err(TokenError::UnknownKey) => {
-                // Check again even when no refresh was due: a concurrent caller may
-                // just have fetched the key (the first calls after a start race so).
-                self.refresh_rate_limited().await;
+                // A key rotated in since the last fetch (on any auth replica).
+                self.refresh_coalesced().await;
                 self.verifier.verify(token)
             }
             other => other,
