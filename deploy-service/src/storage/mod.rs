@@ -23,7 +23,7 @@ use tokio::sync::{Mutex, broadcast};
 
 pub use logs::LogBatch;
 pub use migrations::Migrator;
-pub use reads::EventFilter;
+pub use reads::{DeploymentFilter, EventFilter};
 pub use writes::{NewDeployment, ReportRefused};
 
 /// How many events a watcher may fall behind the broadcast before it catches up

@@ -75,7 +75,7 @@ async function loadServices() {
 
 async function loadLast() {
   try {
-    const page = await deploy.listDeployments({ pageSize: 200 });
+    const page = await deploy.listDeployments({ pageSize: 200, newestFirst: true });
     for (const d of page.deployments) noteDeployment(d);
     notify();
   } catch (err) {

@@ -48,6 +48,12 @@ pub const TOKENS: PageSize = PageSize {
     max: 1000,
 };
 
+/// `ListUsers`.
+pub const USERS: PageSize = PageSize {
+    default: 100,
+    max: 1000,
+};
+
 /// The position after which one list's next page starts.
 pub trait Cursor: Sized {
     /// The list's name, written into its tokens so no other list accepts them.
@@ -106,6 +112,42 @@ impl Cursor for ServicesCursor {
     fn from_key(key: &str) -> Option<Self> {
         canonical_u63(key).map(ServicesCursor)
     }
+}
+
+/// Keyset cursor of `ListUsers` (ascending name order): the last name of the
+/// previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersCursor(pub String);
+
+impl Cursor for UsersCursor {
+    const LIST: &'static str = "users";
+
+    fn to_key(&self) -> String {
+        self.0.clone()
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        (!key.is_empty()).then(|| UsersCursor(key.to_owned()))
+    }
+}
+
+/// A fingerprint of a list's filters (each given as text), for its page tokens: a
+/// token names the filters of the list that gave it, so another list's page is never
+/// read by mistake. 0 when every part is empty; otherwise 1 to 2^63 - 1.
+pub fn fingerprint(parts: &[&str]) -> i64 {
+    use sha2::{Digest, Sha256};
+    if parts.iter().all(|p| p.is_empty()) {
+        return 0;
+    }
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    ((u64::from_be_bytes(first) >> 1) as i64).max(1)
 }
 
 /// A non-negative integer written as `to_string` writes it (no sign, no leading
