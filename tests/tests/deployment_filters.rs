@@ -17,7 +17,14 @@ on_every_backend!(filtered_pages_hold_exactly_the_matching_deployments,);
 /// A service token of `service` with `origin`, minted by the holder of `user_token`.
 async fn service_token(f: &Fixture, user_token: &str, service: &str, origin: &str) -> String {
     let body = json!({"service": service, "origin": origin, "expirationInDays": 1});
-    let (status, _, minted) = call(&f.stack, Method::POST, "/v1/tokens/service", Some(user_token), Some(body)).await;
+    let (status, _, minted) = call(
+        &f.stack,
+        Method::POST,
+        "/v1/tokens/service",
+        Some(user_token),
+        Some(body),
+    )
+    .await;
     assert_eq!(status, 200, "{minted}");
     minted["token"].as_str().unwrap().to_owned()
 }
@@ -33,7 +40,9 @@ fn rows_of_json(page: &Value) -> Vec<Row> {
         .unwrap_or_default()
         .iter()
         .map(|d| {
-            let status = text(d, "status").trim_start_matches("DEPLOYMENT_STATUS_").to_ascii_lowercase();
+            let status = text(d, "status")
+                .trim_start_matches("DEPLOYMENT_STATUS_")
+                .to_ascii_lowercase();
             let id = text(d, "id").parse().unwrap();
             (id, text(d, "service"), status, text(d, "origin"), text(d, "user"))
         })
@@ -125,7 +134,10 @@ async fn filtered_pages_hold_exactly_the_matching_deployments(backend: Backend) 
 
     let all = walk_v1(&f, "", 1000).await;
     assert!(all.len() >= 11, "{all:?}");
-    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "oldest first by default: {all:?}");
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "oldest first by default: {all:?}"
+    );
     let origins: Vec<&str> = all.iter().map(|r| r.3.as_str()).collect();
     assert!(origins.contains(&"ci") && origins.contains(&"github"), "{all:?}");
 
@@ -134,7 +146,13 @@ async fn filtered_pages_hold_exactly_the_matching_deployments(backend: Backend) 
         ("&status=succeeded", None, Some("succeeded"), None, None),
         ("&origin=github", None, None, Some("github"), None),
         ("&user=bob", None, None, None, Some("bob")),
-        ("&user=admin&status=succeeded", None, Some("succeeded"), None, Some("admin")),
+        (
+            "&user=admin&status=succeeded",
+            None,
+            Some("succeeded"),
+            None,
+            Some("admin"),
+        ),
         ("&service=beta&origin=ci", Some("beta"), None, Some("ci"), None),
         ("&user=nobody", None, None, None, Some("nobody")),
     ];
@@ -172,13 +190,25 @@ async fn filtered_pages_hold_exactly_the_matching_deployments(backend: Backend) 
             ..request
         };
         let got = walk_grpc(&f, newest, 3).await;
-        assert_eq!(got, expected.iter().rev().cloned().collect::<Vec<_>>(), "gRPC {query} newest");
+        assert_eq!(
+            got,
+            expected.iter().rev().cloned().collect::<Vec<_>>(),
+            "gRPC {query} newest"
+        );
     }
 
     // A page token goes with the filters and order of the list that gave it.
     let (_, first) = get(&f.stack, "/v1/deployments?page_size=1&status=failed", &f.admin).await;
-    let next = first["nextPageToken"].as_str().expect("more than one failed").to_owned();
-    for other in ["", "&status=succeeded", "&status=failed&user=bob", "&status=failed&newest_first=true"] {
+    let next = first["nextPageToken"]
+        .as_str()
+        .expect("more than one failed")
+        .to_owned();
+    for other in [
+        "",
+        "&status=succeeded",
+        "&status=failed&user=bob",
+        "&status=failed&newest_first=true",
+    ] {
         let path = format!("/v1/deployments?page_size=1{other}&page_token={next}");
         let (status, body) = get(&f.stack, &path, &f.admin).await;
         assert_eq!(status, 400, "{path}: {body}");
@@ -189,7 +219,12 @@ async fn filtered_pages_hold_exactly_the_matching_deployments(backend: Backend) 
 
     // Bad filter values: 400 over /v1, INVALID_ARGUMENT over gRPC.
     let long = "x".repeat(2000);
-    for bad in ["status=bogus", "status=RUNNING", "newest_first=maybe", &format!("origin={long}")] {
+    for bad in [
+        "status=bogus",
+        "status=RUNNING",
+        "newest_first=maybe",
+        &format!("origin={long}"),
+    ] {
         let (status, body) = get(&f.stack, &format!("/v1/deployments?{bad}"), &f.admin).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["detail"].is_string(), "{body}");

@@ -422,7 +422,10 @@ async fn users_are_listed_by_name_in_pages_without_their_hashes(backend: Backend
     assert_eq!(code, Some(0), "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("NAME"), "{out}");
-    assert!(lines.iter().any(|l| l.starts_with("carol") && l.contains("by admin")), "{out}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("carol") && l.contains("by admin")),
+        "{out}"
+    );
     assert!(lines.iter().any(|l| l.starts_with("zoe") && l.ends_with('-')), "{out}");
     let (code, out, err) = slipway_cli(&stack, &admin, &["users", "list", "--json"]);
     assert_eq!(code, Some(0), "{out}{err}");

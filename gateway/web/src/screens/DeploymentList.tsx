@@ -4,7 +4,7 @@
 // deployment that matches on top, a status change in place, one that stops matching
 // taken out.
 
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { Deployment } from "../gen/slipway/deploy/v1/deploy_pb.js";
 import { deploy, explain } from "../api.js";
 import { onDeployment, onReopen } from "../store.js";
@@ -36,9 +36,13 @@ export function DeploymentList({ filter, id }: { filter: Filter; id: string }) {
   const [loaded, setLoaded] = useState(false);
   const [error, setError] = useState("");
   const key = [filter.service, filter.status, filter.origin, filter.user].join("\u0000");
+  // The filters now shown: a page asked for under others is dropped when it comes.
+  const current = useRef(key);
+  current.current = key;
 
   /** Reads a page; `again` reads the first page again without moving the paging. */
   async function page(pageToken: string, again = false) {
+    const asked = key;
     try {
       const answer = await deploy.listDeployments({
         service: filter.service,
@@ -49,6 +53,7 @@ export function DeploymentList({ filter, id }: { filter: Filter; id: string }) {
         pageSize: PAGE,
         pageToken,
       });
+      if (current.current !== asked) return;
       // Merged by id: a first page read again (after the feed dropped) updates the
       // deployments it has and keeps the older pages loaded.
       setList((old) => {
