@@ -66,7 +66,7 @@ async fn run(stack: &Stack, token: &str, count: usize) -> Vec<i64> {
 }
 
 /// Sets a filter of the Deployments screen: a select by its value, a text field by
-/// typing into it (and Tab, which commits it), "" clears it.
+/// typing over it (and Tab, which commits it), "" clears it.
 async fn set_filter(browser: &mut Browser, id: &str, value: &str) {
     let is_select = browser
         .eval(&format!("document.querySelector('#{id}').tagName === 'SELECT'"))
@@ -79,7 +79,10 @@ async fn set_filter(browser: &mut Browser, id: &str, value: &str) {
             ))
             .await;
     } else {
-        browser.type_into(&format!("#{id}"), value).await;
+        // Typed over what the field holds.
+        browser.click(&format!("#{id}")).await;
+        browser.eval(&format!("document.querySelector('#{id}').select()")).await;
+        browser.call("Input.insertText", json!({"text": value})).await;
         browser.press("Tab").await;
     }
 }
