@@ -32,6 +32,15 @@ async fn service_token(f: &Fixture, user_token: &str, service: &str, origin: &st
 /// One deployment as the list shows it: id, service, status, origin, user.
 type Row = (i64, String, String, String, String);
 
+/// A filter as a query string, and as its service, status, origin and user.
+type Filter<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 fn rows_of_json(page: &Value) -> Vec<Row> {
     let text = |d: &Value, key: &str| d[key].as_str().unwrap_or_default().to_owned();
     page["deployments"]
@@ -141,7 +150,7 @@ async fn filtered_pages_hold_exactly_the_matching_deployments(backend: Backend) 
     let origins: Vec<&str> = all.iter().map(|r| r.3.as_str()).collect();
     assert!(origins.contains(&"ci") && origins.contains(&"github"), "{all:?}");
 
-    let filters: [(&str, Option<&str>, Option<&str>, Option<&str>, Option<&str>); 7] = [
+    let filters: [Filter; 7] = [
         ("&status=failed", None, Some("failed"), None, None),
         ("&status=succeeded", None, Some("succeeded"), None, None),
         ("&origin=github", None, None, Some("github"), None),
