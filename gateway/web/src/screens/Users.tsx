@@ -6,6 +6,7 @@ import { useEffect, useState } from "preact/hooks";
 import type { Jwk, User } from "../gen/slipway/auth/v1/auth_pb.js";
 import { auth, explain } from "../api.js";
 import { session } from "../session.js";
+import { useStore } from "../store.js";
 import { when } from "../util.js";
 
 const PAGE = 50;
@@ -245,6 +246,9 @@ function Keys() {
 }
 
 export function Users() {
+  // The session's feeds stay open here too: a token revoked elsewhere ends them, and
+  // so the session, at once.
+  useStore();
   return (
     <main>
       <h1>Users and keys</h1>
