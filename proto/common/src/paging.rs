@@ -232,12 +232,45 @@ mod tests {
     }
 
     #[test]
+    fn users_cursors_hold_any_name() {
+        let cursor = UsersCursor("a:b c/é".into());
+        assert_eq!(decode::<UsersCursor>(&encode(&cursor)), Ok(Some(cursor)));
+        let empty = URL_SAFE_NO_PAD.encode("1:users:");
+        assert_eq!(decode::<UsersCursor>(&empty), Err(InvalidPageToken));
+        assert_eq!(
+            decode::<UsersCursor>(&encode(&ServicesCursor(7))),
+            Err(InvalidPageToken)
+        );
+    }
+
+    #[test]
+    fn fingerprints_tell_filters_apart() {
+        assert_eq!(fingerprint(&[]), 0);
+        assert_eq!(fingerprint(&["", "", ""]), 0, "no filter");
+        let some = [
+            fingerprint(&["a", ""]),
+            fingerprint(&["", "a"]),
+            fingerprint(&["ab", ""]),
+            fingerprint(&["a", "b"]),
+            fingerprint(&["ab", "b"]),
+        ];
+        for (i, f) in some.iter().enumerate() {
+            assert!(*f > 0, "{f}");
+            assert_eq!(canonical_u63(&f.to_string()), Some(*f));
+            assert!(some[i + 1..].iter().all(|other| other != f), "{some:?}");
+        }
+        assert_eq!(fingerprint(&["a", "b"]), some[3], "the same filters, the same print");
+    }
+
+    #[test]
     fn page_sizes_default_and_cap() {
         assert_eq!(DEPLOYMENTS.of(0), 100);
         assert_eq!(DEPLOYMENTS.of(7), 7);
         assert_eq!(DEPLOYMENTS.of(u32::MAX), 1000);
         assert_eq!(SERVICES.of(0), 1000);
         assert_eq!(TOKENS.of(0), 100);
+        assert_eq!(USERS.of(0), 100);
+        assert_eq!(USERS.of(5000), 1000);
     }
 
     #[test]
