@@ -9,6 +9,7 @@ use common::{
     authz::{AuthzLayer, Caller, TokenCheck, TokenEnd},
     error::{ErrorCode, with_retry_after},
     identity::{CLIENT_ADDRESS_HEADER, DEPLOY_SERVICE, GATEWAY, TrustedCaller},
+    paging::UsersCursor,
     scope,
     token::{Claims, MAX_TOKEN_LEN, TokenError, TokenType},
 };
@@ -484,6 +485,7 @@ fn user_message(user: Account) -> pb::User {
         name: user.name,
         disabled_at: user.disabled_at.map(Into::into),
         disabled_by: user.disabled_by.unwrap_or_default(),
+        created_at: Some(user.created_at.into()),
     }
 }
 
@@ -773,6 +775,26 @@ impl AuthService for AuthApi {
             .map_err(account_status)?;
         tracing::info!(user = %user.name, by = %creator.name, "user created");
         Ok(Response::new(user_message(Account::from(&user))))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let r = request.into_inner();
+        let after = common::paging::decode::<UsersCursor>(&r.page_token)?;
+        let size = common::paging::USERS.of(r.page_size);
+        // One more than the page says whether another page follows.
+        let rows = self
+            .store
+            .list_users(after.as_ref().map(|c| c.0.as_str()), u64::from(size) + 1)
+            .await
+            .map_err(internal)?;
+        let (rows, next_page_token) = common::paging::split_page(rows, size, |last| UsersCursor(last.name.clone()));
+        Ok(Response::new(pb::ListUsersResponse {
+            users: rows.iter().map(|u| user_message(Account::from(u))).collect(),
+            next_page_token,
+        }))
     }
 
     async fn disable_user(

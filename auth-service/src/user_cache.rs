@@ -35,6 +35,7 @@ pub struct Account {
     pub name: String,
     pub disabled_at: Option<DateTimeUtc>,
     pub disabled_by: Option<String>,
+    pub created_at: DateTimeUtc,
 }
 
 impl Account {
@@ -50,6 +51,7 @@ impl From<&users::Model> for Account {
             name: user.name.clone(),
             disabled_at: user.disabled_at,
             disabled_by: user.disabled_by.clone(),
+            created_at: user.created_at,
         }
     }
 }
@@ -121,6 +123,7 @@ mod tests {
             name: "alice".into(),
             disabled_at: None,
             disabled_by: None,
+            created_at: DateTimeUtc::default(),
         }
     }
 

@@ -23,7 +23,7 @@ use deploy_service::{
     logs::{LogLimits, Logs, Stream},
     model::{DeploymentId, ServiceId, Status},
     retention::{self, RetentionPolicy},
-    storage::{Store, deployments, events, log_lines, steps},
+    storage::{DeploymentFilter, Store, deployments, events, log_lines, steps},
 };
 use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, Statement, TransactionTrait};
 use serde_json::json;
@@ -103,12 +103,16 @@ async fn retention(store: &Store, dir: &std::path::Path) -> anyhow::Result<()> {
             while !stop.is_cancelled() {
                 n += 1;
                 let service = format!("svc-{}", (n * 7919) % services);
+                let by_service = DeploymentFilter {
+                    service: Some(service),
+                    ..Default::default()
+                };
                 let at = Instant::now();
-                let page = store.list_deployments(Some(&service), DeploymentId(0), 51).await;
+                let page = store.list_deployments(&by_service, None, 51).await;
                 if let Ok(page) = page
                     && let Some(last) = page.last()
                 {
-                    let _ = store.list_deployments(Some(&service), last.id, 51).await;
+                    let _ = store.list_deployments(&by_service, Some(last.id), 51).await;
                 }
                 latencies.push(at.elapsed().as_secs_f64() * 1e3 / 2.0);
                 tokio::time::sleep(Duration::from_millis(2)).await;

@@ -30,6 +30,18 @@ pub fn status(status: Status) -> pb::DeploymentStatus {
     }
 }
 
+/// A status of the API as stored (`None` for unspecified).
+pub fn from_status(status: pb::DeploymentStatus) -> Option<Status> {
+    match status {
+        pb::DeploymentStatus::Unspecified => None,
+        pb::DeploymentStatus::Queued => Some(Status::Queued),
+        pb::DeploymentStatus::Running => Some(Status::Running),
+        pb::DeploymentStatus::Succeeded => Some(Status::Succeeded),
+        pb::DeploymentStatus::Failed => Some(Status::Failed),
+        pb::DeploymentStatus::Cancelled => Some(Status::Cancelled),
+    }
+}
+
 pub fn log_line(row: &log_lines::Model) -> pb::LogLine {
     let stream = match row.stream {
         1 => pb::LogStream::Stdout,

@@ -1,7 +1,7 @@
 //! `slipway users create NAME`: like fastDeploy's `createuser`, straight on the auth
 //! service's database (whoever can read the data dir is an administrator anyway).
 //! `slipway users disable|enable|delete NAME`: through the gateway, with a user token
-//! that may `users:write`.
+//! that may `users:write`; `slipway users list` with one that may `users:read`.
 
 use std::{io::BufRead, path::PathBuf};
 
@@ -23,6 +23,11 @@ pub enum UsersCommand {
         /// The auth service's database URL, instead of the data dir's SQLite file.
         #[arg(long)]
         database_url: Option<String>,
+    },
+    /// List every user: name, created, disabled (needs a user token that may `users:read`).
+    List {
+        #[command(flatten)]
+        gateway: GatewayArgs,
     },
     /// Disable a user (not yourself): logins are refused at once and every token the
     /// user holds or minted is revoked. The account is kept.
@@ -81,6 +86,39 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
             let accounts = Accounts::new(store, Hasher::new(1).await?);
             let user = accounts.create(&name, &password).await?;
             println!("user {} created (id {})", user.name, user.id);
+            Ok(())
+        }
+        UsersCommand::List { gateway } => {
+            // Every page, so the list is whole however many users there are.
+            let client = Client::new(&gateway)?;
+            let mut users = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let path = if page_token.is_empty() {
+                    "/v1/users".to_owned()
+                } else {
+                    format!("/v1/users?page_token={page_token}")
+                };
+                let page = client.get(&path).await?;
+                users.extend(page["users"].as_array().cloned().unwrap_or_default());
+                match page["nextPageToken"].as_str() {
+                    // Page tokens are URL-safe base64: no encoding needed.
+                    Some(next) if !next.is_empty() && next != page_token => page_token = next.to_owned(),
+                    _ => break,
+                }
+            }
+            if gateway.json {
+                return print_json(&json!({ "users": users }));
+            }
+            println!("{:<24} {:<22} DISABLED", "NAME", "CREATED");
+            for user in &users {
+                let text = |key: &str| user[key].as_str().unwrap_or_default().to_owned();
+                let disabled = match (text("disabledAt"), text("disabledBy")) {
+                    (at, _) if at.is_empty() => "-".to_owned(),
+                    (at, by) => format!("{at} by {by}"),
+                };
+                println!("{:<24} {:<22} {disabled}", text("name"), text("createdAt"));
+            }
             Ok(())
         }
         UsersCommand::Disable { name, gateway } => {

@@ -130,6 +130,43 @@ impl Browser {
         }
     }
 
+    /// Opens another tab of the same browser (one profile: one cookie jar, one pool
+    /// of connections per host) of `width` × `height`, and sends the next commands to
+    /// it. Returns the tab commands went to until now, for [`Browser::switch_to`].
+    pub async fn new_tab(&mut self, width: u32, height: u32) -> String {
+        let before = std::mem::take(&mut self.session);
+        let target = self.call("Target.createTarget", json!({"url": "about:blank"})).await;
+        let attached = self
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target["targetId"], "flatten": true}),
+            )
+            .await;
+        self.session = attached["sessionId"].as_str().unwrap().to_owned();
+        self.resize(width, height).await;
+        before
+    }
+
+    /// Sends the next commands to the tab `tab` (from [`Browser::new_tab`]), brought
+    /// to the front as a click on it would; returns the tab they went to until now.
+    pub async fn switch_to(&mut self, tab: String) -> String {
+        let before = std::mem::replace(&mut self.session, tab);
+        self.call("Page.bringToFront", json!({})).await;
+        before
+    }
+
+    /// Opens the console at `base` (the gateway's URL) and logs in as `user`.
+    pub async fn log_in(&mut self, base: &str, user: &str, password: &str) {
+        self.goto(base).await;
+        self.wait_for("the login page", "document.querySelector('#username')")
+            .await;
+        self.type_into("#username", user).await;
+        self.type_into("#password", password).await;
+        self.press("Enter").await;
+        self.wait_for("logged in", "document.querySelector('#user')?.innerText")
+            .await;
+    }
+
     /// Sets the viewport (CSS pixels), as a window of that size would.
     pub async fn resize(&mut self, width: u32, height: u32) {
         let mobile = width < 600;

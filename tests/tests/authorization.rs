@@ -104,6 +104,7 @@ fn rows() -> Vec<Row> {
             "A 403 403 403 403 403 401 401",
         ),
         row("GET", "/v1/users/me", None, "A 403 403 403 403 403 401 401"),
+        row("GET", "/v1/users", None, "A 403 403 403 403 403 401 401"),
         row("POST", "/v1/users", not_an_object(), "A 403 403 403 403 403 401 401"),
         // No such user ("alpha"): admitted calls change nothing.
         row(

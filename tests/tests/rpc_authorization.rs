@@ -195,6 +195,21 @@ fn by_hand() -> Vec<(&'static str, Who, Expect)> {
             Who::Token(TokenType::Deployment),
             Admitted,
         ),
+        (
+            "/slipway.auth.v1.AuthService/ListUsers",
+            Who::UserWithout(scope::USERS_READ),
+            Refused(Code::PermissionDenied),
+        ),
+        (
+            "/slipway.auth.v1.AuthService/ListUsers",
+            Who::Token(TokenType::Service),
+            Refused(Code::PermissionDenied),
+        ),
+        (
+            "/slipway.auth.v1.AuthService/ListUsers",
+            Who::Token(TokenType::User),
+            Admitted,
+        ),
         ("/slipway.auth.v1.AuthService/Login", Who::Nobody, Admitted),
         ("/slipway.auth.v1.AuthService/GetJwks", Who::Expired, Admitted),
         (

@@ -2,14 +2,16 @@
 //! tokens, service and config tokens) is refused by the gateway and by each backend
 //! directly within about a second, and logins fail at once; nobody locks themselves
 //! out; `slipway users disable|enable|delete`. Logins of unknown, disabled, legacy
-//! (bcrypt) and argon2id users behave as they should. On SQLite and PostgreSQL.
+//! (bcrypt) and argon2id users behave as they should. ListUsers (`GET /v1/users`,
+//! `slipway users list`) pages through every user by name, never with a hash. On
+//! SQLite and PostgreSQL.
 
 use tests::support;
 
 use std::time::{Duration, Instant};
 
 use proto::{
-    auth::v1::{WhoAmIRequest, auth_service_client::AuthServiceClient},
+    auth::v1::{ListUsersRequest, WhoAmIRequest, auth_service_client::AuthServiceClient},
     deploy::v1::{ListDeploymentsRequest, deploy_service_client::DeployServiceClient},
     registry::v1::{ListDeployedServicesRequest, ListServicesRequest, registry_service_client::RegistryServiceClient},
 };
@@ -26,6 +28,7 @@ use tests::{
 on_every_backend!(
     disabling_or_deleting_a_user_revokes_everything_they_hold_or_minted,
     logins_of_unknown_disabled_legacy_and_current_users,
+    users_are_listed_by_name_in_pages_without_their_hashes,
 );
 
 async fn post(stack: &Stack, path: &str, token: &str, body: Value) -> (u16, Value) {
@@ -314,4 +317,118 @@ async fn logins_of_unknown_disabled_legacy_and_current_users(backend: Backend) {
     let (status, _) = stack.login("legacy", "wrong password").await;
     assert_eq!(status, 401);
     login(&stack, ADMIN, ADMIN_PASSWORD).await;
+}
+
+/// Names, created and disabled state of every user, page by page over `/v1`.
+async fn walk_users(stack: &Stack, token: &str, size: u32) -> Vec<Value> {
+    let mut users = Vec::new();
+    let mut path = format!("/v1/users?page_size={size}");
+    for _ in 0..100 {
+        let (status, page) = send(stack, Method::GET, &path, Some(token), None).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        let got = page["users"].as_array().cloned().unwrap_or_default();
+        assert!(got.len() <= size as usize, "{page}");
+        users.extend(got);
+        match page["nextPageToken"].as_str() {
+            Some(next) => path = format!("/v1/users?page_size={size}&page_token={next}"),
+            None => return users,
+        }
+    }
+    panic!("the pages never end");
+}
+
+async fn users_are_listed_by_name_in_pages_without_their_hashes(backend: Backend) {
+    let stack = Stack::start(backend).await;
+    let admin = login(&stack, ADMIN, ADMIN_PASSWORD).await;
+    for name in ["zoe", "bob", "carol", "dave"] {
+        create_and_login(&stack, &admin, name, "a-long-password").await;
+    }
+    let (status, body) = post(&stack, "/v1/users/carol/disable", &admin, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(&stack, Method::DELETE, "/v1/users/dave", Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+
+    let whole = walk_users(&stack, &admin, 1000).await;
+    let names: Vec<&str> = whole.iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, [ADMIN, "bob", "carol", "zoe"], "by name, the deleted one gone");
+    for size in [1, 2, 3] {
+        assert_eq!(walk_users(&stack, &admin, size).await, whole, "pages of {size}");
+    }
+    for user in &whole {
+        let mut keys: Vec<&str> = user.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let disabled = user["name"] == "carol";
+        let expected: &[&str] = if disabled {
+            &["createdAt", "disabledAt", "disabledBy", "id", "name"]
+        } else {
+            &["createdAt", "id", "name"]
+        };
+        assert_eq!(keys, expected, "{user}");
+        assert!(!user.to_string().contains("$argon2"), "{user}");
+    }
+    let carol = &whole[2];
+    assert_eq!(carol["disabledBy"], ADMIN, "{carol}");
+
+    // Over gRPC to the auth service directly, the same list.
+    let mut auth = AuthServiceClient::new(channel(stack.auth).await);
+    let page = auth
+        .list_users(bearer(
+            ListUsersRequest {
+                page_size: 3,
+                page_token: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<&str> = page.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(got, [ADMIN, "bob", "carol"]);
+    assert!(page.users.iter().all(|u| u.created_at.is_some()));
+    let rest = auth
+        .list_users(bearer(
+            ListUsersRequest {
+                page_size: 3,
+                page_token: page.next_page_token,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["zoe"]);
+    assert!(rest.next_page_token.is_empty());
+
+    // A page token it did not give: 400; a user without users:read: 403.
+    for bad in ["garbage!", "bm90LWEtY3Vyc29y"] {
+        let path = format!("/v1/users?page_token={bad}");
+        let (status, body) = send(&stack, Method::GET, &path, Some(&admin), None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    let (status, narrow) = post(
+        &stack,
+        "/v1/tokens/attenuate",
+        &admin,
+        json!({"permissions": ["users:write"], "lifetimeSeconds": "600"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{narrow}");
+    let narrow = narrow["token"].as_str().unwrap();
+    let (status, body) = send(&stack, Method::GET, "/v1/users", Some(narrow), None).await;
+    assert_eq!(status, 403, "{body}");
+
+    // `slipway users list`, as a table and as JSON.
+    let (code, out, err) = slipway_cli(&stack, &admin, &["users", "list"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{out}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("carol") && l.contains("by admin")),
+        "{out}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("zoe") && l.ends_with('-')), "{out}");
+    let (code, out, err) = slipway_cli(&stack, &admin, &["users", "list", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["users"].as_array().unwrap(), &whole);
 }

@@ -10,7 +10,9 @@ pub mod signing_keys;
 pub mod tokens;
 pub mod users;
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use sea_orm_migration::MigratorTrait;
 
 pub use migrations::Migrator;
@@ -47,6 +49,19 @@ impl Store {
         Ok(users::Entity::find()
             .filter(users::Column::Name.eq(name))
             .one(&self.db)
+            .await?)
+    }
+
+    /// Users after the name `after` (all when `None`), in name order, at most `limit`.
+    pub async fn list_users(&self, after: Option<&str>, limit: u64) -> Result<Vec<users::Model>, StoreError> {
+        let mut query = users::Entity::find();
+        if let Some(after) = after {
+            query = query.filter(users::Column::Name.gt(after));
+        }
+        Ok(query
+            .order_by_asc(users::Column::Name)
+            .limit(limit.min(i64::MAX as u64))
+            .all(&self.db)
             .await?)
     }
 

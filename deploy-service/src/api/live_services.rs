@@ -29,26 +29,42 @@ const FRESH_FOR: Duration = Duration::from_secs(10);
 /// Snapshots kept at once (one per listing in progress); the oldest goes first.
 const KEPT: usize = 16;
 
-/// `ListDeployments`' page token: the last id of the page before, and the snapshot of
-/// live services its listing uses.
+/// `ListDeployments`' page token: the last id of the page before, the snapshot of
+/// live services its listing uses, and the fingerprint of the listing's filters and
+/// order (`common::paging::fingerprint`; 0, and left out of the key, for none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeploymentsCursor {
     pub after: i64,
     pub snapshot: u64,
+    pub filters: i64,
 }
 
 impl Cursor for DeploymentsCursor {
     const LIST: &'static str = "deployments";
 
     fn to_key(&self) -> String {
-        format!("{}.{}", self.after, self.snapshot)
+        match self.filters {
+            0 => format!("{}.{}", self.after, self.snapshot),
+            filters => format!("{}.{}.{filters}", self.after, self.snapshot),
+        }
     }
 
     fn from_key(key: &str) -> Option<Self> {
-        let (after, snapshot) = key.split_once('.')?;
+        let mut parts = key.split('.');
+        let after = canonical_u63(parts.next()?)?;
+        let snapshot = u64::try_from(canonical_u63(parts.next()?)?).ok()?;
+        let filters = match parts.next() {
+            None => 0,
+            // One cursor, one token: no filters is written without the part.
+            Some(part) => canonical_u63(part).filter(|f| *f != 0)?,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
         Some(DeploymentsCursor {
-            after: canonical_u63(after)?,
-            snapshot: u64::try_from(canonical_u63(snapshot)?).ok()?,
+            after,
+            snapshot,
+            filters,
         })
     }
 }
@@ -130,10 +146,21 @@ mod tests {
         let cursor = DeploymentsCursor {
             after: 1_000_000,
             snapshot: 42,
+            filters: 0,
         };
         assert_eq!(decode::<DeploymentsCursor>(&encode(&cursor)), Ok(Some(cursor)));
-        let zero = DeploymentsCursor { after: 0, snapshot: 0 };
+        let zero = DeploymentsCursor {
+            after: 0,
+            snapshot: 0,
+            filters: 0,
+        };
         assert_eq!(decode::<DeploymentsCursor>(&encode(&zero)), Ok(Some(zero)));
+        let filtered = DeploymentsCursor {
+            after: 7,
+            snapshot: 1,
+            filters: i64::MAX,
+        };
+        assert_eq!(decode::<DeploymentsCursor>(&encode(&filtered)), Ok(Some(filtered)));
         for key in [
             "7",
             "7.",
@@ -143,7 +170,10 @@ mod tests {
             "-7.1",
             "7.-1",
             "+7.1",
-            "7.1.1",
+            "7.1.0",
+            "7.1.01",
+            "7.1.-1",
+            "7.1.1.1",
             "x.1",
             "99999999999999999999.1",
         ] {

@@ -29,8 +29,45 @@ use crate::{
     model::{Outcome, Report, ServiceId, Status as DeploymentStatus},
     plan,
     queue::Queue,
-    storage::{EventFilter, NewDeployment, ReportRefused, Store, deployments},
+    storage::{DeploymentFilter, EventFilter, NewDeployment, ReportRefused, Store, deployments},
 };
+
+/// Longest `origin` or `user` a listing may filter by.
+const MAX_FILTER_LEN: usize = 1024;
+
+/// The filters and order of a `ListDeployments` request, checked.
+fn list_filter(request: &pb::ListDeploymentsRequest) -> Result<DeploymentFilter, Status> {
+    let status = match pb::DeploymentStatus::try_from(request.status) {
+        Ok(status) => convert::from_status(status),
+        Err(_) => {
+            return Err(ErrorCode::InvalidArgument.status(format!("unknown deployment status {}", request.status)));
+        }
+    };
+    let text = |name: &str, value: &str| match value.len() {
+        0 => Ok(None),
+        n if n > MAX_FILTER_LEN => {
+            Err(ErrorCode::InvalidArgument.status(format!("{name} is longer than {MAX_FILTER_LEN} bytes")))
+        }
+        _ => Ok(Some(value.to_owned())),
+    };
+    Ok(DeploymentFilter {
+        service: (!request.service.is_empty()).then(|| request.service.clone()),
+        status,
+        origin: text("origin", &request.origin)?,
+        user: text("user", &request.user)?,
+        newest_first: request.newest_first,
+    })
+}
+
+/// The fingerprint of a request's filters and order, as its page tokens carry it.
+fn fingerprint(request: &pb::ListDeploymentsRequest) -> i64 {
+    let status = match request.status {
+        0 => String::new(),
+        n => n.to_string(),
+    };
+    let order = if request.newest_first { "newest first" } else { "" };
+    paging::fingerprint(&[&request.service, &status, &request.origin, &request.user, order])
+}
 
 /// Largest context (`{"env": …}` as JSON) a deployment may carry.
 const MAX_CONTEXT_BYTES: usize = 64 * 1024;
@@ -209,27 +246,28 @@ impl Shared {
         request: pb::ListDeploymentsRequest,
     ) -> Result<pb::ListDeploymentsResponse, Status> {
         let size = paging::DEPLOYMENTS.of(request.page_size);
-        let cursor = paging::decode::<DeploymentsCursor>(&request.page_token)?;
-        let after = DeploymentId(cursor.map_or(0, |c| c.after));
         let include_removed = request.include_removed_services;
-        let wanted = (!request.service.is_empty()).then_some(request.service);
-        let rows = match &caller {
-            Caller::User { .. } => {
-                self.store
-                    .list_deployments(wanted.as_deref(), after, u64::from(size) + 1)
-                    .await
+        let mut filter = list_filter(&request)?;
+        if let Caller::Service { service, .. } = &caller {
+            if filter.service.as_ref().is_some_and(|w| w != service) {
+                return Err(access::wrong_service_token());
             }
-            Caller::Service { service, .. } => {
-                if wanted.as_ref().is_some_and(|w| w != service) {
-                    return Err(access::wrong_service_token());
-                }
-                self.store
-                    .list_deployments(Some(service), after, u64::from(size) + 1)
-                    .await
+            filter.service = Some(service.clone());
+        }
+        let cursor = paging::decode::<DeploymentsCursor>(&request.page_token)?;
+        let filters = fingerprint(&request);
+        if cursor.is_some_and(|c| c.filters != filters) {
+            return Err(ErrorCode::InvalidArgument
+                .status("page_token was given by a list with other filters or order: ask again without it"));
+        }
+        let after = cursor.map(|c| DeploymentId(c.after));
+        let rows = match &caller {
+            Caller::User { .. } | Caller::Service { .. } => {
+                self.store.list_deployments(&filter, after, u64::from(size) + 1).await
             }
             Caller::Deployment { id } => self.store.get_deployment(*id).await.map(|d| {
                 d.into_iter()
-                    .filter(|d| d.id > after && wanted.as_ref().is_none_or(|w| *w == d.service))
+                    .filter(|d| filter.after(d.id, after) && filter.matches(d))
                     .collect()
             }),
         }
@@ -264,6 +302,7 @@ impl Shared {
             Some(last) if more => paging::encode(&DeploymentsCursor {
                 after: last.id.0,
                 snapshot,
+                filters,
             }),
             _ => String::new(),
         };

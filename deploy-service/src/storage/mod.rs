@@ -25,7 +25,7 @@ use crate::model::DeploymentId;
 
 pub use logs::LogBatch;
 pub use migrations::Migrator;
-pub use reads::EventFilter;
+pub use reads::{DeploymentFilter, EventFilter};
 pub use writes::{NewDeployment, ReportRefused};
 
 /// How many events a watcher may fall behind the broadcast before it catches up

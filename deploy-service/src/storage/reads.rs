@@ -19,6 +19,35 @@ impl EventFilter {
     }
 }
 
+/// Which deployments a listing wants (`None`: any) and in which order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentFilter {
+    pub service: Option<String>,
+    pub status: Option<Status>,
+    pub origin: Option<String>,
+    pub user: Option<String>,
+    /// Id descending instead of ascending.
+    pub newest_first: bool,
+}
+
+impl DeploymentFilter {
+    pub fn matches(&self, d: &deployments::Model) -> bool {
+        self.service.as_ref().is_none_or(|s| *s == d.service)
+            && self.status.is_none_or(|s| s == d.status)
+            && self.origin.as_ref().is_none_or(|o| *o == d.origin)
+            && self.user.as_ref().is_none_or(|u| *u == d.user)
+    }
+
+    /// Whether a deployment with this id comes after the cursor `after`.
+    pub fn after(&self, id: DeploymentId, after: Option<DeploymentId>) -> bool {
+        match (after, self.newest_first) {
+            (None, _) => true,
+            (Some(after), false) => id > after,
+            (Some(after), true) => id < after,
+        }
+    }
+}
+
 impl Store {
     pub async fn get_deployment(&self, id: DeploymentId) -> Result<Option<deployments::Model>, DbErr> {
         deployments::Entity::find_by_id(id).one(&self.db).await
@@ -34,24 +63,41 @@ impl Store {
             .await
     }
 
-    /// Deployments with an id above `after_id` (of one service, if given), in id
-    /// order, at most `limit`.
+    /// Deployments matching `filter` after the id `after` in the filter's order (from
+    /// the first when `None`), at most `limit`.
     pub async fn list_deployments(
         &self,
-        service: Option<&str>,
-        after_id: DeploymentId,
+        filter: &DeploymentFilter,
+        after: Option<DeploymentId>,
         limit: u64,
     ) -> Result<Vec<deployments::Model>, DbErr> {
         let limit = limit.min(i64::MAX as u64);
-        let mut query = deployments::Entity::find().filter(deployments::Column::Id.gt(after_id));
-        if let Some(service) = service {
-            query = query.filter(deployments::Column::Service.eq(service));
+        let mut query = deployments::Entity::find();
+        if let Some(after) = after {
+            query = query.filter(if filter.newest_first {
+                deployments::Column::Id.lt(after)
+            } else {
+                deployments::Column::Id.gt(after)
+            });
         }
-        query
-            .order_by_asc(deployments::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
+        if let Some(service) = &filter.service {
+            query = query.filter(deployments::Column::Service.eq(service.clone()));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(deployments::Column::Status.eq(status));
+        }
+        if let Some(origin) = &filter.origin {
+            query = query.filter(deployments::Column::Origin.eq(origin.clone()));
+        }
+        if let Some(user) = &filter.user {
+            query = query.filter(deployments::Column::User.eq(user.clone()));
+        }
+        if filter.newest_first {
+            query = query.order_by_desc(deployments::Column::Id);
+        } else {
+            query = query.order_by_asc(deployments::Column::Id);
+        }
+        query.limit(limit).all(&self.db).await
     }
 
     /// Deployments in `status`, oldest first, at most `limit`.

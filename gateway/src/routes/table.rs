@@ -111,6 +111,8 @@ pub const ROUTES: &[Route] = &[
             Proto("slipway.auth.v1.LoginRequest"), Proto("slipway.auth.v1.LoginResponse")),
     get("/v1/users/me", |m| on(m, v1::users::who_am_i)).rpc("/slipway.auth.v1.AuthService/WhoAmI")
         .doc("The user behind a user token", NoBody, Proto("slipway.auth.v1.User")),
+    get("/v1/users", |m| on(m, v1::users::list)).rpc("/slipway.auth.v1.AuthService/ListUsers")
+        .doc("List users by name (?page_size=&page_token=)", NoBody, Proto("slipway.auth.v1.ListUsersResponse")),
     post("/v1/users", |m| on(m, v1::users::create)).rpc("/slipway.auth.v1.AuthService/CreateUser")
         .doc("Create a user", Proto("slipway.auth.v1.CreateUserRequest"), Proto("slipway.auth.v1.User")),
     post("/v1/users/{name}/disable", |m| on(m, v1::users::disable)).rpc("/slipway.auth.v1.AuthService/DisableUser")
@@ -154,7 +156,8 @@ pub const ROUTES: &[Route] = &[
 
     // /v1: deployments and steps
     get("/v1/deployments", |m| on(m, v1::deployments::list)).rpc("/slipway.deploy.v1.DeployService/ListDeployments")
-        .doc("List deployments (?service=&page_size=&page_token=&include_removed_services=)",
+        .doc("List deployments, oldest first unless newest_first \
+              (?service=&status=&origin=&user=&newest_first=&page_size=&page_token=&include_removed_services=)",
             NoBody, Proto("slipway.deploy.v1.ListDeploymentsResponse")),
     post("/v1/deployments", |m| on(m, v1::deployments::start)).rpc("/slipway.deploy.v1.DeployService/StartDeployment")
         .doc("Start a deployment",

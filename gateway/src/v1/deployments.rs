@@ -8,8 +8,9 @@ use axum::{
     http::StatusCode,
 };
 use proto::deploy::v1::{
-    CancelDeploymentRequest, Deployment, FinishDeploymentRequest, GetDeploymentRequest, ListDeploymentsRequest,
-    ListDeploymentsResponse, ListStepsRequest, ListStepsResponse, ReportStepRequest, StartDeploymentRequest, Step,
+    CancelDeploymentRequest, Deployment, DeploymentStatus, FinishDeploymentRequest, GetDeploymentRequest,
+    ListDeploymentsRequest, ListDeploymentsResponse, ListStepsRequest, ListStepsResponse, ReportStepRequest,
+    StartDeploymentRequest, Step,
 };
 use serde::{Deserialize, de::DeserializeOwned};
 
@@ -34,9 +35,27 @@ pub fn id(raw: &str) -> Result<i64, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     service: Option<String>,
+    /// queued, running, succeeded, failed or cancelled.
+    status: Option<String>,
+    origin: Option<String>,
+    user: Option<String>,
+    newest_first: Option<bool>,
     page_size: Option<u32>,
     page_token: Option<String>,
     include_removed_services: Option<bool>,
+}
+
+fn parse_status(name: &str) -> Result<DeploymentStatus, ApiError> {
+    match name {
+        "queued" => Ok(DeploymentStatus::Queued),
+        "running" => Ok(DeploymentStatus::Running),
+        "succeeded" => Ok(DeploymentStatus::Succeeded),
+        "failed" => Ok(DeploymentStatus::Failed),
+        "cancelled" => Ok(DeploymentStatus::Cancelled),
+        other => Err(bad_request(format!(
+            "unknown deployment status {other:?} (queued, running, succeeded, failed or cancelled)"
+        ))),
+    }
 }
 
 pub async fn list(
@@ -44,8 +63,16 @@ pub async fn list(
     caller: Caller,
     Params(query): Params<ListQuery>,
 ) -> Reply<ListDeploymentsResponse> {
+    let status = match query.status.as_deref() {
+        None | Some("") => DeploymentStatus::Unspecified,
+        Some(name) => parse_status(name)?,
+    };
     let request = ListDeploymentsRequest {
         service: query.service.unwrap_or_default(),
+        status: status as i32,
+        origin: query.origin.unwrap_or_default(),
+        user: query.user.unwrap_or_default(),
+        newest_first: query.newest_first.unwrap_or_default(),
         page_size: query.page_size.unwrap_or_default(),
         page_token: query.page_token.unwrap_or_default(),
         include_removed_services: query.include_removed_services.unwrap_or_default(),

@@ -1,5 +1,5 @@
 //! `/v1` for the auth service's user RPCs: log in with JSON, who am I, change the
-//! caller's password, create, disable, enable and delete a user.
+//! caller's password, list, create, disable, enable and delete users.
 
 use std::net::SocketAddr;
 
@@ -9,10 +9,13 @@ use axum::{
 };
 use proto::auth::v1::{
     ChangePasswordRequest, ChangePasswordResponse, CreateUserRequest, DeleteUserRequest, DeleteUserResponse,
-    DisableUserRequest, DisableUserResponse, EnableUserRequest, LoginRequest, LoginResponse, User, WhoAmIRequest,
+    DisableUserRequest, DisableUserResponse, EnableUserRequest, ListUsersRequest, ListUsersResponse, LoginRequest,
+    LoginResponse, User, WhoAmIRequest,
 };
 
-use super::{Auth, Body, Reply, forward};
+use serde::Deserialize;
+
+use super::{Auth, Body, Params, Reply, forward};
 use crate::{
     error::Retryable,
     fastdeploy::auth::{login_refused, login_request},
@@ -51,6 +54,32 @@ pub async fn change_password(
 ) -> Reply<ChangePasswordResponse> {
     forward(&state, Some(&caller), request, async |mut c: Auth, r| {
         c.change_password(r).await
+    })
+    .await
+}
+
+/// `ListUsersRequest` as query parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    page_size: u32,
+    #[serde(default)]
+    page_token: String,
+}
+
+/// Every user by name, paged (a user token with `users:read`).
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(query): Params<ListQuery>,
+) -> Reply<ListUsersResponse> {
+    let request = ListUsersRequest {
+        page_size: query.page_size,
+        page_token: query.page_token,
+    };
+    forward(&state, Some(&caller), request, async |mut c: Auth, r| {
+        c.list_users(r).await
     })
     .await
 }

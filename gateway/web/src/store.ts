@@ -1,8 +1,9 @@
-// What several screens show, kept live while the session lasts: the services (the
+// What several screens show, kept live while a screen shows it: the services (the
 // registry's WatchServices, the list read again whenever the stream (re)opens, so a
 // drop misses nothing), each service's last deployment and every deployment change
 // (the deploy service's WatchEvents, live). A stream that ends UNAUTHENTICATED ends
-// the session: this is how a token revoked elsewhere sends the console to login.
+// the session: this is how a token revoked elsewhere sends the console to login
+// (every screen follows at least one stream).
 
 import { useEffect, useState } from "preact/hooks";
 import type { Service } from "./gen/slipway/registry/v1/registry_pb.js";
@@ -38,10 +39,12 @@ export function subscribe(listener: () => void): () => void {
   return () => listeners.delete(listener);
 }
 
-/** Every deployment change seen live (a new one, a status change). */
+/** Every deployment change seen live (a new one, a status change); the feeds stay
+ * open while there is a listener. */
 export function onDeployment(listener: (d: Deployment) => void): () => void {
   deploymentListeners.add(listener);
-  return () => deploymentListeners.delete(listener);
+  const release = want();
+  return () => (deploymentListeners.delete(listener), release());
 }
 
 /** The deployments feed opened again after a drop: what it missed is to be read again. */
@@ -75,7 +78,7 @@ async function loadServices() {
 
 async function loadLast() {
   try {
-    const page = await deploy.listDeployments({ pageSize: 200 });
+    const page = await deploy.listDeployments({ pageSize: 200, newestFirst: true });
     for (const d of page.deployments) noteDeployment(d);
     notify();
   } catch (err) {
@@ -84,15 +87,15 @@ async function loadLast() {
 }
 
 let running: AbortController | null = null;
+/** Screens showing what the feeds keep; the feeds are open while there are any. */
+let wanted = 0;
+let idle = 0;
 
-/** Starts following for the session (again after a new login); stops at its end. */
-export function start() {
+/** Opens the session's feeds (if the session may read what they carry). */
+function open() {
   running?.abort();
   const abort = new AbortController();
   running = abort;
-  store.services = new Map();
-  store.servicesLoaded = false;
-  store.last = new Map();
   const signal = abort.signal;
   if (session.may("services:read")) {
     void follow(
@@ -133,7 +136,43 @@ export function start() {
   }
 }
 
+/**
+ * A screen that shows what the feeds keep wants them open; call the answer when it
+ * goes. They close a few seconds after the last such screen went (not at once, so
+ * moving between screens keeps them): a deployment's page, which follows its own
+ * streams, holds no others, as each stream holds one of the browser's few HTTP/1.1
+ * connections to the gateway.
+ */
+export function want(): () => void {
+  wanted++;
+  clearTimeout(idle);
+  if (!running && session.active()) open();
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--wanted > 0) return;
+    idle = window.setTimeout(() => {
+      if (wanted > 0) return;
+      running?.abort();
+      running = null;
+    }, 3000);
+  };
+}
+
+/** A new session (a login): what the last one read is forgotten. */
+export function start() {
+  running?.abort();
+  running = null;
+  store.services = new Map();
+  store.servicesLoaded = false;
+  store.last = new Map();
+  store.live = "connecting";
+  if (wanted > 0) open();
+}
+
 export function stop() {
+  clearTimeout(idle);
   running?.abort();
   running = null;
 }
@@ -141,6 +180,10 @@ export function stop() {
 /** Re-renders the calling component on every store change. */
 export function useStore() {
   const [, setTick] = useState(0);
-  useEffect(() => subscribe(() => setTick((t) => t + 1)), []);
+  useEffect(() => {
+    const unsubscribe = subscribe(() => setTick((t) => t + 1));
+    const release = want();
+    return () => (unsubscribe(), release());
+  }, []);
   return store;
 }

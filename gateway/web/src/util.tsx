@@ -56,11 +56,31 @@ export function Link(props: { to: string; children: preact.ComponentChildren } &
 
 export type Live = "connecting" | "live" | "reconnecting" | "stopped";
 
+/** Resolves once the page is visible (at once if it is) or `signal` aborts. */
+function shown(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (document.hidden && !signal.aborted) return;
+      document.removeEventListener("visibilitychange", check);
+      signal.removeEventListener("abort", check);
+      resolve();
+    };
+    document.addEventListener("visibilitychange", check);
+    signal.addEventListener("abort", check);
+    check();
+  });
+}
+
 /**
  * Follows a server stream until `signal` aborts: each message to `onMessage`; when the
  * stream drops (a network error, a gateway restart) it is opened again with `open`
  * (which resumes from what was seen), after 0.25 s, then up to 4 s. A refusal stops it
  * (and an UNAUTHENTICATED one ends the session).
+ *
+ * While the page is hidden (another tab in front, a minimized window) the stream is
+ * closed, and opened again (resuming) as soon as the page shows: over HTTP/1.1 every
+ * open stream holds one of the browser's 6 connections to the gateway, so tabs in
+ * the background would otherwise starve the one in front.
  */
 export async function follow<T>(
   signal: AbortSignal,
@@ -71,26 +91,41 @@ export async function follow<T>(
   let delay = 250;
   onState("connecting");
   while (!signal.aborted) {
+    await shown(signal);
+    if (signal.aborted) return;
+    const attempt = new AbortController();
+    const end = () => attempt.abort();
+    const hide = () => document.hidden && attempt.abort();
+    signal.addEventListener("abort", end);
+    document.addEventListener("visibilitychange", hide);
     try {
       const onHeader = () => {
         onState("live");
         delay = 250;
       };
-      for await (const message of open({ signal, onHeader })) {
+      for await (const message of open({ signal: attempt.signal, onHeader })) {
         if (onMessage(message) === "stop") {
           onState("stopped");
           return;
         }
       }
     } catch (err) {
-      if (signal.aborted || aborted(err)) return;
-      if (!retriable(err)) {
-        onState("stopped", explain(err));
-        return;
+      if (signal.aborted) return;
+      if (!attempt.signal.aborted) {
+        if (aborted(err)) return;
+        if (!retriable(err)) {
+          onState("stopped", explain(err));
+          return;
+        }
       }
+    } finally {
+      signal.removeEventListener("abort", end);
+      document.removeEventListener("visibilitychange", hide);
     }
     if (signal.aborted) return;
     onState("reconnecting");
+    // Closed because the page was hidden: open again as soon as it shows.
+    if (attempt.signal.aborted) continue;
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 4000);
   }

@@ -48,6 +48,12 @@ pub const TOKENS: PageSize = PageSize {
     max: 1000,
 };
 
+/// `ListUsers`.
+pub const USERS: PageSize = PageSize {
+    default: 100,
+    max: 1000,
+};
+
 /// The position after which one list's next page starts.
 pub trait Cursor: Sized {
     /// The list's name, written into its tokens so no other list accepts them.
@@ -106,6 +112,42 @@ impl Cursor for ServicesCursor {
     fn from_key(key: &str) -> Option<Self> {
         canonical_u63(key).map(ServicesCursor)
     }
+}
+
+/// Keyset cursor of `ListUsers` (ascending name order): the last name of the
+/// previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersCursor(pub String);
+
+impl Cursor for UsersCursor {
+    const LIST: &'static str = "users";
+
+    fn to_key(&self) -> String {
+        self.0.clone()
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        (!key.is_empty()).then(|| UsersCursor(key.to_owned()))
+    }
+}
+
+/// A fingerprint of a list's filters (each given as text), for its page tokens: a
+/// token names the filters of the list that gave it, so another list's page is never
+/// read by mistake. 0 when every part is empty; otherwise 1 to 2^63 - 1.
+pub fn fingerprint(parts: &[&str]) -> i64 {
+    use sha2::{Digest, Sha256};
+    if parts.iter().all(|p| p.is_empty()) {
+        return 0;
+    }
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    ((u64::from_be_bytes(first) >> 1) as i64).max(1)
 }
 
 /// A non-negative integer written as `to_string` writes it (no sign, no leading
@@ -190,12 +232,45 @@ mod tests {
     }
 
     #[test]
+    fn users_cursors_hold_any_name() {
+        let cursor = UsersCursor("a:b c/é".into());
+        assert_eq!(decode::<UsersCursor>(&encode(&cursor)), Ok(Some(cursor)));
+        let empty = URL_SAFE_NO_PAD.encode("1:users:");
+        assert_eq!(decode::<UsersCursor>(&empty), Err(InvalidPageToken));
+        assert_eq!(
+            decode::<UsersCursor>(&encode(&ServicesCursor(7))),
+            Err(InvalidPageToken)
+        );
+    }
+
+    #[test]
+    fn fingerprints_tell_filters_apart() {
+        assert_eq!(fingerprint(&[]), 0);
+        assert_eq!(fingerprint(&["", "", ""]), 0, "no filter");
+        let some = [
+            fingerprint(&["a", ""]),
+            fingerprint(&["", "a"]),
+            fingerprint(&["ab", ""]),
+            fingerprint(&["a", "b"]),
+            fingerprint(&["ab", "b"]),
+        ];
+        for (i, f) in some.iter().enumerate() {
+            assert!(*f > 0, "{f}");
+            assert_eq!(canonical_u63(&f.to_string()), Some(*f));
+            assert!(some[i + 1..].iter().all(|other| other != f), "{some:?}");
+        }
+        assert_eq!(fingerprint(&["a", "b"]), some[3], "the same filters, the same print");
+    }
+
+    #[test]
     fn page_sizes_default_and_cap() {
         assert_eq!(DEPLOYMENTS.of(0), 100);
         assert_eq!(DEPLOYMENTS.of(7), 7);
         assert_eq!(DEPLOYMENTS.of(u32::MAX), 1000);
         assert_eq!(SERVICES.of(0), 1000);
         assert_eq!(TOKENS.of(0), 100);
+        assert_eq!(USERS.of(0), 100);
+        assert_eq!(USERS.of(5000), 1000);
     }
 
     #[test]

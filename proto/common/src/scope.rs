@@ -76,6 +76,7 @@ pub const TOKENS_MINT: Permission = Permission("tokens:mint");
 pub const TOKENS_READ: Permission = Permission("tokens:read");
 pub const TOKENS_REVOKE: Permission = Permission("tokens:revoke");
 pub const KEYS_ROTATE: Permission = Permission("keys:rotate");
+pub const USERS_READ: Permission = Permission("users:read");
 pub const USERS_WRITE: Permission = Permission("users:write");
 
 /// Every permission there is; a user token has them all.
@@ -93,6 +94,7 @@ pub const ALL: &[Permission] = &[
     TOKENS_READ,
     TOKENS_REVOKE,
     KEYS_ROTATE,
+    USERS_READ,
     USERS_WRITE,
 ];
 

@@ -227,6 +227,10 @@ pub const RPCS: &[Rpc] = &[
         "/slipway.auth.v1.AuthService/CreateUser",
         token(&[User], scope::USERS_WRITE),
     ),
+    unary(
+        "/slipway.auth.v1.AuthService/ListUsers",
+        token(&[User], scope::USERS_READ),
+    ),
     unary("/slipway.auth.v1.AuthService/ChangePassword", any_permission(&[User])),
     unary(
         "/slipway.auth.v1.AuthService/DisableUser",

@@ -1,5 +1,5 @@
-// Deployments: all of them, newest first, paged, filtered (service on the server;
-// status, origin and user on the pages loaded), live.
+// Deployments: all of them, newest first, paged, filtered on the server by service,
+// status, origin and user (exact), live.
 
 import { useStore } from "../store.js";
 import { navigate, STATUS } from "../util.js";
