@@ -29,6 +29,21 @@ echo $$ > "$here/pid-$id"
 while [ ! -e "$here/release-$id" ]; do sleep 0.05; done
 "#;
 
+/// A deploy script that, for each of `steps` in turn, reports it running, waits until
+/// a file `go-<step>` appears beside the script, then reports it succeeded.
+pub fn stepwise_script(steps: &[&str]) -> String {
+    format!(
+        r#"here=$(cd "$(dirname "$0")" && pwd)
+for step in {}; do
+  echo "{{\"name\": \"$step\", \"state\": \"running\", \"message\": \"$step running\"}}"
+  while [ ! -e "$here/go-$step" ]; do sleep 0.05; done
+  echo "{{\"name\": \"$step\", \"state\": \"success\", \"message\": \"$step done\"}}"
+done
+"#,
+        steps.join(" ")
+    )
+}
+
 pub fn write_service(services: &Path, name: &str, config: Value, script: &str) {
     let dir = services.join(name);
     std::fs::create_dir_all(&dir).unwrap();

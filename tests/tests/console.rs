@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tests::{
     Backend, Stack,
     browser::{Browser, screenshot_dir},
-    deploy_rpc::write_service,
+    deploy_rpc::{stepwise_script, write_service},
     on_every_backend,
     stack::{ADMIN, ADMIN_PASSWORD},
     support::jti,
@@ -36,19 +36,10 @@ on_every_backend!(
 
 const STEPS: [&str; 3] = ["build", "test", "release"];
 
-/// Reports each step running, waits for `go-<step>` beside it, then reports success.
-const STEPWISE: &str = r#"here=$(cd "$(dirname "$0")" && pwd)
-for step in build test release; do
-  echo "{\"name\": \"$step\", \"state\": \"running\", \"message\": \"$step running\"}"
-  while [ ! -e "$here/go-$step" ]; do sleep 0.05; done
-  echo "{\"name\": \"$step\", \"state\": \"success\", \"message\": \"$step done\"}"
-done
-"#;
-
 fn example(services: &Path) {
     let steps: Vec<Value> = STEPS.iter().map(|s| json!({"name": s})).collect();
     let config = json!({"description": "The example service", "steps": steps});
-    write_service(services, "example", config, STEPWISE);
+    write_service(services, "example", config, &stepwise_script(&STEPS));
     let failing = r#"echo '{"name": "check", "state": "failure", "message": "3 tests failed"}'
 exit 3
 "#;

@@ -61,19 +61,6 @@ fn services(dir: &std::path::Path) {
     write_service(dir, "many", json!({"description": "10,050 lines"}), MANY);
 }
 
-async fn log_in(browser: &mut Browser, stack: &Stack) {
-    browser.goto(&stack.url("/ui/")).await;
-    browser
-        .wait_for("the login page", "document.querySelector('#username')")
-        .await;
-    browser.type_into("#username", ADMIN).await;
-    browser.type_into("#password", ADMIN_PASSWORD).await;
-    browser.press("Enter").await;
-    browser
-        .wait_for("logged in", "document.querySelector('#user')?.innerText")
-        .await;
-}
-
 /// Deploys `service` from its page and waits for the deployment's page.
 async fn deploy(browser: &mut Browser, stack: &Stack, service: &str) -> i64 {
     browser.goto(&stack.url(&format!("/ui/services/{service}"))).await;
@@ -113,7 +100,7 @@ async fn output_follows_live_resumes_and_filters(backend: Backend) {
     };
     let mut stack = Stack::start_with(backend, services).await;
     let shots = screenshot_dir(&format!("{backend:?}").to_lowercase());
-    log_in(&mut browser, &stack).await;
+    browser.log_in(&stack.url("/ui/"), ADMIN, ADMIN_PASSWORD).await;
     deploy(&mut browser, &stack, "chatty").await;
 
     // Each line shows once printed, in order, before the script prints the next.
@@ -169,7 +156,7 @@ async fn ten_thousand_lines_follow_and_download(backend: Backend) {
     };
     let stack = Stack::start_with(backend, services).await;
     let shots = screenshot_dir(&format!("{backend:?}").to_lowercase());
-    log_in(&mut browser, &stack).await;
+    browser.log_in(&stack.url("/ui/"), ADMIN, ADMIN_PASSWORD).await;
     let id = deploy(&mut browser, &stack, "many").await;
 
     // Following: the last line is in view once all are there; only a window of rows

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tests::{
     Backend, Stack,
     browser::{Browser, screenshot_dir},
-    deploy_rpc::write_service,
+    deploy_rpc::{stepwise_script, write_service},
     on_every_backend,
     stack::{ADMIN, ADMIN_PASSWORD},
     support::call,
@@ -25,18 +25,9 @@ on_every_backend!(every_tab_follows_a_running_deployment);
 
 const STEPS: [&str; 2] = ["build", "release"];
 
-/// Reports each step running, waits for `go-<step>` beside it, then reports success.
-const STEPWISE: &str = r#"here=$(cd "$(dirname "$0")" && pwd)
-for step in build release; do
-  echo "{\"name\": \"$step\", \"state\": \"running\", \"message\": \"$step running\"}"
-  while [ ! -e "$here/go-$step" ]; do sleep 0.05; done
-  echo "{\"name\": \"$step\", \"state\": \"success\", \"message\": \"$step done\"}"
-done
-"#;
-
 fn example(services: &Path) {
     let steps: Vec<Value> = STEPS.iter().map(|s| json!({"name": s})).collect();
-    write_service(services, "example", json!({"steps": steps}), STEPWISE);
+    write_service(services, "example", json!({"steps": steps}), &stepwise_script(&STEPS));
 }
 
 fn step_state(step: &str, state: &str) -> String {

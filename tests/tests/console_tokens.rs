@@ -29,16 +29,6 @@ fn broken(services: &std::path::Path) {
     write_service(services, "broken", json!({"steps": [{"name": "check"}]}), failing);
 }
 
-async fn log_in(browser: &mut Browser, stack: &Stack) {
-    browser.goto(&stack.url("/ui/")).await;
-    browser.type_into("#username", ADMIN).await;
-    browser.type_into("#password", ADMIN_PASSWORD).await;
-    browser.press("Enter").await;
-    browser
-        .wait_for("logged in", "document.querySelector('#user')?.innerText")
-        .await;
-}
-
 /// `POST /deployments/` (fastDeploy's start, with a service token): its status.
 async fn start(stack: &Stack, token: &str) -> u16 {
     let response = stack
@@ -66,7 +56,7 @@ async fn service_token_created_copied_used_and_revoked(backend: Backend) {
             json!({"origin": origin, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}),
         )
         .await;
-    log_in(&mut browser, &stack).await;
+    browser.log_in(&stack.url("/ui/"), ADMIN, ADMIN_PASSWORD).await;
     browser.click("tr[data-service=\"broken\"] a").await;
     browser.type_into("#token-origin", "ci").await;
     browser.type_into("#token-name", "from-console").await;
@@ -144,7 +134,7 @@ async fn revoking_says_how_many_derived_tokens_go(backend: Backend) {
     let child = attenuated(stack.auth, &parent, narrower("child")).await;
     let grandchild = attenuated(stack.auth, &child, narrower("grandchild")).await;
 
-    log_in(&mut browser, &stack).await;
+    browser.log_in(&stack.url("/ui/"), ADMIN, ADMIN_PASSWORD).await;
     browser.click("header a[href=\"/ui/tokens\"]").await;
     let row = "tr[data-name=\"parent\"]";
     browser.click(&format!("{row} .revoke")).await;
