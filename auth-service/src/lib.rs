@@ -2,6 +2,7 @@
 //! issue lands) the token registry and revocation feed.
 
 pub mod accounts;
+pub mod api;
 pub mod config;
 pub mod follow;
 pub mod hash_threads;
