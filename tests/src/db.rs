@@ -82,7 +82,9 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some((name, base)) = self.postgres_name.take() else { return };
+        let Some((name, base)) = self.postgres_name.take() else {
+            return;
+        };
         // Drop may run inside or outside a runtime: use a thread with its own.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {

@@ -17,6 +17,7 @@ use crate::{
     fault_load::{self, BACKEND_TIMEOUT, Load, Target},
     fault_record::{Answer, Fault, Recorder},
     fault_watch::{self, Watchers},
+    private_postgres::PrivatePostgres,
     stack::{Process, StackBuilder},
     support,
 };
@@ -41,7 +42,8 @@ pub fn steady_time() -> Duration {
 }
 
 /// A script that reports each of [`HTTP_STEPS`] with `curl` (the answer written to
-/// `<acks>/<deployment id>`: step, HTTP status, curl's exit code, time), then one step
+/// `<acks>/<deployment id>`: step, HTTP status, curl's exit code, times sent and
+/// answered), then one step
 /// on its output.
 fn script(acks: &Path) -> String {
     let steps = HTTP_STEPS.join(" ");
@@ -54,10 +56,12 @@ id=$(sed -n 's/^  "deployment_id": "\([0-9]*\)",$/\1/p' "$2")
 for step in {steps}; do
   sleep 0.1
   now=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+  began=$(date +%s.%N)
   answer=$(curl -s -o /dev/null --max-time 5 -w '%{{http_code}} %{{exitcode}}' \
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     -d "{{\"name\": \"$step\", \"state\": \"success\", \"started\": \"$now\", \"finished\": \"$now\", \"message\": \"$step of $id\"}}" "$url")
-  echo "$step $answer $(date +%s.%N)" >> "{acks}/$id"
+  echo "$step $answer $began $(date +%s.%N)" >> "{acks}/$id"
+  echo "reported $step: $answer"
 done
 echo "{{\"name\": \"four\", \"state\": \"success\", \"message\": \"four of $id\"}}"
 "#
@@ -166,6 +170,53 @@ impl Faults {
         });
     }
 
+    /// Stops the test's PostgreSQL server (`pg_ctl stop -m <mode>`) under the load,
+    /// keeps it down, starts it again and waits until everything answers.
+    pub async fn restart_database(&mut self, postgres: &PrivatePostgres, mode: &str) {
+        self.recorder.phase(format!("postgres -m {mode} down"));
+        let stopped = Instant::now();
+        tokio::task::block_in_place(|| postgres.stop(mode));
+        tokio::time::sleep(down_time()).await;
+        self.recorder.phase(format!("postgres -m {mode} restarting"));
+        let restarted = Instant::now();
+        tokio::task::block_in_place(|| postgres.start_again());
+        let start = restarted.elapsed();
+        let recovery = self.wait_answering(Duration::from_secs(30)).await;
+        self.recorder.fault(Fault {
+            name: format!("postgres stop -m {mode}"),
+            down: restarted - stopped,
+            start,
+            recovery,
+        });
+    }
+
+    /// Holds `LOCK TABLE <table> IN ACCESS EXCLUSIVE MODE` on `database_url` for `time`
+    /// under the load, then waits until everything answers.
+    pub async fn lock_table(&mut self, database_url: &str, table: &str, time: Duration) {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+        let db = sea_orm::Database::connect(database_url)
+            .await
+            .expect("connecting to lock");
+        let txn = db.begin().await.expect("a transaction");
+        self.recorder.phase(format!("{table} locked down"));
+        let locked = Instant::now();
+        txn.execute_unprepared(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .await
+            .expect("locking the table");
+        tokio::time::sleep(time).await;
+        txn.commit().await.expect("releasing the lock");
+        self.recorder.phase(format!("{table} released"));
+        let released = Instant::now();
+        let recovery = self.wait_answering(Duration::from_secs(30)).await;
+        self.recorder.fault(Fault {
+            name: format!("{table} locked"),
+            down: released - locked,
+            start: Duration::ZERO,
+            recovery,
+        });
+        let _ = db.close().await;
+    }
+
     /// Stops the load, waits until every deployment has ended and the watchers have
     /// caught up, prints the figures and returns every problem found.
     pub async fn finish(self, stack: &Stack) -> Vec<String> {
@@ -190,8 +241,12 @@ impl Faults {
         }
         for d in &deployments {
             let status = d["status"].as_str().unwrap_or_default();
-            if !["DEPLOYMENT_STATUS_SUCCEEDED", "DEPLOYMENT_STATUS_FAILED", "DEPLOYMENT_STATUS_CANCELLED"]
-                .contains(&status)
+            if ![
+                "DEPLOYMENT_STATUS_SUCCEEDED",
+                "DEPLOYMENT_STATUS_FAILED",
+                "DEPLOYMENT_STATUS_CANCELLED",
+            ]
+            .contains(&status)
             {
                 problems.push(format!("deployment left {status}: {d}"));
             }
@@ -245,33 +300,30 @@ impl Faults {
         problems.extend(answer_problems(&recorder));
         problems
     }
-
 }
 
 /// The scripts' step reports: (deployment, step, answer), each recorded too.
 fn read_acks(dir: &Path, recorder: &Recorder) -> Vec<(i64, String, Answer)> {
-    {
-        let mut acks = Vec::new();
-        for entry in std::fs::read_dir(dir).expect("the acks dir") {
-            let entry = entry.unwrap();
-            let id: i64 = entry.file_name().to_str().unwrap().parse().unwrap();
-            for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let [step, status, exit, time] = fields[..] else {
-                    panic!("a step report's line is not `step status exit time`: {line:?}")
-                };
-                let answer = match (status.parse::<u16>().unwrap_or(0), exit) {
-                    (0, "28") => Answer::Hang,
-                    (0, _) => Answer::Dropped,
-                    (status, _) => Answer::of_status(status),
-                };
-                let at = recorder.instant_of(time.parse().unwrap_or(0.0));
-                recorder.record_at(at, "step report", answer, line.to_owned());
-                acks.push((id, step.to_owned(), answer));
-            }
+    let mut acks = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("the acks dir") {
+        let entry = entry.unwrap();
+        let id: i64 = entry.file_name().to_str().unwrap().parse().unwrap();
+        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [step, status, exit, began, time] = fields[..] else {
+                panic!("a step report's line is not `step status exit began time`: {line:?}")
+            };
+            let answer = match (status.parse::<u16>().unwrap_or(0), exit) {
+                (0, "28") => Answer::Hang,
+                (0, _) => Answer::Dropped,
+                (status, _) => Answer::of_status(status),
+            };
+            let at = |t: &str| recorder.instant_of(t.parse().unwrap_or(0.0));
+            recorder.record_at(at(began), at(time), "step report", answer, line.to_owned());
+            acks.push((id, step.to_owned(), answer));
         }
-        acks
     }
+    acks
 }
 
 /// What the answers break: a hang or an answer other than 2xx/4xx/503 anywhere, a
@@ -281,7 +333,7 @@ fn answer_problems(recorder: &Recorder) -> Vec<String> {
     let mut problems = Vec::new();
     let records = recorder.records();
     for (phase, r) in &records {
-        let gateway_down = phase.starts_with("gateway");
+        let gateway_down = phase.starts_with("gateway") || recorder.phase_at(r.at).starts_with("gateway");
         let bad = match r.answer {
             Answer::Other | Answer::Hang => true,
             Answer::Dropped => !gateway_down,
@@ -295,6 +347,7 @@ fn answer_problems(recorder: &Recorder) -> Vec<String> {
     }
     // Each outage was seen: some request was refused (or, the gateway down, dropped).
     let mut phases: Vec<&String> = records.iter().map(|(p, _)| p).collect();
+    phases.sort();
     phases.dedup();
     for phase in phases.into_iter().filter(|p| p.ends_with(" down")) {
         let noticed = records
@@ -315,10 +368,9 @@ fn id_of(deployment: &Value) -> i64 {
 pub async fn wait_all_ended(target: &Target) -> Vec<Value> {
     crate::wait_until(Duration::from_secs(90), async || {
         let all = list_deployments(target).await?;
-        match all
-            .iter()
-            .find(|d| ["DEPLOYMENT_STATUS_QUEUED", "DEPLOYMENT_STATUS_RUNNING"].contains(&d["status"].as_str().unwrap_or("")))
-        {
+        match all.iter().find(|d| {
+            ["DEPLOYMENT_STATUS_QUEUED", "DEPLOYMENT_STATUS_RUNNING"].contains(&d["status"].as_str().unwrap_or(""))
+        }) {
             Some(open) => Err(format!("a deployment has not ended: {open}")),
             None => Ok(all),
         }

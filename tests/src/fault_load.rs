@@ -66,7 +66,10 @@ impl Target {
                         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
                         (Answer::of_status(status), json!({"status": status, "body": body}))
                     }
-                    Err(error) => (Answer::of_error(&error), json!({"status": status, "error": error.to_string()})),
+                    Err(error) => (
+                        Answer::of_error(&error),
+                        json!({"status": status, "error": error.to_string()}),
+                    ),
                 }
             }
             Err(error) => (Answer::of_error(&error), json!({"error": error.to_string()})),
@@ -117,34 +120,38 @@ impl Load {
         for (kind, path) in reads {
             let (target, recorder, stop) = (target.clone(), recorder.clone(), stop.clone());
             tasks.spawn(each(stop, Duration::from_millis(100), async move || {
+                let started = Instant::now();
                 let (answer, body) = target.call(Method::GET, path, Some(&target.admin), None).await;
-                recorder.record(kind, answer, body.to_string());
+                recorder.record(started, kind, answer, body.to_string());
             }));
         }
         let (t, recorder_, stop_) = (target.clone(), recorder.clone(), stop.clone());
         tasks.spawn(each(stop_, Duration::from_millis(200), async move || {
+            let started = Instant::now();
             let (answer, body) = t.login().await;
-            recorder_.record("login", answer, body.to_string());
+            recorder_.record(started, "login", answer, body.to_string());
         }));
         let (t, recorder_, stop_, shared_) = (target.clone(), recorder.clone(), stop.clone(), shared.clone());
         let mut next = 0;
         tasks.spawn(each(stop_, start_every, async move || {
             let (_, token) = &t.services[next % t.services.len()];
             next += 1;
+            let started = Instant::now();
             let (answer, body) = t.call(Method::POST, "/deployments/", Some(token), None).await;
             if answer == Answer::Ok {
                 let id = body["body"]["id"].as_i64().expect("a started deployment's id");
                 shared_.started.lock().unwrap().push((id, Instant::now()));
             }
-            recorder_.record("start", answer, body.to_string());
+            recorder_.record(started, "start", answer, body.to_string());
         }));
         let (t, recorder_, stop_, shared_) = (target.clone(), recorder.clone(), stop.clone(), shared.clone());
         tasks.spawn(each(stop_, Duration::from_millis(100), async move || {
             let tokens = shared_.revoked.lock().unwrap().clone();
             for token in tokens {
                 for path in ["/users/me", "/v1/services", "/v1/deployments?page_size=1"] {
+                    let started = Instant::now();
                     let (answer, body) = t.call(Method::GET, path, Some(&token), None).await;
-                    recorder_.record("revoked", answer, format!("{path}: {body}"));
+                    recorder_.record(started, "revoked", answer, format!("{path}: {body}"));
                 }
             }
         }));

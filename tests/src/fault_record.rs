@@ -57,6 +57,8 @@ impl Answer {
 
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// When the request was sent and when its answer came.
+    pub started: Instant,
     pub at: Instant,
     pub kind: &'static str,
     pub answer: Answer,
@@ -94,12 +96,21 @@ impl Default for Recorder {
 }
 
 impl Recorder {
-    pub fn record(&self, kind: &'static str, answer: Answer, detail: impl Into<String>) {
-        self.record_at(Instant::now(), kind, answer, detail);
+    /// Records a request sent at `started` and answered now.
+    pub fn record(&self, started: Instant, kind: &'static str, answer: Answer, detail: impl Into<String>) {
+        self.record_at(started, Instant::now(), kind, answer, detail);
     }
 
-    pub fn record_at(&self, at: Instant, kind: &'static str, answer: Answer, detail: impl Into<String>) {
+    pub fn record_at(
+        &self,
+        started: Instant,
+        at: Instant,
+        kind: &'static str,
+        answer: Answer,
+        detail: impl Into<String>,
+    ) {
         let record = Record {
+            started,
             at,
             kind,
             answer,
@@ -131,21 +142,21 @@ impl Recorder {
         self.faults.lock().unwrap().clone()
     }
 
-    /// Every record with the phase it ended in.
+    /// Every record with the phase it was sent in.
     pub fn records(&self) -> Vec<(String, Record)> {
-        let phases = self.phases.lock().unwrap().clone();
         let records = self.records.lock().unwrap().clone();
-        records
-            .into_iter()
-            .map(|r| {
-                let phase = phases
-                    .iter()
-                    .rev()
-                    .find(|(start, _)| *start <= r.at)
-                    .map_or("steady", |(_, name)| name.as_str());
-                (phase.to_owned(), r)
-            })
-            .collect()
+        records.into_iter().map(|r| (self.phase_at(r.started), r)).collect()
+    }
+
+    /// The phase at `at`.
+    pub fn phase_at(&self, at: Instant) -> String {
+        let phases = self.phases.lock().unwrap();
+        phases
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= at)
+            .map_or("steady", |(_, name)| name.as_str())
+            .to_owned()
     }
 
     /// The answers per phase (in the order the phases came) as a table, then the
@@ -195,7 +206,10 @@ impl Recorder {
             }
             text.push('\n');
         }
-        text += &format!("{:<28} {:>10} {:>10} {:>10}\n", "fault", "down ms", "start ms", "recover ms");
+        text += &format!(
+            "{:<28} {:>10} {:>10} {:>10}\n",
+            "fault", "down ms", "start ms", "recover ms"
+        );
         for fault in self.faults() {
             text += &format!(
                 "{:<28} {:>10} {:>10} {:>10}\n",

@@ -110,7 +110,9 @@ async fn grpc(
                     after_sequence: last,
                     ..Default::default()
                 };
-                DeployServiceClient::new(channel).watch_events(bearer(request, token)).await
+                DeployServiceClient::new(channel)
+                    .watch_events(bearer(request, token))
+                    .await
             }
             Err(error) => Err(tonic::Status::unavailable(error.to_string())),
         };
@@ -168,7 +170,10 @@ async fn ndjson(
                     if line.get("error").is_some() {
                         break 'stream;
                     }
-                    let sequence = line["sequence"].as_str().and_then(|s| s.parse().ok()).expect("a sequence");
+                    let sequence = line["sequence"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .expect("a sequence");
                     last = sequence;
                     seen.push((sequence, line));
                 }
@@ -208,7 +213,11 @@ async fn websocket(
         let mut frames = Vec::new();
         let mut authenticated = false;
         loop {
-            let wait = if target.borrow().is_some() { IDLE } else { Duration::from_secs(3600) };
+            let wait = if target.borrow().is_some() {
+                IDLE
+            } else {
+                Duration::from_secs(3600)
+            };
             match tokio::time::timeout(wait, socket.next()).await {
                 Err(_) => {
                     segments.push(frames);

@@ -41,7 +41,10 @@ impl PrivatePostgres {
                 .arg(dir.path())
                 .status()
                 .expect("running chown");
-            assert!(status.success(), "chown {user} of the cluster dir failed (is there a {user} user?)");
+            assert!(
+                status.success(),
+                "chown {user} of the cluster dir failed (is there a {user} user?)"
+            );
         }
         let port = common::server::free_loopback_port().expect("a free port").port();
         let server = PrivatePostgres { dir, bin, port, user };
@@ -79,7 +82,18 @@ impl PrivatePostgres {
         let log = self.dir.path().join("server.log");
         self.run(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &path(&log), "-w", "-t", "60", "-o", &options, "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &path(&log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
         );
     }
 

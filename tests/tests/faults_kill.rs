@@ -31,7 +31,10 @@ async fn sigkill_each_service_under_load(backend: Backend) {
     let mut problems = faults.finish(&stack).await;
     for fault in figures.faults() {
         if fault.recovery > RECOVERY {
-            problems.push(format!("{}: everything answered again only after {:?}", fault.name, fault.recovery));
+            problems.push(format!(
+                "{}: everything answered again only after {:?}",
+                fault.name, fault.recovery
+            ));
         }
     }
     assert!(problems.is_empty(), "{}\n{}", problems.join("\n"), stack.logs());

@@ -62,7 +62,11 @@ pub struct ApiParts {
 }
 
 /// A storage failure: logged in full, reported without detail.
-pub fn internal(error: impl std::fmt::Display) -> Status {
+/// A database that cannot be reached for now is UNAVAILABLE instead.
+pub fn internal(error: impl std::error::Error + 'static) -> Status {
+    if let Some(status) = common::db::unavailable_status(&error) {
+        return status;
+    }
     tracing::error!(%error, "storage error");
     ErrorCode::Internal.status("internal error")
 }
