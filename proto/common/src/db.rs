@@ -187,6 +187,28 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_database_is_unavailable_and_a_bad_query_is_not() {
+        use std::sync::Arc;
+
+        use sea_orm::{ConnAcquireErr, RuntimeErr, sqlx};
+        let sqlx = |e: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        for unavailable in [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            sqlx(sqlx::Error::Io(reset)),
+            sqlx(sqlx::Error::PoolTimedOut),
+        ] {
+            assert!(is_unavailable(&unavailable), "{unavailable}");
+            let status = unavailable_status(&unavailable).expect("a status");
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+        }
+        for other in [DbErr::Custom("bad".into()), sqlx(sqlx::Error::RowNotFound)] {
+            assert!(!is_unavailable(&other), "{other}");
+            assert!(unavailable_status(&other).is_none());
+        }
+    }
+
+    #[test]
     fn redacts_passwords() {
         assert_eq!(redacted("postgres://u:secret@h/db"), "postgres://u@h/db");
         assert_eq!(redacted("postgres://u@h/db"), "postgres://u@h/db");
