@@ -213,12 +213,13 @@ async fn websocket(
         let mut frames = Vec::new();
         let mut authenticated = false;
         loop {
-            let wait = if target.borrow().is_some() {
-                IDLE
-            } else {
-                Duration::from_secs(3600)
+            let wait = match (target.borrow().is_some(), authenticated) {
+                (true, true) => IDLE,
+                (_, false) => Duration::from_secs(10),
+                (false, true) => Duration::from_secs(3600),
             };
             match tokio::time::timeout(wait, socket.next()).await {
+                Err(_) if !authenticated => break,
                 Err(_) => {
                     segments.push(frames);
                     return segments;
@@ -230,6 +231,8 @@ async fn websocket(
                             authenticated = true;
                             connected.store(true, Ordering::SeqCst);
                         }
+                        // A gateway that has just started may not verify tokens yet.
+                        Some("authentication") => break,
                         Some("deployment" | "step") => frames.push(frame),
                         _ => {}
                     }
