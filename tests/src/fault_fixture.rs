@@ -157,6 +157,7 @@ impl Faults {
         self.recorder.phase(format!("{name} restarting"));
         let restarted = Instant::now();
         stack.respawn(name).await;
+        stack.wait_serving(name).await;
         let start = restarted.elapsed();
         let recovery = self.wait_answering(Duration::from_secs(30)).await;
         if name == "gateway" {

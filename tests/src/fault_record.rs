@@ -70,9 +70,9 @@ pub struct Record {
 pub struct Fault {
     pub name: String,
     pub down: Duration,
-    /// From the restart to listening (or to accepting connections).
+    /// From the restart to serving by itself (health check, or accepting connections).
     pub start: Duration,
-    /// From listening to every probe answering again.
+    /// From serving by itself to every probe through the gateway answering again.
     pub recovery: Duration,
 }
 

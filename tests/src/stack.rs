@@ -403,6 +403,40 @@ impl Stack {
         tokio::task::block_in_place(|| proc.wait_addr(&addr_file));
     }
 
+    /// Waits until one process serves by itself: a backend's gRPC health check says
+    /// serving, the gateway answers `/healthz`.
+    pub async fn wait_serving(&self, name: &str) {
+        let within = Duration::from_secs(60);
+        let addr = match name {
+            "auth" => self.auth,
+            "registry" => self.registry,
+            "deploy" => self.deploy,
+            _ => {
+                wait_until(within, async || {
+                    match self.http.get(self.url("/healthz")).send().await {
+                        Ok(r) if r.status().is_success() => Ok(()),
+                        _ => Err("the gateway does not answer /healthz".to_owned()),
+                    }
+                })
+                .await;
+                return;
+            }
+        };
+        wait_until(within, async || {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("url");
+            if let Ok(channel) = endpoint.connect().await {
+                let status = HealthClient::new(channel)
+                    .check(HealthCheckRequest { service: String::new() })
+                    .await;
+                if status.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
+                    return Ok(());
+                }
+            }
+            Err(format!("{name} at {addr} not serving"))
+        })
+        .await;
+    }
+
     /// The log of one process ("auth", "registry", "deploy", "gateway").
     pub fn log(&self, name: &str) -> String {
         self.procs

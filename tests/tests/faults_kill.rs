@@ -13,7 +13,8 @@ use tests::{Backend, fault_fixture::*, on_every_backend};
 
 on_every_backend!(sigkill_each_service_under_load);
 
-/// Everything answers again within this of a restarted process listening.
+/// Everything answers again within this of a restarted process serving by itself
+/// (its own health check).
 const RECOVERY: Duration = Duration::from_secs(2);
 
 async fn sigkill_each_service_under_load(backend: Backend) {

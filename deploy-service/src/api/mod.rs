@@ -292,6 +292,7 @@ impl Shared {
                 Refusal::NotFound => not_found(id),
                 Refusal::NotStarted => ErrorCode::Conflict.status(format!("deployment {id} has not started yet")),
                 Refusal::Finished => ErrorCode::Conflict.status(format!("deployment {id} is finished")),
+                Refusal::Unavailable => ErrorCode::Unavailable.status("the database is unavailable; try again shortly"),
                 Refusal::Internal => ErrorCode::Internal.status("internal error"),
             })
     }

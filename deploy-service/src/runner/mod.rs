@@ -406,7 +406,7 @@ impl Runner {
                 Err(ReportRefused::Db(error))
                     if common::db::is_unavailable(&error) && tokio::time::Instant::now() < give_up =>
                 {
-                    tracing::warn!(id, %error, "the database is unavailable; storing the step reports again");
+                    tracing::warn!(%id, %error, "the database is unavailable; storing the step reports again");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(2));
                 }
