@@ -64,11 +64,6 @@ impl Watchers {
         watchers
     }
 
-    /// Whether every watcher has its stream open.
-    pub fn all_connected(&self) -> bool {
-        self.connected.iter().all(|c| c.load(Ordering::SeqCst))
-    }
-
     /// A flag per watcher, to probe them from elsewhere.
     pub fn flags(&self) -> Vec<Arc<AtomicBool>> {
         self.connected.clone()
