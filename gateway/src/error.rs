@@ -57,7 +57,11 @@ impl ApiError {
     /// The answer for a status a backend returned. Messages of client errors are passed
     /// on (backends keep them safe); server-side failures get a fixed text.
     pub fn from_backend(backend: &str, status: &tonic::Status) -> Self {
-        let code = ErrorCode::from_grpc(status.code());
+        let code = if broke_off(status) {
+            ErrorCode::Unavailable
+        } else {
+            ErrorCode::from_grpc(status.code())
+        };
         let detail = match code {
             ErrorCode::Unavailable => format!("{backend} service unavailable"),
             ErrorCode::Internal => {
@@ -68,6 +72,20 @@ impl ApiError {
         };
         ApiError::Detail(code.http(), detail)
     }
+}
+
+/// Whether a call broke off in the transport (the backend's connection died during
+/// the call, as when the backend is killed): tonic reports that as UNKNOWN
+/// "transport error", but for the caller the backend is unavailable.
+fn broke_off(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>() {
+            return status.code() == tonic::Code::Unknown;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// An error answered with a `Retry-After` header (whole seconds) when it has a retry

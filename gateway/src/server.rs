@@ -44,6 +44,9 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// Longest wait at start for the auth service's revocation feed.
+const FIRST_FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open requests.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let backends = Backends::new(&config)?;
@@ -60,6 +63,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         let (verifier, shutdown) = (verifier.clone(), shutdown.clone());
         async move { verifier.follow_revocations(shutdown).await }
     });
+    // A moment for the first revocation snapshot, so that a restarted gateway does not
+    // refuse its first callers (503, or a WebSocket's "failure") for want of it; they
+    // wait in the listen backlog meanwhile. An auth service that is down holds up the
+    // start no longer than FIRST_FEED_WAIT.
+    let fresh_by = tokio::time::Instant::now() + FIRST_FEED_WAIT;
+    while !verifier.revocations_fresh() && tokio::time::Instant::now() < fresh_by {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let hub = fastdeploy::websocket::Hub::new(shutdown.clone());
     let feed = tokio::spawn(hub.clone().run(backends.clone(), verifier.clone()));
     let services = ServicesCache::new(backends.clone(), verifier.clone(), shutdown.clone());

@@ -12,7 +12,7 @@ pub fn postgres_base_url() -> String {
     std::env::var("SLIPWAY_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn postgres_required() -> bool {
+pub fn postgres_required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
         || std::env::var("SLIPWAY_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
 }
@@ -50,11 +50,17 @@ impl Backend {
 /// One database for one service of one test.
 pub struct TestDatabase {
     pub url: String,
-    postgres_name: Option<String>,
+    /// The database's name and the server it is on, to drop it afterwards.
+    postgres_name: Option<(String, String)>,
 }
 
 impl TestDatabase {
     pub async fn create(backend: Backend, dir: &Path, service: &str) -> anyhow::Result<Self> {
+        TestDatabase::create_on(backend, &postgres_base_url(), dir, service).await
+    }
+
+    /// [`TestDatabase::create`] on the PostgreSQL server at `base` (`postgres://user@host:port`).
+    pub async fn create_on(backend: Backend, base: &str, dir: &Path, service: &str) -> anyhow::Result<Self> {
         match backend {
             Backend::Sqlite => Ok(TestDatabase {
                 url: common::db::sqlite_url(dir, &format!("{service}.db")),
@@ -62,12 +68,12 @@ impl TestDatabase {
             }),
             Backend::Postgres => {
                 let name = format!("slipway_test_{}_{}", service, uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(format!("{}/postgres", postgres_base_url())).await?;
+                let admin = Database::connect(format!("{base}/postgres")).await?;
                 admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
                 admin.close().await?;
                 Ok(TestDatabase {
-                    url: format!("{}/{name}", postgres_base_url()),
-                    postgres_name: Some(name),
+                    url: format!("{base}/{name}"),
+                    postgres_name: Some((name, base.to_owned())),
                 })
             }
         }
@@ -76,14 +82,16 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some(name) = self.postgres_name.take() else { return };
+        let Some((name, base)) = self.postgres_name.take() else {
+            return;
+        };
         // Drop may run inside or outside a runtime: use a thread with its own.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async {
-                if let Ok(admin) = Database::connect(format!("{}/postgres", postgres_base_url())).await {
+                if let Ok(admin) = Database::connect(format!("{base}/postgres")).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
                     if let Err(error) = admin.execute_unprepared(&sql).await {
                         eprintln!("could not drop test database {name}: {error}");

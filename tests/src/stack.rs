@@ -47,9 +47,17 @@ pub struct StackBuilder<'a> {
     backend: Backend,
     prepare: Box<dyn FnOnce(&Path) + 'a>,
     env: Vec<(Process, &'static str, String)>,
+    postgres: Option<String>,
 }
 
 impl<'a> StackBuilder<'a> {
+    /// Creates the PostgreSQL databases on the server at `base`
+    /// (`postgres://user@host:port`) instead of the shared one.
+    pub fn postgres(mut self, base: impl Into<String>) -> Self {
+        self.postgres = Some(base.into());
+        self
+    }
+
     /// Fills the services directory before the services start.
     pub fn services(mut self, prepare: impl FnOnce(&Path) + 'a) -> Self {
         self.prepare = Box::new(prepare);
@@ -104,11 +112,18 @@ impl Stack {
             backend,
             prepare: Box::new(|_| {}),
             env: Vec::new(),
+            postgres: None,
         }
     }
 
     async fn launch(builder: StackBuilder<'_>) -> Stack {
-        let StackBuilder { backend, prepare, env } = builder;
+        let StackBuilder {
+            backend,
+            prepare,
+            env,
+            postgres,
+        } = builder;
+        let postgres = postgres.unwrap_or_else(crate::db::postgres_base_url);
         let env_of = |process: Process| -> Vec<(&str, String)> {
             env.iter()
                 .filter(|(p, _, _)| *p == process)
@@ -190,7 +205,7 @@ impl Stack {
                 ],
             ),
         ] {
-            let db = TestDatabase::create(backend, dir.path(), name)
+            let db = TestDatabase::create_on(backend, &postgres, dir.path(), name)
                 .await
                 .expect("test database");
             let addr_file = dir.path().join(format!("{name}.addr"));
@@ -426,6 +441,50 @@ impl Stack {
         let addr = proc.wait_addr(&addr_file);
         self.procs.push(proc);
         addr
+    }
+
+    /// Starts one process (killed or stopped before) again at the same address and
+    /// returns once it listens, without waiting for the rest of the stack.
+    pub async fn respawn(&mut self, name: &str) {
+        let addr_file = self.dir.path().join(format!("{name}.addr"));
+        let _ = std::fs::remove_file(&addr_file);
+        let proc = self.proc(name);
+        proc.restart();
+        tokio::task::block_in_place(|| proc.wait_addr(&addr_file));
+    }
+
+    /// Waits until one process serves by itself: a backend's gRPC health check says
+    /// serving, the gateway answers `/healthz`.
+    pub async fn wait_serving(&self, name: &str) {
+        let within = Duration::from_secs(60);
+        let addr = match name {
+            "auth" => self.auth,
+            "registry" => self.registry,
+            "deploy" => self.deploy,
+            _ => {
+                wait_until(within, async || {
+                    match self.http.get(self.url("/healthz")).send().await {
+                        Ok(r) if r.status().is_success() => Ok(()),
+                        _ => Err("the gateway does not answer /healthz".to_owned()),
+                    }
+                })
+                .await;
+                return;
+            }
+        };
+        wait_until(within, async || {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("url");
+            if let Ok(channel) = endpoint.connect().await {
+                let status = HealthClient::new(channel)
+                    .check(HealthCheckRequest { service: String::new() })
+                    .await;
+                if status.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
+                    return Ok(());
+                }
+            }
+            Err(format!("{name} at {addr} not serving"))
+        })
+        .await;
     }
 
     /// The log of one process ("auth", "registry", "deploy", "gateway").

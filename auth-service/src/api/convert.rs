@@ -39,7 +39,10 @@ pub(super) fn to_struct(value: serde_json::Value) -> Option<proto::wkt::Struct> 
     serde_json::from_value(value).ok()
 }
 
-pub(super) fn internal(error: impl std::fmt::Display) -> Status {
+pub(super) fn internal(error: impl std::error::Error + 'static) -> Status {
+    if let Some(status) = common::db::unavailable_status(&error) {
+        return status;
+    }
     tracing::error!(%error, "internal error");
     ErrorCode::Internal.status("internal error")
 }

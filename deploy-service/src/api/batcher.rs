@@ -21,6 +21,8 @@ pub enum Refusal {
     NotFound,
     NotStarted,
     Finished,
+    /// The database cannot be reached for now (`common::db::is_unavailable`).
+    Unavailable,
     Internal,
 }
 
@@ -82,6 +84,10 @@ async fn write_rounds(store: Store, mut incoming: mpsc::Receiver<(DeploymentId, 
                         ReportRefused::NotFound => Refusal::NotFound,
                         ReportRefused::NotStarted => Refusal::NotStarted,
                         ReportRefused::Finished => Refusal::Finished,
+                        ReportRefused::Db(error) if common::db::is_unavailable(&error) => {
+                            tracing::warn!(%error, %id, "step reports not stored: the database is unavailable");
+                            Refusal::Unavailable
+                        }
                         ReportRefused::Db(error) => {
                             tracing::error!(%error, %id, "step reports not stored");
                             Refusal::Internal

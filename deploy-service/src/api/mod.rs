@@ -100,7 +100,11 @@ pub struct ApiParts {
 }
 
 /// A storage failure: logged in full, reported without detail.
-pub fn internal(error: impl std::fmt::Display) -> Status {
+/// A database that cannot be reached for now is UNAVAILABLE instead.
+pub fn internal(error: impl std::error::Error + 'static) -> Status {
+    if let Some(status) = common::db::unavailable_status(&error) {
+        return status;
+    }
     tracing::error!(%error, "storage error");
     ErrorCode::Internal.status("internal error")
 }
@@ -327,6 +331,7 @@ impl Shared {
                 Refusal::NotFound => not_found(id),
                 Refusal::NotStarted => ErrorCode::Conflict.status(format!("deployment {id} has not started yet")),
                 Refusal::Finished => ErrorCode::Conflict.status(format!("deployment {id} is finished")),
+                Refusal::Unavailable => ErrorCode::Unavailable.status("the database is unavailable; try again shortly"),
                 Refusal::Internal => ErrorCode::Internal.status("internal error"),
             })
     }

@@ -47,6 +47,9 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 /// Most reports stored in one transaction.
 const BATCH: usize = 256;
+/// How long a run waits for a database that cannot be reached to store its script's
+/// step reports before it ends the run.
+const STORE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Where and how scripts run.
 #[derive(Debug, Clone)]
@@ -384,15 +387,28 @@ impl Runner {
             next = items.try_recv().ok();
         }
         log.flush();
-        if !reports.is_empty() {
+        // A database that cannot be reached for now (restarting, a connection lost) is
+        // waited for, up to STORE_PATIENCE, so that a blip does not end the run; the
+        // script meanwhile blocks on its full output pipe.
+        let give_up = tokio::time::Instant::now() + STORE_PATIENCE;
+        let mut wait = Duration::from_millis(200);
+        while !reports.is_empty() {
             match self.store.apply_reports(id, &reports).await {
-                Ok(_) => {}
+                Ok(_) => break,
                 Err(ReportRefused::Finished) => {
                     tracing::warn!(
                         %id,
                         count = reports.len(),
                         "reports after the deployment finished; ignored"
                     );
+                    break;
+                }
+                Err(ReportRefused::Db(error))
+                    if common::db::is_unavailable(&error) && tokio::time::Instant::now() < give_up =>
+                {
+                    tracing::warn!(%id, %error, "the database is unavailable; storing the step reports again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
                 }
                 Err(error) => {
                     tracing::error!(%id, %error, "step reports not stored");

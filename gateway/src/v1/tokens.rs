@@ -69,10 +69,13 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Reply<RevokeTokensResponse> {
     let request = RevokeTokensRequest { ids: vec![id] };
-    forward(&state, Some(&caller), request, async |mut c: Auth, r| {
+    let revoked = forward(&state, Some(&caller), request, async |mut c: Auth, r| {
         c.revoke_tokens(r).await
     })
-    .await
+    .await?;
+    // Refused here at once, even if the auth service stops before its feed says so.
+    state.verifier.revoked_here(&revoked.revoked_ids);
+    Ok(revoked)
 }
 
 /// Start signing with a new key; tokens of older keys stay valid until they expire.

@@ -111,6 +111,56 @@ fn narrow(path: &Path, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether a database error means the database cannot be reached for now: it is
+/// down, restarting or shutting down, the connection was lost, no connection came
+/// free in time, a statement was cancelled by its timeout, or SQLite is busy. Such a
+/// failure is answered UNAVAILABLE (503: try again), not INTERNAL: nothing is wrong
+/// with the request or the data, and nothing was stored.
+pub fn is_unavailable(error: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx::Error};
+    let sqlx = match error {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        DbErr::Conn(_) => return true,
+        _ => return false,
+    };
+    match &**sqlx {
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => true,
+        Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL: connection exceptions, shutdowns, "cannot connect now", too many
+            // connections, a cancelled statement (statement_timeout), a lock not granted.
+            // SQLite: busy and locked (with their extended codes).
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || matches!(&*code, "53300" | "57014" | "55P03" | "5" | "261" | "517" | "6" | "262")
+        }),
+        _ => false,
+    }
+}
+
+/// The UNAVAILABLE status for `error` when it is, or wraps (through its `source`
+/// chain), a database error that [`is_unavailable`]; logged as a warning.
+pub fn unavailable_status(error: &(dyn std::error::Error + 'static)) -> Option<tonic::Status> {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if let Some(db) = current.downcast_ref::<DbErr>()
+            && is_unavailable(db)
+        {
+            tracing::warn!(error = %db, "the database is unavailable");
+            return Some(crate::error::ErrorCode::Unavailable.status("the database is unavailable; try again shortly"));
+        }
+        next = current.source();
+    }
+    None
+}
+
 /// The database URL with any password removed, for logs.
 pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -134,6 +184,28 @@ mod tests {
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("sqlite://x.db?mode=memory"), None);
         assert_eq!(sqlite_path("postgres://u@h/db"), None);
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_a_bad_query_is_not() {
+        use std::sync::Arc;
+
+        use sea_orm::{ConnAcquireErr, RuntimeErr, sqlx};
+        let sqlx = |e: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        for unavailable in [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            sqlx(sqlx::Error::Io(reset)),
+            sqlx(sqlx::Error::PoolTimedOut),
+        ] {
+            assert!(is_unavailable(&unavailable), "{unavailable}");
+            let status = unavailable_status(&unavailable).expect("a status");
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+        }
+        for other in [DbErr::Custom("bad".into()), sqlx(sqlx::Error::RowNotFound)] {
+            assert!(!is_unavailable(&other), "{other}");
+            assert!(unavailable_status(&other).is_none());
+        }
     }
 
     #[test]

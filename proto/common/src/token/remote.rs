@@ -147,6 +147,19 @@ impl RemoteVerifier {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Refuses these token ids from now on, before the feed reports them: for a
+    /// revocation this service passed on and saw answered, so that it holds here even
+    /// if the auth service stops before its feed carries it. The feed's event for
+    /// them later sets their expiry, after which they are forgotten.
+    pub fn revoked_here(&self, ids: &[String]) {
+        let Ok(mut set) = self.revocations.write() else { return };
+        for id in ids {
+            set.ids.entry(id.clone()).or_insert(i64::MAX);
+        }
+        drop(set);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Completes when a token that verified stops being good for a call that lasts
     /// (a server stream): at its `exp` ([`TokenError::Expired`]), within moments of
     /// the feed reporting it revoked ([`TokenError::Revoked`]), or once the feed has
@@ -337,5 +350,21 @@ mod tests {
         assert!(!set.ids.contains_key("old"));
         assert!(set.ids.contains_key("j1"));
         assert_eq!(set.sequence, 4);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_seen_here_is_refused_before_the_feed_has_it() {
+        let (verifier, enc) = remote(Duration::from_secs(60));
+        let token = sign(&enc, "k1", &claims(now()));
+        verifier.apply(event(&[]));
+        assert!(verifier.verify(&token).await.is_ok());
+        verifier.revoked_here(&["j1".to_owned()]);
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::Revoked));
+        // The feed's event later gives it its real expiry.
+        verifier.apply(RevocationEvent {
+            sequence: 2,
+            ..event(&["j1"])
+        });
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::Revoked));
     }
 }
