@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod body_limit;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod error;
 pub mod fastdeploy;

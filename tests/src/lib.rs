@@ -12,6 +12,7 @@ pub mod log_fixture;
 pub mod process;
 pub mod raw_http;
 pub mod registry_fixture;
+pub mod slow_client;
 pub mod stack;
 pub mod support;
 pub mod token_fixture;
