@@ -6,6 +6,8 @@ pub mod authz;
 pub mod config;
 pub mod db;
 pub mod error;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod guard;
 pub mod identity;
 pub mod paging;
