@@ -13,6 +13,8 @@ pub mod interceptor;
 pub mod legacy;
 pub mod metrics;
 pub mod openapi;
+#[cfg(test)]
+mod parser_props;
 pub mod routes;
 pub mod server;
 pub mod services_cache;

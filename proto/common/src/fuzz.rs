@@ -63,8 +63,7 @@ pub fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 32, 5, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
-            prop::collection::btree_map(nasty_text(), inner, 0..5)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(nasty_text(), inner, 0..5).prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }

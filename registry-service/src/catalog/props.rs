@@ -31,7 +31,12 @@ fn scan(config: &[u8], playbook: Option<&[u8]>) -> Result<(), TestCaseError> {
     let scan = Catalog::new(&project.path().join("services"), None)
         .scan()
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let served: Vec<&Value> = scan.services.iter().filter(|(n, _)| n == "svc").map(|(_, d)| d).collect();
+    let served: Vec<&Value> = scan
+        .services
+        .iter()
+        .filter(|(n, _)| n == "svc")
+        .map(|(_, d)| d)
+        .collect();
     let refused = scan.problems.iter().filter(|p| p.service == "svc").count();
     prop_assert_eq!(served.len() + refused, 1, "{:?}", scan);
     if let Some(data) = served.first() {
@@ -51,13 +56,21 @@ fn scan(config: &[u8], playbook: Option<&[u8]>) -> Result<(), TestCaseError> {
 fn playbook_text() -> impl Strategy<Value = String> {
     let plays = prop::collection::vec(
         (prop::collection::vec(json_value(), 0..5), json_value()).prop_map(|(names, extra)| {
-            let tasks: Vec<Value> = names.into_iter().map(|name| json!({"name": name, "debug": {}})).collect();
+            let tasks: Vec<Value> = names
+                .into_iter()
+                .map(|name| json!({"name": name, "debug": {}}))
+                .collect();
             json!({"hosts": "all", "tasks": tasks, "vars": extra})
         }),
         0..3,
     )
     .prop_map(|plays| serde_yaml_ng::to_string(&plays).unwrap_or_default());
-    prop_oneof![plays, json_value().prop_map(|v| v.to_string()), nasty_text(), any::<String>()]
+    prop_oneof![
+        plays,
+        json_value().prop_map(|v| v.to_string()),
+        nasty_text(),
+        any::<String>()
+    ]
 }
 
 #[test]
@@ -66,7 +79,8 @@ fn the_corpus_is_read_without_panic() {
         scan(&config, None).unwrap_or_else(|e| panic!("config_json/{name}: {e}"));
     }
     for (name, playbook) in corpus("playbook") {
-        scan(br#"{"ansible_playbook": "play.yml"}"#, Some(&playbook)).unwrap_or_else(|e| panic!("playbook/{name}: {e}"));
+        scan(br#"{"ansible_playbook": "play.yml"}"#, Some(&playbook))
+            .unwrap_or_else(|e| panic!("playbook/{name}: {e}"));
     }
 }
 
