@@ -453,6 +453,9 @@ fn to_struct(value: serde_json::Value) -> Option<proto::wkt::Struct> {
 
 fn internal(error: impl std::fmt::Display) -> Status {
     tracing::error!(%error, "internal error");
+    if let Some(status) = common::error::storage_refusal(&error) {
+        return status;
+    }
     ErrorCode::Internal.status("internal error")
 }
 

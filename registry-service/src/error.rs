@@ -30,7 +30,7 @@ impl From<RegistryError> for Status {
             }
             RegistryError::Storage(_) | RegistryError::Task(_) => {
                 tracing::error!(error = %error, "request failed");
-                ErrorCode::Internal.status("internal error")
+                common::error::storage_refusal(&error).unwrap_or_else(|| ErrorCode::Internal.status("internal error"))
             }
         }
     }

@@ -13,6 +13,7 @@ pub mod process;
 pub mod raw_http;
 pub mod registry_fixture;
 pub mod slow_client;
+pub mod small_fs;
 pub mod stack;
 pub mod support;
 pub mod token_fixture;

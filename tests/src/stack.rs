@@ -47,9 +47,17 @@ pub struct StackBuilder<'a> {
     backend: Backend,
     prepare: Box<dyn FnOnce(&Path) + 'a>,
     env: Vec<(Process, &'static str, String)>,
+    data_dirs: Vec<(Process, PathBuf)>,
 }
 
 impl<'a> StackBuilder<'a> {
+    /// Puts one service's data directory (and its SQLite database) in `dir` instead of
+    /// the stack's temp dir: a small file system the test fills, say.
+    pub fn data_dir(mut self, process: Process, dir: &Path) -> Self {
+        self.data_dirs.push((process, dir.to_owned()));
+        self
+    }
+
     /// Fills the services directory before the services start.
     pub fn services(mut self, prepare: impl FnOnce(&Path) + 'a) -> Self {
         self.prepare = Box::new(prepare);
@@ -104,11 +112,17 @@ impl Stack {
             backend,
             prepare: Box::new(|_| {}),
             env: Vec::new(),
+            data_dirs: Vec::new(),
         }
     }
 
     async fn launch(builder: StackBuilder<'_>) -> Stack {
-        let StackBuilder { backend, prepare, env } = builder;
+        let StackBuilder {
+            backend,
+            prepare,
+            env,
+            data_dirs,
+        } = builder;
         let env_of = |process: Process| -> Vec<(&str, String)> {
             env.iter()
                 .filter(|(p, _, _)| *p == process)
@@ -184,7 +198,11 @@ impl Stack {
                 ],
             ),
         ] {
-            let db = TestDatabase::create(backend, dir.path(), name)
+            let data_dir = data_dirs
+                .iter()
+                .find(|(p, _)| *p == Process::named(name))
+                .map_or_else(|| dir.path().to_owned(), |(_, d)| d.clone());
+            let db = TestDatabase::create(backend, &data_dir, name)
                 .await
                 .expect("test database");
             let addr_file = dir.path().join(format!("{name}.addr"));
@@ -192,7 +210,7 @@ impl Stack {
                 "--listen".into(),
                 listen.to_string(),
                 "--data-dir".into(),
-                path(dir.path()),
+                path(&data_dir),
                 "--database-url".into(),
                 db.url.clone(),
                 "--addr-file".into(),

@@ -20,6 +20,8 @@ pub enum Refusal {
     NotFound,
     NotStarted,
     Finished,
+    /// The disk is full or read-only ([`common::error::storage_problem`]'s message).
+    Storage(&'static str),
     Internal,
 }
 
@@ -83,7 +85,7 @@ async fn write_rounds(store: Store, mut incoming: mpsc::Receiver<(i64, Report, R
                         ReportRefused::Finished => Refusal::Finished,
                         ReportRefused::Db(error) => {
                             tracing::error!(%error, id, "step reports not stored");
-                            Refusal::Internal
+                            common::error::storage_problem(&error).map_or(Refusal::Internal, Refusal::Storage)
                         }
                     };
                     for reply in replies {

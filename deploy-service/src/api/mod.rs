@@ -64,6 +64,9 @@ pub struct ApiParts {
 /// A storage failure: logged in full, reported without detail.
 pub fn internal(error: impl std::fmt::Display) -> Status {
     tracing::error!(%error, "storage error");
+    if let Some(status) = common::error::storage_refusal(&error) {
+        return status;
+    }
     ErrorCode::Internal.status("internal error")
 }
 
@@ -287,6 +290,7 @@ impl Shared {
                 Refusal::NotFound => not_found(id),
                 Refusal::NotStarted => ErrorCode::Conflict.status(format!("deployment {id} has not started yet")),
                 Refusal::Finished => ErrorCode::Conflict.status(format!("deployment {id} is finished")),
+                Refusal::Storage(message) => ErrorCode::Unavailable.status(message),
                 Refusal::Internal => ErrorCode::Internal.status("internal error"),
             })
     }
