@@ -39,7 +39,9 @@ impl SmallFs {
             .arg(&dir));
         match mounted {
             Ok(()) => Some(SmallFs { dir, _parent: parent }),
-            Err(error) if mount_required() => panic!("cannot mount a tmpfs here ({error}); this test needs root on Linux"),
+            Err(error) if mount_required() => {
+                panic!("cannot mount a tmpfs here ({error}); this test needs root on Linux")
+            }
             Err(error) => {
                 eprintln!("SKIPPED: cannot mount a tmpfs ({error}); run as root, or set CI=true to require it");
                 None

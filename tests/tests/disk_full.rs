@@ -92,15 +92,29 @@ async fn recovered(f: &Fixture) {
     })
     .await;
     support::wait_finished(&f.stack, &f.quick, id).await;
-    let (status, _, answer) = call(&f.stack, Method::POST, "/steps/", Some(&f.deployment), Some(step("after"))).await;
+    let (status, _, answer) = call(
+        &f.stack,
+        Method::POST,
+        "/steps/",
+        Some(&f.deployment),
+        Some(step("after")),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     let (_, list) = support::get(&f.stack, "/deployments/", &f.admin).await;
     for deployment in list.as_array().unwrap() {
         let id = deployment["id"].as_i64().unwrap();
         let (_, steps) = support::get(&f.stack, &format!("/steps/?deployment_id={id}"), &f.admin).await;
-        assert_eq!(support::steps_of(&steps).len(), 2, "deployment {id} is half-written: {steps}");
+        assert_eq!(
+            support::steps_of(&steps).len(),
+            2,
+            "deployment {id} is half-written: {steps}"
+        );
         if id != f.gated {
-            assert!(!deployment["finished"].is_null(), "deployment {id} never finished: {deployment}");
+            assert!(
+                !deployment["finished"].is_null(),
+                "deployment {id} never finished: {deployment}"
+            );
         }
     }
 }
@@ -113,22 +127,54 @@ async fn a_full_disk_refuses_writes_cleanly_and_recovers_when_space_returns() {
     let refusals = writes_refused_reads_served(&f, "a full disk").await;
     std::fs::remove_file(&filler).unwrap();
     recovered(&f).await;
-    assert!(f.stack.proc("deploy").child.try_wait().unwrap().is_none(), "the deploy service exited");
+    assert!(
+        f.stack.proc("deploy").child.try_wait().unwrap().is_none(),
+        "the deploy service exited"
+    );
     release(&spool(f.stack.dir.path()), "gated");
     support::wait_finished(&f.stack, &f.gated_token, f.gated).await;
     println!("disk full: refused {refusals:?}; recovered once the filler was deleted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_read_only_data_dir_refuses_writes_cleanly_and_recovers() {
+async fn a_read_only_data_dir_stops_the_service_with_its_reason_and_others_serve() {
     let Some(fs) = SmallFs::mount("8m") else { return };
     let mut f = fixture(&fs).await;
+    // A file system cannot be made read-only while a file on it is open for writing
+    // (the kernel refuses the remount), so the service restarts on the read-only one,
+    // as after a reboot on a volume that came back read-only. SQLite in WAL mode cannot
+    // even read there: the service must say why it cannot start.
+    assert!(
+        f.stack.proc("deploy").stop(Duration::from_secs(10)),
+        "the deploy service did not stop"
+    );
     fs.remount(true);
-    let refusals = writes_refused_reads_served(&f, "a read-only data dir").await;
+    let deploy = f.stack.proc("deploy");
+    deploy.restart();
+    let exit = wait_until(Duration::from_secs(30), async || {
+        deploy
+            .child
+            .try_wait()
+            .unwrap()
+            .ok_or("the deploy service still runs on a read-only data dir".to_owned())
+    })
+    .await;
+    assert!(!exit.success());
+    let log = f.stack.log("deploy");
+    assert!(log.contains("is not writable (Read-only file system"), "{log}");
+    // The rest of the system serves; the deploy service's routes are 503.
+    let (status, _, answer) = call(&f.stack, Method::POST, "/deployments/", Some(&f.quick), None).await;
+    assert_eq!(status, 503, "{answer}");
+    let (status, services) = support::get(&f.stack, "/services/", &f.admin).await;
+    assert_eq!(status, 200, "{services}");
+    // Writable again: the restarted service takes writes, and what it stored before is whole.
     fs.remount(false);
-    recovered(&f).await;
-    assert!(f.stack.proc("deploy").child.try_wait().unwrap().is_none(), "the deploy service exited");
-    release(&spool(f.stack.dir.path()), "gated");
-    support::wait_finished(&f.stack, &f.gated_token, f.gated).await;
-    println!("read-only data dir: refused {refusals:?}; recovered once writable");
+    f.stack.restart("deploy").await;
+    let (status, _, answer) = call(&f.stack, Method::POST, "/deployments/", Some(&f.quick), None).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["id"].as_i64().unwrap();
+    support::wait_finished(&f.stack, &f.quick, id).await;
+    println!(
+        "read-only data dir: the deploy service stopped with {exit} saying why; others served; recovered on restart"
+    );
 }

@@ -101,7 +101,10 @@ pub fn storage_problem(error: &dyn std::fmt::Display) -> Option<&'static str> {
     let has = |needle: &str| text.contains(needle);
     let message = if has("(code: 13)") || has("database or disk is full") || has("No space left on device") {
         STORAGE_FULL
-    } else if has("(code: 8)") || has("readonly database") || has("read-only transaction") || has("Read-only file system")
+    } else if has("(code: 8)")
+        || has("readonly database")
+        || has("read-only transaction")
+        || has("Read-only file system")
     {
         STORAGE_READ_ONLY
     } else {
@@ -151,7 +154,10 @@ mod tests {
     fn full_and_read_only_storage_is_unavailable_with_its_reason() {
         let full = "Query Error: error returned from database: (code: 13) database or disk is full";
         let status = super::storage_refusal(&full).expect("a refusal");
-        assert_eq!((status.code(), status.message()), (tonic::Code::Unavailable, super::STORAGE_FULL));
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, super::STORAGE_FULL)
+        );
         let read_only = "error returned from database: (code: 8) attempt to write a readonly database";
         let status = super::storage_refusal(&read_only).expect("a refusal");
         assert!(super::is_storage_refusal(status.message()));
