@@ -14,6 +14,7 @@ pub mod raw_http;
 pub mod registry_fixture;
 pub mod slow_client;
 pub mod small_fs;
+pub mod soak;
 pub mod stack;
 pub mod support;
 pub mod token_fixture;
