@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use deploy_service::{
     logs::{LogLimits, Logs, Stream},
-    model::{ServiceId, Status},
+    model::{DeploymentId, ServiceId, Status},
     retention::{self, RetentionPolicy},
     storage::{Store, deployments, events, log_lines, steps},
 };
@@ -49,7 +49,7 @@ async fn bench() -> anyhow::Result<()> {
 async fn output(store: &Store) -> anyhow::Result<()> {
     let lines = env_or("SLIPWAY_BENCH_LOG_LINES", 1_000_000);
     let logs = Logs::start(store.clone(), LogLimits::default());
-    let mut log = logs.run_log(1_000_000_000);
+    let mut log = logs.run_log(DeploymentId(1_000_000_000));
     let text = "2026-12-01T04:00:00Z building layer 12/40: sha256:0123456789abcdef 12.3 MB/s";
     let started = Instant::now();
     for n in 0..lines {
@@ -62,8 +62,8 @@ async fn output(store: &Store) -> anyhow::Result<()> {
     let handed = started.elapsed();
     log.close().await;
     let stored = started.elapsed();
-    let page = store.log_lines(1_000_000_000, 0, 20_000).await?;
-    let summary = store.log_summary(1_000_000_000).await?;
+    let page = store.log_lines(DeploymentId(1_000_000_000), 0, 20_000).await?;
+    let summary = store.log_summary(DeploymentId(1_000_000_000)).await?;
     println!(
         "output: {lines} lines handed over in {:.0} ms ({:.0} lines/s on the runner's side); \
          log complete in storage after {:.0} ms; kept {} rows (first line {}), {} dropped",
@@ -104,7 +104,7 @@ async fn retention(store: &Store, dir: &std::path::Path) -> anyhow::Result<()> {
                 n += 1;
                 let service = format!("svc-{}", (n * 7919) % services);
                 let at = Instant::now();
-                let page = store.list_deployments(Some(&service), 0, 51).await;
+                let page = store.list_deployments(Some(&service), DeploymentId(0), 51).await;
                 if let Ok(page) = page
                     && let Some(last) = page.last()
                 {
@@ -190,7 +190,7 @@ async fn fill(store: &Store, total: usize, services: usize) -> anyhow::Result<()
         let mut es = Vec::new();
         let mut ls = Vec::new();
         for n in start..(start + chunk).min(total) {
-            let id = n as i64 + 1;
+            let id = DeploymentId(n as i64 + 1);
             let age = chrono::Duration::seconds(((total - n) as f64 / total as f64 * 365.0 * 86_400.0) as i64);
             let finished = now - age;
             let service = n % services;

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use tonic::{Code, transport::Channel};
 
+use crate::model::DeploymentId;
 use crate::{convert, model::ServiceId};
 
 #[derive(Debug, thiserror::Error)]
@@ -137,9 +138,14 @@ impl Backends {
     }
 
     /// Publishes the config a successful run reported as its deployed service.
-    pub async fn publish(&self, deployment_id: i64, service: &str, config: &Value) -> Result<(), BackendError> {
+    pub async fn publish(
+        &self,
+        deployment_id: DeploymentId,
+        service: &str,
+        config: &Value,
+    ) -> Result<(), BackendError> {
         let request = self.credential.request(registry::PublishDeployedServiceRequest {
-            deployment_id,
+            deployment_id: deployment_id.0,
             service: service.to_owned(),
             config: convert::to_struct(config),
         });
@@ -154,12 +160,12 @@ impl Backends {
     /// A deployment token for one run, living `lifetime_seconds`.
     pub async fn mint_token(
         &self,
-        deployment_id: i64,
+        deployment_id: DeploymentId,
         service: &str,
         lifetime_seconds: u64,
     ) -> Result<DeploymentToken, BackendError> {
         let request = self.credential.request(auth::MintDeploymentTokenRequest {
-            deployment_id,
+            deployment_id: deployment_id.0,
             service: service.to_owned(),
             lifetime_seconds,
         });

@@ -48,7 +48,7 @@ pub fn log_line(row: &log_lines::Model) -> pb::LogLine {
 pub fn step(row: &steps::Model) -> pb::Step {
     pb::Step {
         id: row.id,
-        deployment_id: row.deployment_id,
+        deployment_id: row.deployment_id.0,
         name: row.name.clone(),
         state: row.state.clone(),
         started: row.started.map(timestamp),
@@ -61,7 +61,7 @@ pub fn step(row: &steps::Model) -> pb::Step {
 /// A deployment with the given (visible) steps.
 pub fn deployment(row: &deployments::Model, steps: &[steps::Model]) -> pb::Deployment {
     pb::Deployment {
-        id: row.id,
+        id: row.id.0,
         service_id: row.service_id.0,
         service: row.service.clone(),
         origin: row.origin.clone(),
@@ -103,13 +103,14 @@ pub fn event(row: &events::Model) -> Option<pb::Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DeploymentId;
 
     #[test]
     fn events_round_trip_through_their_payload() {
         let at = crate::model::now();
         let row = steps::Model {
             id: 3,
-            deployment_id: 2,
+            deployment_id: DeploymentId(2),
             sequence: 1,
             name: "build".into(),
             state: "success".into(),
@@ -120,7 +121,7 @@ mod tests {
         };
         let event = event(&events::Model {
             sequence: 7,
-            deployment_id: 2,
+            deployment_id: DeploymentId(2),
             service: "alpha".into(),
             kind: "step".into(),
             deleted: true,

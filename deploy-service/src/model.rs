@@ -24,6 +24,17 @@ pub fn now() -> DateTime<Utc> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DeriveValueType)]
 pub struct ServiceId(pub i64);
 
+/// A deployment's id: what its steps, events and output lines name it by, never to
+/// be taken for its service's id or a step's id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, DeriveValueType)]
+pub struct DeploymentId(pub i64);
+
+impl std::fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A deployment's status, stored (the `deployments.status` column) as its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]

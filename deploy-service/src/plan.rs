@@ -124,11 +124,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::DeploymentId;
 
     fn step(name: &str, state: &str, removed: bool) -> Step {
         Step {
             id: 1,
-            deployment_id: 1,
+            deployment_id: DeploymentId(1),
             sequence: 1,
             name: name.into(),
             state: state.into(),

@@ -18,6 +18,7 @@ use sea_orm::DbErr;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::model::DeploymentId;
 use crate::{
     model::{Outcome, Status},
     runner::{self, Runner},
@@ -55,7 +56,7 @@ struct Inner {
     limits: Limits,
     /// Names this process in the rows of the runs it starts.
     runner_id: String,
-    runs: std::sync::Mutex<HashMap<i64, RunHandle>>,
+    runs: std::sync::Mutex<HashMap<DeploymentId, RunHandle>>,
     /// Held while deciding what to start, so two decisions never overlap.
     scheduling: Mutex<()>,
     wake: Notify,
@@ -99,7 +100,7 @@ impl Queue {
                 (Some(_), false) => "the deploy service stopped during the run; the deploy script is gone",
                 (None, false) => "the deploy service stopped before the deploy script started",
             };
-            tracing::warn!(id = deployment.id, service = %deployment.service, reason, "interrupted run ended");
+            tracing::warn!(id = %deployment.id, service = %deployment.service, reason, "interrupted run ended");
             runner.end(deployment.id, &Outcome::Failed(reason.into()), None).await;
             if let Some(token_id) = deployment.token_id {
                 // The auth service may still be starting: revoke in the background.
@@ -173,7 +174,7 @@ impl Queue {
             *per_service.entry(service.to_owned()).or_default() += 1;
             total += 1;
         };
-        let here: Vec<(i64, String)> = match self.inner.runs.lock() {
+        let here: Vec<(DeploymentId, String)> = match self.inner.runs.lock() {
             Ok(runs) => runs
                 .iter()
                 .filter(|(_, run)| run.script_running.load(Ordering::SeqCst))
@@ -231,7 +232,7 @@ impl Queue {
             // The run in its own task, so that a panic in it still ends the deployment.
             let run = tokio::spawn(async move { runner.run(deployment, cancel_rx, shutdown, &script_running).await });
             if let Err(error) = run.await {
-                tracing::error!(id, %error, "run task failed");
+                tracing::error!(%id, %error, "run task failed");
                 let reason = "the deploy service's runner failed during the run".to_owned();
                 queue.inner.runner.end(id, &Outcome::Failed(reason), None).await;
             }
@@ -245,7 +246,7 @@ impl Queue {
 
     /// Cancels a queued or running deployment on behalf of `by` and returns it ended;
     /// None when it was neither queued nor running here.
-    pub async fn cancel(&self, id: i64, by: &str) -> Result<Option<deployments::Model>, DbErr> {
+    pub async fn cancel(&self, id: DeploymentId, by: &str) -> Result<Option<deployments::Model>, DbErr> {
         let handle = {
             let _deciding = self.inner.scheduling.lock().await;
             let reason = Outcome::Cancelled(format!("cancelled by {by} before it started"));
@@ -261,13 +262,13 @@ impl Queue {
             .await
             .is_err()
         {
-            tracing::warn!(id, "cancel still in progress");
+            tracing::warn!(%id, "cancel still in progress");
         }
         self.inner.runner.store().get_deployment(id).await
     }
 
     /// Whether this process runs the deployment.
-    pub fn runs_here(&self, id: i64) -> bool {
+    pub fn runs_here(&self, id: DeploymentId) -> bool {
         self.inner.runs.lock().is_ok_and(|runs| runs.contains_key(&id))
     }
 

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{model::now, storage::Store};
+use crate::{
+    model::{DeploymentId, now},
+    storage::Store,
+};
 
 /// Pause between two batches of a pass.
 const PAUSE: Duration = Duration::from_millis(20);
@@ -71,7 +74,7 @@ pub fn start(store: Store, policy: RetentionPolicy, shutdown: CancellationToken)
 pub async fn prune_once(store: &Store, policy: RetentionPolicy) -> Result<Pass, sea_orm::DbErr> {
     let cutoff = now() - chrono::Duration::days(i64::from(policy.keep_days));
     let mut pass = Pass::default();
-    let mut after = 0;
+    let mut after = DeploymentId(0);
     loop {
         let ids = store
             .prunable(after, cutoff, policy.keep_per_service, policy.batch.max(1))
@@ -84,7 +87,7 @@ pub async fn prune_once(store: &Store, policy: RetentionPolicy) -> Result<Pass, 
     }
     // The old deployments the policy keeps: their events compacted to the last of
     // the deployment and of each step.
-    let mut after = 0;
+    let mut after = DeploymentId(0);
     loop {
         let ids = store.compactable(after, cutoff, policy.batch.max(1)).await?;
         let Some(last) = ids.last() else { return Ok(pass) };

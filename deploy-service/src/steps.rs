@@ -17,6 +17,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::model::DeploymentId;
 use crate::{
     model::{Report, StepState},
     storage::steps::Model as Step,
@@ -45,7 +46,7 @@ fn target(steps: &[Step], name: &str) -> Option<usize> {
 /// Applies `report` to `steps` (the visible steps of one running deployment, in
 /// sequence order, which it keeps). Returns the indices of the rows changed or added, in the order
 /// their events are sent; added rows have id 0 until stored.
-pub fn apply(steps: &mut Vec<Step>, deployment_id: i64, report: &Report, now: DateTime<Utc>) -> Vec<usize> {
+pub fn apply(steps: &mut Vec<Step>, deployment_id: DeploymentId, report: &Report, now: DateTime<Utc>) -> Vec<usize> {
     let Some(i) = target(steps, &report.name) else {
         // Steps are in sequence order: the new one goes after the last.
         let sequence = steps.last().map_or(0, |s| s.sequence) + 1;
@@ -111,7 +112,7 @@ mod tests {
             .enumerate()
             .map(|(i, name)| Step {
                 id: i as i64 + 1,
-                deployment_id: 9,
+                deployment_id: DeploymentId(9),
                 sequence: i as i64 + 1,
                 name: (*name).into(),
                 state: if i == 0 { "running" } else { "pending" }.into(),
@@ -125,7 +126,7 @@ mod tests {
 
     fn report(steps: &mut Vec<Step>, name: &str, state: &str) -> Vec<usize> {
         let report = Report::new(name, state, &format!("{name} {state}"), None).unwrap();
-        apply(steps, 9, &report, chrono::Utc::now())
+        apply(steps, DeploymentId(9), &report, chrono::Utc::now())
     }
 
     fn states(steps: &[Step]) -> Vec<(String, String)> {

@@ -38,7 +38,10 @@ echo "output line"
 
 async fn rows_of(db: &DatabaseConnection, id: i64) -> (u64, u64, u64, u64) {
     (
-        deployments::Entity::find_by_id(id).count(db).await.unwrap(),
+        deployments::Entity::find_by_id(deploy_service::model::DeploymentId(id))
+            .count(db)
+            .await
+            .unwrap(),
         steps::Entity::find()
             .filter(steps::Column::DeploymentId.eq(id))
             .count(db)

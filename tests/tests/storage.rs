@@ -223,7 +223,7 @@ async fn registry_store_services(backend: Backend) {
 
 async fn deploy_store_deployments(backend: Backend) {
     use deploy_service::{
-        model::{Outcome, Report},
+        model::{DeploymentId, Outcome, Report},
         storage::{EventFilter, NewDeployment, ReportRefused, Store},
     };
     let dir = tempfile::tempdir().unwrap();
@@ -250,7 +250,7 @@ async fn deploy_store_deployments(backend: Backend) {
     assert_eq!(got.context, json!({"env": {"FOO": "bar", "N": 1}}));
     assert!(got.started.is_some() && got.finished.is_none() && !got.finish_requested);
     assert_eq!(got.deploy_script.as_deref(), Some("alpha/deploy.sh"));
-    assert!(store.get_deployment(d.id + 1).await.unwrap().is_none());
+    assert!(store.get_deployment(DeploymentId(d.id.0 + 1)).await.unwrap().is_none());
     assert_eq!(planned.iter().map(|s| s.sequence).collect::<Vec<_>>(), [1, 2, 3]);
     assert!(planned.iter().all(|s| s.state == "pending"));
 

@@ -8,6 +8,7 @@ use common::{
 };
 use tonic::Status;
 
+use crate::model::DeploymentId;
 use crate::storage::deployments;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub enum Caller {
         user: String,
     },
     Deployment {
-        id: i64,
+        id: DeploymentId,
     },
 }
 
@@ -32,7 +33,7 @@ pub fn wrong_service_token() -> Status {
     ErrorCode::PermissionDenied.status("Wrong service token")
 }
 
-pub fn not_found(id: i64) -> Status {
+pub fn not_found(id: DeploymentId) -> Status {
     ErrorCode::NotFound.status(format!("Deployment {id} not found"))
 }
 
@@ -54,7 +55,11 @@ impl Caller {
                 user: claims.user.clone().unwrap_or_default(),
             },
             TokenType::Deployment => Caller::Deployment {
-                id: claims.deployment.filter(|d| *d > 0).ok_or_else(incomplete)?,
+                id: claims
+                    .deployment
+                    .filter(|d| *d > 0)
+                    .map(DeploymentId)
+                    .ok_or_else(incomplete)?,
             },
             TokenType::Config => {
                 return Err(ErrorCode::PermissionDenied.status("a config token may not do this"));
@@ -64,7 +69,7 @@ impl Caller {
 
     /// The deployment `id` (found or not) if this caller may read it, else the
     /// refusal this caller gets.
-    pub fn readable(&self, id: i64, found: Option<deployments::Model>) -> Result<deployments::Model, Status> {
+    pub fn readable(&self, id: DeploymentId, found: Option<deployments::Model>) -> Result<deployments::Model, Status> {
         match self {
             Caller::User { .. } => found.ok_or_else(|| not_found(id)),
             Caller::Service { service, .. } => found.filter(|d| d.service == *service).ok_or_else(wrong_service_token),

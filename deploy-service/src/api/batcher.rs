@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::model::DeploymentId;
 use crate::{
     model::Report,
     storage::{ReportRefused, Store, steps},
@@ -29,7 +30,7 @@ type Reply = oneshot::Sender<Result<steps::Model, Refusal>>;
 
 #[derive(Clone)]
 pub struct Batcher {
-    queue: mpsc::Sender<(i64, Report, Reply)>,
+    queue: mpsc::Sender<(DeploymentId, Report, Reply)>,
 }
 
 impl Batcher {
@@ -41,7 +42,7 @@ impl Batcher {
     }
 
     /// Applies one report to deployment `id`, together with whatever else is waiting.
-    pub async fn report(&self, id: i64, report: Report) -> Result<steps::Model, Refusal> {
+    pub async fn report(&self, id: DeploymentId, report: Report) -> Result<steps::Model, Refusal> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((id, report, reply))
@@ -51,7 +52,7 @@ impl Batcher {
     }
 }
 
-async fn write_rounds(store: Store, mut incoming: mpsc::Receiver<(i64, Report, Reply)>) {
+async fn write_rounds(store: Store, mut incoming: mpsc::Receiver<(DeploymentId, Report, Reply)>) {
     while let Some(first) = incoming.recv().await {
         let mut round = vec![first];
         while round.len() < ROUND {
@@ -61,8 +62,8 @@ async fn write_rounds(store: Store, mut incoming: mpsc::Receiver<(i64, Report, R
             }
         }
         // Per deployment, in arrival order.
-        let mut order: Vec<i64> = Vec::new();
-        let mut groups: HashMap<i64, Vec<(Report, Reply)>> = HashMap::new();
+        let mut order: Vec<DeploymentId> = Vec::new();
+        let mut groups: HashMap<DeploymentId, Vec<(Report, Reply)>> = HashMap::new();
         for (id, report, reply) in round {
             if !groups.contains_key(&id) {
                 order.push(id);
@@ -84,7 +85,7 @@ async fn write_rounds(store: Store, mut incoming: mpsc::Receiver<(i64, Report, R
                         ReportRefused::NotStarted => Refusal::NotStarted,
                         ReportRefused::Finished => Refusal::Finished,
                         ReportRefused::Db(error) => {
-                            tracing::error!(%error, id, "step reports not stored");
+                            tracing::error!(%error, %id, "step reports not stored");
                             common::error::storage_problem(&error).map_or(Refusal::Internal, Refusal::Storage)
                         }
                     };

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::internal;
+use crate::model::DeploymentId;
 use crate::{
     convert,
     logs::{LiveLog, Logs},
@@ -98,7 +99,7 @@ pub fn watch(
 struct Follower {
     store: Store,
     queue: Queue,
-    id: i64,
+    id: DeploymentId,
     /// The last line sent (or resumed after).
     last: i64,
     tx: mpsc::Sender<Result<pb::LogLine, Status>>,
@@ -172,7 +173,7 @@ impl Follower {
     }
 
     async fn fail(&self, error: sea_orm::DbErr) -> Result<bool, ()> {
-        tracing::error!(%error, id = self.id, "reading the log failed");
+        tracing::error!(%error, id = %self.id, "reading the log failed");
         let _ = self
             .tx
             .send(Err(Status::unavailable("the log cannot be read now")))

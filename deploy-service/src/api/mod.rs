@@ -21,6 +21,7 @@ use self::{
     batcher::{Batcher, Refusal},
     live_services::{DeploymentsCursor, LiveServices},
 };
+use crate::model::DeploymentId;
 use crate::{
     backends::Backends,
     convert,
@@ -70,7 +71,7 @@ pub fn internal(error: impl std::fmt::Display) -> Status {
     ErrorCode::Internal.status("internal error")
 }
 
-fn refused(id: i64, refusal: ReportRefused) -> Status {
+fn refused(id: DeploymentId, refusal: ReportRefused) -> Status {
     match refusal {
         ReportRefused::NotFound => not_found(id),
         ReportRefused::NotStarted => ErrorCode::Conflict.status(format!("deployment {id} has not started yet")),
@@ -131,7 +132,7 @@ impl Shared {
 
     /// A deployment this caller may read, with removed services' deployments treated
     /// as missing.
-    async fn readable(&self, caller: &Caller, id: i64) -> Result<deployments::Model, Status> {
+    async fn readable(&self, caller: &Caller, id: DeploymentId) -> Result<deployments::Model, Status> {
         let found = self.store.get_deployment(id).await.map_err(internal)?;
         let found = self.unless_service_removed(caller, found).await?;
         caller.readable(id, found)
@@ -200,7 +201,7 @@ impl Shared {
             })
             .await
             .map_err(internal)?;
-        tracing::info!(id = deployment.id, service = %deployment.service, status = %deployment.status, "deployment accepted");
+        tracing::info!(id = %deployment.id, service = %deployment.service, status = %deployment.status, "deployment accepted");
         let visible: Vec<_> = steps.into_iter().filter(|step| !step.removed).collect();
         Ok(convert::deployment(&deployment, &visible))
     }
@@ -212,7 +213,7 @@ impl Shared {
     ) -> Result<pb::ListDeploymentsResponse, Status> {
         let size = paging::DEPLOYMENTS.of(request.page_size);
         let cursor = paging::decode::<DeploymentsCursor>(&request.page_token)?;
-        let after = cursor.map_or(0, |c| c.after);
+        let after = DeploymentId(cursor.map_or(0, |c| c.after));
         let include_removed = request.include_removed_services;
         let wanted = (!request.service.is_empty()).then_some(request.service);
         let rows = match &caller {
@@ -264,7 +265,7 @@ impl Shared {
         }
         let next_page_token = match rows.last() {
             Some(last) if more => paging::encode(&DeploymentsCursor {
-                after: last.id,
+                after: last.id.0,
                 snapshot,
             }),
             _ => String::new(),
@@ -297,11 +298,11 @@ impl Shared {
 
     async fn finish(&self, caller: Caller, request: pb::FinishDeploymentRequest) -> Result<pb::Deployment, Status> {
         let id = match caller {
-            Caller::Deployment { id } if request.id == 0 || request.id == id => id,
+            Caller::Deployment { id } if request.id == 0 || request.id == id.0 => id,
             Caller::Deployment { .. } => {
                 return Err(ErrorCode::PermissionDenied.status("a deployment token may only finish its own deployment"));
             }
-            Caller::User { .. } if request.id > 0 => request.id,
+            Caller::User { .. } if request.id > 0 => DeploymentId(request.id),
             Caller::User { .. } => return Err(ErrorCode::InvalidArgument.status("name the deployment to finish")),
             Caller::Service { .. } => {
                 return Err(ErrorCode::PermissionDenied.status("a service token may not finish deployments"));
@@ -320,12 +321,12 @@ impl Shared {
         if row.status == DeploymentStatus::Running {
             let ended = self.store.end_deployment(id, &Outcome::Exited, None, false).await;
             row = ended.map_err(internal)?.unwrap_or(row);
-            tracing::info!(id, status = %row.status, script_running = self.queue.runs_here(id), "deployment finished");
+            tracing::info!(%id, status = %row.status, script_running = self.queue.runs_here(id), "deployment finished");
         }
         self.full(&row).await
     }
 
-    async fn cancel(&self, caller: Caller, id: i64) -> Result<pb::Deployment, Status> {
+    async fn cancel(&self, caller: Caller, id: DeploymentId) -> Result<pb::Deployment, Status> {
         let Caller::User { name, .. } = caller else {
             return Err(ErrorCode::PermissionDenied.status("only a user may cancel deployments"));
         };
@@ -361,13 +362,13 @@ impl Shared {
                     .unwrap_or(current)
             }
         };
-        tracing::info!(id, by = %name, "deployment cancelled");
+        tracing::info!(%id, by = %name, "deployment cancelled");
         self.full(&ended).await
     }
 
     async fn watch(&self, caller: Caller, request: pb::WatchEventsRequest) -> Result<watch::EventStream, Status> {
         let service = (!request.service.is_empty()).then_some(request.service);
-        let deployment_id = (request.deployment_id != 0).then_some(request.deployment_id);
+        let deployment_id = (request.deployment_id != 0).then_some(DeploymentId(request.deployment_id));
         let filter = match caller {
             Caller::User { .. } => EventFilter { service, deployment_id },
             Caller::Service { service: own, .. } => {
@@ -433,7 +434,10 @@ impl DeployService for DeployApi {
         request: Request<pb::GetDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
         let caller = caller(&request)?;
-        let row = self.inner.readable(&caller, request.into_inner().id).await?;
+        let row = self
+            .inner
+            .readable(&caller, DeploymentId(request.into_inner().id))
+            .await?;
         Ok(Response::new(self.inner.full(&row).await?))
     }
 
@@ -447,7 +451,10 @@ impl DeployService for DeployApi {
         request: Request<pb::ListStepsRequest>,
     ) -> Result<Response<pb::ListStepsResponse>, Status> {
         let caller = caller(&request)?;
-        let row = self.inner.readable(&caller, request.into_inner().deployment_id).await?;
+        let row = self
+            .inner
+            .readable(&caller, DeploymentId(request.into_inner().deployment_id))
+            .await?;
         let steps = self.inner.store.visible_steps(row.id).await.map_err(internal)?;
         Ok(Response::new(pb::ListStepsResponse {
             steps: steps.iter().map(convert::step).collect(),
@@ -467,7 +474,9 @@ impl DeployService for DeployApi {
         request: Request<pb::CancelDeploymentRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
         let caller = caller(&request)?;
-        Ok(Response::new(self.inner.cancel(caller, request.into_inner().id).await?))
+        Ok(Response::new(
+            self.inner.cancel(caller, DeploymentId(request.into_inner().id)).await?,
+        ))
     }
 
     /// Ends when the caller's token is revoked or expires (the authorization layer
@@ -489,7 +498,10 @@ impl DeployService for DeployApi {
     ) -> Result<Response<pb::GetDeploymentLogResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let row = self.inner.readable(&caller, request.deployment_id).await?;
+        let row = self
+            .inner
+            .readable(&caller, DeploymentId(request.deployment_id))
+            .await?;
         let page = log::page(&self.inner.store, &self.inner.queue, &row, &request).await?;
         Ok(Response::new(page))
     }
@@ -502,7 +514,10 @@ impl DeployService for DeployApi {
     ) -> Result<Response<Self::WatchDeploymentLogStream>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let row = self.inner.readable(&caller, request.deployment_id).await?;
+        let row = self
+            .inner
+            .readable(&caller, DeploymentId(request.deployment_id))
+            .await?;
         Ok(Response::new(log::watch(
             self.inner.store.clone(),
             &self.inner.logs,

@@ -9,13 +9,14 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{LogLimits, Msg, Stream, row};
+use crate::model::DeploymentId;
 use crate::storage::log_lines;
 
 /// How long the end of a run waits for its last lines to be stored.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 pub struct RunLog {
-    deployment_id: i64,
+    deployment_id: DeploymentId,
     queue: mpsc::Sender<Msg>,
     limits: LogLimits,
     next_line: i64,
@@ -24,7 +25,7 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    pub(super) fn new(deployment_id: i64, queue: mpsc::Sender<Msg>, limits: LogLimits) -> RunLog {
+    pub(super) fn new(deployment_id: DeploymentId, queue: mpsc::Sender<Msg>, limits: LogLimits) -> RunLog {
         RunLog {
             deployment_id,
             queue,
@@ -80,8 +81,8 @@ impl RunLog {
         };
         match tokio::time::timeout(CLOSE_WAIT, handed).await {
             Ok(Some(())) => {}
-            Ok(None) => tracing::error!(id, "the log writer is gone; the run's last output lines are lost"),
-            Err(_) => tracing::warn!(id, "the run's last output lines were not stored in time"),
+            Ok(None) => tracing::error!(%id, "the log writer is gone; the run's last output lines are lost"),
+            Err(_) => tracing::warn!(%id, "the run's last output lines were not stored in time"),
         }
     }
 }
@@ -124,19 +125,19 @@ mod tests {
             max_bytes: 1 << 20,
             max_line_bytes: 100,
         };
-        let mut log = RunLog::new(7, queue, limits);
+        let mut log = RunLog::new(DeploymentId(7), queue, limits);
         log.push(Stream::Stdout, Utc::now(), "1");
         log.flush();
         for n in 2..=10 {
             log.push(Stream::Stderr, Utc::now(), &n.to_string());
             log.flush();
         }
-        let Some(Msg::Lines(7, first)) = incoming.recv().await else {
+        let Some(Msg::Lines(DeploymentId(7), first)) = incoming.recv().await else {
             panic!()
         };
         assert_eq!(first.iter().map(|l| l.line).collect::<Vec<_>>(), [1]);
         log.flush();
-        let Some(Msg::Lines(7, rest)) = incoming.recv().await else {
+        let Some(Msg::Lines(DeploymentId(7), rest)) = incoming.recv().await else {
             panic!()
         };
         assert_eq!(rest.iter().map(|l| l.line).collect::<Vec<_>>(), [8, 9, 10]);

@@ -24,6 +24,7 @@ mod writer;
 
 use std::sync::Arc;
 
+use crate::model::DeploymentId;
 use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -78,13 +79,13 @@ impl LogLimits {
 #[derive(Debug, Clone)]
 pub enum LiveLog {
     /// New lines of a deployment, in line order.
-    Lines(i64, Arc<[log_lines::Model]>),
+    Lines(DeploymentId, Arc<[log_lines::Model]>),
     /// The run ended: its log is complete.
-    Closed(i64),
+    Closed(DeploymentId),
 }
 
 impl LiveLog {
-    pub fn deployment_id(&self) -> i64 {
+    pub fn deployment_id(&self) -> DeploymentId {
         match self {
             LiveLog::Lines(id, _) | LiveLog::Closed(id) => *id,
         }
@@ -92,8 +93,8 @@ impl LiveLog {
 }
 
 enum Msg {
-    Lines(i64, Vec<log_lines::Model>),
-    Close(i64, oneshot::Sender<()>),
+    Lines(DeploymentId, Vec<log_lines::Model>),
+    Close(DeploymentId, oneshot::Sender<()>),
 }
 
 /// Messages waiting for the writer.
@@ -129,7 +130,7 @@ impl Logs {
     }
 
     /// The log of a run about to start.
-    pub fn run_log(&self, deployment_id: i64) -> RunLog {
+    pub fn run_log(&self, deployment_id: DeploymentId) -> RunLog {
         RunLog::new(deployment_id, self.queue.clone(), self.limits)
     }
 
@@ -144,7 +145,7 @@ impl Logs {
 }
 
 /// A line as stored, from a line the script printed.
-fn row(deployment_id: i64, line: i64, stream: Stream, time: DateTime<Utc>, text: String) -> log_lines::Model {
+fn row(deployment_id: DeploymentId, line: i64, stream: Stream, time: DateTime<Utc>, text: String) -> log_lines::Model {
     log_lines::Model {
         deployment_id,
         line,

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{LiveLog, LogLimits, Msg, Stream, row};
 use crate::{
-    model::now,
+    model::{DeploymentId, now},
     storage::{LogBatch, Store, log_lines},
 };
 
@@ -50,7 +50,7 @@ pub(super) async fn run(
     mut incoming: mpsc::Receiver<Msg>,
     live: broadcast::Sender<LiveLog>,
 ) {
-    let mut runs: HashMap<i64, Kept> = HashMap::new();
+    let mut runs: HashMap<DeploymentId, Kept> = HashMap::new();
     while let Some(first) = incoming.recv().await {
         let mut lines = size(&first);
         let mut round = vec![first];
@@ -63,9 +63,9 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
-        let mut order: Vec<i64> = Vec::new();
-        let mut new_lines: HashMap<i64, Vec<log_lines::Model>> = HashMap::new();
-        let mut closing: Vec<(i64, oneshot::Sender<()>)> = Vec::new();
+        let mut order: Vec<DeploymentId> = Vec::new();
+        let mut new_lines: HashMap<DeploymentId, Vec<log_lines::Model>> = HashMap::new();
+        let mut closing: Vec<(DeploymentId, oneshot::Sender<()>)> = Vec::new();
         for msg in round {
             let id = match &msg {
                 Msg::Lines(id, _) | Msg::Close(id, _) => *id,
@@ -193,19 +193,19 @@ mod tests {
         };
         let logs = Logs::start(store.clone(), limits);
         let mut live = logs.subscribe();
-        let mut log = logs.run_log(7);
+        let mut log = logs.run_log(DeploymentId(7));
         for n in 0..100 {
             log.push(Stream::Stdout, now(), &format!("{n:0>100}"));
             log.flush();
         }
         log.close().await;
-        let lines = store.log_lines(7, 0, 1000).await.unwrap();
+        let lines = store.log_lines(DeploymentId(7), 0, 1000).await.unwrap();
         // 1,024 bytes hold ten lines of 100: lines 91 to 100, after the marker at 90.
         assert_eq!(lines.len(), 11);
         assert_eq!((lines[0].line, lines[0].stream), (90, Stream::Marker as i16));
         assert!(lines[0].text.contains("90 earlier lines dropped"), "{}", lines[0].text);
         assert_eq!(lines[10].text, format!("{:0>100}", 99));
-        let summary = store.log_summary(7).await.unwrap().unwrap();
+        let summary = store.log_summary(DeploymentId(7)).await.unwrap().unwrap();
         assert_eq!(
             (summary.last_line, summary.dropped_lines, summary.complete),
             (100, 90, true)
@@ -214,8 +214,8 @@ mod tests {
         let mut seen = Vec::new();
         loop {
             match live.recv().await.unwrap() {
-                LiveLog::Lines(7, lines) => seen.extend(lines.iter().map(|l| l.line)),
-                LiveLog::Closed(7) => break,
+                LiveLog::Lines(DeploymentId(7), lines) => seen.extend(lines.iter().map(|l| l.line)),
+                LiveLog::Closed(DeploymentId(7)) => break,
                 other => panic!("{other:?}"),
             }
         }

@@ -18,6 +18,7 @@ use std::{
     time::Duration,
 };
 
+use crate::model::DeploymentId;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use tokio::{process::Child, sync::mpsc, time::Instant};
@@ -166,7 +167,7 @@ impl Runner {
             None => {
                 let outcome = self.publish(&deployment, ended.outcome, &collected).await;
                 let row = self.end(id, &outcome, ended.exit_code).await;
-                tracing::info!(id, service = %deployment.service, outcome = ?outcome, "deployment ended");
+                tracing::info!(%id, service = %deployment.service, outcome = ?outcome, "deployment ended");
                 row
             }
         };
@@ -177,11 +178,11 @@ impl Runner {
     }
 
     /// The deployment, if it was finished (`FinishDeployment`) while its script ran.
-    async fn finished_early(&self, id: i64) -> Option<deployments::Model> {
+    async fn finished_early(&self, id: DeploymentId) -> Option<deployments::Model> {
         match self.store.get_deployment(id).await {
             Ok(row) => row.filter(|row| row.finished.is_some()),
             Err(error) => {
-                tracing::error!(id, %error, "cannot read the deployment after its run");
+                tracing::error!(%id, %error, "cannot read the deployment after its run");
                 None
             }
         }
@@ -199,22 +200,22 @@ impl Runner {
         let id = row.id;
         if ended.outcome != Outcome::Exited {
             tracing::warn!(
-                id,
+                %id,
                 status = %row.status,
                 script = ?ended.outcome,
                 "the deploy script ended badly after its deployment was finished; the outcome is kept"
             );
         } else {
-            tracing::info!(id, status = %row.status, "the deploy script of a finished deployment exited");
+            tracing::info!(%id, status = %row.status, "the deploy script of a finished deployment exited");
         }
         if let Err(error) = self.store.set_exit_code(id, ended.exit_code).await {
-            tracing::error!(id, %error, "exit code not stored");
+            tracing::error!(%id, %error, "exit code not stored");
         }
         let succeeded = row.status == crate::model::Status::Succeeded;
         if let (true, Outcome::Exited, Some(config)) = (succeeded, &ended.outcome, &collected.deployed_service)
             && let Err(error) = self.backends.publish(id, &row.service, config).await
         {
-            tracing::error!(id, %error, "deployed service of a finished deployment not published");
+            tracing::error!(%id, %error, "deployed service of a finished deployment not published");
         }
         self.store.get_deployment(id).await.ok().flatten().or(Some(row))
     }
@@ -246,7 +247,7 @@ impl Runner {
         };
         *token_id = Some(token.id.clone());
         if let Err(error) = self.store.set_token(id, &token.id).await {
-            tracing::error!(id, %error, "token id not stored");
+            tracing::error!(%id, %error, "token id not stored");
         }
         let file = match self.write_config(deployment, &token, &relative) {
             Ok(file) => file,
@@ -267,9 +268,9 @@ impl Runner {
             .set_process(id, i64::from(pid), process::start_time(pid))
             .await
         {
-            tracing::error!(id, %error, "process id not stored");
+            tracing::error!(%id, %error, "process id not stored");
         }
-        tracing::info!(id, pid, script = %relative, "deploy script started");
+        tracing::info!(%id, pid, script = %relative, "deploy script started");
         let (items_tx, mut items) = mpsc::channel(BATCH);
         let readers = [
             tokio::spawn(output::read(spawned.stdout, Stream::Stdout, items_tx.clone())),
@@ -300,7 +301,7 @@ impl Runner {
                     drain_deadline = Instant::now() + DRAIN_AFTER_EXIT;
                 }
                 () = tokio::time::sleep_until(drain_deadline), if exited.is_some() => {
-                    tracing::warn!(id, "output still open after the script exited; no longer read");
+                    tracing::warn!(%id, "output still open after the script exited; no longer read");
                     break exit_outcome(exited.take(), collected);
                 }
                 item = items.recv(), if output_open => match item {
@@ -336,7 +337,7 @@ impl Runner {
     /// error ends the run for that reason.
     async fn handle(
         &self,
-        id: i64,
+        id: DeploymentId,
         first: Item,
         items: &mut mpsc::Receiver<Item>,
         collected: &mut Collected,
@@ -361,7 +362,7 @@ impl Runner {
                 Item::Line(_, _, Line::DeployedService(mut config)) => {
                     collected.redact_value(&mut config);
                     if let Err(error) = self.store.set_deployed_config(id, config.clone()).await {
-                        tracing::error!(id, %error, "deployed service config not stored");
+                        tracing::error!(%id, %error, "deployed service config not stored");
                     }
                     collected.deployed_service = Some(config);
                 }
@@ -390,13 +391,13 @@ impl Runner {
                 Ok(_) => {}
                 Err(ReportRefused::Finished) => {
                     tracing::warn!(
-                        id,
+                        %id,
                         count = reports.len(),
                         "reports after the deployment finished; ignored"
                     );
                 }
                 Err(error) => {
-                    tracing::error!(id, %error, "step reports not stored");
+                    tracing::error!(%id, %error, "step reports not stored");
                     return Err("the deploy service could not store a step report".into());
                 }
             }
@@ -414,7 +415,7 @@ impl Runner {
             {
                 Ok(token) => return Ok(token),
                 Err(error) if attempt < 2 => {
-                    tracing::warn!(id = deployment.id, %error, "minting the deployment token failed; retrying");
+                    tracing::warn!(id = %deployment.id, %error, "minting the deployment token failed; retrying");
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -452,7 +453,7 @@ impl Runner {
         match self.store.failed_step(deployment.id).await {
             Ok(None) => {}
             Ok(Some(_)) => return outcome,
-            Err(error) => tracing::error!(id = deployment.id, %error, "cannot check the steps before publishing"),
+            Err(error) => tracing::error!(id = %deployment.id, %error, "cannot check the steps before publishing"),
         }
         match self.backends.publish(deployment.id, &deployment.service, config).await {
             Ok(()) => outcome,
@@ -463,20 +464,20 @@ impl Runner {
     }
 
     /// Ends the deployment, retrying while the database is unreachable.
-    pub async fn end(&self, id: i64, outcome: &Outcome, exit_code: Option<i64>) -> Option<deployments::Model> {
+    pub async fn end(&self, id: DeploymentId, outcome: &Outcome, exit_code: Option<i64>) -> Option<deployments::Model> {
         let mut wait = Duration::from_millis(200);
         for attempt in 0..6 {
             match self.store.end_deployment(id, outcome, exit_code, false).await {
                 Ok(row) => return row,
                 Err(error) => {
-                    tracing::error!(id, attempt, %error, "deployment not ended; retrying");
+                    tracing::error!(%id, attempt, %error, "deployment not ended; retrying");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
             }
         }
         tracing::error!(
-            id,
+            %id,
             "deployment left running; the next start of the deploy service ends it"
         );
         None

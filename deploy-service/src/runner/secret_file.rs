@@ -11,6 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::model::DeploymentId;
 use rand::RngCore;
 use serde::Serialize;
 use serde_json::Value;
@@ -44,7 +45,7 @@ pub struct SecretFile {
 }
 
 impl SecretFile {
-    pub fn write(dir: &Path, deployment_id: i64, contents: &Contents<'_>) -> io::Result<SecretFile> {
+    pub fn write(dir: &Path, deployment_id: DeploymentId, contents: &Contents<'_>) -> io::Result<SecretFile> {
         let mut random = [0u8; 8];
         rand::rngs::OsRng.fill_bytes(&mut random);
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
@@ -129,7 +130,7 @@ mod tests {
             path_for_deploy: "/usr/bin:/bin",
             ssh_auth_sock: None,
         };
-        let file = SecretFile::write(&runs, 7, &contents).unwrap();
+        let file = SecretFile::write(&runs, DeploymentId(7), &contents).unwrap();
         let path = file.path().to_owned();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();

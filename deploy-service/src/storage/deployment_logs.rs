@@ -4,11 +4,13 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::model::DeploymentId;
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "deployment_logs")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub deployment_id: i64,
+    pub deployment_id: DeploymentId,
     /// The number of the last line stored (0: none).
     pub last_line: i64,
     pub dropped_lines: i64,

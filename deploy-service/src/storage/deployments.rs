@@ -2,13 +2,13 @@
 
 use sea_orm::entity::prelude::*;
 
-use crate::model::{ServiceId, Status};
+use crate::model::{DeploymentId, ServiceId, Status};
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "deployments")]
 pub struct Model {
     #[sea_orm(primary_key)]
-    pub id: i64,
+    pub id: DeploymentId,
     pub service_id: ServiceId,
     pub service: String,
     pub origin: String,

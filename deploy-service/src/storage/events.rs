@@ -2,12 +2,14 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::model::DeploymentId;
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "events")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub sequence: i64,
-    pub deployment_id: i64,
+    pub deployment_id: DeploymentId,
     pub service: String,
     /// "deployment" or "step"
     pub kind: String,

@@ -2,11 +2,13 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::model::DeploymentId;
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "log_lines")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub deployment_id: i64,
+    pub deployment_id: DeploymentId,
     /// 1, 2, 3, … per deployment; a marker line takes the number of the last line
     /// dropped before it.
     #[sea_orm(primary_key, auto_increment = false)]

@@ -8,6 +8,7 @@ use sea_orm::{
 };
 
 use super::{Store, deployment_logs, log_lines};
+use crate::model::DeploymentId;
 
 /// Rows per INSERT (5 values each, within SQLite's and PostgreSQL's bind limits).
 const ROWS_PER_INSERT: usize = 1000;
@@ -15,7 +16,7 @@ const ROWS_PER_INSERT: usize = 1000;
 /// What one round writes for one run.
 #[derive(Debug, Clone, Default)]
 pub struct LogBatch {
-    pub deployment_id: i64,
+    pub deployment_id: DeploymentId,
     /// New lines, in line order.
     pub lines: Vec<log_lines::Model>,
     /// Lines numbered below this are gone (dropped to keep the bound): deleted, with
@@ -76,7 +77,12 @@ impl Store {
     }
 
     /// Stored lines of a run after line `after`, in order, at most `limit`.
-    pub async fn log_lines(&self, deployment_id: i64, after: i64, limit: u64) -> Result<Vec<log_lines::Model>, DbErr> {
+    pub async fn log_lines(
+        &self,
+        deployment_id: DeploymentId,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<log_lines::Model>, DbErr> {
         log_lines::Entity::find()
             .filter(log_lines::Column::DeploymentId.eq(deployment_id))
             .filter(log_lines::Column::Line.gt(after))
@@ -87,7 +93,7 @@ impl Store {
     }
 
     /// How far a run's log goes, if it has one.
-    pub async fn log_summary(&self, deployment_id: i64) -> Result<Option<deployment_logs::Model>, DbErr> {
+    pub async fn log_summary(&self, deployment_id: DeploymentId) -> Result<Option<deployment_logs::Model>, DbErr> {
         deployment_logs::Entity::find_by_id(deployment_id).one(&self.db).await
     }
 }

@@ -21,6 +21,8 @@ use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, broadcast};
 
+use crate::model::DeploymentId;
+
 pub use logs::LogBatch;
 pub use migrations::Migrator;
 pub use reads::EventFilter;
@@ -43,7 +45,7 @@ pub struct Store {
 /// service per database), so the copy stays true; any failed write drops it.
 #[derive(Debug, Default)]
 struct Written {
-    steps: HashMap<i64, Vec<steps::Model>>,
+    steps: HashMap<DeploymentId, Vec<steps::Model>>,
 }
 
 impl Store {

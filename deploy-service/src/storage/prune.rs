@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryFilter, Statement, TransactionTrait};
 
 use super::{Store, deployment_logs, deployments, events, log_lines, steps};
+use crate::model::DeploymentId;
 
 #[derive(Debug, FromQueryResult)]
 struct Id {
-    id: i64,
+    id: DeploymentId,
 }
 
 /// Who may go: finished before `cutoff`, not among the newest `keep` of its service,
@@ -52,7 +53,13 @@ fn placeholders(backend: DbBackend, sql: &str) -> String {
 impl Store {
     /// Up to `limit` deployments with an id above `after` that the policy lets go, in
     /// id order.
-    pub async fn prunable(&self, after: i64, cutoff: DateTime<Utc>, keep: u32, limit: u32) -> Result<Vec<i64>, DbErr> {
+    pub async fn prunable(
+        &self,
+        after: DeploymentId,
+        cutoff: DateTime<Utc>,
+        keep: u32,
+        limit: u32,
+    ) -> Result<Vec<DeploymentId>, DbErr> {
         let backend = self.db.get_database_backend();
         let statement = Statement::from_sql_and_values(
             backend,
@@ -70,7 +77,12 @@ impl Store {
 
     /// Up to `limit` deployments with an id above `after`, finished before `cutoff`,
     /// whose events are not compacted yet, in id order.
-    pub async fn compactable(&self, after: i64, cutoff: DateTime<Utc>, limit: u32) -> Result<Vec<i64>, DbErr> {
+    pub async fn compactable(
+        &self,
+        after: DeploymentId,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DeploymentId>, DbErr> {
         let backend = self.db.get_database_backend();
         let statement = Statement::from_sql_and_values(
             backend,
@@ -84,7 +96,7 @@ impl Store {
     /// Compacts the events of these finished deployments to the last event of each
     /// deployment and the last of each of its steps (what a watcher replaying them
     /// ends up knowing), in one transaction; returns how many events went.
-    pub async fn compact_events(&self, ids: &[i64]) -> Result<u64, DbErr> {
+    pub async fn compact_events(&self, ids: &[DeploymentId]) -> Result<u64, DbErr> {
         let txn = self.db.begin().await?;
         let rows = events::Entity::find()
             .filter(events::Column::DeploymentId.is_in(ids.iter().copied()))
@@ -107,9 +119,9 @@ impl Store {
 
     /// Deletes these deployments with their steps, events and output, in one
     /// transaction. Unfinished ones are left alone, whatever the caller asked.
-    pub async fn prune(&self, ids: &[i64]) -> Result<u64, DbErr> {
+    pub async fn prune(&self, ids: &[DeploymentId]) -> Result<u64, DbErr> {
         let txn = self.db.begin().await?;
-        let finished: Vec<i64> = deployments::Entity::find()
+        let finished: Vec<DeploymentId> = deployments::Entity::find()
             .filter(deployments::Column::Id.is_in(ids.iter().copied()))
             .filter(deployments::Column::Finished.is_not_null())
             .all(&txn)
@@ -147,7 +159,7 @@ impl Store {
 /// itself, or one step, by its id) supersedes: all but the last of each.
 fn superseded_events(rows: &[events::Model]) -> Vec<i64> {
     use std::collections::HashMap;
-    let mut last: HashMap<(i64, String, String), i64> = HashMap::new();
+    let mut last: HashMap<(DeploymentId, String, String), i64> = HashMap::new();
     for row in rows {
         let which = match row.kind.as_str() {
             "step" => row
@@ -171,7 +183,7 @@ fn superseded_events(rows: &[events::Model]) -> Vec<i64> {
 mod tests {
     use super::*;
 
-    fn event(sequence: i64, deployment_id: i64, kind: &str, payload: serde_json::Value) -> events::Model {
+    fn event(sequence: i64, deployment_id: DeploymentId, kind: &str, payload: serde_json::Value) -> events::Model {
         events::Model {
             sequence,
             deployment_id,
@@ -187,13 +199,13 @@ mod tests {
     fn compaction_keeps_the_last_event_of_each_deployment_and_step() {
         use serde_json::json;
         let rows = [
-            event(1, 7, "deployment", json!({"status": "running"})),
-            event(2, 7, "step", json!({"id": "1", "state": "running"})),
-            event(3, 7, "step", json!({"id": "2", "state": "pending"})),
-            event(4, 7, "step", json!({"id": "1", "state": "success"})),
-            event(5, 8, "deployment", json!({"status": "running"})),
-            event(6, 7, "step", json!({"id": "2", "state": "success"})),
-            event(7, 7, "deployment", json!({"status": "succeeded"})),
+            event(1, DeploymentId(7), "deployment", json!({"status": "running"})),
+            event(2, DeploymentId(7), "step", json!({"id": "1", "state": "running"})),
+            event(3, DeploymentId(7), "step", json!({"id": "2", "state": "pending"})),
+            event(4, DeploymentId(7), "step", json!({"id": "1", "state": "success"})),
+            event(5, DeploymentId(8), "deployment", json!({"status": "running"})),
+            event(6, DeploymentId(7), "step", json!({"id": "2", "state": "success"})),
+            event(7, DeploymentId(7), "deployment", json!({"status": "succeeded"})),
         ];
         let mut gone = superseded_events(&rows);
         gone.sort_unstable();

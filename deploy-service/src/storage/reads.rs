@@ -3,13 +3,13 @@
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{Store, deployments, events, steps};
-use crate::model::{ServiceId, Status, StepState};
+use crate::model::{DeploymentId, ServiceId, Status, StepState};
 
 /// Which events a watcher wants; empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
     pub service: Option<String>,
-    pub deployment_id: Option<i64>,
+    pub deployment_id: Option<DeploymentId>,
 }
 
 impl EventFilter {
@@ -20,12 +20,12 @@ impl EventFilter {
 }
 
 impl Store {
-    pub async fn get_deployment(&self, id: i64) -> Result<Option<deployments::Model>, DbErr> {
+    pub async fn get_deployment(&self, id: DeploymentId) -> Result<Option<deployments::Model>, DbErr> {
         deployments::Entity::find_by_id(id).one(&self.db).await
     }
 
     /// The steps a deployment shows, in sequence order (removed ones left out).
-    pub async fn visible_steps(&self, deployment_id: i64) -> Result<Vec<steps::Model>, DbErr> {
+    pub async fn visible_steps(&self, deployment_id: DeploymentId) -> Result<Vec<steps::Model>, DbErr> {
         steps::Entity::find()
             .filter(steps::Column::DeploymentId.eq(deployment_id))
             .filter(steps::Column::Removed.eq(false))
@@ -39,7 +39,7 @@ impl Store {
     pub async fn list_deployments(
         &self,
         service: Option<&str>,
-        after_id: i64,
+        after_id: DeploymentId,
         limit: u64,
     ) -> Result<Vec<deployments::Model>, DbErr> {
         let limit = limit.min(i64::MAX as u64);
@@ -84,7 +84,7 @@ impl Store {
     }
 
     /// The first visible failed step of a deployment, if any.
-    pub async fn failed_step(&self, deployment_id: i64) -> Result<Option<steps::Model>, DbErr> {
+    pub async fn failed_step(&self, deployment_id: DeploymentId) -> Result<Option<steps::Model>, DbErr> {
         steps::Entity::find()
             .filter(steps::Column::DeploymentId.eq(deployment_id))
             .filter(steps::Column::Removed.eq(false))

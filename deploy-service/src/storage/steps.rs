@@ -2,12 +2,14 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::model::DeploymentId;
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "steps")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    pub deployment_id: i64,
+    pub deployment_id: DeploymentId,
     /// Order within the deployment, from 1.
     pub sequence: i64,
     pub name: String,

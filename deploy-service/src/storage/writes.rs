@@ -11,6 +11,7 @@ use sea_orm::{
 use serde_json::Value;
 
 use super::{Store, deployments, events, steps};
+use crate::model::DeploymentId;
 use crate::{
     convert,
     model::{FAILED_STEP, Outcome, Report, ServiceId, Status, StepState, now},
@@ -49,7 +50,7 @@ pub enum ReportRefused {
 /// broadcast after it.
 struct Emitted {
     service: String,
-    deployment_id: i64,
+    deployment_id: DeploymentId,
     pending: Vec<events::ActiveModel>,
 }
 
@@ -129,7 +130,7 @@ async fn save_deployment(txn: &DatabaseTransaction, row: deployments::Model) -> 
     deployments::ActiveModel::from(row).reset_all().update(txn).await
 }
 
-async fn visible_steps(txn: &DatabaseTransaction, deployment_id: i64) -> Result<Vec<steps::Model>, DbErr> {
+async fn visible_steps(txn: &DatabaseTransaction, deployment_id: DeploymentId) -> Result<Vec<steps::Model>, DbErr> {
     steps::Entity::find()
         .filter(steps::Column::DeploymentId.eq(deployment_id))
         .filter(steps::Column::Removed.eq(false))
@@ -239,7 +240,7 @@ impl Store {
 
     /// Takes a queued deployment from the queue: running, its first pending step
     /// running. None when it is no longer queued.
-    pub async fn start_run(&self, id: i64, runner_id: &str) -> Result<Option<deployments::Model>, DbErr> {
+    pub async fn start_run(&self, id: DeploymentId, runner_id: &str) -> Result<Option<deployments::Model>, DbErr> {
         let mut writer = self.writer.lock().await;
         writer.steps.remove(&id);
         let txn = self.db.begin().await?;
@@ -270,7 +271,11 @@ impl Store {
     }
 
     /// Sets columns that no client sees (no event).
-    async fn set_columns(&self, id: i64, values: Vec<(deployments::Column, sea_orm::Value)>) -> Result<(), DbErr> {
+    async fn set_columns(
+        &self,
+        id: DeploymentId,
+        values: Vec<(deployments::Column, sea_orm::Value)>,
+    ) -> Result<(), DbErr> {
         let _writer = self.writer.lock().await;
         let mut update = deployments::Entity::update_many();
         for (column, value) in values {
@@ -280,12 +285,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_token(&self, id: i64, token_id: &str) -> Result<(), DbErr> {
+    pub async fn set_token(&self, id: DeploymentId, token_id: &str) -> Result<(), DbErr> {
         self.set_columns(id, vec![(deployments::Column::TokenId, token_id.into())])
             .await
     }
 
-    pub async fn set_process(&self, id: i64, pid: i64, start: Option<i64>) -> Result<(), DbErr> {
+    pub async fn set_process(&self, id: DeploymentId, pid: i64, start: Option<i64>) -> Result<(), DbErr> {
         let values = vec![
             (deployments::Column::Pid, pid.into()),
             (deployments::Column::ProcessStart, start.into()),
@@ -293,7 +298,7 @@ impl Store {
         self.set_columns(id, values).await
     }
 
-    pub async fn set_exit_code(&self, id: i64, exit_code: Option<i64>) -> Result<(), DbErr> {
+    pub async fn set_exit_code(&self, id: DeploymentId, exit_code: Option<i64>) -> Result<(), DbErr> {
         match exit_code {
             Some(code) => {
                 self.set_columns(id, vec![(deployments::Column::ExitCode, code.into())])
@@ -303,14 +308,18 @@ impl Store {
         }
     }
 
-    pub async fn set_deployed_config(&self, id: i64, config: Value) -> Result<(), DbErr> {
+    pub async fn set_deployed_config(&self, id: DeploymentId, config: Value) -> Result<(), DbErr> {
         self.set_columns(id, vec![(deployments::Column::DeployedConfig, config.into())])
             .await
     }
 
     /// Applies step reports to a running deployment in one transaction. Returns, per
     /// report, the step it applied to (as the batch left it).
-    pub async fn apply_reports(&self, id: i64, reports: &[Report]) -> Result<Vec<steps::Model>, ReportRefused> {
+    pub async fn apply_reports(
+        &self,
+        id: DeploymentId,
+        reports: &[Report],
+    ) -> Result<Vec<steps::Model>, ReportRefused> {
         let mut writer = self.writer.lock().await;
         // Taken out of the cache: put back only once the batch is committed.
         let cached = writer.steps.remove(&id);
@@ -364,7 +373,7 @@ impl Store {
     /// The script (or a user) says the deployment is finished: no more reports are
     /// taken from now on (the caller then ends it with `end_deployment`). A finished
     /// deployment is returned unchanged.
-    pub async fn request_finish(&self, id: i64) -> Result<deployments::Model, ReportRefused> {
+    pub async fn request_finish(&self, id: DeploymentId) -> Result<deployments::Model, ReportRefused> {
         let _writer = self.writer.lock().await;
         let mut deployment = deployments::Entity::find_by_id(id)
             .one(&self.db)
@@ -389,7 +398,7 @@ impl Store {
     /// `only_if_queued`, a deployment that is no longer queued is left alone (None).
     pub async fn end_deployment(
         &self,
-        id: i64,
+        id: DeploymentId,
         outcome: &Outcome,
         exit_code: Option<i64>,
         only_if_queued: bool,
