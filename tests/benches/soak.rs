@@ -22,7 +22,10 @@ async fn main() {
         Ok("postgres") => Backend::Postgres,
         _ => Backend::Sqlite,
     };
-    let (duration, every) = (env_secs("SLIPWAY_SOAK_SECS", 1800), env_secs("SLIPWAY_SOAK_SAMPLE_SECS", 60));
+    let (duration, every) = (
+        env_secs("SLIPWAY_SOAK_SECS", 1800),
+        env_secs("SLIPWAY_SOAK_SAMPLE_SECS", 60),
+    );
     println!("soak: {backend:?}, {duration:?}, a sample every {every:?}");
     let mut stack = soak::stack(backend).await;
     println!("{}", soak::header());

@@ -82,7 +82,9 @@ async fn db_bytes(stack: &Stack, service: &str) -> u64 {
             .map(|m| m.len())
             .sum();
     }
-    let Ok(db) = Database::connect(&url).await else { return 0 };
+    let Ok(db) = Database::connect(&url).await else {
+        return 0;
+    };
     let query = Statement::from_string(db.get_database_backend(), "SELECT pg_database_size(current_database())");
     let size = db
         .query_one_raw(query)

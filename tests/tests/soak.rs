@@ -29,9 +29,11 @@ async fn mixed_load_grows_nothing_without_bound(backend: Backend) {
     assert!(breaches.is_empty(), "grew without bound: {breaches:?}");
     let last = samples.last().unwrap();
     assert!(last.deployments > 0, "no deployment finished during the soak");
-    wait_until(Duration::from_secs(15), async || match soak::streams_open(&stack).await {
-        0 => Ok(()),
-        n => Err(format!("{n} streams still open after the watchers left")),
+    wait_until(Duration::from_secs(15), async || {
+        match soak::streams_open(&stack).await {
+            0 => Ok(()),
+            n => Err(format!("{n} streams still open after the watchers left")),
+        }
     })
     .await;
 }
