@@ -13,6 +13,8 @@
 //! - a connection whose writes make no progress for `--stalled-write-timeout-ms` (a
 //!   WebSocket, NDJSON or grpc-web watcher that stopped reading) is closed, and the
 //!   upstream stream it held is dropped with it;
+//! - an HTTP/2 connection is pinged every 30 s and closed when the answer takes over
+//!   20 s (a client that vanished without closing);
 //! - on shutdown, accepting stops and every connection is asked to finish gracefully.
 
 use std::{
@@ -46,6 +48,11 @@ pub struct Limits {
     pub stalled_write: Duration,
 }
 
+/// How often an HTTP/2 connection is pinged, and how long the answer may take before
+/// the connection is closed.
+const H2_PING_EVERY: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// What starts an HTTP/2 connection (RFC 9113, 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -58,8 +65,14 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
-    // HTTP/2 over WebSocket (RFC 8441), as axum::serve enables it.
-    builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+    // HTTP/2 over WebSocket (RFC 8441), as axum::serve enables it; pings find HTTP/2
+    // clients that vanished without closing (HTTP/1 ones meet the timeouts above).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .keep_alive_interval(H2_PING_EVERY)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
