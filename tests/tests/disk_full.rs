@@ -1,10 +1,12 @@
 //! A full disk and a read-only data directory under the deploy service (its data
 //! directory and SQLite database on a tmpfs of 8 MiB the test mounts, fills and
-//! remounts read-only): starting a deployment and reporting a step are refused with a
-//! 503 that says why (never a 500), reads keep working, nothing is half-written, and
-//! once space returns (or the file system is writable again) writes succeed again,
-//! with no restart. SQLite only: a PostgreSQL server's disk is not the test's to fill.
-//! Needs root on Linux: skipped with a notice elsewhere, required in CI.
+//! remounts read-only). With the disk full, starting a deployment and reporting a step
+//! are refused with a 503 that says why (never a 500), reads keep working, nothing is
+//! half-written, and once space returns writes succeed again with no restart. On a
+//! read-only data dir the service stops at start saying why, the others keep serving,
+//! and it recovers when restarted on a writable one. SQLite only: a PostgreSQL
+//! server's disk is not the test's to fill. Needs root on Linux: skipped with a notice
+//! elsewhere, required in CI (`small_fs`).
 
 use std::time::Duration;
 
