@@ -36,6 +36,15 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SLIPWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// How long a new connection may take to send its first request's opening bytes,
+    /// and an HTTP/1 request its headers (also how long a keep-alive connection may
+    /// sit idle between requests), in milliseconds.
+    #[arg(long, env = "SLIPWAY_HEADER_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub header_read_timeout_ms: u64,
+    /// A connection whose client has read nothing for this long while the gateway had
+    /// something to send (a watcher that stopped reading) is closed, in milliseconds.
+    #[arg(long, env = "SLIPWAY_STALLED_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub stalled_write_timeout_ms: u64,
     /// Migration from fastDeploy: trade HS256 bearer tokens for Slipway tokens at the
     /// auth service (which must have `--legacy-secret-file`/`--legacy-until`).
     #[arg(long, env = "SLIPWAY_LEGACY_TOKENS")]

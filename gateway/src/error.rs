@@ -63,6 +63,11 @@ impl ApiError {
             ErrorCode::from_grpc(status.code())
         };
         let detail = match code {
+            // A full or read-only disk says so; other reasons (a backend that is down)
+            // do not pass on the transport's words.
+            ErrorCode::Unavailable if common::error::is_storage_refusal(status.message()) => {
+                format!("{backend} service unavailable: {}", status.message())
+            }
             ErrorCode::Unavailable => format!("{backend} service unavailable"),
             ErrorCode::Internal => {
                 tracing::error!(backend, code = ?status.code(), message = status.message(), "backend failed");

@@ -229,7 +229,7 @@ const MESSAGE_HEADER: usize = 5;
 
 /// The request body capped at one message of at most `max` bytes, after reading just
 /// far enough to see the first message's declared length (refused when longer).
-async fn bounded(body: GrpcBody, max: usize, exceeded: Arc<AtomicBool>) -> Result<GrpcBody, Status> {
+pub(crate) async fn bounded(body: GrpcBody, max: usize, exceeded: Arc<AtomicBool>) -> Result<GrpcBody, Status> {
     let mut body = Capped::new(body, max.saturating_add(MESSAGE_HEADER), exceeded);
     let mut read = Vec::new();
     let mut header = Vec::with_capacity(MESSAGE_HEADER);

@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod body_limit;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod error;
 pub mod fastdeploy;
@@ -12,6 +13,8 @@ pub mod interceptor;
 pub mod legacy;
 pub mod metrics;
 pub mod openapi;
+#[cfg(test)]
+mod parser_props;
 pub mod routes;
 pub mod server;
 pub mod services_cache;

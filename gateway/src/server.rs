@@ -94,9 +94,22 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     // (WebSockets are closed with 1001, NDJSON and proxied gRPC streams ended as the
     // shutdown starts), then stop the live feed and following revocations. Peer
     // addresses are kept for X-Forwarded-Proto, believed from loopback peers only.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    common::shutdown::drain_bounded("gateway", server.into_future(), &shutdown).await?;
+    // Connections that send nothing, send their headers too slowly or stop reading
+    // are closed (`connections`).
+    let limits = crate::connections::Limits {
+        header_read: std::time::Duration::from_millis(config.header_read_timeout_ms),
+        stalled_write: std::time::Duration::from_millis(config.stalled_write_timeout_ms),
+    };
+    let server = crate::connections::serve(listener, app, limits, shutdown.clone());
+    common::shutdown::drain_bounded(
+        "gateway",
+        async {
+            server.await;
+            Ok::<(), std::convert::Infallible>(())
+        },
+        &shutdown,
+    )
+    .await?;
     shutdown.cancel();
     let _ = feed.await;
     let _ = follower.await;

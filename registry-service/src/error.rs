@@ -28,11 +28,11 @@ impl From<RegistryError> for Status {
                 tracing::error!(error = %error, "services directory unreadable");
                 ErrorCode::Conflict.status(error.to_string())
             }
-            RegistryError::Storage(db) if common::db::is_unavailable(db) => {
-                tracing::warn!(error = %error, "the database is unavailable");
-                ErrorCode::Unavailable.status("the database is unavailable; try again shortly")
-            }
-            RegistryError::Storage(_) | RegistryError::Task(_) => {
+            RegistryError::Storage(db) => common::db::outage_status(db).unwrap_or_else(|| {
+                tracing::error!(error = %error, "request failed");
+                ErrorCode::Internal.status("internal error")
+            }),
+            RegistryError::Task(_) => {
                 tracing::error!(error = %error, "request failed");
                 ErrorCode::Internal.status("internal error")
             }

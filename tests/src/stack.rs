@@ -48,6 +48,7 @@ pub struct StackBuilder<'a> {
     prepare: Box<dyn FnOnce(&Path) + 'a>,
     env: Vec<(Process, &'static str, String)>,
     postgres: Option<String>,
+    data_dirs: Vec<(Process, PathBuf)>,
 }
 
 impl<'a> StackBuilder<'a> {
@@ -55,6 +56,13 @@ impl<'a> StackBuilder<'a> {
     /// (`postgres://user@host:port`) instead of the shared one.
     pub fn postgres(mut self, base: impl Into<String>) -> Self {
         self.postgres = Some(base.into());
+        self
+    }
+
+    /// Puts one service's data directory (and its SQLite database) in `dir` instead of
+    /// the stack's temp dir: a small file system the test fills, say.
+    pub fn data_dir(mut self, process: Process, dir: &Path) -> Self {
+        self.data_dirs.push((process, dir.to_owned()));
         self
     }
 
@@ -113,6 +121,7 @@ impl Stack {
             prepare: Box::new(|_| {}),
             env: Vec::new(),
             postgres: None,
+            data_dirs: Vec::new(),
         }
     }
 
@@ -122,6 +131,7 @@ impl Stack {
             prepare,
             env,
             postgres,
+            data_dirs,
         } = builder;
         let postgres = postgres.unwrap_or_else(crate::db::postgres_base_url);
         let env_of = |process: Process| -> Vec<(&str, String)> {
@@ -205,7 +215,11 @@ impl Stack {
                 ],
             ),
         ] {
-            let db = TestDatabase::create_on(backend, &postgres, dir.path(), name)
+            let data_dir = data_dirs
+                .iter()
+                .find(|(p, _)| *p == Process::named(name))
+                .map_or_else(|| dir.path().to_owned(), |(_, d)| d.clone());
+            let db = TestDatabase::create_on(backend, &postgres, &data_dir, name)
                 .await
                 .expect("test database");
             let addr_file = dir.path().join(format!("{name}.addr"));
@@ -213,7 +227,7 @@ impl Stack {
                 "--listen".into(),
                 listen.to_string(),
                 "--data-dir".into(),
-                path(dir.path()),
+                path(&data_dir),
                 "--database-url".into(),
                 db.url.clone(),
                 "--addr-file".into(),

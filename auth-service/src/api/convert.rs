@@ -40,7 +40,7 @@ pub(super) fn to_struct(value: serde_json::Value) -> Option<proto::wkt::Struct> 
 }
 
 pub(super) fn internal(error: impl std::error::Error + 'static) -> Status {
-    if let Some(status) = common::db::unavailable_status(&error) {
+    if let Some(status) = common::db::outage_status(&error) {
         return status;
     }
     tracing::error!(%error, "internal error");

@@ -23,6 +23,8 @@ pub enum Refusal {
     Finished,
     /// The database cannot be reached for now (`common::db::is_unavailable`).
     Unavailable,
+    /// The disk is full or read-only ([`common::error::storage_problem`]'s message).
+    Storage(&'static str),
     Internal,
 }
 
@@ -90,7 +92,7 @@ async fn write_rounds(store: Store, mut incoming: mpsc::Receiver<(DeploymentId, 
                         }
                         ReportRefused::Db(error) => {
                             tracing::error!(%error, %id, "step reports not stored");
-                            Refusal::Internal
+                            common::error::storage_problem(&error).map_or(Refusal::Internal, Refusal::Storage)
                         }
                     };
                     for reply in replies {

@@ -99,10 +99,10 @@ pub struct ApiParts {
     pub shutdown: CancellationToken,
 }
 
-/// A storage failure: logged in full, reported without detail.
-/// A database that cannot be reached for now is UNAVAILABLE instead.
+/// A storage failure: logged in full, reported without detail; UNAVAILABLE when the
+/// database is out of reach or the disk full or read-only.
 pub fn internal(error: impl std::error::Error + 'static) -> Status {
-    if let Some(status) = common::db::unavailable_status(&error) {
+    if let Some(status) = common::db::outage_status(&error) {
         return status;
     }
     tracing::error!(%error, "storage error");
@@ -332,6 +332,7 @@ impl Shared {
                 Refusal::NotStarted => ErrorCode::Conflict.status(format!("deployment {id} has not started yet")),
                 Refusal::Finished => ErrorCode::Conflict.status(format!("deployment {id} is finished")),
                 Refusal::Unavailable => ErrorCode::Unavailable.status("the database is unavailable; try again shortly"),
+                Refusal::Storage(message) => ErrorCode::Unavailable.status(message),
                 Refusal::Internal => ErrorCode::Internal.status("internal error"),
             })
     }

@@ -7,6 +7,8 @@
 //! which is complete before the deployment ends.
 
 mod output;
+#[cfg(test)]
+mod output_props;
 mod process;
 mod secret_file;
 

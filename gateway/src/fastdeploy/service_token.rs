@@ -44,7 +44,7 @@ pub async fn mint(
     }
 }
 
-fn validate(body: Option<Value>) -> Result<(String, String, i64), ApiError> {
+pub(crate) fn validate(body: Option<Value>) -> Result<(String, String, i64), ApiError> {
     let object = super::objects::body_object(body)?;
     let mut errors = Vec::new();
     let service = string_field(&object, "service", &mut errors);

@@ -18,7 +18,7 @@ use crate::{
 
 /// Form fields of a login request; fastDeploy accepts urlencoded and multipart forms.
 /// Any other body reads as an empty form (so its fields are "missing", as in FastAPI).
-async fn read_form(request: Request) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) async fn read_form(request: Request) -> Result<Vec<(String, String)>, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)

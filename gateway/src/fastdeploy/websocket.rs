@@ -209,20 +209,14 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Continue {
-        let Ok(value) = serde_json::from_str::<Value>(text) else {
-            return self.close(close_code::INVALID, "frames must be JSON").await;
-        };
-        match value.get("access_token") {
-            Some(Value::String(token)) => {
-                let token = token.clone();
-                self.authenticate(&token).await
-            }
-            Some(_) => {
+        match client_frame(text) {
+            ClientFrame::NotJson => self.close(close_code::INVALID, "frames must be JSON").await,
+            ClientFrame::Token(token) => self.authenticate(&token).await,
+            ClientFrame::BadToken => {
                 self.auth = None;
                 self.answer(false, "access token verification failed").await
             }
-            // Other messages mean nothing here and are never broadcast (contract 8, 39).
-            None => Some(()),
+            ClientFrame::Other => Some(()),
         }
     }
 
@@ -319,6 +313,31 @@ impl Session {
         };
         let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
         None
+    }
+}
+
+/// What a client's text frame is.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ClientFrame {
+    /// `{"access_token": "<token>"}`: authenticate with it.
+    Token(String),
+    /// An `access_token` that is not a string: a failed authentication.
+    BadToken,
+    /// Any other JSON: means nothing here and is never broadcast (contract 8, 39).
+    Other,
+    /// Not JSON: the socket is closed (1007).
+    NotJson,
+}
+
+/// Parses a client's text frame.
+pub(crate) fn client_frame(text: &str) -> ClientFrame {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return ClientFrame::NotJson;
+    };
+    match value.get("access_token") {
+        Some(Value::String(token)) => ClientFrame::Token(token.clone()),
+        Some(_) => ClientFrame::BadToken,
+        None => ClientFrame::Other,
     }
 }
 

@@ -41,7 +41,18 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     } else {
         options.max_connections(16);
     }
-    let db = Database::connect(options).await?;
+    let db = match Database::connect(options).await {
+        Ok(db) => db,
+        // SQLite's own words ("unable to open database file") do not say why.
+        Err(error) => match sqlite_file.as_deref().and_then(unwritable_dir) {
+            Some(why) => {
+                return Err(DbErr::Custom(format!(
+                    "{why}: SQLite in WAL mode writes next to its database, even to read ({error})"
+                )));
+            }
+            None => return Err(error),
+        },
+    };
     if let Some(path) = &sqlite_file {
         // Opening in WAL mode created these (with the database file's mode); ones a
         // previous process left with a wider mode are narrowed here.
@@ -53,6 +64,23 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         }
     }
     Ok(db)
+}
+
+/// Why the directory of a SQLite file cannot be written to (a read-only file system,
+/// say), if it cannot.
+fn unwritable_dir(file: &Path) -> Option<String> {
+    let dir = file.parent()?;
+    let probe = dir.join(".slipway-write-probe");
+    match OpenOptions::new().write(true).create(true).truncate(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(error) => Some(format!(
+            "the database directory {} is not writable ({error})",
+            dir.display()
+        )),
+    }
 }
 
 /// Makes `dir` private to this user: created with mode 0700 (parents too) when missing,
@@ -143,6 +171,18 @@ pub fn is_unavailable(error: &DbErr) -> bool {
         }),
         _ => false,
     }
+}
+
+/// What a storage error answers when the fault is the database's or the disk's, not
+/// the service's: UNAVAILABLE, saying whether the database is out of reach (try again
+/// shortly) or the disk is full or read-only (see `error::storage_refusal`). `None`:
+/// an internal error.
+pub fn outage_status(error: &(dyn std::error::Error + 'static)) -> Option<tonic::Status> {
+    unavailable_status(error).or_else(|| {
+        let status = crate::error::storage_refusal(error)?;
+        tracing::warn!(%error, "storage refuses writes");
+        Some(status)
+    })
 }
 
 /// The UNAVAILABLE status for `error` when it is, or wraps (through its `source`

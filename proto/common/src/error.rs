@@ -82,6 +82,42 @@ pub fn retry_after(status: &tonic::Status) -> Option<u64> {
     status.metadata().get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// The message of a write refused because the database's storage is full.
+pub const STORAGE_FULL: &str = "storage full: writes are refused until space is freed";
+/// The message of a write refused because the database's storage is read-only.
+pub const STORAGE_READ_ONLY: &str = "storage read-only: writes are refused until it is writable again";
+
+/// UNAVAILABLE (503) saying why, when a storage error means the disk is full or
+/// read-only (SQLite's SQLITE_FULL and SQLITE_READONLY, PostgreSQL's `disk_full` and
+/// read-only transactions): the service is fine and will take writes again once the
+/// operator frees space, so it is neither the caller's fault nor an internal error.
+pub fn storage_refusal(error: &dyn std::fmt::Display) -> Option<tonic::Status> {
+    storage_problem(error).map(|message| ErrorCode::Unavailable.status(message))
+}
+
+/// [`STORAGE_FULL`] or [`STORAGE_READ_ONLY`] when a storage error means that.
+pub fn storage_problem(error: &dyn std::fmt::Display) -> Option<&'static str> {
+    let text = error.to_string();
+    let has = |needle: &str| text.contains(needle);
+    let message = if has("(code: 13)") || has("database or disk is full") || has("No space left on device") {
+        STORAGE_FULL
+    } else if has("(code: 8)")
+        || has("readonly database")
+        || has("read-only transaction")
+        || has("Read-only file system")
+    {
+        STORAGE_READ_ONLY
+    } else {
+        return None;
+    };
+    Some(message)
+}
+
+/// Whether a status's message is one of [`storage_refusal`]'s.
+pub fn is_storage_refusal(message: &str) -> bool {
+    message == STORAGE_FULL || message == STORAGE_READ_ONLY
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +148,19 @@ mod tests {
         let status = with_retry_after(ErrorCode::Unavailable.status("busy"), 3);
         assert_eq!(retry_after(&status), Some(3));
         assert_eq!(retry_after(&ErrorCode::Unavailable.status("down")), None);
+    }
+
+    #[test]
+    fn full_and_read_only_storage_is_unavailable_with_its_reason() {
+        let full = "Query Error: error returned from database: (code: 13) database or disk is full";
+        let status = super::storage_refusal(&full).expect("a refusal");
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, super::STORAGE_FULL)
+        );
+        let read_only = "error returned from database: (code: 8) attempt to write a readonly database";
+        let status = super::storage_refusal(&read_only).expect("a refusal");
+        assert!(super::is_storage_refusal(status.message()));
+        assert!(super::storage_refusal(&"UNIQUE constraint failed").is_none());
     }
 }

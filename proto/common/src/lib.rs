@@ -7,6 +7,8 @@ pub mod coalesce;
 pub mod config;
 pub mod db;
 pub mod error;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod guard;
 pub mod identity;
 pub mod paging;

@@ -189,4 +189,6 @@ fn kind(value: &Value) -> &'static str {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
