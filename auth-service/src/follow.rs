@@ -10,15 +10,19 @@
 //! back, every [`POLL_INTERVAL`] while it is down, and every
 //! [`LISTENING_POLL_INTERVAL`] anyway. SQLite (one replica) reads the log every
 //! [`POLL_INTERVAL`]; this replica's own revocations are read in at once
-//! (`RevokedSet::after_revoking`).
+//! (`RevokedSet::after_revoking`). Whatever the notices, the keys and which legacy
+//! password hashes are left are read again every [`keys::RELOAD_INTERVAL`].
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sea_orm::{DbBackend, sqlx::postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    keys::KeyRing,
+    accounts::Accounts,
+    keys::{self, KeyRing},
     revoked::RevokedSet,
     storage::{REVOCATIONS_CHANNEL, signing::KEYS_CHANNEL},
 };
@@ -36,15 +40,24 @@ enum Woken {
     Lost(Option<String>),
 }
 
-/// Follows revocations and key rotations made elsewhere until `shutdown`.
-pub async fn follow(revoked: &RevokedSet, keys: &KeyRing, shutdown: CancellationToken) {
+/// Follows revocations, key rotations and password rehashes made elsewhere until
+/// `shutdown`.
+pub async fn follow(revoked: &RevokedSet, keys: &KeyRing, accounts: &Accounts, shutdown: CancellationToken) {
     let connection = revoked.store().connection();
     let pool = (connection.get_database_backend() == DbBackend::Postgres)
         .then(|| connection.get_postgres_connection_pool().clone());
     let mut listener: Option<PgListener> = None;
     let mut listen_failing = false;
     let mut read_failing = false;
+    let mut next_reload = Instant::now() + keys::RELOAD_INTERVAL;
     loop {
+        if Instant::now() >= next_reload {
+            next_reload = Instant::now() + keys::RELOAD_INTERVAL;
+            keys.refresh().await;
+            if let Err(error) = accounts.refresh_legacy().await {
+                tracing::error!(%error, "cannot read which legacy password hashes are left");
+            }
+        }
         if listener.is_none()
             && let Some(pool) = &pool
         {
@@ -66,11 +79,12 @@ pub async fn follow(revoked: &RevokedSet, keys: &KeyRing, shutdown: Cancellation
                 Err(_) => {}
             }
         }
-        let wait = if listener.is_some() {
+        let poll = if listener.is_some() {
             LISTENING_POLL_INTERVAL
         } else {
             POLL_INTERVAL
         };
+        let wait = poll.min(next_reload.saturating_duration_since(Instant::now()));
         let woken = tokio::select! {
             () = shutdown.cancelled() => Woken::Shutdown,
             () = tokio::time::sleep(wait) => Woken::Timer,

@@ -55,10 +55,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             .await
             .context("reading the revocation log")?,
     );
-    // Revocations and key rotations made by other replicas on the same database.
+    // Revocations, key rotations and rehashes made by other replicas on the same database.
     tokio::spawn({
-        let (revoked, keys, shutdown) = (revoked.clone(), keys.clone(), shutdown.clone());
-        async move { crate::follow::follow(&revoked, &keys, shutdown).await }
+        let (revoked, keys, accounts, shutdown) = (revoked.clone(), keys.clone(), accounts.clone(), shutdown.clone());
+        async move { crate::follow::follow(&revoked, &keys, &accounts, shutdown).await }
     });
     // Expired token records and revocations go in the background, in small batches.
     crate::retention::start(store.clone(), config.token_retention(), shutdown.clone());
@@ -77,7 +77,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         });
 
     let api = Arc::new(api);
-    tokio::spawn(reload_keys_periodically(api.clone(), shutdown.clone()));
     let authz = AuthzLayer::new(Arc::new(api.token_check()), trusted);
     let api = authz.wrap(AuthServiceServer::from_arc(api));
     let grpc_name = <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME;
@@ -89,27 +88,4 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown,
     )
     .await
-}
-
-/// Reads the signing keys again every `keys::RELOAD_INTERVAL` (rotations on other
-/// replicas; on PostgreSQL they are also announced, see `follow`), and the legacy
-/// password hashes left.
-async fn reload_keys_periodically(api: Arc<AuthApi>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(crate::keys::RELOAD_INTERVAL) => {}
-        }
-        match api.keys.reload().await {
-            Ok(true) => tracing::info!(
-                keys = api.keys.jwks().keys.len(),
-                "signing keys read again: the set changed"
-            ),
-            Ok(false) => {}
-            Err(error) => tracing::error!(%error, "cannot read the signing keys"),
-        }
-        if let Err(error) = api.accounts.refresh_legacy().await {
-            tracing::error!(%error, "cannot read which legacy password hashes are left");
-        }
-    }
 }

@@ -219,8 +219,27 @@ impl Faults {
     }
 
     /// Stops the load, waits until every deployment has ended and the watchers have
-    /// caught up, prints the figures and returns every problem found.
-    pub async fn finish(self, stack: &Stack) -> Vec<String> {
+    /// caught up, prints the figures and returns every problem found, a fault after
+    /// which everything answered again only later than `recovery` included.
+    pub async fn finish(self, stack: &Stack, recovery: Duration) -> Vec<String> {
+        let slow: Vec<String> = self
+            .recorder
+            .faults()
+            .into_iter()
+            .filter(|fault| fault.recovery > recovery)
+            .map(|fault| {
+                format!(
+                    "{}: everything answered again only after {:?}",
+                    fault.name, fault.recovery
+                )
+            })
+            .collect();
+        let mut problems = self.check(stack).await;
+        problems.extend(slow);
+        problems
+    }
+
+    async fn check(self, stack: &Stack) -> Vec<String> {
         let Faults {
             recorder,
             target,
