@@ -42,6 +42,11 @@ pub struct Config {
     /// Most deployments of one service running at once.
     #[arg(long, env = "SLIPWAY_MAX_RUNNING_PER_SERVICE", default_value_t = 1)]
     pub max_running_per_service: u32,
+    /// This replica's name in the runs it claims, when several deploy services share
+    /// one PostgreSQL database; default: one kept in the data dir
+    /// (`deploy-replica-id`), so a restart on the same data dir finds its runs again.
+    #[arg(long, env = "SLIPWAY_REPLICA_ID")]
+    pub replica_id: Option<String>,
     /// Deploy script time limit when a service's config.json sets none (seconds).
     #[arg(long, env = "SLIPWAY_DEPLOY_TIMEOUT_SECS", default_value_t = 3600)]
     pub deploy_timeout_secs: u64,

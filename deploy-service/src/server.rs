@@ -1,7 +1,7 @@
 //! Assembles the deploy service: storage, the token guard, the clients of the auth
-//! and registry services, the runner and its queue (ending runs a previous process
-//! left behind), then the `DeployService` API behind the authorization layer, with
-//! health and reflection.
+//! and registry services, the runner and its queue (ending the runs a previous
+//! process of this replica left behind), then the `DeployService` API behind the
+//! authorization layer, with health and reflection.
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::{
     api::{ApiParts, DeployApi},
     backends::Backends,
     logs::Logs,
-    queue::{Limits, Queue},
+    queue::{Limits, Queue, replica_id},
     runner::{self, Runner, RunnerConfig, ScriptEnv},
     storage::Store,
 };
@@ -78,7 +78,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         max_running: config.max_running.max(1),
         max_running_per_service: config.max_running_per_service.max(1),
     };
-    let queue = Queue::new(runner, limits, shutdown.clone());
+    // Names this replica in the runs it claims; kept in the data dir across restarts.
+    let replica = replica_id(config.replica_id.as_deref(), &config.storage.data_dir)
+        .with_context(|| format!("reading the replica id in {}", config.storage.data_dir.display()))?;
+    tracing::info!(replica = %replica, "deploy-service replica");
+    let queue = Queue::new(runner, limits, replica, shutdown.clone());
     queue.recover(&runs_dir).await.context("recovering interrupted runs")?;
 
     // Retention prunes in the background, in small batches.

@@ -457,6 +457,38 @@ impl Stack {
         addr
     }
 
+    /// Starts another deploy service named `name` on the database of "deploy" (run
+    /// only on PostgreSQL: replicas share one database), with a data dir of its own
+    /// (`<stack dir>/<name>`: its own replica id and runs directory) and an address of
+    /// its own that a restart keeps; it is stopped with the stack. Returns its address.
+    pub fn add_deploy_replica(&mut self, name: &str) -> SocketAddr {
+        let deploy = self
+            .procs
+            .iter()
+            .find(|p| p.name == "deploy")
+            .expect("the deploy process");
+        let data_dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&data_dir).expect("the replica's data dir");
+        let addr_file = self.dir.path().join(format!("{name}.addr"));
+        let listen = reserve_port();
+        let mut args: Vec<String> = Vec::new();
+        let mut given = deploy.args().iter();
+        while let Some(flag) = given.next() {
+            let value = given.next().expect("flags come with values").clone();
+            let value = match flag.as_str() {
+                "--listen" => listen.to_string(),
+                "--addr-file" => path(&addr_file),
+                "--data-dir" => path(&data_dir),
+                _ => value,
+            };
+            args.extend([flag.clone(), value]);
+        }
+        let mut proc = Proc::spawn(name, "deploy-service", &args, &deploy.envs(), self.dir.path());
+        let addr = proc.wait_addr(&addr_file);
+        self.procs.push(proc);
+        addr
+    }
+
     /// Starts one process (killed or stopped before) again at the same address and
     /// returns once it listens, without waiting for the rest of the stack.
     pub async fn respawn(&mut self, name: &str) {

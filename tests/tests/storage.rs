@@ -224,7 +224,11 @@ async fn registry_store_services(backend: Backend) {
 async fn deploy_store_deployments(backend: Backend) {
     use deploy_service::{
         model::{DeploymentId, Outcome, Report},
-        storage::{EventFilter, NewDeployment, ReportRefused, Store},
+        storage::{EventFilter, Limits, NewDeployment, ReportRefused, Store},
+    };
+    let limits = Limits {
+        max_running: 4,
+        max_running_per_service: 1,
     };
     let dir = tempfile::tempdir().unwrap();
     let db = database(backend, &dir, "deploy").await;
@@ -257,19 +261,26 @@ async fn deploy_store_deployments(backend: Backend) {
     // Reports before the run starts are refused; starting makes the first step run.
     let report = |name: &str, state: &str| Report::new(name, state, "msg", None).unwrap();
     assert!(matches!(
-        store.apply_reports(d.id, &[report("one", "success")]).await,
+        store.apply_reports(d.id, &[report("one", "success")], None).await,
         Err(ReportRefused::NotStarted)
     ));
-    let running = store.start_run(d.id, "runner-1").await.unwrap().unwrap();
-    assert_eq!(running.status, "running");
+    let (running, claim) = store.claim_next("runner-1", limits).await.unwrap().unwrap();
+    assert_eq!(
+        (running.id, running.status),
+        (d.id, deploy_service::model::Status::Running)
+    );
     assert!(
-        store.start_run(d.id, "runner-1").await.unwrap().is_none(),
+        store.claim_next("runner-1", limits).await.unwrap().is_none(),
         "started once only"
     );
     let steps = store.visible_steps(d.id).await.unwrap();
     assert_eq!(steps[0].state, "running");
     let applied = store
-        .apply_reports(d.id, &[report("one", "success"), report("extra", "success")])
+        .apply_reports(
+            d.id,
+            &[report("one", "success"), report("extra", "success")],
+            Some(&claim),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -277,8 +288,8 @@ async fn deploy_store_deployments(backend: Backend) {
         ["one", "extra"]
     );
     assert_eq!(applied[1].sequence, 4);
-    store.set_process(d.id, 4242, Some(99)).await.unwrap();
-    store.set_token(d.id, "jti-1").await.unwrap();
+    store.set_process(d.id, &claim, 4242, Some(99)).await.unwrap();
+    store.set_token(d.id, &claim, "jti-1").await.unwrap();
     let row = store.get_deployment(d.id).await.unwrap().unwrap();
     assert_eq!(
         (row.pid, row.process_start, row.token_id.as_deref()),
@@ -287,7 +298,7 @@ async fn deploy_store_deployments(backend: Backend) {
 
     // Ending: a failed step says why, unfinished steps are removed but kept.
     let ended = store
-        .end_deployment(d.id, &Outcome::Failed("boom".into()), Some(3), false)
+        .end_run(d.id, &claim, &Outcome::Failed("boom".into()), Some(3))
         .await
         .unwrap()
         .unwrap();
@@ -303,7 +314,7 @@ async fn deploy_store_deployments(backend: Backend) {
         [("one", "success"), ("extra", "success"), ("failed step", "failure")]
     );
     assert!(matches!(
-        store.apply_reports(d.id, &[report("two", "success")]).await,
+        store.apply_reports(d.id, &[report("two", "success")], None).await,
         Err(ReportRefused::Finished)
     ));
     let again = store
@@ -322,10 +333,13 @@ async fn deploy_store_deployments(backend: Backend) {
             .is_empty()
     );
     let (d2, _) = store.create_deployment(new("alpha", &["a", "b"])).await.unwrap();
-    store.start_run(d2.id, "runner-1").await.unwrap().unwrap();
-    store.apply_reports(d2.id, &[report("a", "success")]).await.unwrap();
+    let (_, claim2) = store.claim_next("runner-1", limits).await.unwrap().unwrap();
+    store
+        .apply_reports(d2.id, &[report("a", "success")], None)
+        .await
+        .unwrap();
     let ok = store
-        .end_deployment(d2.id, &Outcome::Exited, Some(0), false)
+        .end_run(d2.id, &claim2, &Outcome::Exited, Some(0))
         .await
         .unwrap()
         .unwrap();

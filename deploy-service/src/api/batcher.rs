@@ -75,7 +75,7 @@ async fn write_rounds(store: Store, mut incoming: mpsc::Receiver<(DeploymentId, 
         for id in order {
             let Some(group) = groups.remove(&id) else { continue };
             let (reports, replies): (Vec<Report>, Vec<Reply>) = group.into_iter().unzip();
-            match store.apply_reports(id, &reports).await {
+            match store.apply_reports(id, &reports, None).await {
                 Ok(applied) => {
                     for (reply, step) in replies.into_iter().zip(applied) {
                         let _ = reply.send(Ok(step));
@@ -85,7 +85,7 @@ async fn write_rounds(store: Store, mut incoming: mpsc::Receiver<(DeploymentId, 
                     let refusal = match refused {
                         ReportRefused::NotFound => Refusal::NotFound,
                         ReportRefused::NotStarted => Refusal::NotStarted,
-                        ReportRefused::Finished => Refusal::Finished,
+                        ReportRefused::Finished | ReportRefused::Lost => Refusal::Finished,
                         ReportRefused::Db(error) if common::db::is_unavailable(&error) => {
                             tracing::warn!(%error, %id, "step reports not stored: the database is unavailable");
                             Refusal::Unavailable

@@ -36,9 +36,17 @@ const RECHECK: Duration = Duration::from_secs(2);
 pub type LogStream = ReceiverStream<Result<pb::LogLine, Status>>;
 
 /// Whether a run's log is complete: marked so by the writer, or its deployment ended
-/// with no script running for it here (never ran, or ran before a restart).
-fn complete(row: &deployments::Model, summary: Option<&deployment_logs::Model>, queue: &Queue) -> bool {
-    summary.is_some_and(|s| s.complete) || (row.finished.is_some() && !queue.runs_here(row.id))
+/// with no script running for it on any replica (never ran, or ran before a restart
+/// or on a replica that was lost).
+async fn complete(
+    row: &deployments::Model,
+    summary: Option<&deployment_logs::Model>,
+    queue: &Queue,
+) -> Result<bool, sea_orm::DbErr> {
+    if summary.is_some_and(|s| s.complete) {
+        return Ok(true);
+    }
+    Ok(row.finished.is_some() && !queue.script_running(row.id).await?)
 }
 
 /// One page of a readable deployment's log.
@@ -53,7 +61,7 @@ pub async fn page(
         n => n.min(MAX_LIMIT),
     };
     let summary = store.log_summary(row.id).await.map_err(internal)?;
-    let complete = complete(row, summary.as_ref(), queue);
+    let complete = complete(row, summary.as_ref(), queue).await.map_err(internal)?;
     let mut lines = store
         .log_lines(row.id, request.after_line.max(0), u64::from(limit) + 1)
         .await
@@ -169,7 +177,10 @@ impl Follower {
             return Ok(true);
         }
         let row = self.store.get_deployment(self.id).await?;
-        Ok(row.is_none_or(|row| complete(&row, summary.as_ref(), &self.queue)))
+        match row {
+            None => Ok(true),
+            Some(row) => complete(&row, summary.as_ref(), &self.queue).await,
+        }
     }
 
     async fn fail(&self, error: sea_orm::DbErr) -> Result<bool, ()> {

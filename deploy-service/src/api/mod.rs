@@ -113,7 +113,9 @@ fn refused(id: DeploymentId, refusal: ReportRefused) -> Status {
     match refusal {
         ReportRefused::NotFound => not_found(id),
         ReportRefused::NotStarted => ErrorCode::Conflict.status(format!("deployment {id} has not started yet")),
-        ReportRefused::Finished => ErrorCode::Conflict.status(format!("deployment {id} is finished")),
+        ReportRefused::Finished | ReportRefused::Lost => {
+            ErrorCode::Conflict.status(format!("deployment {id} is finished"))
+        }
         ReportRefused::Db(error) => internal(error),
     }
 }
@@ -362,7 +364,7 @@ impl Shared {
         if row.status == DeploymentStatus::Running {
             let ended = self.store.end_deployment(id, &Outcome::Exited, None, false).await;
             row = ended.map_err(internal)?.unwrap_or(row);
-            tracing::info!(%id, status = %row.status, script_running = self.queue.runs_here(id), "deployment finished");
+            tracing::info!(%id, status = %row.status, "deployment finished");
         }
         self.full(&row).await
     }
@@ -380,7 +382,7 @@ impl Shared {
         let already = || ErrorCode::Conflict.status(format!("deployment {id} is already finished"));
         // A finished deployment whose script still runs (finished by the script
         // itself) may still have its script stopped; its outcome stays.
-        if row.finished.is_some() && !self.queue.runs_here(id) {
+        if row.finished.is_some() && !self.queue.script_running(id).await.map_err(internal)? {
             return Err(already());
         }
         let ended = match self.queue.cancel(id, &name).await.map_err(internal)? {

@@ -5,39 +5,35 @@
 //! publishes its deployed service, scrubs the config file and revokes the token.
 //! Every other line the script prints goes, redacted, to the run's log (`crate::logs`),
 //! which is complete before the deployment ends.
+//!
+//! Its writes for the run name the run's `Claim`: once another replica has ended the
+//! run (this replica's lease expired), they are refused, the script is stopped and
+//! nothing more is written.
 
+mod collected;
+mod ended;
+mod execute;
 mod output;
 #[cfg(test)]
 mod output_props;
 mod process;
 mod secret_file;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
-use crate::model::DeploymentId;
-use secrecy::ExposeSecret;
-use serde_json::Value;
-use tokio::{process::Child, sync::mpsc, time::Instant};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use output::MAX_LINE_BYTES;
 pub use process::{ScriptEnv, stop_orphan};
-pub use secret_file::{prepare_dir, scrub_dir};
+pub use secret_file::{prepare_dir, run_file_ids, scrub_dir};
 
-use self::{
-    output::{Item, Line},
-    secret_file::{Contents, SecretFile},
-};
+use self::{collected::Collected, ended::Ended};
 use crate::{
-    backends::{Backends, DeploymentToken},
-    logs::{Logs, RunLog, Stream},
-    model::{Outcome, Report, cut},
-    plan::MAX_TIMEOUT_SECS,
-    storage::{ReportRefused, Store, deployments},
+    backends::Backends,
+    logs::Logs,
+    model::{DeploymentId, Outcome, Status},
+    storage::{Claim, Fenced, Store, deployments},
 };
 
 /// How long a deployment token outlives the run's time limit.
@@ -74,56 +70,15 @@ pub struct Runner {
     config: RunnerConfig,
 }
 
-/// What ended the script's run, with its exit code when it exited by itself.
-struct Ended {
-    outcome: Outcome,
-    exit_code: Option<i64>,
-}
-
-impl Ended {
-    fn failed(reason: impl Into<String>) -> Ended {
-        Ended {
-            outcome: Outcome::Failed(reason.into()),
-            exit_code: None,
-        }
-    }
-}
-
-/// What the run collected from the script's output.
-#[derive(Default)]
-struct Collected {
-    deployed_service: Option<Value>,
-    last_output: Option<String>,
-    /// The run's deployment token, blanked out of anything the script prints.
-    secret: Option<secrecy::SecretString>,
-}
-
-impl Collected {
-    /// `text` with the run's deployment token replaced, should the script print it.
-    fn redact(&self, text: String) -> String {
-        match &self.secret {
-            Some(secret) if !secret.expose_secret().is_empty() && text.contains(secret.expose_secret()) => {
-                text.replace(secret.expose_secret(), "[redacted]")
-            }
-            _ => text,
-        }
-    }
-
-    /// `value` with the run's deployment token replaced in every string and key.
-    fn redact_value(&self, value: &mut Value) {
-        match value {
-            Value::String(text) => *text = self.redact(std::mem::take(text)),
-            Value::Array(items) => items.iter_mut().for_each(|item| self.redact_value(item)),
-            Value::Object(map) => {
-                let entries = std::mem::take(map);
-                for (key, mut item) in entries {
-                    self.redact_value(&mut item);
-                    map.insert(self.redact(key), item);
-                }
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
-    }
+/// What a run is told while it runs, and the claim its writes name.
+pub struct Run {
+    pub claim: Claim,
+    /// The name of a user who cancels it.
+    pub cancel: mpsc::Receiver<String>,
+    /// Cancelled when the run turns out lost (another replica ended it).
+    pub lost: CancellationToken,
+    /// Cancelled when the service stops.
+    pub shutdown: CancellationToken,
 }
 
 impl Runner {
@@ -144,32 +99,28 @@ impl Runner {
         &self.backends
     }
 
-    /// Runs a deployment the queue has just started, to its end. `cancel` carries the
-    /// name of a user who cancels it; `shutdown` stops it with the service;
-    /// `script_running` is cleared once the script has ended.
-    pub async fn run(
-        &self,
-        deployment: deployments::Model,
-        cancel: mpsc::Receiver<String>,
-        shutdown: CancellationToken,
-        script_running: &AtomicBool,
-    ) -> deployments::Model {
+    /// Runs a deployment the queue has just claimed, to its end.
+    pub async fn run(&self, deployment: deployments::Model, mut run: Run) -> deployments::Model {
         let id = deployment.id;
         let mut token_id = None;
         let mut collected = Collected::default();
         let mut log = self.logs.run_log(id);
         let ended = self
-            .execute(&deployment, cancel, &shutdown, &mut token_id, &mut collected, &mut log)
+            .execute(&deployment, &mut run, &mut token_id, &mut collected, &mut log)
             .await;
-        script_running.store(false, Ordering::SeqCst);
         // Every line stored before the deployment ends: a reader that sees it ended
         // has the whole output.
         log.close().await;
+        if ended.lost || run.lost.is_cancelled() {
+            // The replica that ended the run revoked its token.
+            tracing::warn!(%id, "the run was ended by another replica; the deploy script was stopped");
+            return deployment;
+        }
         let ended_row = match self.finished_early(id).await {
-            Some(row) => self.after_finish(row, ended, &collected).await,
+            Some(row) => self.after_finish(row, ended, &collected, &run.claim).await,
             None => {
                 let outcome = self.publish(&deployment, ended.outcome, &collected).await;
-                let row = self.end(id, &outcome, ended.exit_code).await;
+                let row = self.end(id, &run.claim, &outcome, ended.exit_code).await;
                 tracing::info!(%id, service = %deployment.service, outcome = ?outcome, "deployment ended");
                 row
             }
@@ -180,7 +131,8 @@ impl Runner {
         ended_row.unwrap_or(deployment)
     }
 
-    /// The deployment, if it was finished (`FinishDeployment`) while its script ran.
+    /// The deployment, if it was finished (`FinishDeployment`, on any replica) while
+    /// its script ran.
     async fn finished_early(&self, id: DeploymentId) -> Option<deployments::Model> {
         match self.store.get_deployment(id).await {
             Ok(row) => row.filter(|row| row.finished.is_some()),
@@ -199,6 +151,7 @@ impl Runner {
         row: deployments::Model,
         ended: Ended,
         collected: &Collected,
+        claim: &Claim,
     ) -> Option<deployments::Model> {
         let id = row.id;
         if ended.outcome != Outcome::Exited {
@@ -211,253 +164,13 @@ impl Runner {
         } else {
             tracing::info!(%id, status = %row.status, "the deploy script of a finished deployment exited");
         }
-        if let Err(error) = self.store.set_exit_code(id, ended.exit_code).await {
-            tracing::error!(%id, %error, "exit code not stored");
-        }
-        let succeeded = row.status == crate::model::Status::Succeeded;
+        let succeeded = row.status == Status::Succeeded;
         if let (true, Outcome::Exited, Some(config)) = (succeeded, &ended.outcome, &collected.deployed_service)
             && let Err(error) = self.backends.publish(id, &row.service, config).await
         {
             tracing::error!(%id, %error, "deployed service of a finished deployment not published");
         }
-        self.store.get_deployment(id).await.ok().flatten().or(Some(row))
-    }
-
-    async fn execute(
-        &self,
-        deployment: &deployments::Model,
-        mut cancel: mpsc::Receiver<String>,
-        shutdown: &CancellationToken,
-        token_id: &mut Option<String>,
-        collected: &mut Collected,
-        log: &mut RunLog,
-    ) -> Ended {
-        let id = deployment.id;
-        let timeout = deployment
-            .timeout_secs
-            .unwrap_or(MAX_TIMEOUT_SECS)
-            .clamp(1, MAX_TIMEOUT_SECS);
-        let deadline = Instant::now() + Duration::from_secs(timeout.unsigned_abs());
-        let relative = deployment.deploy_script.clone().unwrap_or_default();
-        let script = self.config.services_dir.join(&relative);
-        if let Err(reason) = check_script(&script, &relative) {
-            return Ended::failed(reason);
-        }
-        let lifetime = (timeout + TOKEN_MARGIN_SECS).clamp(60, MAX_TIMEOUT_SECS);
-        let token = match self.mint(deployment, lifetime.unsigned_abs()).await {
-            Ok(token) => token,
-            Err(reason) => return Ended::failed(reason),
-        };
-        *token_id = Some(token.id.clone());
-        if let Err(error) = self.store.set_token(id, &token.id).await {
-            tracing::error!(%id, %error, "token id not stored");
-        }
-        let file = match self.write_config(deployment, &token, &relative) {
-            Ok(file) => file,
-            Err(error) => return Ended::failed(format!("could not write the deploy script's config file: {error}")),
-        };
-        collected.secret = Some(token.token.clone());
-        drop(token);
-        if let Ok(by) = cancel.try_recv() {
-            return cancelled(&by);
-        }
-        let spawned = match process::spawn(&script, file.path(), &self.config.env, &self.config.project_root) {
-            Ok(spawned) => spawned,
-            Err(error) => return Ended::failed(format!("could not start the deploy script {relative}: {error}")),
-        };
-        let (mut child, pid) = (spawned.child, spawned.pid);
-        if let Err(error) = self
-            .store
-            .set_process(id, i64::from(pid), process::start_time(pid))
-            .await
-        {
-            tracing::error!(%id, %error, "process id not stored");
-        }
-        tracing::info!(%id, pid, script = %relative, "deploy script started");
-        let (items_tx, mut items) = mpsc::channel(BATCH);
-        let readers = [
-            tokio::spawn(output::read(spawned.stdout, Stream::Stdout, items_tx.clone())),
-            tokio::spawn(output::read(spawned.stderr, Stream::Stderr, items_tx)),
-        ];
-        let mut exited = None;
-        let mut output_open = true;
-        let mut drain_deadline = deadline;
-        let ended = loop {
-            tokio::select! {
-                Some(by) = cancel.recv() => {
-                    process::stop(&mut child, pid, STOP_GRACE).await;
-                    break cancelled(&by);
-                }
-                () = shutdown.cancelled() => {
-                    process::stop(&mut child, pid, STOP_GRACE).await;
-                    break Ended::failed("the deploy service stopped during the run; the deploy script was stopped");
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    process::stop(&mut child, pid, STOP_GRACE).await;
-                    break Ended::failed(format!("timed out after {timeout} s; the deploy script was stopped"));
-                }
-                status = child.wait(), if exited.is_none() => {
-                    exited = Some(status);
-                    if !output_open {
-                        break exit_outcome(exited.take(), collected);
-                    }
-                    drain_deadline = Instant::now() + DRAIN_AFTER_EXIT;
-                }
-                () = tokio::time::sleep_until(drain_deadline), if exited.is_some() => {
-                    tracing::warn!(%id, "output still open after the script exited; no longer read");
-                    break exit_outcome(exited.take(), collected);
-                }
-                item = items.recv(), if output_open => match item {
-                    None => {
-                        output_open = false;
-                        if exited.is_some() {
-                            break exit_outcome(exited.take(), collected);
-                        }
-                    }
-                    Some(first) => {
-                        if exited.is_some() {
-                            // Still printing: keep reading.
-                            drain_deadline = Instant::now() + DRAIN_AFTER_EXIT;
-                        }
-                        if let Err(reason) = self.handle(id, first, &mut items, collected, log).await {
-                            process::stop(&mut child, pid, STOP_GRACE).await;
-                            break Ended::failed(reason);
-                        }
-                    }
-                },
-            }
-        };
-        for reader in readers {
-            reader.abort();
-        }
-        ensure_gone(&mut child, pid).await;
-        drop(file);
-        ended
-    }
-
-    /// Handles one output item and whatever else is already waiting, storing their
-    /// reports in one transaction and passing their log lines on to the run's log. An
-    /// error ends the run for that reason.
-    async fn handle(
-        &self,
-        id: DeploymentId,
-        first: Item,
-        items: &mut mpsc::Receiver<Item>,
-        collected: &mut Collected,
-        log: &mut RunLog,
-    ) -> Result<(), String> {
-        let mut reports: Vec<Report> = Vec::new();
-        let mut next = Some(first);
-        let mut refused = None;
-        while let Some(item) = next.take() {
-            match item {
-                Item::Line(_, _, Line::Report(mut report)) => {
-                    report.message = collected.redact(report.message);
-                    reports.push(report);
-                }
-                Item::Line(stream, time, Line::Log(text)) => {
-                    let text = collected.redact(text);
-                    log.push(stream, time, &text);
-                    if !text.trim().is_empty() {
-                        collected.last_output = Some(text);
-                    }
-                }
-                Item::Line(_, _, Line::DeployedService(mut config)) => {
-                    collected.redact_value(&mut config);
-                    if let Err(error) = self.store.set_deployed_config(id, config.clone()).await {
-                        tracing::error!(%id, %error, "deployed service config not stored");
-                    }
-                    collected.deployed_service = Some(config);
-                }
-                Item::Line(stream, time, Line::Refused(reason)) => {
-                    let reason = collected.redact(reason);
-                    log.push(stream, time, &format!("[slipway: {reason}]"));
-                    refused = Some(reason);
-                }
-                Item::TooLong(stream, start) => {
-                    let start = collected.redact(String::from_utf8_lossy(&start).into_owned());
-                    let reason = format!("the deploy script printed a line longer than {MAX_LINE_BYTES} bytes");
-                    log.push(stream, crate::model::now(), &start);
-                    log.push(Stream::Marker, crate::model::now(), &format!("[slipway: {reason}]"));
-                    refused = Some(reason)
-                }
-                Item::Failed(reason) => refused = Some(reason),
-            }
-            if refused.is_some() || reports.len() >= BATCH {
-                break;
-            }
-            next = items.try_recv().ok();
-        }
-        log.flush();
-        // A database that cannot be reached for now (restarting, a connection lost) is
-        // waited for, up to STORE_PATIENCE, so that a blip does not end the run; the
-        // script meanwhile blocks on its full output pipe.
-        let give_up = tokio::time::Instant::now() + STORE_PATIENCE;
-        let mut wait = Duration::from_millis(200);
-        while !reports.is_empty() {
-            match self.store.apply_reports(id, &reports).await {
-                Ok(_) => break,
-                Err(ReportRefused::Finished) => {
-                    tracing::warn!(
-                        %id,
-                        count = reports.len(),
-                        "reports after the deployment finished; ignored"
-                    );
-                    break;
-                }
-                Err(ReportRefused::Db(error))
-                    if common::db::is_unavailable(&error) && tokio::time::Instant::now() < give_up =>
-                {
-                    tracing::warn!(%id, %error, "the database is unavailable; storing the step reports again");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-                Err(error) => {
-                    tracing::error!(%id, %error, "step reports not stored");
-                    return Err("the deploy service could not store a step report".into());
-                }
-            }
-        }
-        refused.map_or(Ok(()), Err)
-    }
-
-    async fn mint(&self, deployment: &deployments::Model, lifetime: u64) -> Result<DeploymentToken, String> {
-        let mut attempt = 0;
-        loop {
-            match self
-                .backends
-                .mint_token(deployment.id, &deployment.service, lifetime)
-                .await
-            {
-                Ok(token) => return Ok(token),
-                Err(error) if attempt < 2 => {
-                    tracing::warn!(id = %deployment.id, %error, "minting the deployment token failed; retrying");
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(error) => return Err(format!("could not get a deployment token: {error}")),
-            }
-        }
-    }
-
-    fn write_config(
-        &self,
-        deployment: &deployments::Model,
-        token: &DeploymentToken,
-        relative: &str,
-    ) -> std::io::Result<SecretFile> {
-        let base = self.config.public_url.trim_end_matches('/');
-        let contents = Contents {
-            deployment_id: deployment.id.to_string(),
-            access_token: token.token.expose_secret(),
-            deploy_script: relative.to_owned(),
-            steps_url: format!("{base}/steps/"),
-            deployment_finish_url: format!("{base}/deployments/finish/"),
-            context: &deployment.context,
-            path_for_deploy: &self.config.env.path,
-            ssh_auth_sock: self.config.ssh_auth_sock.as_deref(),
-        };
-        SecretFile::write(&self.config.runs_dir, deployment.id, &contents)
+        self.end(id, claim, &ended.outcome, ended.exit_code).await.or(Some(row))
     }
 
     /// Publishes the deployed service of a run that is about to succeed; a failed
@@ -479,12 +192,23 @@ impl Runner {
         }
     }
 
-    /// Ends the deployment, retrying while the database is unreachable.
-    pub async fn end(&self, id: DeploymentId, outcome: &Outcome, exit_code: Option<i64>) -> Option<deployments::Model> {
+    /// Ends the deployment (unless finished already) and the run, freeing its slot;
+    /// retries while the database is unreachable, gives up when the run was lost.
+    pub async fn end(
+        &self,
+        id: DeploymentId,
+        claim: &Claim,
+        outcome: &Outcome,
+        exit_code: Option<i64>,
+    ) -> Option<deployments::Model> {
         let mut wait = Duration::from_millis(200);
         for attempt in 0..6 {
-            match self.store.end_deployment(id, outcome, exit_code, false).await {
+            match self.store.end_run(id, claim, outcome, exit_code).await {
                 Ok(row) => return row,
+                Err(Fenced::Lost) => {
+                    tracing::warn!(%id, "the run was ended by another replica meanwhile; nothing written");
+                    return None;
+                }
                 Err(error) => {
                     tracing::error!(%id, attempt, %error, "deployment not ended; retrying");
                     tokio::time::sleep(wait).await;
@@ -494,7 +218,7 @@ impl Runner {
         }
         tracing::error!(
             %id,
-            "deployment left running; the next start of the deploy service ends it"
+            "deployment left running; its lease is no longer renewed, so a replica ends it shortly"
         );
         None
     }
@@ -511,62 +235,5 @@ impl Runner {
             }
         }
         tracing::error!(token_id, "deployment token not revoked; it expires on its own");
-    }
-}
-
-fn cancelled(by: &str) -> Ended {
-    Ended {
-        outcome: Outcome::Cancelled(format!("cancelled by {by}")),
-        exit_code: None,
-    }
-}
-
-/// The outcome of a script that exited by itself.
-fn exit_outcome(status: Option<std::io::Result<std::process::ExitStatus>>, collected: &Collected) -> Ended {
-    use std::os::unix::process::ExitStatusExt;
-    let last = collected
-        .last_output
-        .as_deref()
-        .map(|l| format!("; last output: {}", cut(l.trim(), 500)))
-        .unwrap_or_default();
-    match status {
-        Some(Ok(status)) => match (status.code(), status.signal()) {
-            (Some(0), _) => Ended {
-                outcome: Outcome::Exited,
-                exit_code: Some(0),
-            },
-            (Some(code), _) => Ended {
-                outcome: Outcome::Failed(format!("the deploy script exited with status {code}{last}")),
-                exit_code: Some(i64::from(code)),
-            },
-            (None, Some(signal)) => Ended::failed(format!("the deploy script was killed by signal {signal}{last}")),
-            (None, None) => Ended::failed("the deploy script ended without an exit status"),
-        },
-        Some(Err(error)) => Ended::failed(format!("waiting for the deploy script failed: {error}")),
-        None => Ended::failed("the deploy script ended without an exit status"),
-    }
-}
-
-/// Checks that the script is an executable file.
-fn check_script(script: &Path, relative: &str) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(script) {
-        Ok(meta) if !meta.is_file() => Err(format!("the deploy script {relative} is not a file")),
-        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
-            Err(format!("the deploy script {relative} is not executable"))
-        }
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("the deploy script {relative} does not exist"))
-        }
-        Err(e) => Err(format!("the deploy script {relative} cannot be read: {e}")),
-    }
-}
-
-/// Reaps the script if it has not been waited for (it always has exited or been
-/// stopped by now, but a failure path may leave it running).
-async fn ensure_gone(child: &mut Child, pid: i32) {
-    if let Ok(None) = child.try_wait() {
-        process::stop(child, pid, STOP_GRACE).await;
     }
 }

@@ -96,6 +96,26 @@ pub fn scrub(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The deployments whose config files are in `dir` (`deploy_<id>_<random>.json`):
+/// after a crash, the runs whose scripts may still be running here.
+pub fn run_file_ids(dir: &Path) -> io::Result<Vec<DeploymentId>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("deploy_"))
+            .and_then(|n| n.split('_').next())
+            .and_then(|n| n.parse().ok());
+        if let Some(id) = id {
+            ids.push(DeploymentId(id));
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// Scrubs every file left in `dir` (by a deploy service that did not stop cleanly).
 pub fn scrub_dir(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
@@ -132,6 +152,7 @@ mod tests {
         };
         let file = SecretFile::write(&runs, DeploymentId(7), &contents).unwrap();
         let path = file.path().to_owned();
+        assert_eq!(run_file_ids(&runs).unwrap(), [DeploymentId(7)]);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(

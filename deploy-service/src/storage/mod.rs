@@ -2,27 +2,30 @@
 //! PostgreSQL. Every write goes through one writer lock and records its events in
 //! the same transaction; after the commit the events are broadcast in sequence
 //! order, so a watcher that reads the table and then follows the broadcast sees
-//! every event once.
+//! every event once. Several replicas may share one PostgreSQL database: runs are
+//! claimed there (`claims`), and changes to one deployment lock its row.
 
+mod claims;
 pub mod deployment_logs;
 pub mod deployments;
 pub mod events;
+mod fenced;
 pub mod log_lines;
 mod logs;
 mod migrations;
 mod prune;
 mod reads;
+pub mod run_queue;
 pub mod steps;
 mod writes;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, broadcast};
 
-use crate::model::DeploymentId;
-
+pub use claims::{Claim, Fenced, HEARTBEAT, LEASE, Limits, RUNNER_LOST};
 pub use logs::LogBatch;
 pub use migrations::Migrator;
 pub use reads::{DeploymentFilter, EventFilter};
@@ -35,17 +38,10 @@ const BROADCAST_CAPACITY: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
-    /// The writer lock, and what only its holder may read or change.
-    writer: Arc<Mutex<Written>>,
+    /// The writer lock: this process's writes take turns (SQLite has one writer;
+    /// events go out in sequence order).
+    writer: Arc<Mutex<()>>,
     events: broadcast::Sender<events::Model>,
-}
-
-/// The visible steps of running deployments as last written, so that a batch of
-/// reports does not read them back. Only the writer changes steps (one deploy
-/// service per database), so the copy stays true; any failed write drops it.
-#[derive(Debug, Default)]
-struct Written {
-    steps: HashMap<DeploymentId, Vec<steps::Model>>,
 }
 
 impl Store {
@@ -56,7 +52,7 @@ impl Store {
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         Ok(Store {
             db,
-            writer: Arc::new(Mutex::new(Written::default())),
+            writer: Arc::new(Mutex::new(())),
             events,
         })
     }

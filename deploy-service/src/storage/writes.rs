@@ -1,16 +1,22 @@
 //! Changing deployments and steps. Each change is one transaction under the writer
 //! lock that also stores one event per changed row; the events are broadcast after
-//! the commit, in sequence order.
+//! the commit, in sequence order. A change to a deployment or its steps locks the
+//! deployment's row first (PostgreSQL), so that replicas applying step reports,
+//! finishes and ends to one deployment take turns.
 
 use std::collections::HashMap;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait, sea_query::Expr,
+    TransactionTrait,
 };
 use serde_json::Value;
 
-use super::{Store, deployments, events, steps};
+use super::{
+    Store,
+    claims::{self, Claim, Limits, Slots},
+    deployments, events, run_queue, steps,
+};
 use crate::model::DeploymentId;
 use crate::{
     convert,
@@ -42,20 +48,23 @@ pub enum ReportRefused {
     NotStarted,
     #[error("the deployment is finished")]
     Finished,
+    /// The run is no longer the reporting runner's (another replica ended it).
+    #[error("the run is no longer this replica's")]
+    Lost,
     #[error(transparent)]
     Db(#[from] DbErr),
 }
 
 /// Events of the current transaction, stored in one statement before its commit and
 /// broadcast after it.
-struct Emitted {
+pub(super) struct Emitted {
     service: String,
     deployment_id: DeploymentId,
     pending: Vec<events::ActiveModel>,
 }
 
 impl Emitted {
-    fn new(deployment: &deployments::Model) -> Emitted {
+    pub(super) fn new(deployment: &deployments::Model) -> Emitted {
         Emitted {
             service: deployment.service.clone(),
             deployment_id: deployment.id,
@@ -126,7 +135,10 @@ async fn update_step(txn: &DatabaseTransaction, row: &steps::Model) -> Result<()
     Ok(())
 }
 
-async fn save_deployment(txn: &DatabaseTransaction, row: deployments::Model) -> Result<deployments::Model, DbErr> {
+pub(super) async fn save_deployment(
+    txn: &DatabaseTransaction,
+    row: deployments::Model,
+) -> Result<deployments::Model, DbErr> {
     deployments::ActiveModel::from(row).reset_all().update(txn).await
 }
 
@@ -146,7 +158,7 @@ fn is(row: &steps::Model, state: StepState) -> bool {
 impl Store {
     /// Stores the events, commits `txn` and broadcasts the events (the writer lock is
     /// still held, so they go out in sequence order).
-    async fn commit(&self, txn: DatabaseTransaction, emitted: Emitted) -> Result<(), DbErr> {
+    pub(super) async fn commit(&self, txn: DatabaseTransaction, emitted: Emitted) -> Result<(), DbErr> {
         let events = emitted.store(&txn).await?;
         txn.commit().await?;
         for event in events {
@@ -161,27 +173,44 @@ impl Store {
         &self,
         new: NewDeployment,
     ) -> Result<(deployments::Model, Vec<steps::Model>), DbErr> {
-        self.insert_deployment(new, None).await
+        let (deployment, steps, _) = self.insert_deployment(new, None).await?;
+        Ok((deployment, steps))
     }
 
-    /// Records a deployment that starts at once, run by `runner_id`: running, its
-    /// first planned step running. Announced once, as fastDeploy does (contract
-    /// 2.11): the `deployment` event, then one `step` event per planned step.
-    pub async fn create_running(
+    /// Accepts a deployment for the replica `owner`: when the limits allow and no
+    /// deployment of its service waits before it, it starts at once, claimed by
+    /// `owner` (running, its first planned step running, announced once as fastDeploy
+    /// does, contract 2.11: the `deployment` event, then one `step` event per planned
+    /// step); else it is queued. The claim says which.
+    pub async fn accept(
         &self,
         new: NewDeployment,
-        runner_id: &str,
-    ) -> Result<(deployments::Model, Vec<steps::Model>), DbErr> {
-        self.insert_deployment(new, Some(runner_id)).await
+        owner: &str,
+        limits: Limits,
+    ) -> Result<(deployments::Model, Vec<steps::Model>, Option<Claim>), DbErr> {
+        self.insert_deployment(new, Some((owner, limits))).await
     }
 
     async fn insert_deployment(
         &self,
         new: NewDeployment,
-        runner_id: Option<&str>,
-    ) -> Result<(deployments::Model, Vec<steps::Model>), DbErr> {
-        let mut writer = self.writer.lock().await;
+        start: Option<(&str, Limits)>,
+    ) -> Result<(deployments::Model, Vec<steps::Model>, Option<Claim>), DbErr> {
+        let _writer = self.writer.lock().await;
         let txn = self.db.begin().await?;
+        let mut slots = None;
+        if let Some((_, limits)) = start {
+            claims::serialize_claims(&txn).await?;
+            let waiting = run_queue::Entity::find()
+                .filter(run_queue::Column::Service.eq(new.service.as_str()))
+                .filter(run_queue::Column::State.eq(run_queue::QUEUED))
+                .one(&txn)
+                .await?;
+            if waiting.is_none() {
+                slots = Slots::read(&txn).await?.free_for(&new.service, limits);
+            }
+        }
+        let runner_id = start.filter(|_| slots.is_some()).map(|(owner, _)| owner);
         let at = now();
         let status = if runner_id.is_some() {
             Status::Running
@@ -205,6 +234,23 @@ impl Store {
         }
         .insert(&txn)
         .await?;
+        let queued = run_queue::ActiveModel {
+            deployment_id: Set(deployment.id),
+            service: Set(deployment.service.clone()),
+            state: Set(run_queue::QUEUED.into()),
+            owner: Set(None),
+            lease_expires: Set(0),
+            fence: Set(0),
+            slot: Set(None),
+            global_slot: Set(None),
+            cancel_by: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        let claim = match (runner_id, slots) {
+            (Some(owner), Some(slots)) => claims::claim_row(&txn, &queued, owner, slots).await?,
+            _ => None,
+        };
         let mut planned: Vec<steps::Model> = new
             .steps
             .into_iter()
@@ -232,112 +278,64 @@ impl Store {
             emitted.step(step, false);
         }
         self.commit(txn, emitted).await?;
-        if runner_id.is_some() {
-            writer.steps.insert(deployment.id, planned.clone());
-        }
-        Ok((deployment, planned))
+        Ok((deployment, planned, claim))
     }
 
-    /// Takes a queued deployment from the queue: running, its first pending step
-    /// running. None when it is no longer queued.
-    pub async fn start_run(&self, id: DeploymentId, runner_id: &str) -> Result<Option<deployments::Model>, DbErr> {
-        let mut writer = self.writer.lock().await;
-        writer.steps.remove(&id);
-        let txn = self.db.begin().await?;
-        let Some(mut deployment) = deployments::Entity::find_by_id(id).one(&txn).await? else {
-            return Ok(None);
-        };
-        if deployment.status != Status::Queued {
-            return Ok(None);
-        }
+    /// Starts a queued deployment claimed by `owner` in `txn` (its row locked):
+    /// running, its first pending step running.
+    pub(super) async fn start_in(
+        &self,
+        txn: &DatabaseTransaction,
+        mut deployment: deployments::Model,
+        owner: &str,
+    ) -> Result<(deployments::Model, Emitted), DbErr> {
+        let id = deployment.id;
         let at = now();
         deployment.status = Status::Running;
         deployment.run_started = Some(at);
-        deployment.runner_id = Some(runner_id.to_owned());
-        let deployment = save_deployment(&txn, deployment).await?;
+        deployment.runner_id = Some(owner.to_owned());
+        let deployment = save_deployment(txn, deployment).await?;
         let mut emitted = Emitted::new(&deployment);
         emitted.deployment(&deployment);
-        let mut steps = visible_steps(&txn, id).await?;
+        let mut steps = visible_steps(txn, id).await?;
         if let Some(first) = machine::next_pending(&steps) {
             let step = &mut steps[first];
             step.state = StepState::Running.as_str().into();
             step.started = Some(at);
-            update_step(&txn, step).await?;
+            update_step(txn, step).await?;
             emitted.step(step, false);
         }
-        self.commit(txn, emitted).await?;
-        writer.steps.insert(id, steps);
-        Ok(Some(deployment))
-    }
-
-    /// Sets columns that no client sees (no event).
-    async fn set_columns(
-        &self,
-        id: DeploymentId,
-        values: Vec<(deployments::Column, sea_orm::Value)>,
-    ) -> Result<(), DbErr> {
-        let _writer = self.writer.lock().await;
-        let mut update = deployments::Entity::update_many();
-        for (column, value) in values {
-            update = update.col_expr(column, Expr::value(value));
-        }
-        update.filter(deployments::Column::Id.eq(id)).exec(&self.db).await?;
-        Ok(())
-    }
-
-    pub async fn set_token(&self, id: DeploymentId, token_id: &str) -> Result<(), DbErr> {
-        self.set_columns(id, vec![(deployments::Column::TokenId, token_id.into())])
-            .await
-    }
-
-    pub async fn set_process(&self, id: DeploymentId, pid: i64, start: Option<i64>) -> Result<(), DbErr> {
-        let values = vec![
-            (deployments::Column::Pid, pid.into()),
-            (deployments::Column::ProcessStart, start.into()),
-        ];
-        self.set_columns(id, values).await
-    }
-
-    pub async fn set_exit_code(&self, id: DeploymentId, exit_code: Option<i64>) -> Result<(), DbErr> {
-        match exit_code {
-            Some(code) => {
-                self.set_columns(id, vec![(deployments::Column::ExitCode, code.into())])
-                    .await
-            }
-            None => Ok(()),
-        }
-    }
-
-    pub async fn set_deployed_config(&self, id: DeploymentId, config: Value) -> Result<(), DbErr> {
-        self.set_columns(id, vec![(deployments::Column::DeployedConfig, config.into())])
-            .await
+        Ok((deployment, emitted))
     }
 
     /// Applies step reports to a running deployment in one transaction. Returns, per
     /// report, the step it applied to (as the batch left it).
+    /// With `claim` (the runner's own reports), refused once the run is no longer
+    /// the claim's.
     pub async fn apply_reports(
         &self,
         id: DeploymentId,
         reports: &[Report],
+        claim: Option<&Claim>,
     ) -> Result<Vec<steps::Model>, ReportRefused> {
-        let mut writer = self.writer.lock().await;
-        // Taken out of the cache: put back only once the batch is committed.
-        let cached = writer.steps.remove(&id);
+        let _writer = self.writer.lock().await;
         let txn = self.db.begin().await?;
-        let deployment = deployments::Entity::find_by_id(id)
-            .one(&txn)
+        let deployment = claims::lock_deployment(&txn, id)
             .await?
             .ok_or(ReportRefused::NotFound)?;
+        if let Some(claim) = claim
+            && !claims::holds(&txn, id, claim).await?
+        {
+            return Err(ReportRefused::Lost);
+        }
         if deployment.status == Status::Queued {
             return Err(ReportRefused::NotStarted);
         }
         if deployment.status != Status::Running || deployment.finished.is_some() || deployment.finish_requested {
             return Err(ReportRefused::Finished);
         }
-        let mut steps = match cached {
-            Some(steps) => steps,
-            None => visible_steps(&txn, id).await?,
-        };
+        // Read under the deployment's lock: another replica may have changed them.
+        let mut steps = visible_steps(&txn, id).await?;
         let at = now();
         let mut applied = Vec::with_capacity(reports.len());
         // Each change as it was, for its event; ids of new rows are filled in later.
@@ -365,9 +363,7 @@ impl Store {
             emitted.step(&snapshot, false);
         }
         self.commit(txn, emitted).await?;
-        let applied = applied.into_iter().map(|i| steps[i].clone()).collect();
-        writer.steps.insert(id, steps);
-        Ok(applied)
+        Ok(applied.into_iter().map(|i| steps[i].clone()).collect())
     }
 
     /// The script (or a user) says the deployment is finished: no more reports are
@@ -375,8 +371,8 @@ impl Store {
     /// deployment is returned unchanged.
     pub async fn request_finish(&self, id: DeploymentId) -> Result<deployments::Model, ReportRefused> {
         let _writer = self.writer.lock().await;
-        let mut deployment = deployments::Entity::find_by_id(id)
-            .one(&self.db)
+        let txn = self.db.begin().await?;
+        let mut deployment = claims::lock_deployment(&txn, id)
             .await?
             .ok_or(ReportRefused::NotFound)?;
         if deployment.status == Status::Queued {
@@ -386,16 +382,17 @@ impl Store {
             return Ok(deployment);
         }
         deployment.finish_requested = true;
-        Ok(deployments::ActiveModel::from(deployment)
-            .reset_all()
-            .update(&self.db)
-            .await?)
+        let deployment = save_deployment(&txn, deployment).await?;
+        txn.commit().await?;
+        Ok(deployment)
     }
 
     /// Ends a deployment: a `failed step` saying why when it failed or was cancelled,
     /// its status, `finished`, and every step still pending or running removed (with
     /// a `deleted` event). An ended deployment is returned unchanged. With
     /// `only_if_queued`, a deployment that is no longer queued is left alone (None).
+    /// A queued deployment leaves the queue; a running one keeps its run (and slot)
+    /// until its runner has stopped the script.
     pub async fn end_deployment(
         &self,
         id: DeploymentId,
@@ -403,9 +400,9 @@ impl Store {
         exit_code: Option<i64>,
         only_if_queued: bool,
     ) -> Result<Option<deployments::Model>, DbErr> {
-        let mut writer = self.writer.lock().await;
+        let _writer = self.writer.lock().await;
         let txn = self.db.begin().await?;
-        let Some(mut deployment) = deployments::Entity::find_by_id(id).one(&txn).await? else {
+        let Some(deployment) = claims::lock_deployment(&txn, id).await? else {
             return Ok(None);
         };
         if only_if_queued && deployment.status != Status::Queued {
@@ -414,9 +411,29 @@ impl Store {
         if deployment.finished.is_some() {
             return Ok(Some(deployment));
         }
-        writer.steps.remove(&id);
+        if deployment.status == Status::Queued {
+            run_queue::Entity::delete_many()
+                .filter(run_queue::Column::DeploymentId.eq(id))
+                .filter(run_queue::Column::State.eq(run_queue::QUEUED))
+                .exec(&txn)
+                .await?;
+        }
+        let (deployment, emitted) = self.end_in(&txn, deployment, outcome, exit_code).await?;
+        self.commit(txn, emitted).await?;
+        Ok(Some(deployment))
+    }
+
+    /// Ends an unfinished deployment (its row locked in `txn`); see `end_deployment`.
+    pub(super) async fn end_in(
+        &self,
+        txn: &DatabaseTransaction,
+        mut deployment: deployments::Model,
+        outcome: &Outcome,
+        exit_code: Option<i64>,
+    ) -> Result<(deployments::Model, Emitted), DbErr> {
+        let id = deployment.id;
         let at = now();
-        let steps = visible_steps(&txn, id).await?;
+        let steps = visible_steps(txn, id).await?;
         let failed = steps.iter().find(|s| is(s, StepState::Failure));
         // A step that failed already says why: no `failed step` beside it (contract
         // 4.9, 4.10); the run's own reason stays in `failure_reason`.
@@ -449,24 +466,23 @@ impl Store {
                 message: crate::model::cut(&message, crate::model::MAX_MESSAGE_CHARS),
                 removed: false,
             }];
-            insert_new_steps(&txn, &mut step).await?;
+            insert_new_steps(txn, &mut step).await?;
             emitted.step(&step[0], false);
         }
         deployment.status = status;
         deployment.finished = Some(at);
         deployment.failure_reason = reason;
         deployment.exit_code = exit_code.or(deployment.exit_code);
-        let deployment = save_deployment(&txn, deployment).await?;
+        let deployment = save_deployment(txn, deployment).await?;
         emitted.deployment(&deployment);
         for mut step in steps
             .into_iter()
             .filter(|s| is(s, StepState::Pending) || is(s, StepState::Running))
         {
             step.removed = true;
-            update_step(&txn, &step).await?;
+            update_step(txn, &step).await?;
             emitted.step(&step, true);
         }
-        self.commit(txn, emitted).await?;
-        Ok(Some(deployment))
+        Ok((deployment, emitted))
     }
 }

@@ -10,6 +10,7 @@ mod m0005_create_events;
 mod m0006_deployments_by_service;
 mod m0007_create_deployment_logs;
 mod m0008_retention_index;
+mod m0009_run_queue;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_deployments_by_service::Migration),
             Box::new(m0007_create_deployment_logs::Migration),
             Box::new(m0008_retention_index::Migration),
+            Box::new(m0009_run_queue::Migration),
         ]
     }
 
