@@ -5,7 +5,7 @@
 //! failed ("the runner was lost"), their tokens revoked and their slots freed. Runs
 //! are never started again automatically.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::atomic::Ordering};
 
 use super::Queue;
 use crate::{
@@ -29,14 +29,17 @@ impl Queue {
 
     /// Renews this replica's leases; passes on cancels; stops the runs it lost.
     async fn heartbeat(&self) {
-        let local: Vec<(DeploymentId, i64)> = match self.inner.runs.lock() {
-            Ok(runs) => runs.iter().map(|(id, run)| (*id, run.fence)).collect(),
+        let local: Vec<(DeploymentId, i64, bool)> = match self.inner.runs.lock() {
+            Ok(runs) => runs
+                .iter()
+                .map(|(id, run)| (*id, run.fence, run.settled.load(Ordering::SeqCst)))
+                .collect(),
             Err(_) => return,
         };
         if local.is_empty() {
             return;
         }
-        let ids: Vec<DeploymentId> = local.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<DeploymentId> = local.iter().map(|(id, _, _)| *id).collect();
         let store = self.inner.runner.store();
         let renewed = match store.renew(&self.inner.replica, &ids).await {
             Ok(rows) => rows,
@@ -54,8 +57,12 @@ impl Queue {
                 run.cancel_passed = run.cancel.try_send(by.clone()).is_ok();
             }
         }
-        for (id, fence) in local.into_iter().filter(|run| !held.contains(run)) {
-            // Not renewed: ended meanwhile by this replica's run itself, or lost.
+        // Not renewed: lost, or ended meanwhile by its own runner (a run whose script
+        // has ended is being ended: its row may go at any moment).
+        for (id, fence, _) in local
+            .into_iter()
+            .filter(|(id, fence, settled)| !settled && !held.contains(&(*id, *fence)))
+        {
             let lost = match store.run_row(id).await {
                 Ok(row) => !row.is_some_and(|r| r.fence == fence && r.owner.as_deref() == Some(self.replica())),
                 Err(error) => {
@@ -66,6 +73,7 @@ impl Queue {
             if lost
                 && let Ok(runs) = self.inner.runs.lock()
                 && let Some(run) = runs.get(&id)
+                && !run.settled.load(Ordering::SeqCst)
             {
                 tracing::warn!(%id, "the run was ended by another replica; stopping its script");
                 run.lost.cancel();

@@ -13,7 +13,11 @@ mod leases;
 mod recovery;
 mod replica;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use sea_orm::DbErr;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
@@ -41,6 +45,8 @@ struct RunHandle {
     /// A cancel made on another replica was passed on.
     cancel_passed: bool,
     lost: CancellationToken,
+    /// The script has ended (see `Run::settled`).
+    settled: Arc<AtomicBool>,
     done: watch::Receiver<bool>,
 }
 
@@ -152,6 +158,7 @@ impl Queue {
         let (cancel_tx, cancel_rx) = mpsc::channel(4);
         let (done_tx, done_rx) = watch::channel(false);
         let lost = CancellationToken::new();
+        let settled = Arc::new(AtomicBool::new(false));
         if let Ok(mut runs) = self.inner.runs.lock() {
             runs.insert(
                 id,
@@ -160,6 +167,7 @@ impl Queue {
                     cancel: cancel_tx,
                     cancel_passed: false,
                     lost: lost.clone(),
+                    settled: settled.clone(),
                     done: done_rx,
                 },
             );
@@ -172,6 +180,7 @@ impl Queue {
                 cancel: cancel_rx,
                 lost,
                 shutdown: queue.inner.shutdown.clone(),
+                settled,
             };
             // The run in its own task, so that a panic in it still ends the deployment.
             let task = tokio::spawn(async move { runner.run(deployment, run).await });

@@ -19,7 +19,14 @@ mod output_props;
 mod process;
 mod secret_file;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +86,9 @@ pub struct Run {
     pub lost: CancellationToken,
     /// Cancelled when the service stops.
     pub shutdown: CancellationToken,
+    /// Set once the script has ended: the run is only being ended from then on (its
+    /// row may go at any moment, which is no loss).
+    pub settled: Arc<AtomicBool>,
 }
 
 impl Runner {
@@ -108,6 +118,7 @@ impl Runner {
         let ended = self
             .execute(&deployment, &mut run, &mut token_id, &mut collected, &mut log)
             .await;
+        run.settled.store(true, Ordering::SeqCst);
         // Every line stored before the deployment ends: a reader that sees it ended
         // has the whole output.
         log.close().await;
