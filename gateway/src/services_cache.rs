@@ -235,7 +235,7 @@ impl ServicesCache {
     /// the end of the stream, the token's expiry or its failing a check (revoked) turn
     /// the cache off until a request opens a new subscription.
     async fn follow(self: Arc<Self>, token: String, exp: i64) {
-        let opened = match with_token(WatchServicesRequest {}, &token) {
+        let opened = match with_token(WatchServicesRequest::default(), &token) {
             Ok(request) => self.backends.registry().watch_services(request).await,
             Err(_) => Err(tonic::Status::unauthenticated("unusable token")),
         };

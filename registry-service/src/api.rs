@@ -18,7 +18,7 @@ use crate::{
     catalog::Catalog,
     convert,
     error::RegistryError,
-    events::Events,
+    events,
     storage::Store,
     sync::{SyncReport, sync},
 };
@@ -26,7 +26,6 @@ use crate::{
 pub struct RegistryApi {
     store: Store,
     catalog: Catalog,
-    events: Events,
     /// One sync at a time, so two syncs never race to add the same service.
     sync_lock: Arc<Mutex<()>>,
     /// Ends watch streams when the service stops, so shutdown never waits on them.
@@ -38,7 +37,6 @@ impl RegistryApi {
         RegistryApi {
             store,
             catalog,
-            events: Events::new(),
             sync_lock: Arc::new(Mutex::new(())),
             shutdown,
         }
@@ -47,7 +45,7 @@ impl RegistryApi {
     /// Syncs the services table with the services directory.
     pub async fn sync(&self) -> Result<SyncReport, RegistryError> {
         let _one_at_a_time = self.sync_lock.lock().await;
-        sync(&self.store, &self.catalog, &self.events).await
+        sync(&self.store, &self.catalog).await
     }
 }
 
@@ -124,10 +122,6 @@ impl RegistryService for RegistryApi {
             .map_err(RegistryError::from)?
             .ok_or(RegistryError::ServiceNotFound)?;
         tracing::info!(id, service = %row.name, by = %by, "service deleted");
-        self.events.send(pb::ServiceEvent {
-            service: Some(convert::service(&row)),
-            deleted: true,
-        });
         Ok(Response::new(pb::DeleteServiceResponse {}))
     }
 
@@ -182,10 +176,11 @@ impl RegistryService for RegistryApi {
 
     async fn watch_services(
         &self,
-        _request: Request<pb::WatchServicesRequest>,
+        request: Request<pb::WatchServicesRequest>,
     ) -> Result<Response<Self::WatchServicesStream>, Status> {
+        let after = request.into_inner().after_sequence;
         // The layer ends the stream when the token that opened it is no longer good.
-        let events = self.events.watch(self.shutdown.clone());
+        let events = events::watch(self.store.clone(), after, self.shutdown.clone());
         Ok(Response::new(Box::pin(events)))
     }
 }

@@ -1,5 +1,8 @@
-//! Service change events for watchers: one in-process broadcast. A watcher that falls
-//! behind loses its place (its stream ends with ABORTED) and never slows the others.
+//! `WatchServices`: service changes for watchers, read from the `service_events`
+//! table after the caller's sequence (up to the feed's position), then followed
+//! through the feed, which delivers the changes of every registry replica on the
+//! database in sequence order. A watcher that falls behind the feed (a slow client)
+//! catches up from the table, so it never holds up the others and misses nothing.
 
 use proto::registry::v1 as pb;
 use tokio::sync::{
@@ -10,128 +13,102 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-/// How many events a watcher may fall behind before its stream is ended.
-const BACKLOG: usize = 1024;
+use crate::{
+    convert,
+    storage::{Store, service_events},
+};
 
-#[derive(Debug, Clone)]
-pub struct Events {
-    sender: broadcast::Sender<pb::ServiceEvent>,
+/// Events read per query of the table.
+const PAGE: u64 = 500;
+/// Events buffered for one client.
+const BUFFER: usize = 16;
+
+pub type EventStream = ReceiverStream<Result<pb::ServiceEvent, Status>>;
+
+/// Starts a watcher of every change after `after` (0: from now; negative: every
+/// stored one). It ends at `shutdown` or when the watcher goes away.
+pub fn watch(store: Store, after: i64, shutdown: CancellationToken) -> EventStream {
+    // Subscribe before reading, so nothing delivered in between is missed.
+    let common::feed::Subscription { receiver, position } = store.follow();
+    let last = match after {
+        0 => position,
+        n if n < 0 => 0,
+        n => n,
+    };
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(async move {
+        let watcher = Watcher { store, last, tx };
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = watcher.run(receiver) => {}
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
-impl Events {
-    pub fn new() -> Events {
-        Events {
-            sender: broadcast::channel(BACKLOG).0,
+struct Watcher {
+    store: Store,
+    /// The last sequence sent.
+    last: i64,
+    tx: mpsc::Sender<Result<pb::ServiceEvent, Status>>,
+}
+
+impl Watcher {
+    async fn run(mut self, mut live: broadcast::Receiver<service_events::Model>) {
+        if self.catch_up().await.is_err() {
+            return;
         }
-    }
-
-    /// Sends to every current watcher; nobody watching is fine.
-    pub fn send(&self, event: pb::ServiceEvent) {
-        let _ = self.sender.send(event);
-    }
-
-    /// A stream of every event from now on, for one watcher. It ends at `shutdown`,
-    /// when the watcher goes away, or with ABORTED once the watcher has fallen more
-    /// than the backlog behind.
-    pub fn watch(&self, shutdown: CancellationToken) -> ReceiverStream<Result<pb::ServiceEvent, Status>> {
-        let mut events = self.sender.subscribe();
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                let item = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tx.closed() => break,
-                    received = events.recv() => match received {
-                        Ok(event) => Ok(event),
-                        Err(RecvError::Lagged(missed)) => Err(Status::aborted(format!(
-                            "this watcher fell {missed} events behind; list the services again and watch anew"
-                        ))),
-                        Err(RecvError::Closed) => break,
-                    },
-                };
-                let last = item.is_err();
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    sent = tx.send(item) => if sent.is_err() || last { break },
+        loop {
+            let received = tokio::select! {
+                () = self.tx.closed() => return,
+                received = live.recv() => received,
+            };
+            let step = match received {
+                Ok(event) if event.sequence <= self.last => Ok(()),
+                Ok(event) => self.send(&event).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "service watcher fell behind; catching up from storage");
+                    self.catch_up().await
                 }
+                Err(RecvError::Closed) => Err(()),
+            };
+            if step.is_err() {
+                return;
             }
-        });
-        ReceiverStream::new(rx)
-    }
-}
-
-impl Default for Events {
-    fn default() -> Self {
-        Events::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio_stream::StreamExt;
-
-    use super::*;
-
-    fn event(n: i64) -> pb::ServiceEvent {
-        pb::ServiceEvent {
-            service: Some(pb::Service {
-                id: n,
-                ..Default::default()
-            }),
-            deleted: false,
         }
     }
 
-    #[tokio::test]
-    async fn a_stalled_watcher_is_cut_off_and_never_holds_up_the_others() {
-        let events = Events::new();
-        let shutdown = CancellationToken::new();
-        let mut stalled = events.watch(shutdown.clone());
-        let mut live = events.watch(shutdown.clone());
-        let total = BACKLOG as i64 * 2;
-        let reader = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while let Some(Ok(e)) = live.next().await {
-                seen.push(e.service.unwrap().id);
-                if seen.len() as i64 == total {
-                    break;
+    /// Sends every stored event after `last`, up to what the feed has delivered.
+    async fn catch_up(&mut self) -> Result<(), ()> {
+        let upto = self.store.feed_position();
+        loop {
+            let page = match self.store.service_events_between(self.last, upto, PAGE).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(%error, "reading service events failed");
+                    let _ = self
+                        .tx
+                        .send(Err(Status::unavailable("service events cannot be read now")))
+                        .await;
+                    return Err(());
                 }
+            };
+            for event in &page {
+                self.send(event).await?;
             }
-            seen
-        });
-        for n in 0..total {
-            events.send(event(n));
-            tokio::task::yield_now().await;
+            if (page.len() as u64) < PAGE {
+                self.last = self.last.max(upto);
+                return Ok(());
+            }
         }
-        let seen = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
-            .await
-            .expect("the live watcher got every event")
-            .unwrap();
-        assert_eq!(seen, (0..total).collect::<Vec<_>>());
+    }
 
-        // The stalled one gets what was queued for it, then ABORTED, then the end.
-        let mut got = 0;
-        let error = loop {
-            match stalled.next().await {
-                Some(Ok(_)) => got += 1,
-                Some(Err(status)) => break status,
-                None => panic!("the stream ended without saying it fell behind"),
-            }
+    async fn send(&mut self, event: &service_events::Model) -> Result<(), ()> {
+        self.last = event.sequence;
+        let Some(message) = convert::service_event(event) else {
+            tracing::error!(sequence = event.sequence, "unreadable service event skipped");
+            return Ok(());
         };
-        assert_eq!(error.code(), tonic::Code::Aborted);
-        assert!(got < total);
-        assert!(stalled.next().await.is_none());
-    }
-
-    #[tokio::test]
-    async fn watch_streams_end_at_shutdown() {
-        let events = Events::new();
-        let shutdown = CancellationToken::new();
-        let mut watch = events.watch(shutdown.clone());
-        events.send(event(1));
-        assert_eq!(watch.next().await.unwrap().unwrap().service.unwrap().id, 1);
-        shutdown.cancel();
-        let end = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next()).await;
-        assert!(end.unwrap().is_none());
+        self.tx.send(Ok(message)).await.map_err(|_| ())
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod events;
+pub mod retention;
 pub mod server;
 pub mod storage;
 pub mod sync;

@@ -38,6 +38,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     .context("connecting to the auth service")?;
     guard.wait_ready(std::time::Duration::from_secs(5)).await;
     let catalog = Catalog::new(&config.services_dir, config.project_root.as_deref());
+    crate::retention::start(store.clone(), shutdown.clone());
     let api = RegistryApi::new(store, catalog, shutdown.clone());
     // A first sync at start; problems are logged and the service serves regardless.
     if let Err(error) = api.sync().await {

@@ -1,7 +1,8 @@
 //! Sync: scan the services directory and bring the services table in line with it
 //! (fastDeploy contract 4.3, without its all-or-nothing failure): good folders are
 //! added or updated, folders that are gone are deleted, folders with a problem are
-//! reported and keep their last good row. Each change is broadcast to watchers.
+//! reported and keep their last good row. Each change's event is stored with it and
+//! reaches watchers through the store's feed.
 
 use std::collections::HashSet;
 
@@ -9,9 +10,7 @@ use proto::registry::v1 as pb;
 
 use crate::{
     catalog::{Catalog, Problem},
-    convert,
     error::RegistryError,
-    events::Events,
     storage::{ChangeKind, Store},
 };
 
@@ -46,7 +45,7 @@ fn problem(p: Problem) -> pb::SyncProblem {
 }
 
 /// Runs one sync. Callers serialise syncs (see `RegistryApi`).
-pub async fn sync(store: &Store, catalog: &Catalog, events: &Events) -> Result<SyncReport, RegistryError> {
+pub async fn sync(store: &Store, catalog: &Catalog) -> Result<SyncReport, RegistryError> {
     let scan = {
         let catalog = catalog.clone();
         tokio::task::spawn_blocking(move || catalog.scan()).await??
@@ -60,16 +59,11 @@ pub async fn sync(store: &Store, catalog: &Catalog, events: &Events) -> Result<S
     };
     for change in changes {
         let name = change.service.name.clone();
-        let deleted = change.kind == ChangeKind::Deleted;
         match change.kind {
             ChangeKind::Added => report.added.push(name),
             ChangeKind::Updated => report.updated.push(name),
             ChangeKind::Deleted => report.deleted.push(name),
         }
-        events.send(pb::ServiceEvent {
-            service: Some(convert::service(&change.service)),
-            deleted,
-        });
     }
     for list in [&mut report.added, &mut report.updated, &mut report.deleted] {
         list.sort();

@@ -12,6 +12,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
+mod replicas;
+
 use crate::{
     db::{Backend, TestDatabase},
     process::Proc,

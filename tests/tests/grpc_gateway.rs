@@ -152,7 +152,7 @@ async fn server_streams_outlive_the_unary_deadline(backend: Backend) {
     let token = login(&mut AuthServiceClient::new(gateway.clone())).await;
     let mut registry = RegistryServiceClient::new(gateway);
     let mut events = registry
-        .watch_services(bearer(reg::WatchServicesRequest {}, &token))
+        .watch_services(bearer(reg::WatchServicesRequest::default(), &token))
         .await
         .unwrap()
         .into_inner();

@@ -206,19 +206,19 @@ async fn names_delete_and_watch(backend: Backend) {
     assert_eq!(folders, ["alpha", "bad-json", "beta", "not-executable"]);
 
     let refused = client
-        .watch_services(bearer(pb::WatchServicesRequest {}, &config_token(&stack, None)))
+        .watch_services(bearer(pb::WatchServicesRequest::default(), &config_token(&stack, None)))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
     let mut watch = client
-        .watch_services(bearer(pb::WatchServicesRequest {}, &token))
+        .watch_services(bearer(pb::WatchServicesRequest::default(), &token))
         .await
         .unwrap()
         .into_inner();
     // A watcher that never reads must not hold up the others.
     let _idle = registry(&stack)
         .await
-        .watch_services(bearer(pb::WatchServicesRequest {}, &token))
+        .watch_services(bearer(pb::WatchServicesRequest::default(), &token))
         .await
         .unwrap()
         .into_inner();

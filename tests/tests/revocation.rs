@@ -55,7 +55,7 @@ struct Streams {
 
 async fn open_streams(stack: &Stack, token: &str) -> Streams {
     let registry_direct = RegistryServiceClient::new(channel(stack.registry).await)
-        .watch_services(bearer(reg::WatchServicesRequest {}, token))
+        .watch_services(bearer(reg::WatchServicesRequest::default(), token))
         .await
         .unwrap()
         .into_inner();

@@ -69,7 +69,7 @@ async fn every_service_stops_within_5_s_with_streams_open(backend: Backend) {
             .into_inner();
         auth_clients.push(follow(format!("auth revocations {n}"), feed));
         let services = RegistryServiceClient::new(channel(stack.registry).await)
-            .watch_services(bearer(reg::WatchServicesRequest {}, &admin))
+            .watch_services(bearer(reg::WatchServicesRequest::default(), &admin))
             .await
             .unwrap()
             .into_inner();

@@ -221,7 +221,9 @@ async fn service_events_stream_as_ndjson(backend: Backend) {
     .await;
     assert_eq!(status, 200, "{body}");
     let event = watch.next().await.unwrap();
-    assert_eq!(event, json!({"service": beta, "deleted": true}));
+    // Each event's sequence (an int64: a string in JSON) resumes after it.
+    let deleted_at = event["sequence"].as_str().expect("a sequence").to_owned();
+    assert_eq!(event, json!({"service": beta, "deleted": true, "sequence": deleted_at}));
     let (status, _, synced) = call(&stack, Method::POST, "/v1/services/sync", Some(&admin), None).await;
     assert_eq!(status, 200, "{synced}");
     let event = watch
@@ -229,6 +231,10 @@ async fn service_events_stream_as_ndjson(backend: Backend) {
         .await;
     assert_eq!(event.get("deleted"), None, "{event}");
     assert_ne!(event["service"]["id"], beta_id, "ids are never reused");
+    let resumed = &format!("{route}?after_sequence={deleted_at}");
+    let mut resumed = open_ok(&stack, resumed, Some(&admin)).await;
+    assert_eq!(resumed.next().await.unwrap(), event, "resumed after the delete");
+    drop(resumed);
 
     // A token that expires ends its stream once it has expired.
     let short = signed(&stack, TokenType::User, 4);

@@ -1,7 +1,8 @@
 //! `WatchEvents`: stored events after the caller's sequence, then live ones, with no
-//! gap and no duplicate. The live part follows the store's broadcast; a watcher that
-//! falls behind it (a slow client) catches up from the table, so it never holds up
-//! the runner and never misses an event.
+//! gap and no duplicate. Stored events are read up to the events feed's position and
+//! the live part follows the feed, which delivers the events of every replica on the
+//! database in sequence order; a watcher that falls behind it (a slow client) catches
+//! up from the table, so it never holds up the runner and never misses an event.
 
 use proto::deploy::v1 as pb;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
@@ -28,10 +29,13 @@ pub async fn watch(
     after: i64,
     shutdown: CancellationToken,
 ) -> Result<EventStream, Status> {
-    // Subscribe before reading, so nothing committed in between is missed.
-    let live = store.subscribe();
+    // Subscribe before reading, so nothing delivered in between is missed.
+    let common::feed::Subscription {
+        receiver: live,
+        position,
+    } = store.follow();
     let last = match after {
-        0 => store.last_sequence().await.map_err(super::internal)?,
+        0 => position,
         n if n < 0 => 0,
         n => n,
     };
@@ -88,10 +92,12 @@ impl Watcher {
         }
     }
 
-    /// Sends every stored event after `last`.
+    /// Sends every stored event after `last`, up to what the feed has delivered (rows
+    /// after that come through the feed).
     async fn catch_up(&mut self) -> Result<(), ()> {
+        let upto = self.store.feed_position();
         loop {
-            let page = match self.store.events_after(self.last, &self.filter, PAGE).await {
+            let page = match self.store.events_between(self.last, upto, &self.filter, PAGE).await {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::error!(%error, "reading events failed");
@@ -107,6 +113,7 @@ impl Watcher {
                 self.last = event.sequence;
             }
             if (page.len() as u64) < PAGE {
+                self.last = self.last.max(upto);
                 return Ok(());
             }
         }

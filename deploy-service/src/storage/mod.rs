@@ -1,15 +1,18 @@
 //! The deploy service's tables, behind one `Store` used the same way on SQLite and
 //! PostgreSQL. Every write goes through one writer lock and records its events in
-//! the same transaction; after the commit the events are broadcast in sequence
-//! order, so a watcher that reads the table and then follows the broadcast sees
-//! every event once. Several replicas may share one PostgreSQL database: runs are
-//! claimed there (`claims`), and changes to one deployment lock its row.
+//! the same transaction; after the commit they reach watchers through the events
+//! feed (`feed`), which also delivers the events other replicas on the database
+//! commit, so a watcher that reads the table up to the feed's position and then
+//! follows the feed sees every event once, in order.
+//! Several replicas may share one PostgreSQL database: runs are claimed there
+//! (`claims`), and changes to one deployment lock its row.
 
 mod claims;
 pub mod deployment_logs;
 pub mod deployments;
 pub mod events;
 mod fenced;
+mod feed;
 pub mod log_lines;
 mod logs;
 mod migrations;
@@ -26,14 +29,13 @@ use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, broadcast};
 
 pub use claims::{Claim, Fenced, HEARTBEAT, LEASE, Limits, RUNNER_LOST};
+pub use feed::{CHANNEL as EVENTS_CHANNEL, EventFeed, EventsTable};
+
+
 pub use logs::LogBatch;
 pub use migrations::Migrator;
 pub use reads::{DeploymentFilter, EventFilter};
 pub use writes::{NewDeployment, ReportRefused};
-
-/// How many events a watcher may fall behind the broadcast before it catches up
-/// from the table instead.
-const BROADCAST_CAPACITY: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -41,7 +43,8 @@ pub struct Store {
     /// The writer lock: this process's writes take turns (SQLite has one writer;
     /// events go out in sequence order).
     writer: Arc<Mutex<()>>,
-    events: broadcast::Sender<events::Model>,
+    /// Delivers the events of every replica on the database, in sequence order.
+    feed: EventFeed,
 }
 
 impl Store {
@@ -49,17 +52,17 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, DbErr> {
         let db = common::db::connect(url).await?;
         Migrator::up(&db, None).await?;
-        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let feed = EventFeed::start(EventsTable::new(db.clone()), &db, EVENTS_CHANNEL).await?;
         Ok(Store {
             db,
             writer: Arc::new(Mutex::new(())),
-            events,
+            feed,
         })
     }
 
-    /// Events committed from now on, in sequence order.
+    /// Events delivered from now on (by any replica), in sequence order.
     pub fn subscribe(&self) -> broadcast::Receiver<events::Model> {
-        self.events.subscribe()
+        self.feed.subscribe().receiver
     }
 
     pub fn connection(&self) -> &DatabaseConnection {

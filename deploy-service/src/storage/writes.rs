@@ -1,8 +1,9 @@
 //! Changing deployments and steps. Each change is one transaction under the writer
-//! lock that also stores one event per changed row; the events are broadcast after
-//! the commit, in sequence order. A change to a deployment or its steps locks the
-//! deployment's row first (PostgreSQL), so that replicas applying step reports,
-//! finishes and ends to one deployment take turns.
+//! lock that also stores one event per changed row (and, on PostgreSQL, notifies the
+//! other replicas' feeds); after the commit the events go to this replica's feed.
+//! A change to a deployment or its steps locks the deployment's row first
+//! (PostgreSQL), so that replicas applying step reports, finishes and ends to one
+//! deployment take turns.
 
 use std::collections::HashMap;
 
@@ -56,7 +57,7 @@ pub enum ReportRefused {
 }
 
 /// Events of the current transaction, stored in one statement before its commit and
-/// broadcast after it.
+/// handed to the feed after it.
 pub(super) struct Emitted {
     service: String,
     deployment_id: DeploymentId,
@@ -156,15 +157,16 @@ fn is(row: &steps::Model, state: StepState) -> bool {
 }
 
 impl Store {
-    /// Stores the events, commits `txn` and broadcasts the events (the writer lock is
-    /// still held, so they go out in sequence order).
+    /// Stores the events, announces them to every replica's feed (a PostgreSQL notice
+    /// sent at commit), commits `txn` and hands them to this replica's feed, which
+    /// delivers them at once when nothing from another replica comes between.
     pub(super) async fn commit(&self, txn: DatabaseTransaction, emitted: Emitted) -> Result<(), DbErr> {
         let events = emitted.store(&txn).await?;
-        txn.commit().await?;
-        for event in events {
-            // No receiver is fine: watchers catch up from the table.
-            let _ = self.events.send(event);
+        if let Some(last) = events.last() {
+            common::feed::announce(&txn, super::EVENTS_CHANNEL, last.sequence).await?;
         }
+        txn.commit().await?;
+        self.feed.committed(events);
         Ok(())
     }
 

@@ -57,7 +57,7 @@ pub struct EventsQuery {
     after_sequence: i64,
 }
 
-/// `WatchRevocationsRequest` as query parameters.
+/// `WatchRevocationsRequest` (and `WatchServicesRequest`) as query parameters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationsQuery {
@@ -133,12 +133,20 @@ pub async fn follow_log(state: &AppState, token: &Caller, id: i64, after_line: i
     .respond())
 }
 
-/// Every service change from now on (sync, delete).
-pub async fn watch_services(State(state): State<AppState>, token: Caller) -> Result<Response, ApiError> {
+/// Every service change from now on (sync, delete); `?after_sequence=` resumes, as in
+/// `WatchServicesRequest`.
+pub async fn watch_services(
+    State(state): State<AppState>,
+    token: Caller,
+    Params(query): Params<RevocationsQuery>,
+) -> Result<Response, ApiError> {
+    let request = WatchServicesRequest {
+        after_sequence: query.after_sequence,
+    };
     let upstream = state
         .backends
         .registry()
-        .watch_services(with_token(WatchServicesRequest {}, &token.token)?)
+        .watch_services(with_token(request, &token.token)?)
         .await
         .map_err(|s| ApiError::from_backend("registry", &s))?;
     Ok(Feed::new(

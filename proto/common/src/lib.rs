@@ -7,6 +7,7 @@ pub mod coalesce;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod feed;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod guard;

@@ -1,7 +1,10 @@
 //! The registry's tables, behind one `Store` used the same way on SQLite and PostgreSQL.
+//! Every change to a service stores its event in the same transaction (`feed`).
 
 pub mod deployed_services;
+mod feed;
 mod migrations;
+pub mod service_events;
 pub mod services;
 mod snapshot;
 
@@ -14,6 +17,7 @@ use sea_orm::{
 use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
 
+pub use feed::{CHANNEL as SERVICE_EVENTS_CHANNEL, ServiceEventsTable, ServiceFeed};
 pub use migrations::Migrator;
 
 #[derive(Debug, Clone)]
@@ -21,6 +25,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// The services table in memory (see `snapshot`).
     services: Arc<snapshot::Snapshot>,
+    /// Delivers the service events of every replica on the database, in order.
+    feed: ServiceFeed,
 }
 
 /// What a sync did to one service.
@@ -43,10 +49,10 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, DbErr> {
         let db = common::db::connect(url).await?;
         Migrator::up(&db, None).await?;
-        Ok(Store {
-            db,
-            services: Arc::default(),
-        })
+        let services = Arc::<snapshot::Snapshot>::default();
+        let table = ServiceEventsTable::new(db.clone(), services.clone());
+        let feed = ServiceFeed::start(table, &db, SERVICE_EVENTS_CHANNEL).await?;
+        Ok(Store { db, services, feed })
     }
 
     /// Every service in id order, from the snapshot (the table is read when it has
@@ -89,13 +95,17 @@ impl Store {
 
     /// Inserts the service or replaces its data, keeping its id.
     pub async fn upsert_service(&self, name: &str, data: Value) -> Result<services::Model, DbErr> {
+        let txn = self.db.begin().await?;
         let existing = services::Entity::find()
             .filter(services::Column::Name.eq(name))
-            .one(&self.db)
+            .one(&txn)
             .await?;
-        let row = upsert(&self.db, name, data, existing).await;
+        let row = upsert(&txn, name, data, existing).await?;
+        let events = feed::record(&txn, &[(&row, false)]).await?;
+        txn.commit().await?;
         self.services.invalidate();
-        row
+        self.feed.committed(events);
+        Ok(row)
     }
 
     /// Brings the services table in line with a scan of the services directory, in one
@@ -129,10 +139,16 @@ impl Store {
                 service: row,
             });
         }
+        let recorded: Vec<(&services::Model, bool)> = changes
+            .iter()
+            .map(|c| (&c.service, c.kind == ChangeKind::Deleted))
+            .collect();
+        let events = feed::record(&txn, &recorded).await?;
         txn.commit().await?;
         if !changes.is_empty() {
             self.services.invalidate();
         }
+        self.feed.committed(events);
         Ok(changes)
     }
 
@@ -149,8 +165,13 @@ impl Store {
             return Ok(None);
         };
         let deleted = delete_with_deployed(&txn, &row).await?;
+        let events = match deleted {
+            true => feed::record(&txn, &[(&row, true)]).await?,
+            false => Vec::new(),
+        };
         txn.commit().await?;
         self.services.invalidate();
+        self.feed.committed(events);
         Ok(deleted.then_some(row))
     }
 

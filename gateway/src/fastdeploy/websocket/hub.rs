@@ -296,7 +296,7 @@ impl Upstream {
         let bad_token = |_| tonic::Status::unauthenticated("unusable token");
         match self {
             Upstream::Services(backends) => {
-                let request = with_token(WatchServicesRequest {}, token).map_err(bad_token)?;
+                let request = with_token(WatchServicesRequest::default(), token).map_err(bad_token)?;
                 Ok(Stream::Services(
                     backends.registry().watch_services(request).await?.into_inner(),
                 ))

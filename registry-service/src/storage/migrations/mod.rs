@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_create_services;
 mod m0002_create_deployed_services;
 mod m0003_unique_deployed_service;
+mod m0004_create_service_events;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_create_services::Migration),
             Box::new(m0002_create_deployed_services::Migration),
             Box::new(m0003_unique_deployed_service::Migration),
+            Box::new(m0004_create_service_events::Migration),
         ]
     }
 
