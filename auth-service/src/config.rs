@@ -39,7 +39,8 @@ pub struct Config {
     /// Password for `--admin-user` when it has to be created.
     #[arg(long, env = "SLIPWAY_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<SecretString>,
-    /// The registry service, asked whether a service exists before a token is minted for it.
+    /// The registry service, asked whether a service exists before a token is minted for it
+    /// (several replicas: URLs separated by commas).
     #[arg(long, env = "SLIPWAY_REGISTRY_URL", default_value = "http://127.0.0.1:50052")]
     pub registry_url: String,
     #[command(flatten)]

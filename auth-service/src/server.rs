@@ -46,10 +46,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     {
         tracing::info!(user = %name, "admin user created");
     }
-    let registry = tonic::transport::Endpoint::from_shared(config.registry_url.clone())?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .timeout(std::time::Duration::from_secs(10))
-        .connect_lazy();
+    // One registry URL, or several replicas separated by commas.
+    let registry = common::balance::channel(&config.registry_url, |endpoint| {
+        endpoint
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(10))
+    })?;
     let revoked = Arc::new(
         RevokedSet::load(store.clone())
             .await
@@ -86,6 +88,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tonic::service::Routes::new(api),
         listener,
         shutdown,
+        // Its database is open and its keys loaded by now.
+        || true,
     )
     .await
 }

@@ -62,11 +62,13 @@ pub struct Backends {
     credential: Credential,
 }
 
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy())
+/// A channel to one URL, or balanced over several (replicas) separated by commas.
+fn channel(urls: &str) -> anyhow::Result<Channel> {
+    common::balance::channel(urls, |endpoint| {
+        endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+    })
 }
 
 impl Backends {

@@ -22,7 +22,8 @@ pub struct Config {
     pub services_dir: PathBuf,
     #[command(flatten)]
     pub auth: common::config::AuthArgs,
-    /// The registry service, for service configs and deployed services.
+    /// The registry service, for service configs and deployed services (several
+    /// replicas: URLs separated by commas).
     #[arg(long, env = "SLIPWAY_REGISTRY_URL", default_value = "http://127.0.0.1:50052")]
     pub registry_url: String,
     /// This service's own credential (see `slipway up`); the auth and registry services
@@ -72,6 +73,11 @@ pub struct Config {
     /// A longer output line is kept cut to this many bytes, with a note.
     #[arg(long, env = "SLIPWAY_LOG_MAX_LINE_BYTES", default_value_t = 16 * 1024)]
     pub log_max_line_bytes: usize,
+    /// The private directory of the config files handed to deploy scripts (default:
+    /// `deploy-runs` in the data dir). Each replica on one host needs its own: at start
+    /// a replica stops the script groups left in it.
+    #[arg(long, env = "SLIPWAY_RUNS_DIR")]
+    pub runs_dir: Option<PathBuf>,
     /// Retention: finished deployments (steps, events, output) are kept this many days
     /// (0: for ever) …
     #[arg(long, env = "SLIPWAY_RETENTION_DAYS", default_value_t = 90)]
@@ -137,6 +143,9 @@ impl Config {
 
     /// The private directory of the config files handed to deploy scripts.
     pub fn runs_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.runs_dir {
+            return std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        }
         let data = std::path::absolute(&self.storage.data_dir).unwrap_or_else(|_| self.storage.data_dir.clone());
         data.join("deploy-runs")
     }

@@ -1,6 +1,8 @@
 //! `slipway up`: the whole system on one machine. The three services and the gateway
-//! run as separate processes on loopback, each with its SQLite file in the data dir;
-//! Ctrl-C or SIGTERM stops them all, gateway first.
+//! run as separate processes on loopback, each with its SQLite file in the data dir
+//! (or all on one PostgreSQL database with `--database-url`, and then `--replicas N`
+//! of each, the callers balancing over a backend's replicas); Ctrl-C or SIGTERM stops
+//! them all, gateways first.
 //!
 //! `up` supervises them: a service that exits unexpectedly is started again on the
 //! same address after a short wait (doubling with each exit, see [`Restarts`]) while
@@ -8,7 +10,6 @@
 //! stops `up` with the reason. Each service's pid is in `<data dir>/run/<name>.pid`.
 
 use std::{
-    collections::VecDeque,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
@@ -21,6 +22,11 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use rand::{Rng, distributions::Alphanumeric};
 use secrecy::SecretString;
 use tokio::process::{Child, Command};
+
+mod restarts;
+mod topology;
+use restarts::{EXIT_WINDOW, MAX_EXITS, Restarts};
+use topology::{Addresses, PARTS, Topology};
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -48,6 +54,14 @@ pub struct UpArgs {
     /// Password for the admin user if it has to be created (default: generated and printed once).
     #[arg(long, env = "SLIPWAY_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<SecretString>,
+    /// One database for every service (`postgres://…`; each service keeps its own
+    /// tables). Default: a SQLite file per service in the data dir.
+    #[arg(long, env = "SLIPWAY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Replicas of each service (auth, registry, deploy, gateway); more than one needs
+    /// `--database-url postgres://…`, which they share.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    replicas: u16,
 }
 
 /// Settings a service would otherwise pick up from the caller's environment: the ones
@@ -72,51 +86,22 @@ const PRIVATE_ENV: &[&str] = &[
     "SLIPWAY_LANDLOCK",
 ];
 
-/// A service exiting this many times within [`EXIT_WINDOW`] stops `up`.
-const MAX_EXITS: usize = 5;
-const EXIT_WINDOW: Duration = Duration::from_secs(60);
-/// The wait before the first restart; it doubles with each exit in the window, up to
-/// [`MAX_RESTART_DELAY`].
-const FIRST_RESTART_DELAY: Duration = Duration::from_millis(250);
-const MAX_RESTART_DELAY: Duration = Duration::from_secs(8);
-
 struct Running {
-    name: &'static str,
+    /// `auth`, …; `auth-1`, `auth-2`, … with several replicas.
+    name: String,
+    /// The part it runs (`slipway serve <part>`).
+    part: &'static str,
     /// The arguments it was started with (`--listen` as given).
     args: Vec<String>,
+    /// Settings passed in its environment (kept out of `ps`: the database URL).
+    env: Vec<(&'static str, String)>,
     child: Child,
     addr: SocketAddr,
     restarts: Restarts,
 }
 
-/// When a service last exited unexpectedly, to pace its restarts.
-#[derive(Default)]
-struct Restarts {
-    exits: VecDeque<Instant>,
-}
-
-impl Restarts {
-    /// Counts an exit now: the wait before the restart, or `None` when it exited
-    /// [`MAX_EXITS`] times within [`EXIT_WINDOW`] and should stay down.
-    fn exited(&mut self, now: Instant) -> Option<Duration> {
-        while self
-            .exits
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= EXIT_WINDOW)
-        {
-            self.exits.pop_front();
-        }
-        self.exits.push_back(now);
-        let count = self.exits.len();
-        if count >= MAX_EXITS {
-            return None;
-        }
-        let doublings = u32::try_from(count - 1).unwrap_or(u32::MAX).min(16);
-        Some((FIRST_RESTART_DELAY * 2u32.pow(doublings)).min(MAX_RESTART_DELAY))
-    }
-}
-
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let topology = Topology::of(args.replicas, args.database_url.as_deref())?;
     common::db::private_dir(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let run_dir = data_dir.join("run");
@@ -131,7 +116,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .map_or_else(|| services_dir.clone(), Path::to_path_buf),
     };
 
-    ensure_admin(&data_dir, &args.admin_user, args.admin_password).await?;
+    let auth_database = topology.auth_database(&data_dir);
+    ensure_admin(&auth_database, &args.admin_user, args.admin_password).await?;
 
     let shutdown = common::shutdown::on_signal();
     let mut running: Vec<Running> = Vec::new();
@@ -141,7 +127,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         services: &services_dir,
         project_root: &project_root,
     };
-    let started = start_all(&dirs, args.http, !args.no_landlock, &mut running).await;
+    let started = start_all(&dirs, &topology, args.http, !args.no_landlock, &mut running).await;
     if let Err(error) = started {
         stop_all(&mut running).await;
         return Err(error);
@@ -149,13 +135,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     println!("slipway is up");
     for r in &running {
-        let scheme = if r.name == "gateway" { "http" } else { "grpc" };
+        let scheme = if r.part == "gateway" { "http" } else { "grpc" };
         println!("  {:<10} {scheme}://{}", r.name, r.addr);
     }
-    if let Some(gateway) = running.iter().find(|r| r.name == "gateway") {
+    if let Some(gateway) = running.iter().find(|r| r.part == "gateway") {
         println!("  console    http://{}/ui/", gateway.addr);
     }
     println!("  data dir   {}", data_dir.display());
+    println!("  database   {}", topology.describe());
     println!("  services   {} ({services_origin})", services_dir.display());
     println!("  project    {}", project_root.display());
     // The services read these from the environment `up` passes on.
@@ -226,7 +213,7 @@ async fn supervise(running: &mut [Running], run_dir: &Path) -> anyhow::Error {
             // Back on the address it had, so the others find it where they look.
             let args = listen_on(&r.args, r.addr);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            match spawn(r.name, r.name, &args, run_dir).await {
+            match spawn(&r.name, r.part, &args, &r.env, run_dir).await {
                 Ok(restarted) => {
                     r.child = restarted.child;
                     println!("{} restarted on {}", r.name, r.addr);
@@ -282,10 +269,8 @@ fn services_dir(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, &'static str
     )
 }
 
-async fn ensure_admin(data_dir: &Path, name: &str, password: Option<SecretString>) -> anyhow::Result<()> {
-    let store = Store::open(&common::db::sqlite_url(data_dir, "auth.db"))
-        .await
-        .context("opening the auth database")?;
+async fn ensure_admin(database_url: &str, name: &str, password: Option<SecretString>) -> anyhow::Result<()> {
+    let store = Store::open(database_url).await.context("opening the auth database")?;
     let accounts = Accounts::new(store, Hasher::new(1).await?);
     if accounts.find(name).await?.is_some() {
         println!("admin user {name:?} exists");
@@ -324,6 +309,7 @@ struct Dirs<'a> {
 
 async fn start_all(
     dirs: &Dirs<'_>,
+    topology: &Topology,
     http: SocketAddr,
     landlock: bool,
     running: &mut Vec<Running>,
@@ -346,20 +332,15 @@ async fn start_all(
     let kek_path = dirs.data.join("credentials").join("auth-kek");
     auth_service::kek::Kek::create_if_missing(&kek_path)?;
     let kek = kek_path.to_string_lossy().into_owned();
-    // The services name each other, so their addresses are chosen before any starts.
-    let [auth, registry, deploy] = [free_port()?, free_port()?, free_port()?];
+    // The services name each other, so their addresses are chosen before any starts;
+    // a caller is given every replica of a backend.
+    let addrs = Addresses::choose(topology.replicas, http)?;
     let (auth_url, registry_url, deploy_url) = (
-        format!("http://{auth}"),
-        format!("http://{registry}"),
-        format!("http://{deploy}"),
+        Addresses::urls(&addrs.auth),
+        Addresses::urls(&addrs.registry),
+        Addresses::urls(&addrs.deploy),
     );
     let public_url = format!("http://{http}");
-    let (auth, registry, deploy, http) = (
-        auth.to_string(),
-        registry.to_string(),
-        deploy.to_string(),
-        http.to_string(),
-    );
     let trust = ["--deploy-credential-file", credential.as_str()];
     let services_flag = [
         "--services-dir",
@@ -367,81 +348,86 @@ async fn start_all(
         "--project-root",
         project_root.as_str(),
     ];
-    let plans: [(&'static str, Vec<&str>); 4] = [
-        (
-            "auth",
-            [
-                &["--listen", &auth, "--data-dir", &data, "--registry-url", &registry_url][..],
-                &trust,
-                &[
-                    "--registry-credential-file",
-                    &registry_credential,
-                    "--gateway-credential-file",
-                    &gateway_credential,
-                    "--key-encryption-key-file",
-                    &kek,
-                ],
-            ]
-            .concat(),
-        ),
-        (
-            "registry",
-            [
-                &["--listen", &registry, "--data-dir", &data, "--auth-url", &auth_url][..],
-                &services_flag,
-                &trust,
-                &["--credential-file", &registry_credential],
-            ]
-            .concat(),
-        ),
-        (
-            "deploy",
-            [
-                &["--listen", &deploy, "--data-dir", &data, "--auth-url", &auth_url][..],
-                &services_flag,
-                &[
+    for part in PARTS {
+        for (index, addr) in addrs.of(part).iter().enumerate() {
+            let listen = addr.to_string();
+            // Each deploy replica stops the script groups left in its runs dir at
+            // start: one runs dir each (the first keeps the usual one).
+            let runs_dir = dirs.data.join(format!("deploy-runs-{}", index + 1));
+            let runs_dir = runs_dir.to_string_lossy().into_owned();
+            let own_runs_dir = ["--runs-dir", runs_dir.as_str()];
+            let args: Vec<&str> = match part {
+                "auth" => [
+                    &[
+                        "--listen",
+                        &listen,
+                        "--data-dir",
+                        &data,
+                        "--registry-url",
+                        &registry_url,
+                    ][..],
+                    &trust,
+                    &[
+                        "--registry-credential-file",
+                        &registry_credential,
+                        "--gateway-credential-file",
+                        &gateway_credential,
+                        "--key-encryption-key-file",
+                        &kek,
+                    ],
+                ]
+                .concat(),
+                "registry" => [
+                    &["--listen", &listen, "--data-dir", &data, "--auth-url", &auth_url][..],
+                    &services_flag,
+                    &trust,
+                    &["--credential-file", &registry_credential],
+                ]
+                .concat(),
+                "deploy" => [
+                    &["--listen", &listen, "--data-dir", &data, "--auth-url", &auth_url][..],
+                    &services_flag,
+                    &[
+                        "--registry-url",
+                        &registry_url,
+                        "--credential-file",
+                        &credential,
+                        "--public-url",
+                        &public_url,
+                    ],
+                    if landlock { &["--landlock"][..] } else { &[] },
+                    if index > 0 { &own_runs_dir[..] } else { &[] },
+                ]
+                .concat(),
+                _ => vec![
+                    "--listen",
+                    &listen,
+                    "--auth-url",
+                    &auth_url,
                     "--registry-url",
                     &registry_url,
+                    "--deploy-url",
+                    &deploy_url,
                     "--credential-file",
-                    &credential,
-                    "--public-url",
-                    &public_url,
+                    &gateway_credential,
                 ],
-                if landlock { &["--landlock"][..] } else { &[] },
-            ]
-            .concat(),
-        ),
-        (
-            "gateway",
-            vec![
-                "--listen",
-                &http,
-                "--auth-url",
-                &auth_url,
-                "--registry-url",
-                &registry_url,
-                "--deploy-url",
-                &deploy_url,
-                "--credential-file",
-                &gateway_credential,
-            ],
-        ),
-    ];
-    for (name, args) in plans {
-        running.push(spawn(name, name, &args, dirs.run).await?);
+            };
+            let name = topology.name(part, index);
+            running.push(spawn(&name, part, &args, &topology.env(part), dirs.run).await?);
+        }
     }
     Ok(())
 }
 
-/// A loopback address whose port was free a moment ago (and that no outgoing
-/// connection can take before the service binds it).
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(common::server::free_loopback_port()?)
-}
-
 /// Starts `slipway serve <sub>`, writes its pid file and waits until it has written
 /// its address file. The process is killed if `up` drops it without stopping it.
-async fn spawn(name: &'static str, sub: &str, args: &[&str], run_dir: &Path) -> anyhow::Result<Running> {
+async fn spawn(
+    name: &str,
+    part: &'static str,
+    args: &[&str],
+    env: &[(&'static str, String)],
+    run_dir: &Path,
+) -> anyhow::Result<Running> {
     let addr_file = run_dir.join(format!("{name}.addr"));
     let _ = std::fs::remove_file(&addr_file);
     let pid_file = run_dir.join(format!("{name}.pid"));
@@ -449,7 +435,7 @@ async fn spawn(name: &'static str, sub: &str, args: &[&str], run_dir: &Path) -> 
     let mut command = Command::new(exe);
     command
         .arg("serve")
-        .arg(sub)
+        .arg(part)
         .args(args)
         .arg("--addr-file")
         .arg(&addr_file)
@@ -458,6 +444,7 @@ async fn spawn(name: &'static str, sub: &str, args: &[&str], run_dir: &Path) -> 
     for var in PRIVATE_ENV {
         command.env_remove(var);
     }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
     if let Some(pid) = child.id() {
         std::fs::write(&pid_file, format!("{pid}\n")).with_context(|| format!("writing {}", pid_file.display()))?;
@@ -469,8 +456,10 @@ async fn spawn(name: &'static str, sub: &str, args: &[&str], run_dir: &Path) -> 
             .and_then(|t| t.trim().parse().ok())
         {
             return Ok(Running {
-                name,
+                name: name.to_owned(),
+                part,
                 args: args.iter().map(|a| (*a).to_owned()).collect(),
+                env: env.to_vec(),
                 child,
                 addr,
                 restarts: Restarts::default(),
@@ -495,9 +484,9 @@ async fn stop_all(running: &mut Vec<Running>) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
         match tokio::time::timeout(Duration::from_secs(10), r.child.wait()).await {
-            Ok(_) => tracing::info!(service = r.name, "stopped"),
+            Ok(_) => tracing::info!(service = %r.name, "stopped"),
             Err(_) => {
-                tracing::warn!(service = r.name, "did not stop in 10 s; killing");
+                tracing::warn!(service = %r.name, "did not stop in 10 s; killing");
                 let _ = r.child.kill().await;
             }
         }
@@ -507,30 +496,6 @@ async fn stop_all(running: &mut Vec<Running>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn restarts_wait_longer_each_time_and_stop_after_too_many() {
-        let mut restarts = Restarts::default();
-        let start = Instant::now();
-        let delays: Vec<_> = (0..4)
-            .map(|n| restarts.exited(start + Duration::from_secs(n)))
-            .collect();
-        assert_eq!(delays, [250, 500, 1000, 2000].map(|ms| Some(Duration::from_millis(ms))));
-        assert_eq!(
-            restarts.exited(start + Duration::from_secs(5)),
-            None,
-            "the fifth within a minute"
-        );
-        // Exits older than the window no longer count.
-        let mut restarts = Restarts::default();
-        for n in 0..10 {
-            assert!(restarts.exited(start + Duration::from_secs(n * 30)).is_some());
-        }
-        assert_eq!(
-            restarts.exited(start + Duration::from_secs(300)),
-            Some(Duration::from_millis(500))
-        );
-    }
 
     #[test]
     fn a_restart_listens_where_the_service_was() {

@@ -27,13 +27,15 @@ impl Backends {
         let timeout = Duration::from_millis(config.backend_timeout_ms);
         const PING_EVERY: Duration = Duration::from_secs(30);
         const PING_TIMEOUT: Duration = Duration::from_secs(20);
-        let channel = |url: &str| -> anyhow::Result<Channel> {
-            Ok(Endpoint::from_shared(url.to_owned())?
-                .connect_timeout(Duration::from_secs(2).min(timeout))
-                .timeout(timeout)
-                .http2_keep_alive_interval(PING_EVERY)
-                .keep_alive_timeout(PING_TIMEOUT)
-                .connect_lazy())
+        // One URL or several (replicas, balanced over those serving).
+        let channel = |urls: &str| -> anyhow::Result<Channel> {
+            common::balance::channel(urls, |endpoint: Endpoint| {
+                endpoint
+                    .connect_timeout(Duration::from_secs(2).min(timeout))
+                    .timeout(timeout)
+                    .http2_keep_alive_interval(PING_EVERY)
+                    .keep_alive_timeout(PING_TIMEOUT)
+            })
         };
         Ok(Backends {
             auth: channel(&config.auth_url)?,

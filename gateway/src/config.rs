@@ -15,13 +15,13 @@ pub struct Config {
     /// Write the bound address to this file once listening.
     #[arg(long, env = "SLIPWAY_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
-    /// gRPC URL of the auth service.
+    /// gRPC URL of the auth service (several replicas: URLs separated by commas).
     #[arg(long, env = "SLIPWAY_AUTH_URL", default_value = "http://127.0.0.1:50051")]
     pub auth_url: String,
-    /// gRPC URL of the registry service.
+    /// gRPC URL of the registry service (several replicas: URLs separated by commas).
     #[arg(long, env = "SLIPWAY_REGISTRY_URL", default_value = "http://127.0.0.1:50052")]
     pub registry_url: String,
-    /// gRPC URL of the deploy service.
+    /// gRPC URL of the deploy service (several replicas: URLs separated by commas).
     #[arg(long, env = "SLIPWAY_DEPLOY_URL", default_value = "http://127.0.0.1:50053")]
     pub deploy_url: String,
     /// Deadline of every backend call, in milliseconds.

@@ -52,6 +52,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tonic::service::Routes::new(api),
         listener,
         shutdown,
+        // Serving while it can check tokens: the auth service's feed is fresh.
+        move || guard.ready(),
     )
     .await
 }

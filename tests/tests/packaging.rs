@@ -17,6 +17,8 @@ mod manifests;
 mod pods;
 #[path = "packaging/running.rs"]
 mod running;
+#[path = "packaging/scale.rs"]
+mod scale;
 #[path = "packaging/systemd.rs"]
 mod systemd;
 

@@ -34,7 +34,8 @@ impl StorageArgs {
 /// How a backend service reaches the auth service to verify tokens itself.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthArgs {
-    /// The auth service (gRPC), for its public keys and revocation feed.
+    /// The auth service (gRPC), for its public keys and revocation feed (several
+    /// replicas: URLs separated by commas).
     #[arg(long, env = "SLIPWAY_AUTH_URL", default_value = "http://127.0.0.1:50051")]
     pub auth_url: String,
     /// Refuse every token once the revocation feed has been silent this long (seconds).

@@ -29,10 +29,12 @@ impl Guard {
         credential: Option<Credential>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Guard> {
-        let channel = Endpoint::from_shared(auth_url.to_owned())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+        // One URL, or several auth replicas (the feed follows one serving replica).
+        let channel = crate::balance::channel(auth_url, |endpoint: Endpoint| {
+            endpoint
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+        })?;
         let verifier =
             Arc::new(RemoteVerifier::new(AuthServiceClient::new(channel), max_stale).with_credential(credential));
         let follower = verifier.clone();

@@ -3,6 +3,7 @@
 //! the error-code mapping, telemetry, shutdown, listener and storage helpers.
 
 pub mod authz;
+pub mod balance;
 pub mod coalesce;
 pub mod config;
 pub mod db;

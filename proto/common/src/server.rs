@@ -23,20 +23,40 @@ pub async fn bind(addr: SocketAddr, addr_file: Option<&Path>) -> io::Result<TcpL
     Ok(listener)
 }
 
+/// The health service name that says only "the process answers" (always SERVING).
+pub const LIVENESS: &str = "liveness";
+
+/// How often a service's readiness is checked for its health status.
+const READINESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Serves one gRPC API (`routes`, reported healthy under `grpc_name`) together with the
 /// health checking protocol and server reflection, until `shutdown` is cancelled; then
 /// stops accepting and lets open calls finish (for at most `shutdown::DRAIN`).
+///
+/// Health (the server, `""`, and `grpc_name`) means "can serve": SERVING while
+/// `ready()` holds (checked every 100 ms: a backend's revocation feed is fresh, say),
+/// NOT_SERVING before, whenever it stops holding, and from the moment `shutdown` is
+/// cancelled, so probes and balancing clients move away before the service stops.
 pub async fn serve_grpc(
     service: &'static str,
     grpc_name: &str,
     routes: Routes,
     listener: TcpListener,
     shutdown: CancellationToken,
+    ready: impl Fn() -> bool + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    // Liveness (the process answers) apart from readiness: Kubernetes' liveness probe
+    // asks for this name, so a pod that cannot serve for a while is not restarted.
     health_reporter
-        .set_service_status(grpc_name, ServingStatus::Serving)
+        .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
+    tokio::spawn(report_readiness(
+        health_reporter,
+        grpc_name.to_owned(),
+        ready,
+        shutdown.clone(),
+    ));
     let routes = routes.add_service(health).add_service(reflection()?);
     tracing::info!(service, addr = %listener.local_addr()?, "listening");
     let server = tonic::transport::Server::builder()
@@ -64,6 +84,39 @@ pub async fn serve_grpc(
     crate::shutdown::drain_bounded(service, server, &shutdown).await?;
     tracing::info!(service, "stopped");
     Ok(())
+}
+
+/// Keeps the health status of the server and of `grpc_name` to `ready()` until
+/// `shutdown`, then says NOT_SERVING.
+async fn report_readiness(
+    reporter: tonic_health::server::HealthReporter,
+    grpc_name: String,
+    ready: impl Fn() -> bool,
+    shutdown: CancellationToken,
+) {
+    let mut last = None;
+    loop {
+        let status = match !shutdown.is_cancelled() && ready() {
+            true => ServingStatus::Serving,
+            false => ServingStatus::NotServing,
+        };
+        if last != Some(status) {
+            if status == ServingStatus::NotServing && last.is_some() && !shutdown.is_cancelled() {
+                tracing::warn!(service = %grpc_name, "not serving");
+            }
+            for name in ["", grpc_name.as_str()] {
+                reporter.set_service_status(name, status).await;
+            }
+            last = Some(status);
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(READINESS_EVERY) => {}
+        }
+    }
 }
 
 /// The accepted connections, with Nagle's algorithm off: a gRPC answer written in

@@ -1,4 +1,4 @@
-//! How the pods of deploy/kubernetes run: locked down, single-owner parts alone, and a
+//! How the pods of deploy/kubernetes run: locked down, pods with a ReadWriteOnce volume alone, and a
 //! services directory that holds usable services, laid out as the kubelet would.
 
 use std::{collections::BTreeSet, os::unix::fs::PermissionsExt};
@@ -66,37 +66,28 @@ fn single_owner_parts_run_alone() {
                 .all(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
         })
     };
-    let mut deploy_seen = false;
     for workload in manifests.workloads() {
-        let runs_deploy = workload.containers().iter().any(|c| c.program().0.part() == "deploy");
         let rwo_claim = workload
             .volumes()
             .iter()
             .filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
             .find(|claim| read_write_once(claim));
-        if runs_deploy || rwo_claim.is_some() {
-            // The runner owns its scripts' processes; a ReadWriteOnce volume attaches to one pod.
-            let why = if runs_deploy {
-                "the deploy service"
-            } else {
-                "a ReadWriteOnce volume"
-            };
+        if let Some(claim) = rwo_claim {
+            // A ReadWriteOnce volume attaches to one pod.
             assert_eq!(
                 workload.spec()["replicas"],
                 1,
-                "{}: one replica ({why})",
+                "{}: one replica ({claim})",
                 workload.name()
             );
             assert_eq!(
                 workload.spec()["strategy"]["type"],
                 "Recreate",
-                "{}: never two pods at once ({why})",
+                "{}: never two pods at once ({claim})",
                 workload.name()
             );
         }
-        deploy_seen |= runs_deploy;
     }
-    assert!(deploy_seen, "no Deployment runs the deploy service");
 }
 
 /// A file mode as Kubernetes reads it: YAML 1.1, where `0555` is octal. (The YAML 1.2
