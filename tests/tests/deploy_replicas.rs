@@ -187,7 +187,7 @@ async fn a_killed_replica_s_run_is_failed_by_another_and_its_script_stopped_on_r
     );
     f.stack.respawn("deploy-b").await;
     wait_gone(pid).await;
-    let runs_dir = f.stack.dir.path().join("deploy-b").join("deploy-runs");
+    let runs_dir = f.stack.dir.path().join("deploy-b-data").join("deploy-runs");
     wait_until(Duration::from_secs(10), async || {
         match std::fs::read_dir(&runs_dir).map(|d| d.count()) {
             Ok(0) => Ok(()),
