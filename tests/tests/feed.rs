@@ -14,7 +14,10 @@ use sea_orm::{
 use tests::{Backend, db::TestDatabase, on_every_backend, wait_until};
 use tokio::sync::broadcast;
 
-on_every_backend!(rows_are_delivered_in_order_to_every_follower);
+on_every_backend!(
+    rows_are_delivered_in_order_to_every_follower,
+    service_events_are_stored_with_each_change_and_pruned,
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gap_is_held_until_it_fills() {
@@ -193,4 +196,49 @@ async fn gap_skipped() {
     let (open, _missing, after) = gap_open(&db).await;
     open.rollback().await.unwrap();
     assert_eq!(receive(&mut receiver, 1).await, [after]);
+}
+
+/// The registry stores an event with each change to a service, in the change's
+/// transaction, delivers it through its feed, and prunes old ones.
+async fn service_events_are_stored_with_each_change_and_pruned(backend: Backend) {
+    use registry_service::storage::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(backend, dir.path(), "registry").await.unwrap();
+    let store = Store::open(&database.url).await.unwrap();
+    let mut live = store.follow().receiver;
+    let alpha = store.upsert_service("alpha", serde_json::json!({})).await.unwrap();
+    store.upsert_service("beta", serde_json::json!({})).await.unwrap();
+    store
+        .upsert_service("alpha", serde_json::json!({"x": 1}))
+        .await
+        .unwrap();
+    assert!(store.delete_service(alpha.id).await.unwrap());
+    let mut got = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        got.push((event.service, event.deleted, event.sequence));
+    }
+    let names: Vec<(&str, bool)> = got.iter().map(|(s, d, _)| (s.as_str(), *d)).collect();
+    assert_eq!(
+        names,
+        [("alpha", false), ("beta", false), ("alpha", false), ("alpha", true)]
+    );
+    assert!(got.windows(2).all(|w| w[0].2 < w[1].2), "{got:?}");
+    assert_eq!(store.feed_position(), got[3].2);
+    let stored = store.service_events_between(0, i64::MAX, 100).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[3].payload["name"], "alpha");
+
+    // All but the newest two, then everything older than now.
+    assert_eq!(
+        store.prune_service_events(chrono::Duration::days(1), 2).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.service_events_between(0, i64::MAX, 100).await.unwrap(),
+        stored[2..]
+    );
+    assert_eq!(
+        store.prune_service_events(chrono::Duration::zero(), 100).await.unwrap(),
+        2
+    );
 }
