@@ -64,10 +64,10 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Service {
-    // Boxed: the auth service has the most settings by far.
+    // Boxed: the auth and deploy services have the most settings by far.
     Auth(Box<auth_service::Config>),
     Registry(registry_service::Config),
-    Deploy(deploy_service::Config),
+    Deploy(Box<deploy_service::Config>),
     Gateway(gateway::Config),
 }
 
@@ -122,7 +122,7 @@ async fn serve(service: Service) -> ExitCode {
             common::telemetry::init("deploy-service");
             let (listen, file) = (c.listen, c.addr_file.clone());
             run_main("deploy-service", listen, file.as_deref(), |l, s| {
-                deploy_service::run(c, l, s)
+                deploy_service::run(*c, l, s)
             })
             .await
         }

@@ -333,7 +333,8 @@ async fn start_all(
     let project_root = dirs.project_root.to_string_lossy().into_owned();
     // Each internal service's credential: the deploy service's is trusted by the auth
     // and registry services; the registry and the gateway present theirs to follow
-    // the auth service's revocation feed.
+    // the auth service's revocation feed, and the gateway's is trusted by the registry
+    // and deploy services too (its services cache and WebSocket hub).
     let [credential, registry_credential, gateway_credential] =
         ["deploy-service.key", "registry-service.key", "gateway.key"].map(|file| {
             let path = dirs.data.join("credentials").join(file);
@@ -361,6 +362,7 @@ async fn start_all(
         http.to_string(),
     );
     let trust = ["--deploy-credential-file", credential.as_str()];
+    let trust_gateway = ["--gateway-credential-file", gateway_credential.as_str()];
     let services_flag = [
         "--services-dir",
         services.as_str(),
@@ -373,11 +375,10 @@ async fn start_all(
             [
                 &["--listen", &auth, "--data-dir", &data, "--registry-url", &registry_url][..],
                 &trust,
+                &trust_gateway,
                 &[
                     "--registry-credential-file",
                     &registry_credential,
-                    "--gateway-credential-file",
-                    &gateway_credential,
                     "--key-encryption-key-file",
                     &kek,
                 ],
@@ -390,6 +391,7 @@ async fn start_all(
                 &["--listen", &registry, "--data-dir", &data, "--auth-url", &auth_url][..],
                 &services_flag,
                 &trust,
+                &trust_gateway,
                 &["--credential-file", &registry_credential],
             ]
             .concat(),
@@ -407,6 +409,7 @@ async fn start_all(
                     "--public-url",
                     &public_url,
                 ],
+                &trust_gateway,
                 if landlock { &["--landlock"][..] } else { &[] },
             ]
             .concat(),
