@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use common::identity::{GATEWAY, IdentityError, REGISTRY_SERVICE, TrustedCaller};
+use common::identity::{IdentityError, REGISTRY_SERVICE, TrustedCaller};
 use secrecy::SecretString;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -49,10 +49,10 @@ pub struct Config {
     /// revocation feed.
     #[arg(long, env = "SLIPWAY_REGISTRY_CREDENTIAL_FILE")]
     pub registry_credential_file: Option<PathBuf>,
-    /// File holding the gateway's credential; the gateway presents it to follow the
-    /// revocation feed.
-    #[arg(long, env = "SLIPWAY_GATEWAY_CREDENTIAL_FILE")]
-    pub gateway_credential_file: Option<PathBuf>,
+    /// The gateway's credential; the gateway presents it to follow the revocation feed
+    /// and to name the address a login came from.
+    #[command(flatten)]
+    pub gateway: common::config::GatewayTrustArgs,
     /// Most revocation feeds (WatchRevocations) open at once, over all callers.
     #[arg(long, env = "SLIPWAY_MAX_REVOCATION_STREAMS", default_value_t = 256)]
     pub max_revocation_streams: usize,
@@ -122,14 +122,10 @@ impl Config {
     /// the registry and the gateway.
     pub fn trusted(&self) -> Result<Vec<TrustedCaller>, IdentityError> {
         let mut trusted = self.trust.trusted()?;
-        for (caller, path) in [
-            (REGISTRY_SERVICE, &self.registry_credential_file),
-            (GATEWAY, &self.gateway_credential_file),
-        ] {
-            if let Some(path) = path {
-                trusted.push(TrustedCaller::load(caller, path)?);
-            }
+        if let Some(path) = &self.registry_credential_file {
+            trusted.push(TrustedCaller::load(REGISTRY_SERVICE, path)?);
         }
+        trusted.extend(self.gateway.trusted()?);
         Ok(trusted)
     }
 

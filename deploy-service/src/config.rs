@@ -30,6 +30,10 @@ pub struct Config {
     /// trust calls that present it.
     #[arg(long, env = "SLIPWAY_CREDENTIAL_FILE")]
     pub credential_file: Option<PathBuf>,
+    /// The gateway's credential: it follows `WatchEvents` for its WebSocket hub on
+    /// nobody's behalf.
+    #[command(flatten)]
+    pub gateway: common::config::GatewayTrustArgs,
     /// The gateway's URL as deploy scripts reach it (`steps_url`, `deployment_finish_url`).
     #[arg(long, env = "SLIPWAY_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
     pub public_url: String,
@@ -129,16 +133,20 @@ impl Config {
 
     /// What deploy scripts may not touch (with `--landlock`): the data dir, where the
     /// databases, other runs' config files and, under `slipway up`, every service's
-    /// secrets are, and the deploy service's credential.
+    /// secrets are, the deploy service's credential and the gateway's.
     pub fn denied_to_scripts(&self) -> Vec<PathBuf> {
         if !self.landlock {
             return Vec::new();
         }
         let data = std::path::absolute(&self.storage.data_dir).unwrap_or_else(|_| self.storage.data_dir.clone());
-        [Some(data), self.credential_file.clone()]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            Some(data),
+            self.credential_file.clone(),
+            self.gateway.gateway_credential_file.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The private directory of the config files handed to deploy scripts.

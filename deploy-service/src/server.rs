@@ -41,6 +41,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .context("the deploy service needs its credential (--credential-file) to mint deployment tokens")?;
     let credential = Credential::load(common::identity::DEPLOY_SERVICE, credential_file)
         .context("loading the deploy service's credential")?;
+    let trusted_gateway: Vec<_> = config
+        .gateway
+        .trusted()
+        .context("loading the gateway's credential")?
+        .into_iter()
+        .collect();
     let backends = Backends::new(&config.auth.auth_url, &config.registry_url, credential.clone())?;
     let guard = Guard::connect(
         &config.auth.auth_url,
@@ -97,7 +103,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         shutdown: shutdown.clone(),
     });
     // No internal service calls the deploy service: tokens only.
-    let api = guard.layer(Vec::new()).wrap(DeployServiceServer::new(api));
+    let api = guard.layer(trusted_gateway).wrap(DeployServiceServer::new(api));
     let grpc_name = <DeployServiceServer<DeployApi> as tonic::server::NamedService>::NAME;
     // Shutdown order: the server stops accepting and its streams end (watchers follow
     // the same token); the runs, stopped by that token too, end their deployments.

@@ -319,7 +319,8 @@ async fn start_all(
     let project_root = dirs.project_root.to_string_lossy().into_owned();
     // Each internal service's credential: the deploy service's is trusted by the auth
     // and registry services; the registry and the gateway present theirs to follow
-    // the auth service's revocation feed.
+    // the auth service's revocation feed, and the gateway's is trusted by the registry
+    // and deploy services too (its services cache and WebSocket hub).
     let [credential, registry_credential, gateway_credential] =
         ["deploy-service.key", "registry-service.key", "gateway.key"].map(|file| {
             let path = dirs.data.join("credentials").join(file);
@@ -342,6 +343,7 @@ async fn start_all(
     );
     let public_url = format!("http://{http}");
     let trust = ["--deploy-credential-file", credential.as_str()];
+    let trust_gateway = ["--gateway-credential-file", gateway_credential.as_str()];
     let services_flag = [
         "--services-dir",
         services.as_str(),
@@ -355,7 +357,9 @@ async fn start_all(
             // start: one runs dir each (the first keeps the usual one).
             let runs_dir = dirs.data.join(format!("deploy-runs-{}", index + 1));
             let runs_dir = runs_dir.to_string_lossy().into_owned();
-            let own_runs_dir = ["--runs-dir", runs_dir.as_str()];
+            // Replicas share the data dir: each is named apart (its leases and runs).
+            let replica_id = format!("deploy-{}", index + 1);
+            let own_runs_dir = ["--runs-dir", runs_dir.as_str(), "--replica-id", replica_id.as_str()];
             let args: Vec<&str> = match part {
                 "auth" => [
                     &[
@@ -367,11 +371,10 @@ async fn start_all(
                         &registry_url,
                     ][..],
                     &trust,
+                    &trust_gateway,
                     &[
                         "--registry-credential-file",
                         &registry_credential,
-                        "--gateway-credential-file",
-                        &gateway_credential,
                         "--key-encryption-key-file",
                         &kek,
                     ],
@@ -381,6 +384,7 @@ async fn start_all(
                     &["--listen", &listen, "--data-dir", &data, "--auth-url", &auth_url][..],
                     &services_flag,
                     &trust,
+                    &trust_gateway,
                     &["--credential-file", &registry_credential],
                 ]
                 .concat(),
@@ -395,6 +399,7 @@ async fn start_all(
                         "--public-url",
                         &public_url,
                     ],
+                    &trust_gateway,
                     if landlock { &["--landlock"][..] } else { &[] },
                     if index > 0 { &own_runs_dir[..] } else { &[] },
                 ]

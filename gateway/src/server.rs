@@ -55,7 +55,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .credential
         .load(common::identity::GATEWAY)
         .context("loading the gateway's credential")?;
-    let verifier = Arc::new(RemoteVerifier::new(backends.auth(), max_stale).with_credential(credential));
+    let verifier = Arc::new(RemoteVerifier::new(backends.auth(), max_stale).with_credential(credential.clone()));
     if let Err(status) = verifier.refresh().await {
         tracing::warn!(code = ?status.code(), "auth-service keys not fetched yet; retrying when a token arrives");
     }
@@ -71,9 +71,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     while !verifier.revocations_fresh() && tokio::time::Instant::now() < fresh_by {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // The WebSocket hub's upstreams and the services cache's follow the backends with
+    // the gateway's own credential from the start, on nobody's behalf.
     let hub = fastdeploy::websocket::Hub::new(shutdown.clone());
-    let feed = tokio::spawn(hub.clone().run(backends.clone(), verifier.clone()));
-    let services = ServicesCache::new(backends.clone(), verifier.clone(), shutdown.clone());
+    let feed = tokio::spawn(hub.clone().run(backends.clone(), credential.clone()));
+    let services = ServicesCache::new(backends.clone(), credential, shutdown.clone());
+    let cache = tokio::spawn(services.clone().run());
     let legacy = config.legacy_tokens.then(|| {
         tracing::warn!("legacy fastDeploy tokens are exchanged at the auth service");
         Arc::new(crate::legacy::LegacyExchange::default())
@@ -92,7 +95,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracing::info!(service = "gateway", addr = %listener.local_addr()?, "listening");
     // Stop accepting and drain requests first, for at most `common::shutdown::DRAIN`
     // (WebSockets are closed with 1001, NDJSON and proxied gRPC streams ended as the
-    // shutdown starts), then stop the live feed and following revocations. Peer
+    // shutdown starts), then stop the live feed, the services cache and following
+    // revocations. Peer
     // addresses are kept for X-Forwarded-Proto, believed from loopback peers only.
     // Connections that send nothing, send their headers too slowly or stop reading
     // are closed (`connections`).
@@ -112,6 +116,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     .await?;
     shutdown.cancel();
     let _ = feed.await;
+    let _ = cache.await;
     let _ = follower.await;
     tracing::info!(service = "gateway", "stopped");
     Ok(())

@@ -1,6 +1,13 @@
 //! A cache of `GET /services/`'s answer (fastDeploy's services list, as the JSON bytes
 //! the handler sends), kept correct by the registry's `WatchServices` stream.
 //!
+//! **Whose authority.** The gateway's own: it opens the subscription and reads the
+//! list with its credential (`--credential-file`, the registry trusting it by
+//! `--gateway-credential-file`; the scope table lets it list and watch services and
+//! nothing else), at start and whenever the stream is lost. No user's token is
+//! borrowed, so the cache does not wait for a first request, and nobody's revocation or
+//! expiry turns it off. Without a credential the cache stays off.
+//!
 //! **When it answers.** Only while the gateway holds a live `WatchServices`
 //! subscription, and only with a list fetched after that subscription was established
 //! (the registry subscribes a watcher before it answers the call, so once the answer's
@@ -8,15 +15,19 @@
 //! registry as before. The registry sends no snapshot, only one event per change after
 //! it is committed: each service a sync adds, updates or deletes, and each
 //! `DeleteService`; publishing a deployed service does not touch the list and sends
-//! nothing. Any event empties the cache; so does the stream ending or failing (the
-//! registry stopping or restarting, or ending a watcher that fell behind with ABORTED),
-//! after which the cache stays off until a new subscription is up.
+//! nothing. Any event empties the cache, and the list is read again at once (one read
+//! at a time; events during a read make one more). The stream ending or failing (the
+//! registry stopping, a replica dying and the next connection going to another, or
+//! ending a watcher that fell behind with ABORTED) empties it and turns it off until a
+//! new subscription is up (retried at once, then backing off to 5 s); the new one
+//! reads the whole list again, so nothing changed while it was down is missed.
 //!
 //! **Races.** Every emptying bumps a generation counter. A fetched list is stored only
 //! if the generation did not change while it was being fetched and the subscription
 //! was live when the fetch began: a list read before a change whose event arrives
 //! during the fetch is never stored, and one stored just before the event is emptied
-//! by it.
+//! by it. A reader who misses the cache fetches the list with their own token, and it
+//! is stored by the same rule.
 //!
 //! **Read your writes.** A sync or delete this gateway proxies (`POST /services/sync`,
 //! `DELETE /services/{id}`, their `/v1` twins, and `SyncServices` / `DeleteService`
@@ -31,24 +42,12 @@
 //! who asks (ListServices is the same for every user token with `services:read`), so one
 //! cached body serves them all; a cache keyed by caller would be needed if it ever did.
 //!
-//! **Whose token subscribes.** The gateway has no identity of its own towards the
-//! backends (as with the WebSocket hub), and `WatchServices` needs a user token with
-//! `services:read`. So the subscription is opened lazily with the token of a request
-//! that has just passed exactly that check (and has at least `MIN_LIFE_SECS` left), and
-//! is dropped, with the cache, when that token expires (a timer at its `exp`; the
-//! registry checks the token only when the stream opens) or stops verifying (revoked,
-//! or the revocation feed stale; checked every `CHECK_EVERY`). The next request that
-//! passes the check opens a new one. No new credential is involved: the stream only
-//! ever tells the gateway *that* something changed; the lists it serves were each
-//! fetched with the token of a caller allowed to read them.
-//!
-//! **Assumptions.** One registry process (as deployed): its events are in-process, so
-//! with several registry replicas a change made through one would not reach watchers
-//! of another. A registry that stops or restarts closes its connections, which ends
-//! the stream at once; a connection that dies silently (the registry's host vanishing)
-//! is only found by the backend channels' HTTP/2 keep-alive pings, within about 50 s
-//! (see `backends.rs`), and until then a change made through another registry
-//! process could go unseen.
+//! **Assumptions.** A change made through any registry replica reaches the watchers of
+//! the replica this gateway follows (the registry's events must fan out across
+//! replicas). A registry that stops or restarts closes its connections, which ends the
+//! stream at once; a connection that dies silently (the registry's host vanishing) is
+//! only found by the backend channels' HTTP/2 keep-alive pings, within about 50 s (see
+//! `backends.rs`), and until then a change made elsewhere could go unseen.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -61,27 +60,25 @@ use axum::{
     response::Response,
 };
 use bytes::Bytes;
-use common::{
-    scope,
-    token::{Claims, RemoteVerifier, TokenType},
-};
+use common::identity::Credential;
 use proto::registry::v1::WatchServicesRequest;
-use tokio::time::Instant;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{backends::Backends, fastdeploy::auth::with_token};
+use crate::{backends::Backends, fastdeploy::services};
 
-/// How often the subscription's token is checked against revocations.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How long after a failed attempt to subscribe the next one may be made.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// A token with less life left than this is not used to subscribe.
-const MIN_LIFE_SECS: i64 = 10;
+/// First wait before reopening a lost subscription; doubles up to `MAX_RETRY`.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Wait before reading the list again after a failed read.
+const REFILL_RETRY: Duration = Duration::from_secs(1);
 
 pub struct ServicesCache {
     state: Mutex<Inner>,
     backends: Backends,
-    verifier: Arc<RemoteVerifier>,
+    credential: Option<Credential>,
+    /// Asks the filler to read the list.
+    refill: Notify,
     shutdown: CancellationToken,
 }
 
@@ -97,13 +94,9 @@ struct Inner {
 /// The `WatchServices` subscription.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Watch {
-    /// None; the next request that passes the check opens one.
+    /// None (not yet, lost, or no credential).
     #[default]
-    Idle,
-    /// None, after a failed attempt; no new attempt before then.
-    RetryAt(Instant),
-    /// Being opened.
-    Opening,
+    Off,
     /// Open: lists fetched from now on may be stored and served.
     Live,
 }
@@ -117,6 +110,14 @@ impl Inner {
     fn set_watch(&mut self, watch: Watch) {
         self.watch = watch;
         self.empty();
+    }
+
+    /// Leave to store a list about to be fetched, when one may be stored.
+    fn ticket(&self, cache: &Arc<ServicesCache>) -> Option<Ticket> {
+        (self.watch == Watch::Live).then(|| Ticket {
+            cache: cache.clone(),
+            generation: self.generation,
+        })
     }
 }
 
@@ -146,20 +147,25 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    pub fn store(self, body: Bytes) {
+    /// Stores `body` if it may be; returns whether it was.
+    pub fn store(self, body: Bytes) -> bool {
         let mut state = self.cache.lock();
-        if state.generation == self.generation && state.watch == Watch::Live {
+        let fresh = state.generation == self.generation && state.watch == Watch::Live;
+        if fresh {
             state.body = Some(body);
         }
+        fresh
     }
 }
 
 impl ServicesCache {
-    pub fn new(backends: Backends, verifier: Arc<RemoteVerifier>, shutdown: CancellationToken) -> Arc<Self> {
+    /// A cache that stays off until [`ServicesCache::run`] follows the registry.
+    pub fn new(backends: Backends, credential: Option<Credential>, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(ServicesCache {
             state: Mutex::new(Inner::default()),
             backends,
-            verifier,
+            credential,
+            refill: Notify::new(),
             shutdown,
         })
     }
@@ -171,29 +177,16 @@ impl ServicesCache {
 
     /// The cached list when it may answer; else a miss, with a ticket to store the list
     /// about to be fetched when the cache may keep it (the subscription was live
-    /// before the fetch began). The caller has already verified `token` and checked it
-    /// may read the list; `claims` are its claims. Opens the subscription when due.
-    pub fn lookup(self: &Arc<Self>, token: &str, claims: &Claims) -> Lookup {
-        let (generation, live, subscribe) = {
-            let mut state = self.lock();
-            if state.watch == Watch::Live
-                && let Some(body) = &state.body
-            {
-                return Lookup::Hit(body.clone());
-            }
-            let subscribe = self.may_open(state.watch) && may_subscribe(claims);
-            if subscribe {
-                state.watch = Watch::Opening;
-            }
-            (state.generation, state.watch == Watch::Live, subscribe)
-        };
-        if subscribe {
-            tokio::spawn(self.clone().follow(token.to_owned(), claims.exp));
+    /// before the fetch began). The caller has already checked that its token may read
+    /// the list.
+    pub fn lookup(self: &Arc<Self>) -> Lookup {
+        let state = self.lock();
+        if state.watch == Watch::Live
+            && let Some(body) = &state.body
+        {
+            return Lookup::Hit(body.clone());
         }
-        Lookup::Miss(live.then(|| Ticket {
-            cache: self.clone(),
-            generation,
-        }))
+        Lookup::Miss(state.ticket(self))
     }
 
     /// The services list's body: the cached one when it may answer, else `fetch`'s
@@ -201,11 +194,9 @@ impl ServicesCache {
     #[cfg(test)]
     pub async fn get_or_fetch(
         self: &Arc<Self>,
-        token: &str,
-        claims: &Claims,
         fetch: impl std::future::Future<Output = Result<Bytes, crate::error::ApiError>>,
     ) -> Result<Bytes, crate::error::ApiError> {
-        match self.lookup(token, claims) {
+        match self.lookup() {
             Lookup::Hit(body) => Ok(body),
             Lookup::Miss(ticket) => {
                 let body = fetch.await?;
@@ -222,75 +213,111 @@ impl ServicesCache {
         self.lock().empty();
     }
 
-    fn may_open(&self, watch: Watch) -> bool {
-        let due = match watch {
-            Watch::Idle => true,
-            Watch::RetryAt(at) => Instant::now() >= at,
-            Watch::Opening | Watch::Live => false,
+    /// Follows the registry with the gateway's credential and keeps the list filled,
+    /// until the gateway stops.
+    pub async fn run(self: Arc<Self>) {
+        let Some(credential) = self.credential.clone() else {
+            tracing::warn!("no gateway credential: the services cache stays off");
+            return;
         };
-        due && !self.shutdown.is_cancelled()
+        tokio::join!(self.follow(&credential), self.fill(&credential));
     }
 
-    /// Opens `WatchServices` with `token` and follows it: every event empties the cache;
-    /// the end of the stream, the token's expiry or its failing a check (revoked) turn
-    /// the cache off until a request opens a new subscription.
-    async fn follow(self: Arc<Self>, token: String, exp: i64) {
-        let opened = match with_token(WatchServicesRequest::default(), &token) {
-            Ok(request) => self.backends.registry().watch_services(request).await,
-            Err(_) => Err(tonic::Status::unauthenticated("unusable token")),
-        };
-        let mut stream = match opened {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                tracing::warn!(code = ?status.code(), "services cache off: cannot watch the registry");
-                self.lock().set_watch(Watch::RetryAt(Instant::now() + RETRY_AFTER));
-                return;
+    /// Keeps a `WatchServices` subscription open: every event empties the cache and
+    /// asks for a new read; a lost stream turns the cache off until it is reopened.
+    async fn follow(&self, credential: &Credential) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            let opened = self
+                .backends
+                .registry()
+                .watch_services(credential.request(WatchServicesRequest::default()))
+                .await;
+            match opened {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    self.lock().set_watch(Watch::Live);
+                    self.refill.notify_one();
+                    retry = FIRST_RETRY;
+                    tracing::info!("services cache on: watching the registry");
+                    let reason = loop {
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => break "gateway stopping",
+                            message = stream.message() => match message {
+                                Ok(Some(_event)) => {
+                                    self.invalidate();
+                                    self.refill.notify_one();
+                                }
+                                Ok(None) => break "registry ended the stream",
+                                Err(status) => {
+                                    tracing::warn!(code = ?status.code(), "services watch lost");
+                                    break "registry stream lost";
+                                }
+                            },
+                        }
+                    };
+                    self.lock().set_watch(Watch::Off);
+                    tracing::info!(reason, "services cache off");
+                }
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), "services cache off: cannot watch the registry");
+                }
             }
-        };
-        self.lock().set_watch(Watch::Live);
-        tracing::info!("services cache on: watching the registry");
-        let left = exp.saturating_sub(chrono::Utc::now().timestamp()).max(0);
-        let expiry = tokio::time::sleep(Duration::from_secs(left.unsigned_abs()));
-        tokio::pin!(expiry);
-        let mut check = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
-        let reason = loop {
             tokio::select! {
-                () = self.shutdown.cancelled() => break "gateway stopping",
-                () = &mut expiry => break "subscription token expired",
-                _ = check.tick() => {
-                    if self.verifier.verify(&token).await.is_err() {
-                        break "subscription token no longer valid";
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(MAX_RETRY);
+        }
+    }
+
+    /// Reads the list with the gateway's credential whenever asked to and it may be
+    /// kept (the subscription live, nothing cached).
+    async fn fill(self: &Arc<Self>, credential: &Credential) {
+        // The first fill after the gateway starts is logged, so that one can tell when
+        // the cache answers without any reader having asked.
+        let mut announced = false;
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = self.refill.notified() => {}
+            }
+            let ticket = {
+                let state = self.lock();
+                if state.body.is_some() {
+                    continue;
+                }
+                state.ticket(self)
+            };
+            let Some(ticket) = ticket else { continue };
+            let read = services::list_all(&self.backends, credential).await;
+            match read.map(|list| services::list_body(&list)) {
+                Ok(Ok(body)) => {
+                    if ticket.store(body) && !announced {
+                        announced = true;
+                        tracing::info!("services cache filled");
                     }
                 }
-                message = stream.message() => match message {
-                    Ok(Some(_event)) => self.invalidate(),
-                    Ok(None) => break "registry ended the stream",
-                    Err(status) => {
-                        tracing::warn!(code = ?status.code(), "services watch lost");
-                        break "registry stream lost";
+                Ok(Err(_)) => {}
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), "services cache: cannot read the list");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(REFILL_RETRY) => self.refill.notify_one(),
                     }
-                },
+                }
             }
-        };
-        self.lock().set_watch(Watch::Idle);
-        tracing::info!(reason, "services cache off");
+        }
     }
 }
 
-/// Whether a token that passed the list's check may also open the subscription: a
-/// user token with `services:read` and some life left.
-fn may_subscribe(claims: &Claims) -> bool {
-    claims.token_type == TokenType::User
-        && scope::allows(claims, scope::SERVICES_READ)
-        && claims.exp - chrono::Utc::now().timestamp() >= MIN_LIFE_SECS
-}
-
-/// Empties the cache when dropped.
+/// Empties the cache when dropped, and asks for a new read.
 struct EmptyOnDrop<'a>(&'a ServicesCache);
 
 impl Drop for EmptyOnDrop<'_> {
     fn drop(&mut self) {
         self.0.invalidate();
+        self.0.refill.notify_one();
     }
 }
 
@@ -314,35 +341,12 @@ mod tests {
     fn cache() -> Arc<ServicesCache> {
         let config = <crate::Config as clap::Parser>::parse_from(["gateway"]);
         let backends = Backends::new(&config).unwrap();
-        let verifier = Arc::new(RemoteVerifier::new(backends.auth(), Duration::from_secs(30)));
-        ServicesCache::new(backends, verifier, CancellationToken::new())
-    }
-
-    fn user() -> Claims {
-        let now = chrono::Utc::now().timestamp();
-        Claims {
-            iss: common::ISSUER.into(),
-            aud: common::AUDIENCE.into(),
-            sub: "user:admin".into(),
-            iat: now,
-            nbf: now,
-            exp: now + 600,
-            jti: "j".into(),
-            token_type: TokenType::User,
-            user: Some("admin".into()),
-            service: None,
-            origin: None,
-            deployment: None,
-            permissions: None,
-            parent: None,
-            services: None,
-            ext: None,
-        }
+        ServicesCache::new(backends, None, CancellationToken::new())
     }
 
     async fn fetched(cache: &Arc<ServicesCache>, body: &'static str) -> Bytes {
         cache
-            .get_or_fetch("t", &user(), async { Ok(Bytes::from_static(body.as_bytes())) })
+            .get_or_fetch(async { Ok(Bytes::from_static(body.as_bytes())) })
             .await
             .unwrap()
     }
@@ -351,7 +355,7 @@ mod tests {
     async fn stores_only_while_live_and_only_when_nothing_changed_during_the_fetch() {
         let cache = cache();
         // Not subscribed (the registry is unreachable): every call fetches.
-        cache.lock().watch = Watch::RetryAt(Instant::now() + Duration::from_secs(60));
+        cache.lock().watch = Watch::Off;
         assert_eq!(fetched(&cache, "a").await, "a");
         assert_eq!(fetched(&cache, "b").await, "b");
 
@@ -365,7 +369,7 @@ mod tests {
         // An emptying during the fetch: the fetched list answers that call only.
         cache.invalidate();
         let during = cache
-            .get_or_fetch("t", &user(), async {
+            .get_or_fetch(async {
                 cache.invalidate();
                 Ok(Bytes::from_static(b"stale"))
             })
@@ -375,16 +379,14 @@ mod tests {
         assert_eq!(fetched(&cache, "f").await, "f");
 
         // The subscription lost: nothing cached is served.
-        cache
-            .lock()
-            .set_watch(Watch::RetryAt(Instant::now() + Duration::from_secs(60)));
+        cache.lock().set_watch(Watch::Off);
         assert_eq!(fetched(&cache, "g").await, "g");
 
         // A subscription that comes up during a fetch does not make that fetch stored.
         let cache = self::cache();
-        cache.lock().watch = Watch::RetryAt(Instant::now() + Duration::from_secs(60));
+        cache.lock().watch = Watch::Off;
         let racing = cache
-            .get_or_fetch("t", &user(), async {
+            .get_or_fetch(async {
                 cache.lock().set_watch(Watch::Live);
                 Ok(Bytes::from_static(b"before"))
             })
@@ -399,9 +401,7 @@ mod tests {
     async fn a_failed_fetch_stores_nothing() {
         let cache = cache();
         cache.lock().set_watch(Watch::Live);
-        let failed = cache
-            .get_or_fetch("t", &user(), async { Err(ApiError::invalid_credentials()) })
-            .await;
+        let failed = cache.get_or_fetch(async { Err(ApiError::invalid_credentials()) }).await;
         assert!(failed.is_err());
         assert!(cache.lock().body.is_none());
     }

@@ -28,6 +28,10 @@ pub struct Config {
     pub auth: common::config::AuthArgs,
     #[command(flatten)]
     pub trust: common::config::TrustArgs,
+    /// The gateway's credential: it follows `WatchServices` and lists services for its
+    /// cache and WebSocket hub on nobody's behalf.
+    #[command(flatten)]
+    pub gateway: common::config::GatewayTrustArgs,
     #[command(flatten)]
     pub credential: common::config::CredentialArgs,
 }

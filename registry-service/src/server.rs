@@ -21,10 +21,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening {}", common::db::redacted(&url)))?;
-    let trusted = config
+    let mut trusted = config
         .trust
         .trusted()
         .context("loading the deploy service's credential")?;
+    trusted.extend(config.gateway.trusted().context("loading the gateway's credential")?);
     let credential = config
         .credential
         .load(common::identity::REGISTRY_SERVICE)

@@ -3,6 +3,7 @@
 //! sleeping, prints every process log when a test fails, and tears everything down.
 
 pub mod bad_tokens;
+pub mod balancer;
 pub mod browser;
 pub mod db;
 pub mod deploy_rpc;
@@ -18,6 +19,7 @@ pub mod private_postgres;
 pub mod process;
 pub mod raw_http;
 pub mod registry_fixture;
+pub mod replica_fixture;
 pub mod replicas;
 pub mod scale_auth;
 pub mod scale_out;

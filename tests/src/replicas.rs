@@ -162,6 +162,8 @@ impl Replicas {
                         file("deploy-service.key"),
                         "--credential-file".into(),
                         file("registry-service.key"),
+                        "--gateway-credential-file".into(),
+                        file("gateway.key"),
                     ],
                     Process::Deploy => vec![
                         "--services-dir".into(),
@@ -172,6 +174,8 @@ impl Replicas {
                         registry_urls.clone(),
                         "--credential-file".into(),
                         file("deploy-service.key"),
+                        "--gateway-credential-file".into(),
+                        file("gateway.key"),
                         // Scripts report through the gateways in turn.
                         "--public-url".into(),
                         format!("http://{}", addrs[3][index % addrs[3].len()]),

@@ -147,7 +147,8 @@ impl Stack {
         std::fs::create_dir_all(&services_dir).expect("services dir");
         prepare(&services_dir);
         // Each internal service's credential (the deploy service, the registry, the
-        // gateway), trusted by the auth service (and the deploy one by the registry).
+        // gateway), trusted by the auth service (the deploy one by the registry, the
+        // gateway's by the registry and the deploy service).
         let [credential, registry_credential, gateway_credential] =
             ["deploy-service.key", "registry-service.key", "gateway.key"].map(|file| {
                 let key = dir.path().join(file);
@@ -197,6 +198,8 @@ impl Stack {
                     credential.clone(),
                     "--credential-file".into(),
                     registry_credential.clone(),
+                    "--gateway-credential-file".into(),
+                    gateway_credential.clone(),
                 ],
             ),
             (
@@ -214,6 +217,8 @@ impl Stack {
                     credential.clone(),
                     "--public-url".into(),
                     url(gateway),
+                    "--gateway-credential-file".into(),
+                    gateway_credential.clone(),
                 ],
             ),
         ] {

@@ -148,13 +148,54 @@ fn by_hand() -> Vec<(&'static str, Who, Expect)> {
             Who::Service(DEPLOY_SERVICE),
             Admitted,
         ),
-        // The registry does not take the gateway's credential, nor the deploy
-        // service's where the table does not name it: no token, then.
+        // The gateway's own credential reads what its services cache and WebSocket
+        // hub follow, and nothing else: elsewhere it counts as no token.
         (
             "/slipway.registry.v1.RegistryService/ListServices",
             Who::Service(GATEWAY),
+            Admitted,
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/WatchServices",
+            Who::Service(GATEWAY),
+            Admitted,
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/WatchEvents",
+            Who::Service(GATEWAY),
+            Admitted,
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/GetService",
+            Who::Service(GATEWAY),
             Refused(Code::Unauthenticated),
         ),
+        (
+            "/slipway.registry.v1.RegistryService/SyncServices",
+            Who::Service(GATEWAY),
+            Refused(Code::Unauthenticated),
+        ),
+        (
+            "/slipway.registry.v1.RegistryService/PublishDeployedService",
+            Who::Service(GATEWAY),
+            Refused(Code::PermissionDenied),
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/ListDeployments",
+            Who::Service(GATEWAY),
+            Refused(Code::Unauthenticated),
+        ),
+        (
+            "/slipway.deploy.v1.DeployService/CancelDeployment",
+            Who::Service(GATEWAY),
+            Refused(Code::Unauthenticated),
+        ),
+        (
+            "/slipway.auth.v1.AuthService/MintServiceToken",
+            Who::Service(GATEWAY),
+            Refused(Code::Unauthenticated),
+        ),
+        // Nor the deploy service's where the table does not name it.
         (
             "/slipway.registry.v1.RegistryService/SyncServices",
             Who::Service(DEPLOY_SERVICE),

@@ -130,12 +130,17 @@ impl Shared {
         Ok(convert::deployment(row, &steps))
     }
 
-    async fn watch(&self, caller: Caller, request: pb::WatchEventsRequest) -> Result<watch::EventStream, Status> {
+    /// `caller` is `None` for the gateway's own stream.
+    async fn watch(
+        &self,
+        caller: Option<Caller>,
+        request: pb::WatchEventsRequest,
+    ) -> Result<watch::EventStream, Status> {
         let service = (!request.service.is_empty()).then_some(request.service);
         let deployment_id = (request.deployment_id != 0).then_some(DeploymentId(request.deployment_id));
         let filter = match caller {
-            Caller::User { .. } => EventFilter { service, deployment_id },
-            Caller::Service { service: own, .. } => {
+            None | Some(Caller::User { .. }) => EventFilter { service, deployment_id },
+            Some(Caller::Service { service: own, .. }) => {
                 if service.as_ref().is_some_and(|s| *s != own) {
                     return Err(access::wrong_service_token());
                 }
@@ -153,7 +158,7 @@ impl Shared {
                     deployment_id,
                 }
             }
-            Caller::Deployment { id } => {
+            Some(Caller::Deployment { id }) => {
                 if deployment_id.is_some_and(|d| d != id) {
                     return Err(
                         ErrorCode::PermissionDenied.status("a deployment token may only watch its own deployment")
@@ -252,7 +257,12 @@ impl DeployService for DeployApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let caller = caller(&request)?;
+        // The gateway, by its credential, reads every event as a user may (its WebSocket
+        // hub filters each socket by that socket's own token).
+        let caller = match authz::Caller::of(&request)?.service() {
+            Some(common::identity::GATEWAY) => None,
+            _ => Some(caller(&request)?),
+        };
         Ok(Response::new(self.inner.watch(caller, request.into_inner()).await?))
     }
 

@@ -11,8 +11,8 @@ mod claims;
 pub mod deployment_logs;
 pub mod deployments;
 pub mod events;
-mod fenced;
 mod feed;
+mod fenced;
 pub mod log_lines;
 mod logs;
 mod migrations;
@@ -30,7 +30,6 @@ use tokio::sync::{Mutex, broadcast};
 
 pub use claims::{Claim, Fenced, HEARTBEAT, LEASE, Limits, RUNNER_LOST};
 pub use feed::{CHANNEL as EVENTS_CHANNEL, EventFeed, EventsTable};
-
 
 pub use logs::LogBatch;
 pub use migrations::Migrator;

@@ -203,6 +203,11 @@ impl JsonPage {
         }
         Ok(page)
     }
+
+    /// The page's items, encoded and separated by commas.
+    pub fn into_items(self) -> Vec<u8> {
+        self.items
+    }
 }
 
 /// Where a streamed list is.

@@ -16,7 +16,10 @@ use super::{
     auth::with_token,
     objects::{self, Detail, JsonPage},
 };
+use common::identity::Credential;
+
 use crate::{
+    backends::Backends,
     error::{ApiError, validation_error},
     interceptor::Caller,
     server::AppState,
@@ -41,7 +44,7 @@ pub(crate) fn struct_json(value: Option<&wkt::Struct>) -> Value {
 /// else from the registry page by page, streamed (and kept by the cache when it may
 /// keep it).
 pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Response, ApiError> {
-    let ticket = match state.services.lookup(&user.token, &user.claims) {
+    let ticket = match state.services.lookup() {
         Lookup::Hit(body) => return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response()),
         Lookup::Miss(ticket) => ticket,
     };
@@ -64,8 +67,41 @@ pub async fn list(State(state): State<AppState>, user: Caller) -> Result<Respons
             JsonPage::new(page.services.iter().map(objects::Service::new), page.next_page_token)
         }
     };
-    let keep = ticket.map(|ticket| Box::new(move |body| ticket.store(body)) as Box<dyn FnOnce(Bytes) + Send>);
+    let keep = ticket.map(|ticket| {
+        Box::new(move |body| {
+            ticket.store(body);
+        }) as Box<dyn FnOnce(Bytes) + Send>
+    });
     objects::json_array("services", fetch, keep).await
+}
+
+/// Every service, read page by page with the gateway's own credential (for the
+/// services cache and the WebSocket hub, on nobody's behalf).
+pub(crate) async fn list_all(backends: &Backends, credential: &Credential) -> Result<Vec<pb::Service>, tonic::Status> {
+    let mut services = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = credential.request(pb::ListServicesRequest {
+            page_size: 0,
+            page_token: page_token.clone(),
+        });
+        let page = backends.registry().list_services(request).await?.into_inner();
+        services.extend(page.services);
+        if page.next_page_token.is_empty() || page.next_page_token == page_token {
+            return Ok(services);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// `GET /services/`'s body for `services`: the bytes `list` answers with.
+pub(crate) fn list_body(services: &[pb::Service]) -> Result<Bytes, ApiError> {
+    let items = JsonPage::new(services.iter().map(objects::Service::new), String::new())?.into_items();
+    let mut body = Vec::with_capacity(items.len() + 2);
+    body.push(b'[');
+    body.extend_from_slice(&items);
+    body.push(b']');
+    Ok(Bytes::from(body))
 }
 
 /// `GET /services/names/`: the service folders' names, synced or not.

@@ -19,6 +19,7 @@
 //!   is down), so no event after it is missed.
 
 mod hub;
+mod services_feed;
 
 use std::{sync::Arc, time::Duration};
 
@@ -41,8 +42,8 @@ use tokio::{
     time::Instant,
 };
 
+use hub::Frame;
 pub use hub::Hub;
-use hub::{Frame, Registration};
 
 use super::auth::with_token;
 use crate::{
@@ -102,7 +103,6 @@ struct Authenticated {
     token: String,
     claims: Claims,
     frames: broadcast::Receiver<Arc<Frame>>,
-    _registration: Registration,
     warn_at: Option<Instant>,
     expires_at: Instant,
 }
@@ -234,7 +234,6 @@ impl Session {
                     None => hub.subscribe(),
                 };
                 self.auth = Some(Authenticated {
-                    _registration: hub.listen(token, &claims),
                     token: token.to_owned(),
                     claims,
                     frames,

@@ -58,7 +58,7 @@ fn state() -> AppState {
     let shutdown = CancellationToken::new();
     AppState(Arc::new(crate::server::Shared {
         hub: crate::fastdeploy::websocket::Hub::new(shutdown.clone()),
-        services: crate::services_cache::ServicesCache::new(backends.clone(), verifier.clone(), shutdown),
+        services: crate::services_cache::ServicesCache::new(backends.clone(), None, shutdown),
         backends,
         verifier,
         legacy: None,

@@ -67,6 +67,26 @@ impl TrustArgs {
     }
 }
 
+/// The gateway's credential, for services that accept its calls: the auth service
+/// (revocation feed, client addresses), the registry and the deploy service (the
+/// read-only streams and lists behind the gateway's services cache and WebSocket hub).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayTrustArgs {
+    /// File holding the gateway's credential; calls presenting it may do what the scope
+    /// table lets the gateway do on nobody's behalf.
+    #[arg(long, env = "SLIPWAY_GATEWAY_CREDENTIAL_FILE")]
+    pub gateway_credential_file: Option<PathBuf>,
+}
+
+impl GatewayTrustArgs {
+    pub fn trusted(&self) -> Result<Option<crate::identity::TrustedCaller>, crate::identity::IdentityError> {
+        self.gateway_credential_file
+            .as_deref()
+            .map(|path| crate::identity::TrustedCaller::load(crate::identity::GATEWAY, path))
+            .transpose()
+    }
+}
+
 /// A service's own credential, presented to the auth service when following its
 /// revocation feed (see `identity`).
 #[derive(Debug, Clone, clap::Args)]

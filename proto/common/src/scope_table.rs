@@ -246,12 +246,13 @@ pub const RPCS: &[Rpc] = &[
     ),
     unary("/slipway.auth.v1.AuthService/ExchangeLegacyToken", Access::Open),
     // registry
-    // The deploy service hides the deployments of services that are gone.
+    // The deploy service hides the deployments of services that are gone; the gateway
+    // fills its services cache and re-reads the list when its watch reconnects.
     unary(
         "/slipway.registry.v1.RegistryService/ListServices",
         token(&[User], scope::SERVICES_READ),
     )
-    .or_services(&[DEPLOY_SERVICE]),
+    .or_services(&[DEPLOY_SERVICE, GATEWAY]),
     unary(
         "/slipway.registry.v1.RegistryService/ListServiceNames",
         token(&[User], scope::SERVICES_READ),
@@ -279,10 +280,12 @@ pub const RPCS: &[Rpc] = &[
         "/slipway.registry.v1.RegistryService/ListDeployedServices",
         token(&[Config, User], scope::DEPLOYED_SERVICES_READ),
     ),
+    // The gateway follows it for its services cache and WebSocket hub.
     stream(
         "/slipway.registry.v1.RegistryService/WatchServices",
         token(&[User], scope::SERVICES_READ),
-    ),
+    )
+    .or_services(&[GATEWAY]),
     // deploy
     unary(
         "/slipway.deploy.v1.DeployService/StartDeployment",
@@ -312,10 +315,13 @@ pub const RPCS: &[Rpc] = &[
         "/slipway.deploy.v1.DeployService/CancelDeployment",
         token(&[User], scope::DEPLOYMENTS_CANCEL),
     ),
+    // The gateway follows every event for its WebSocket hub (each socket filtered by
+    // its own token).
     stream(
         "/slipway.deploy.v1.DeployService/WatchEvents",
         token(READERS, scope::DEPLOYMENTS_READ),
-    ),
+    )
+    .or_services(&[GATEWAY]),
     // A run's output: whoever may read the deployment (the handler checks which).
     unary(
         "/slipway.deploy.v1.DeployService/GetDeploymentLog",
@@ -409,17 +415,25 @@ mod tests {
             .map(|r| (r.path.rsplit('/').next().unwrap(), r.services))
             .collect();
         let deploy: &[&str] = &[DEPLOY_SERVICE];
+        let gateway: &[&str] = &[GATEWAY];
         assert_eq!(
             named,
             [
                 ("MintDeploymentToken", deploy),
                 ("RevokeTokens", deploy),
                 ("WatchRevocations", &[DEPLOY_SERVICE, REGISTRY_SERVICE, GATEWAY][..]),
-                ("ListServices", deploy),
+                ("ListServices", &[DEPLOY_SERVICE, GATEWAY][..]),
                 ("GetService", deploy),
                 ("PublishDeployedService", deploy),
+                ("WatchServices", gateway),
+                ("WatchEvents", gateway),
             ]
         );
+        // The gateway's own authority is read-only: lists and streams, nothing else.
+        for rpc in RPCS.iter().filter(|r| r.services.contains(&GATEWAY)) {
+            let method = rpc.path.rsplit('/').next().unwrap();
+            assert!(method.starts_with("List") || method.starts_with("Watch"), "{method}");
+        }
         // An internal entry with nobody named could never be called.
         for rpc in RPCS.iter().filter(|r| r.access == Access::Internal) {
             assert!(!rpc.services.is_empty(), "{}", rpc.path);

@@ -16,12 +16,13 @@ fn binary_of(of: &str) -> &'static str {
         "auth" => "auth-service",
         "registry" => "registry-service",
         "deploy" => "deploy-service",
+        "gateway" => "gateway",
         other => panic!("no replicas of {other} here"),
     }
 }
 
 impl Stack {
-    /// Spawns another replica of `of` ("auth", "registry" or "deploy") named `name`
+    /// Spawns another replica of `of` ("auth", "registry", "deploy" or "gateway") named `name`
     /// with the flags, environment and database of the process `of`, listening on a
     /// port reserved for it (a restart keeps it); `change(flag, value)` may replace a
     /// flag's value or drop the flag (`None`). Does not wait for it; returns the

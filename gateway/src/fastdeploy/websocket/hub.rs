@@ -1,26 +1,23 @@
 //! The live feed behind every WebSocket. One upstream subscription per backend stream
 //! (the registry's `WatchServices`, the deploy service's `WatchEvents`) for the whole
-//! gateway, open while at least one socket is authenticated, reconnecting when lost,
-//! and fanned out to the sockets through a broadcast channel: a slow or dead socket
-//! only ever loses its own frames.
+//! gateway, opened at start with the gateway's own credential (no user's token is
+//! borrowed), reopened when lost, and fanned out to the sockets through a broadcast
+//! channel: a slow or dead socket only ever loses its own frames. Every socket is
+//! filtered by its own token.
 //!
-//! The gateway has no identity of its own towards the backends, so an upstream is
-//! opened with the token of an authenticated socket whose token may read that stream
-//! (the one that lives longest). Every socket is still filtered by its own token.
+//! **Nothing missed on a reconnect.** A lost upstream (a backend replica died, and the
+//! next connection is balanced to another) is reopened: deployment events resume after
+//! the last sequence seen; services have no sequence, so the list is read again once
+//! the new watch is open and every difference from the last known list goes out as a
+//! `service` frame (see [`services_feed`](super::services_feed)).
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::extract::ws::Utf8Bytes;
 use common::{
+    identity::Credential,
     scope::{self, Permission},
-    token::{Claims, RemoteVerifier},
+    token::Claims,
 };
 use proto::{
     deploy::v1::{Event, WatchEventsRequest, event::Payload},
@@ -30,7 +27,11 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::{backends::Backends, fastdeploy::auth::with_token, fastdeploy::objects};
+use super::services_feed::{Snapshot, service_frame};
+use crate::{
+    backends::Backends,
+    fastdeploy::{objects, services::list_all as list_services},
+};
 
 /// Frames a socket may fall behind before it loses some.
 const BACKLOG: usize = 1024;
@@ -45,44 +46,19 @@ pub struct Frame {
     pub text: Utf8Bytes,
 }
 
-/// An authenticated socket's token, offered for opening upstreams.
-struct Listener {
-    token: String,
-    claims: Claims,
-}
-
 pub struct Hub {
     frames: broadcast::Sender<Arc<Frame>>,
-    listeners: Mutex<HashMap<u64, Listener>>,
-    /// Bumped whenever the set of listeners changes.
-    changed: watch::Sender<u64>,
     /// Whether each upstream is open now (services, deployment events).
     services_open: watch::Sender<bool>,
     events_open: watch::Sender<bool>,
-    next_id: AtomicU64,
     shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
-            .field("listeners", &self.listener_count())
+            .field("sockets", &self.frames.receiver_count())
             .finish()
-    }
-}
-
-/// While alive, an authenticated socket's token is on offer to the upstreams.
-pub struct Registration {
-    hub: Arc<Hub>,
-    id: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let Ok(mut listeners) = self.hub.listeners.lock() {
-            listeners.remove(&self.id);
-        }
-        self.hub.changed.send_modify(|n| *n += 1);
     }
 }
 
@@ -90,11 +66,8 @@ impl Hub {
     pub fn new(shutdown: CancellationToken) -> Arc<Hub> {
         Arc::new(Hub {
             frames: broadcast::channel(BACKLOG).0,
-            listeners: Mutex::new(HashMap::new()),
-            changed: watch::channel(0).0,
             services_open: watch::channel(false).0,
             events_open: watch::channel(false).0,
-            next_id: AtomicU64::new(1),
             shutdown,
         })
     }
@@ -106,21 +79,6 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
         self.frames.subscribe()
-    }
-
-    /// Offers an authenticated socket's token to the upstreams until the returned
-    /// registration is dropped.
-    pub fn listen(self: &Arc<Self>, token: &str, claims: &Claims) -> Registration {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut listeners) = self.listeners.lock() {
-            let listener = Listener {
-                token: token.to_owned(),
-                claims: claims.clone(),
-            };
-            listeners.insert(id, listener);
-        }
-        self.changed.send_modify(|n| *n += 1);
-        Registration { hub: self.clone(), id }
     }
 
     fn open_flag(&self, permission: Permission) -> &watch::Sender<bool> {
@@ -146,42 +104,6 @@ impl Hub {
         }
     }
 
-    fn listener_count(&self) -> usize {
-        self.listeners.lock().map(|l| l.len()).unwrap_or(0)
-    }
-
-    /// Tokens of listeners that may read with `permission`, longest-lived first.
-    fn candidates(&self, permission: Permission) -> Vec<String> {
-        let Ok(listeners) = self.listeners.lock() else {
-            return Vec::new();
-        };
-        let mut found: Vec<(i64, String)> = listeners
-            .values()
-            .filter(|l| scope::allows(&l.claims, permission))
-            .map(|l| (l.claims.exp, l.token.clone()))
-            .collect();
-        found.sort_by_key(|f| std::cmp::Reverse(f.0));
-        found.into_iter().map(|(_, token)| token).collect()
-    }
-
-    /// Waits until some listener's token, still valid, may read with `permission`.
-    async fn token_for(&self, permission: Permission, verifier: &RemoteVerifier) -> Option<String> {
-        let mut changed = self.changed.subscribe();
-        loop {
-            for token in self.candidates(permission) {
-                if verifier.verify(&token).await.is_ok() {
-                    return Some(token);
-                }
-            }
-            tokio::select! {
-                () = self.shutdown.cancelled() => return None,
-                // A listener whose token becomes invalid leaves when its socket notices.
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                changed = changed.changed() => changed.ok()?,
-            }
-        }
-    }
-
     fn publish(&self, permission: Permission, frame: Map<String, Value>) {
         match serde_json::to_string(&frame) {
             // Nobody listening is fine.
@@ -193,43 +115,41 @@ impl Hub {
         }
     }
 
-    /// Follows both backend streams until the gateway stops.
-    pub async fn run(self: Arc<Self>, backends: Backends, verifier: Arc<RemoteVerifier>) {
+    /// Follows both backend streams with the gateway's credential until the gateway
+    /// stops. Without a credential there is no feed (the backends would refuse it).
+    pub async fn run(self: Arc<Self>, backends: Backends, credential: Option<Credential>) {
+        let Some(credential) = credential else {
+            tracing::warn!("no gateway credential: WebSockets get no live feed");
+            return;
+        };
         tokio::join!(
-            self.follow(&verifier, Upstream::Services(backends.clone())),
-            self.follow(&verifier, Upstream::Events(backends)),
+            self.follow(&credential, Upstream::Services(backends.clone())),
+            self.follow(&credential, Upstream::Events(backends)),
         );
     }
 
-    /// Keeps one upstream open while someone may read it: opens it with a listener's
-    /// token, forwards its events, reopens it when lost (deployment events resume
-    /// after the last sequence seen), and closes it when the last reader leaves.
-    async fn follow(&self, verifier: &RemoteVerifier, upstream: Upstream) {
+    /// Keeps one upstream open: opens it, catches up on what a reconnect may have
+    /// missed, forwards its events, and reopens it when lost.
+    async fn follow(&self, credential: &Credential, upstream: Upstream) {
         let permission = upstream.permission();
+        let open = self.open_flag(permission);
         let mut after: Option<i64> = None;
+        let mut services = Snapshot::default();
         let mut retry = FIRST_RETRY;
         loop {
-            let Some(token) = self.token_for(permission, verifier).await else {
-                return;
-            };
-            let mut changed = self.changed.subscribe();
-            let open = self.open_flag(permission);
-            match upstream.open(&token, after).await {
-                Ok(mut stream) => {
+            match upstream.open(credential, after, &mut services).await {
+                Ok((mut stream, missed)) => {
                     open.send_replace(true);
+                    tracing::info!(stream = upstream.name(), "live feed upstream open");
+                    retry = FIRST_RETRY;
+                    for frame in missed {
+                        self.publish(permission, frame);
+                    }
                     loop {
                         tokio::select! {
                             () = self.shutdown.cancelled() => return,
-                            still = changed.changed() => {
-                                if still.is_err() || self.candidates(permission).is_empty() {
-                                    tracing::debug!(stream = upstream.name(), "no reader left; upstream closed");
-                                    after = None;
-                                    break;
-                                }
-                            }
-                            item = stream.next() => match item {
+                            item = stream.next(&mut services) => match item {
                                 Ok(Some((sequence, frame))) => {
-                                    retry = FIRST_RETRY;
                                     if let Some(sequence) = sequence {
                                         after = Some(after.map_or(sequence, |a| a.max(sequence)));
                                     }
@@ -292,44 +212,49 @@ impl Upstream {
         }
     }
 
-    async fn open(&self, token: &str, after: Option<i64>) -> Result<Stream, tonic::Status> {
-        let bad_token = |_| tonic::Status::unauthenticated("unusable token");
+    /// Opens the stream with the gateway's credential; for services, then reads the
+    /// list and returns the frames of what changed since the last known list.
+    async fn open(
+        &self,
+        credential: &Credential,
+        after: Option<i64>,
+        services: &mut Snapshot,
+    ) -> Result<(Stream, Vec<Map<String, Value>>), tonic::Status> {
         match self {
             Upstream::Services(backends) => {
-                let request = with_token(WatchServicesRequest::default(), token).map_err(bad_token)?;
-                Ok(Stream::Services(
-                    backends.registry().watch_services(request).await?.into_inner(),
-                ))
+                let request = credential.request(WatchServicesRequest::default());
+                let stream = backends.registry().watch_services(request).await?.into_inner();
+                // The watch is open before the list is read: a change after the read
+                // is on the stream.
+                let list = list_services(backends, credential).await?;
+                Ok((Stream::Services(stream), services.relisted(list)))
             }
             Upstream::Events(backends) => {
-                let request = WatchEventsRequest {
+                let request = credential.request(WatchEventsRequest {
                     after_sequence: after.unwrap_or(0),
                     ..Default::default()
-                };
-                let request = with_token(request, token).map_err(bad_token)?;
-                Ok(Stream::Events(
-                    backends.deploy().watch_events(request).await?.into_inner(),
-                ))
+                });
+                let stream = backends.deploy().watch_events(request).await?.into_inner();
+                Ok((Stream::Events(stream), Vec::new()))
             }
         }
     }
 }
 
 impl Stream {
-    async fn next(&mut self) -> Result<Option<Item>, tonic::Status> {
+    async fn next(&mut self, services: &mut Snapshot) -> Result<Option<Item>, tonic::Status> {
         Ok(match self {
-            Stream::Services(s) => s.message().await?.map(|e| (None, service_frame(&e))),
+            Stream::Services(s) => s.message().await?.map(|e| {
+                services.apply(&e);
+                (None, service_event_frame(&e))
+            }),
             Stream::Events(s) => s.message().await?.map(|e| (Some(e.sequence), event_frame(&e))),
         })
     }
 }
 
-/// `{"type": "service", id, name, data, deleted}` (contract 5.4).
-fn service_frame(event: &ServiceEvent) -> Option<Map<String, Value>> {
-    let mut frame = objects::service(event.service.as_ref()?);
-    frame.insert("type".into(), "service".into());
-    frame.insert("deleted".into(), event.deleted.into());
-    Some(frame)
+fn service_event_frame(event: &ServiceEvent) -> Option<Map<String, Value>> {
+    Some(service_frame(event.service.as_ref()?, event.deleted))
 }
 
 /// `{"type": "deployment", …}` without a `deleted` key (fastDeploy has no deployment
