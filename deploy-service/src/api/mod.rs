@@ -170,13 +170,12 @@ impl Shared {
                 }
             }
         };
-        watch::watch(
+        Ok(watch::watch(
             self.store.clone(),
             filter,
             request.after_sequence,
             self.shutdown.clone(),
-        )
-        .await
+        ))
     }
 }
 

@@ -21,6 +21,7 @@
 //! table, up to [`Feed::position`], so it never holds up the others.
 
 pub mod gap;
+mod watch;
 
 use std::{
     future::Future,
@@ -34,6 +35,8 @@ use sea_orm::{
 };
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use watch::{Watched, watch};
 
 /// How long a gap in the sequences is waited on before it is skipped. A writing
 /// transaction takes its sequence a moment before it commits (the rows are inserted
