@@ -180,7 +180,15 @@ async fn each(stop: CancellationToken, every: Duration, mut body: impl AsyncFnMu
 /// Logs in and revokes that token, which the gateway must refuse as soon as the
 /// revocation is answered; the load then tries it until the end. Returns the token.
 pub async fn revoke_fresh(target: &Target, shared: &Shared) -> String {
-    let (answer, body) = target.login().await;
+    // A login may be answered 503 (every hashing slot busy on a loaded machine): try
+    // again, as a client told to retry would.
+    let mut login = target.login().await;
+    let retry_until = Instant::now() + Duration::from_secs(30);
+    while login.0 == Answer::Unavailable && Instant::now() < retry_until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        login = target.login().await;
+    }
+    let (answer, body) = login;
     assert_eq!(answer, Answer::Ok, "login before a fault: {body}");
     let token = body["body"]["access_token"].as_str().expect("access_token").to_owned();
     let jti = crate::grpc::claims_of(&token)["jti"].as_str().expect("jti").to_owned();
