@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use tests::{Backend, fault_fixture::*, private_postgres::PrivatePostgres};
 
-/// Everything answers again within this of the database accepting connections.
-const RECOVERY: Duration = Duration::from_secs(2);
-
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_restarts_under_load() {
     let Some(postgres) = PrivatePostgres::start() else {

@@ -7,15 +7,9 @@
 //! reason; the watchers miss and double nothing; revoked tokens stay refused.
 //! `SLIPWAY_FAULTS_LONG=1` runs more rounds with longer outages.
 
-use std::time::Duration;
-
 use tests::{Backend, fault_fixture::*, on_every_backend};
 
 on_every_backend!(sigkill_each_service_under_load);
-
-/// Everything answers again within this of a restarted process serving by itself
-/// (its own health check).
-const RECOVERY: Duration = Duration::from_secs(2);
 
 async fn sigkill_each_service_under_load(backend: Backend) {
     let mut stack = builder(backend).start().await;
