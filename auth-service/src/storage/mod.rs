@@ -37,7 +37,7 @@ impl Store {
     /// Connects and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let db = common::db::connect(url).await?;
-        Migrator::up(&db, None).await?;
+        common::db::migrate_alone(&db, || Migrator::up(&db, None)).await?;
         Ok(Store { db })
     }
 

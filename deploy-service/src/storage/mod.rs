@@ -50,7 +50,7 @@ impl Store {
     /// Connects and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Self, DbErr> {
         let db = common::db::connect(url).await?;
-        Migrator::up(&db, None).await?;
+        common::db::migrate_alone(&db, || Migrator::up(&db, None)).await?;
         let feed = EventFeed::start(EventsTable::new(db.clone()), &db, EVENTS_CHANNEL).await?;
         Ok(Store {
             db,

@@ -11,6 +11,36 @@ use std::{
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
+/// The advisory lock key migrations take turns on ("SLPW" + 0).
+const MIGRATION_LOCK: i64 = 0x534c_5057_0000_0000;
+
+/// Runs `migrate` while every other process migrating the same PostgreSQL database
+/// waits (replicas starting at once would otherwise race to create the same tables
+/// and types); on SQLite (one process) it just runs it. The lock is a session
+/// advisory lock on a connection of its own, released when `migrate` is done.
+pub async fn migrate_alone<F, Fut>(db: &DatabaseConnection, migrate: F) -> Result<(), DbErr>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), DbErr>>,
+{
+    use sea_orm::sqlx::{Connection, postgres::PgConnection};
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return migrate().await;
+    }
+    let lock_failed = |error: sea_orm::sqlx::Error| DbErr::Custom(format!("taking the migration lock: {error}"));
+    let options = db.get_postgres_connection_pool().connect_options().as_ref().clone();
+    let mut lock = PgConnection::connect_with(&options).await.map_err(lock_failed)?;
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut lock)
+        .await
+        .map_err(lock_failed)?;
+    let migrated = migrate().await;
+    // Closing the session releases the lock too.
+    let _ = lock.close().await;
+    migrated
+}
+
 /// The URL of a service's SQLite file inside the data directory, created if missing.
 pub fn sqlite_url(data_dir: &Path, file: &str) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join(file).display())

@@ -48,7 +48,7 @@ impl Store {
     /// Connects and brings the schema up to date.
     pub async fn open(url: &str) -> Result<Self, DbErr> {
         let db = common::db::connect(url).await?;
-        Migrator::up(&db, None).await?;
+        common::db::migrate_alone(&db, || Migrator::up(&db, None)).await?;
         let services = Arc::<snapshot::Snapshot>::default();
         let table = ServiceEventsTable::new(db.clone(), services.clone());
         let feed = ServiceFeed::start(table, &db, SERVICE_EVENTS_CHANNEL).await?;
