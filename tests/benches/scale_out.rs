@@ -20,8 +20,10 @@ use std::{
     time::Duration,
 };
 
+use deploy_service::{queue::CLAIM_BATCH, storage::Limits};
 use tests::{
-    Backend,
+    Backend, TestDatabase,
+    claim_rate::{self, Runs},
     scale_out::{self, Load, at, quantile},
 };
 
@@ -29,8 +31,9 @@ use tests::{
 async fn main() {
     assert!(Backend::Postgres.available().await, "the bench needs PostgreSQL");
     let load = Load::full();
+    claims(&load).await;
     println!(
-        "scale-out: {} deployments over {} services, {} revocations, max running {} per deploy replica",
+        "scale-out: {} deployments over {} services, {} revocations, max running {} over the deploy replicas",
         load.deployments, load.services, load.revocations, load.max_running
     );
     let mut replicas = scale_out::start(&load).await;
@@ -95,9 +98,46 @@ async fn main() {
     };
     let span = (last.0 - first.0) as f64 + f64::from(last.1 - first.1) / 1e9;
     println!(
-        "claims across 3 deploy replicas (per-service limit 1): {} runs started over {:.2} s: {:.0}/s (target 1,000/s)",
+        "end to end, runs started across 3 deploy replicas (per-service limit 1; accepted through the gateways, each a real script): {} over {:.2} s: {:.0}/s",
         starts.len(),
         span,
         starts.len() as f64 / span.max(1e-3)
     );
+}
+
+/// The queue's own rate (`tests::claim_rate`), 3 stores standing for 3 replicas:
+/// claims alone (every deployment of its own service, nothing ends), then the turn-over
+/// of the load's services with the per-service limit 1 (each run ended as claimed);
+/// one per transaction and in the queue's batches.
+async fn claims(load: &Load) {
+    let cases = [
+        (Runs::KeepRunning, load.deployments, load.deployments),
+        (Runs::EndAtOnce, load.services, load.max_running),
+    ];
+    for (runs, services, max_running) in cases {
+        let limits = Limits {
+            max_running: u32::try_from(max_running).unwrap_or(u32::MAX),
+            max_running_per_service: 1,
+        };
+        for batch in [1, CLAIM_BATCH] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let db = TestDatabase::create(Backend::Postgres, dir.path(), "deploy")
+                .await
+                .expect("bench database");
+            let rate = claim_rate::measure(&db.url, 3, load.deployments, services, batch, limits, runs)
+                .await
+                .expect("claims");
+            let what = match runs {
+                Runs::KeepRunning => "claimed, left running",
+                Runs::EndAtOnce => "claimed and ended at once",
+            };
+            println!(
+                "queue across 3 replicas, {services} services, limits {max_running} / 1 per service, at most {batch} per claim: {} {what} in {:.2?} ({} claims): {:.0}/s (target 1,000/s)",
+                rate.claimed,
+                rate.elapsed,
+                rate.batches,
+                rate.per_second()
+            );
+        }
+    }
 }

@@ -5,6 +5,7 @@
 pub mod bad_tokens;
 pub mod balancer;
 pub mod browser;
+pub mod claim_rate;
 pub mod db;
 pub mod deploy_rpc;
 pub mod fault_fixture;

@@ -37,7 +37,8 @@ pub struct Load {
     pub revocations: usize,
     /// Submissions in flight at once.
     pub concurrency: usize,
-    /// Each deploy replica's `--max-running`.
+    /// The deploy replicas' `--max-running` (a limit over all of them, enforced by
+    /// the database).
     pub max_running: usize,
 }
 

@@ -155,8 +155,8 @@ async fn claims_leases_and_fences(backend: Backend) {
     }
 }
 
-/// Three replicas claim 30 queued deployments of three services at once, each ending
-/// its runs as it goes: never two runs of one service at once, each service's in
+/// Three replicas claim 30 queued deployments of three services at once (one at a
+/// time, and in batches of 2 and 3), each ending its runs as it goes: never two runs of one service at once, each service's in
 /// order of acceptance, and every one ran.
 async fn claiming_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,22 +180,26 @@ async fn claiming_at_once() {
             let owner = format!("replica-{r}");
             let mut idle = 0;
             while idle < 20 {
-                let Some((d, claim)) = store.claim_next(&owner, LIMITS).await.unwrap() else {
+                // One replica claims one at a time, the others in batches.
+                let claimed = store.claim_batch(&owner, LIMITS, [1, 2, 3][r]).await.unwrap();
+                if claimed.is_empty() {
                     idle += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     continue;
-                };
+                }
                 idle = 0;
-                {
+                for (d, _) in &claimed {
                     let mut now = running.lock().unwrap();
                     let count = now.entry(d.service.clone()).or_default();
                     *count += 1;
                     assert_eq!(*count, 1, "two runs of {} at once", d.service);
+                    order.lock().unwrap().push((d.service.clone(), d.id));
                 }
-                order.lock().unwrap().push((d.service.clone(), d.id));
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                *running.lock().unwrap().get_mut(&d.service).unwrap() -= 1;
-                store.end_run(d.id, &claim, &Outcome::Exited, Some(0)).await.unwrap();
+                for (d, claim) in claimed {
+                    *running.lock().unwrap().get_mut(&d.service).unwrap() -= 1;
+                    store.end_run(d.id, &claim, &Outcome::Exited, Some(0)).await.unwrap();
+                }
             }
         }));
     }

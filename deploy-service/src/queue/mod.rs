@@ -37,6 +37,10 @@ const CANCEL_WAIT: Duration = Duration::from_secs(20);
 /// How often a replica looks for queued deployments it may start (others' runs end
 /// without telling it).
 const CLAIM_POLL: Duration = Duration::from_secs(1);
+/// Most runs one claim takes (one transaction, one commit): enough that a burst is
+/// claimed quickly, few enough that one replica does not take every free slot while
+/// the others wait.
+pub const CLAIM_BATCH: usize = 16;
 
 /// A run in progress in this process.
 struct RunHandle {
@@ -125,9 +129,14 @@ impl Queue {
     async fn start_queued(&self) -> Result<(), DbErr> {
         let store = self.inner.runner.store();
         while !self.inner.shutdown.is_cancelled() {
-            match store.claim_next(&self.inner.replica, self.inner.limits).await? {
-                Some((deployment, claim)) => self.spawn_run(deployment, claim),
-                None => break,
+            let claimed = store
+                .claim_batch(&self.inner.replica, self.inner.limits, CLAIM_BATCH)
+                .await?;
+            if claimed.is_empty() {
+                break;
+            }
+            for (deployment, claim) in claimed {
+                self.spawn_run(deployment, claim);
             }
         }
         Ok(())

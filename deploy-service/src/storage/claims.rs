@@ -17,7 +17,10 @@
 //! and fence) and are refused once the row is gone or taken over: a replica that
 //! comes back late writes nothing.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -93,7 +96,8 @@ pub(super) async fn serialize_claims(txn: &DatabaseTransaction) -> Result<(), Db
 #[derive(Default)]
 pub(super) struct Slots {
     per_service: HashMap<String, Vec<i32>>,
-    global: Vec<i32>,
+    global: HashSet<i32>,
+    running: usize,
 }
 
 impl Slots {
@@ -116,7 +120,8 @@ impl Slots {
             if slot.is_none() {
                 of.push(-1);
             }
-            slots.global.push(global.unwrap_or(-1));
+            slots.global.insert(global.unwrap_or(-1));
+            slots.running += 1;
         }
         Ok(slots)
     }
@@ -124,10 +129,19 @@ impl Slots {
     /// Free slots for a run of `service`: (per service, global), if both limits allow.
     pub(super) fn free_for(&self, service: &str, limits: Limits) -> Option<(i32, i32)> {
         let of = self.per_service.get(service).map(Vec::as_slice).unwrap_or(&[]);
-        Some((
-            free(of, limits.max_running_per_service)?,
-            free(&self.global, limits.max_running)?,
-        ))
+        if self.running >= limits.max_running as usize {
+            return None;
+        }
+        let global =
+            (0..i32::try_from(limits.max_running).unwrap_or(i32::MAX)).find(|slot| !self.global.contains(slot))?;
+        Some((free(of, limits.max_running_per_service)?, global))
+    }
+
+    /// Records a run just given `slots` (per service, global) in this batch.
+    fn take(&mut self, service: &str, (slot, global): (i32, i32)) {
+        self.per_service.entry(service.to_owned()).or_default().push(slot);
+        self.global.insert(global);
+        self.running += 1;
     }
 
     /// Services at their limit.
@@ -185,6 +199,20 @@ pub(super) async fn holds(txn: &DatabaseTransaction, id: DeploymentId, claim: &C
         .is_some())
 }
 
+/// Deployments' rows, locked for the rest of the transaction in order of id
+/// (PostgreSQL; SQLite has one writer at a time).
+async fn lock_deployments(
+    txn: &DatabaseTransaction,
+    ids: impl IntoIterator<Item = DeploymentId>,
+) -> Result<Vec<deployments::Model>, DbErr> {
+    deployments::Entity::find()
+        .filter(deployments::Column::Id.is_in(ids))
+        .order_by_asc(deployments::Column::Id)
+        .lock_exclusive()
+        .all(txn)
+        .await
+}
+
 /// A deployment's row, locked for the rest of the transaction (PostgreSQL; SQLite
 /// has one writer at a time).
 pub(super) async fn lock_deployment(
@@ -199,6 +227,19 @@ impl Store {
     /// and starts it (running, its first pending step running). None when nothing
     /// can start now.
     pub async fn claim_next(&self, owner: &str, limits: Limits) -> Result<Option<(deployments::Model, Claim)>, DbErr> {
+        Ok(self.claim_batch(owner, limits, 1).await?.pop())
+    }
+
+    /// Claims up to `max` queued deployments that the limits let start, oldest first,
+    /// for `owner`, and starts them (running, each one's first pending step running),
+    /// in one transaction: one turn of the claim lock and one commit for the batch.
+    /// Empty when nothing can start now.
+    pub async fn claim_batch(
+        &self,
+        owner: &str,
+        limits: Limits,
+        max: usize,
+    ) -> Result<Vec<(deployments::Model, Claim)>, DbErr> {
         // Most calls find nothing queued: asked without any lock.
         let any: Option<DeploymentId> = run_queue::Entity::find()
             .select_only()
@@ -207,42 +248,66 @@ impl Store {
             .into_tuple()
             .one(&self.db)
             .await?;
-        if any.is_none() {
-            return Ok(None);
+        if any.is_none() || max == 0 {
+            return Ok(Vec::new());
         }
         let _writer = self.writer.lock().await;
-        loop {
-            let txn = self.db.begin().await?;
-            serialize_claims(&txn).await?;
-            let slots = Slots::read(&txn).await?;
-            if slots.global.len() >= limits.max_running as usize {
-                return Ok(None);
-            }
-            let full = slots.full(limits);
-            let mut next = run_queue::Entity::find().filter(run_queue::Column::State.eq(QUEUED));
-            if !full.is_empty() {
-                next = next.filter(run_queue::Column::Service.is_not_in(full));
-            }
-            let Some(next) = next.order_by_asc(run_queue::Column::DeploymentId).one(&txn).await? else {
-                return Ok(None);
-            };
-            let Some(free) = slots.free_for(&next.service, limits) else {
-                return Ok(None);
-            };
-            let deployment = lock_deployment(&txn, next.deployment_id).await?;
-            let Some(deployment) = deployment.filter(|d| d.status == Status::Queued) else {
-                // Ended (cancelled) while queued: its row should be gone already.
-                run_queue::Entity::delete_by_id(next.deployment_id).exec(&txn).await?;
-                txn.commit().await?;
-                continue;
-            };
-            let Some(claim) = claim_row(&txn, &next, owner, free).await? else {
-                continue;
-            };
-            let (deployment, emitted) = self.start_in(&txn, deployment, owner).await?;
-            self.commit(txn, emitted).await?;
-            return Ok(Some((deployment, claim)));
+        let txn = self.db.begin().await?;
+        serialize_claims(&txn).await?;
+        let mut slots = Slots::read(&txn).await?;
+        let want = max.min((limits.max_running as usize).saturating_sub(slots.running));
+        if want == 0 {
+            return Ok(Vec::new());
         }
+        let full = slots.full(limits);
+        let mut candidates = run_queue::Entity::find().filter(run_queue::Column::State.eq(QUEUED));
+        if !full.is_empty() {
+            candidates = candidates.filter(run_queue::Column::Service.is_not_in(full));
+        }
+        // Several of one service may come first; read more than can start.
+        let candidates = candidates
+            .order_by_asc(run_queue::Column::DeploymentId)
+            .limit(u64::try_from(want.saturating_mul(4)).unwrap_or(u64::MAX))
+            .all(&txn)
+            .await?;
+        // The runs to start, as the slots allow, before any row is locked.
+        let mut picked = Vec::with_capacity(want);
+        for next in candidates {
+            if picked.len() == want {
+                break;
+            }
+            // A service that filled up in this batch is passed over: its later
+            // deployments wait for the earlier ones (FIFO within a service).
+            if let Some(free) = slots.free_for(&next.service, limits) {
+                slots.take(&next.service, free);
+                picked.push((next, free));
+            }
+        }
+        let ids = picked.iter().map(|(row, _)| row.deployment_id);
+        let locked: HashMap<DeploymentId, deployments::Model> = lock_deployments(&txn, ids)
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        let mut claims = Vec::with_capacity(picked.len());
+        let mut starting = Vec::with_capacity(picked.len());
+        for (row, free) in &picked {
+            let Some(deployment) = locked.get(&row.deployment_id).filter(|d| d.status == Status::Queued) else {
+                // Ended (cancelled) while queued: its row should be gone already.
+                run_queue::Entity::delete_by_id(row.deployment_id).exec(&txn).await?;
+                continue;
+            };
+            if let Some(claim) = claim_row(&txn, row, owner, *free).await? {
+                claims.push(claim);
+                starting.push(deployment.clone());
+            }
+        }
+        let (started, emitted) = self.start_in(&txn, starting, owner).await?;
+        match emitted {
+            Some(emitted) => self.commit(txn, emitted).await?,
+            None => txn.commit().await?,
+        }
+        Ok(started.into_iter().zip(claims).collect())
     }
 
     /// Renews `owner`'s leases of the runs `ids` in one statement; returns the rows

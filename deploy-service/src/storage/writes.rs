@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
+    ActiveEnum, ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait, sea_query::Expr,
 };
 use serde_json::Value;
 
@@ -91,6 +91,11 @@ impl Emitted {
 
     fn step(&mut self, row: &steps::Model, deleted: bool) {
         self.push("step", deleted, convert::step_payload(row));
+    }
+
+    /// Adds another deployment's events after these (one commit for several).
+    pub(super) fn append(&mut self, other: Emitted) {
+        self.pending.extend(other.pending);
     }
 
     /// Stores the events; their sequences follow the order they were pushed in.
@@ -283,31 +288,67 @@ impl Store {
         Ok((deployment, planned, claim))
     }
 
-    /// Starts a queued deployment claimed by `owner` in `txn` (its row locked):
-    /// running, its first pending step running.
+    /// Starts queued deployments claimed by `owner` in `txn` (their rows locked): each
+    /// running, its first pending step running, with a few statements for all of them.
+    /// The deployments as started, in the order given, and their events.
     pub(super) async fn start_in(
         &self,
         txn: &DatabaseTransaction,
-        mut deployment: deployments::Model,
+        mut started: Vec<deployments::Model>,
         owner: &str,
-    ) -> Result<(deployments::Model, Emitted), DbErr> {
-        let id = deployment.id;
-        let at = now();
-        deployment.status = Status::Running;
-        deployment.run_started = Some(at);
-        deployment.runner_id = Some(owner.to_owned());
-        let deployment = save_deployment(txn, deployment).await?;
-        let mut emitted = Emitted::new(&deployment);
-        emitted.deployment(&deployment);
-        let mut steps = visible_steps(txn, id).await?;
-        if let Some(first) = machine::next_pending(&steps) {
-            let step = &mut steps[first];
-            step.state = StepState::Running.as_str().into();
-            step.started = Some(at);
-            update_step(txn, step).await?;
-            emitted.step(step, false);
+    ) -> Result<(Vec<deployments::Model>, Option<Emitted>), DbErr> {
+        if started.is_empty() {
+            return Ok((started, None));
         }
-        Ok((deployment, emitted))
+        let at = now();
+        let ids: Vec<DeploymentId> = started.iter().map(|d| d.id).collect();
+        deployments::Entity::update_many()
+            .col_expr(deployments::Column::Status, Expr::value(Status::Running.to_value()))
+            .col_expr(deployments::Column::RunStarted, Expr::value(at))
+            .col_expr(deployments::Column::RunnerId, Expr::value(owner))
+            .filter(deployments::Column::Id.is_in(ids.iter().copied()))
+            .exec(txn)
+            .await?;
+        let mut steps: HashMap<DeploymentId, Vec<steps::Model>> = HashMap::new();
+        for step in steps::Entity::find()
+            .filter(steps::Column::DeploymentId.is_in(ids.iter().copied()))
+            .filter(steps::Column::Removed.eq(false))
+            .order_by_asc(steps::Column::Sequence)
+            .all(txn)
+            .await?
+        {
+            steps.entry(step.deployment_id).or_default().push(step);
+        }
+        let mut first_steps = Vec::new();
+        let mut all: Option<Emitted> = None;
+        for deployment in &mut started {
+            deployment.status = Status::Running;
+            deployment.run_started = Some(at);
+            deployment.runner_id = Some(owner.to_owned());
+            let mut emitted = Emitted::new(deployment);
+            emitted.deployment(deployment);
+            let of = steps.get_mut(&deployment.id).map(Vec::as_mut_slice).unwrap_or_default();
+            if let Some(first) = machine::next_pending(of) {
+                let step = &mut of[first];
+                step.state = StepState::Running.as_str().into();
+                step.started = Some(at);
+                emitted.step(step, false);
+                first_steps.push(step.id);
+            }
+            match &mut all {
+                Some(all) => all.append(emitted),
+                None => all = Some(emitted),
+            }
+        }
+        if !first_steps.is_empty() {
+            steps::Entity::update_many()
+                .col_expr(steps::Column::State, Expr::value(StepState::Running.as_str()))
+                .col_expr(steps::Column::Started, Expr::value(at))
+                .filter(steps::Column::Id.is_in(first_steps))
+                .exec(txn)
+                .await?;
+        }
+        Ok((started, all))
     }
 
     /// Applies step reports to a running deployment in one transaction. Returns, per
