@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use common::feed::next_notice;
 use sea_orm::{DbBackend, sqlx::postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 
@@ -116,17 +117,6 @@ async fn listen(pool: &sea_orm::sqlx::PgPool) -> Result<PgListener, sea_orm::sql
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen_all([REVOCATIONS_CHANNEL, KEYS_CHANNEL]).await?;
     Ok(listener)
-}
-
-/// The next notice; `Ok(None)` when the connection was lost. Never ends without a
-/// listener.
-async fn next_notice(
-    listener: Option<&mut PgListener>,
-) -> Result<Option<sea_orm::sqlx::postgres::PgNotification>, sea_orm::sqlx::Error> {
-    match listener {
-        Some(listener) => listener.try_recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn read_log(revoked: &RevokedSet, failing: &mut bool) {

@@ -13,7 +13,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 use crate::{
     db::{Backend, TestDatabase},
     process::Proc,
-    stack::{ADMIN, ADMIN_PASSWORD, Process},
+    stack::{ADMIN, ADMIN_PASSWORD, Process, Secrets, Wiring},
     wait::wait_until,
 };
 
@@ -102,11 +102,7 @@ impl Replicas {
         let database = TestDatabase::create(Backend::Postgres, dir.path(), "scale")
             .await
             .expect("a PostgreSQL database");
-        let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-        for key in ["deploy-service.key", "registry-service.key", "gateway.key"] {
-            common::identity::Credential::create_if_missing(&dir.path().join(key)).expect("service credential");
-        }
-        auth_service::kek::Kek::create_if_missing(&dir.path().join("auth-kek")).expect("key-encryption key");
+        let secrets = Secrets::create(dir.path());
         // Every address up front: the parts name each other, and a replica started
         // again must come back where its callers look for it.
         let addrs: Vec<Vec<SocketAddr>> = counts
@@ -140,58 +136,17 @@ impl Replicas {
                     "--addr-file".into(),
                     addr_file.to_string_lossy().into_owned(),
                 ];
-                let flags: Vec<String> = match process {
-                    Process::Auth => vec![
-                        "--registry-url".into(),
-                        registry_urls.clone(),
-                        "--deploy-credential-file".into(),
-                        file("deploy-service.key"),
-                        "--registry-credential-file".into(),
-                        file("registry-service.key"),
-                        "--gateway-credential-file".into(),
-                        file("gateway.key"),
-                        "--key-encryption-key-file".into(),
-                        file("auth-kek"),
-                    ],
-                    Process::Registry => vec![
-                        "--services-dir".into(),
-                        services.clone(),
-                        "--auth-url".into(),
-                        auth_urls.clone(),
-                        "--deploy-credential-file".into(),
-                        file("deploy-service.key"),
-                        "--credential-file".into(),
-                        file("registry-service.key"),
-                        "--gateway-credential-file".into(),
-                        file("gateway.key"),
-                    ],
-                    Process::Deploy => vec![
-                        "--services-dir".into(),
-                        services.clone(),
-                        "--auth-url".into(),
-                        auth_urls.clone(),
-                        "--registry-url".into(),
-                        registry_urls.clone(),
-                        "--credential-file".into(),
-                        file("deploy-service.key"),
-                        "--gateway-credential-file".into(),
-                        file("gateway.key"),
-                        // Scripts report through the gateways in turn.
-                        "--public-url".into(),
-                        format!("http://{}", addrs[3][index % addrs[3].len()]),
-                    ],
-                    Process::Gateway => vec![
-                        "--auth-url".into(),
-                        auth_urls.clone(),
-                        "--registry-url".into(),
-                        registry_urls.clone(),
-                        "--deploy-url".into(),
-                        deploy_urls.clone(),
-                        "--credential-file".into(),
-                        file("gateway.key"),
-                    ],
+                // Scripts report through the gateways in turn.
+                let public = format!("http://{}", addrs[3][index % addrs[3].len()]);
+                let wiring = Wiring {
+                    secrets: &secrets,
+                    services_dir: &services,
+                    auth: &auth_urls,
+                    registry: &registry_urls,
+                    deploy: &deploy_urls,
+                    public: &public,
                 };
-                args.extend(flags);
+                args.extend(wiring.flags(process));
                 let mut envs: Vec<(&str, String)> = env
                     .iter()
                     .filter(|(p, _, _)| *p == process)

@@ -13,6 +13,9 @@ use serde_json::Value;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 mod replicas;
+mod wiring;
+
+pub use wiring::{Secrets, Wiring};
 
 use crate::{
     db::{Backend, TestDatabase},
@@ -146,81 +149,28 @@ impl Stack {
         let services_dir = dir.path().join("services");
         std::fs::create_dir_all(&services_dir).expect("services dir");
         prepare(&services_dir);
-        // Each internal service's credential (the deploy service, the registry, the
-        // gateway), trusted by the auth service (the deploy one by the registry, the
-        // gateway's by the registry and the deploy service).
-        let [credential, registry_credential, gateway_credential] =
-            ["deploy-service.key", "registry-service.key", "gateway.key"].map(|file| {
-                let key = dir.path().join(file);
-                common::identity::Credential::create_if_missing(&key).expect("service credential");
-                path(&key)
-            });
-        // The key-encryption key sealing the auth service's signing keys.
-        let kek = dir.path().join("auth-kek");
-        auth_service::kek::Kek::create_if_missing(&kek).expect("key-encryption key");
-        let kek = path(&kek);
+        let secrets = Secrets::create(dir.path());
         // The services name each other (and deploy scripts are told the gateway's URL),
         // and a restarted service must come back where the others expect it, so every
         // address is chosen up front.
         let [auth, registry, deploy, gateway] = [(); 4].map(|()| reserve_port());
-        let url = |a: SocketAddr| format!("http://{a}");
+        let [auth_url, registry_url, deploy_url, gateway_url] =
+            [auth, registry, deploy, gateway].map(|a| format!("http://{a}"));
         let services = path(&services_dir);
+        let wiring = Wiring {
+            secrets: &secrets,
+            services_dir: &services,
+            auth: &auth_url,
+            registry: &registry_url,
+            deploy: &deploy_url,
+            public: &gateway_url,
+        };
         let mut databases = Vec::new();
         let mut procs = Vec::new();
-        for (name, binary, listen, extra) in [
-            (
-                "auth",
-                "auth-service",
-                auth,
-                vec![
-                    "--registry-url".into(),
-                    url(registry),
-                    "--deploy-credential-file".into(),
-                    credential.clone(),
-                    "--registry-credential-file".into(),
-                    registry_credential.clone(),
-                    "--gateway-credential-file".into(),
-                    gateway_credential.clone(),
-                    "--key-encryption-key-file".into(),
-                    kek.clone(),
-                ],
-            ),
-            (
-                "registry",
-                "registry-service",
-                registry,
-                vec![
-                    "--services-dir".into(),
-                    services.clone(),
-                    "--auth-url".into(),
-                    url(auth),
-                    "--deploy-credential-file".into(),
-                    credential.clone(),
-                    "--credential-file".into(),
-                    registry_credential.clone(),
-                    "--gateway-credential-file".into(),
-                    gateway_credential.clone(),
-                ],
-            ),
-            (
-                "deploy",
-                "deploy-service",
-                deploy,
-                vec![
-                    "--services-dir".into(),
-                    services.clone(),
-                    "--auth-url".into(),
-                    url(auth),
-                    "--registry-url".into(),
-                    url(registry),
-                    "--credential-file".into(),
-                    credential.clone(),
-                    "--public-url".into(),
-                    url(gateway),
-                    "--gateway-credential-file".into(),
-                    gateway_credential.clone(),
-                ],
-            ),
+        for (name, binary, listen) in [
+            ("auth", "auth-service", auth),
+            ("registry", "registry-service", registry),
+            ("deploy", "deploy-service", deploy),
         ] {
             let data_dir = data_dirs
                 .iter()
@@ -240,7 +190,7 @@ impl Stack {
                 "--addr-file".into(),
                 path(&addr_file),
             ];
-            args.extend(extra);
+            args.extend(wiring.flags(Process::named(name)));
             let mut envs = env_of(Process::named(name));
             if name == "auth" {
                 envs.push(("SLIPWAY_ADMIN_USER", ADMIN.to_owned()));
@@ -252,20 +202,13 @@ impl Stack {
             databases.push(db);
         }
         let addr_file = dir.path().join("gateway.addr");
-        let args = vec![
+        let mut args = vec![
             "--listen".into(),
             gateway.to_string(),
             "--addr-file".into(),
             path(&addr_file),
-            "--auth-url".into(),
-            url(auth),
-            "--registry-url".into(),
-            url(registry),
-            "--deploy-url".into(),
-            url(deploy),
-            "--credential-file".into(),
-            gateway_credential,
         ];
+        args.extend(wiring.flags(Process::Gateway));
         let mut proc = Proc::spawn("gateway", "gateway", &args, &env_of(Process::Gateway), dir.path());
         proc.wait_addr(&addr_file);
         procs.push(proc);

@@ -147,19 +147,7 @@ impl Store {
         filter: &EventFilter,
         limit: u64,
     ) -> Result<Vec<events::Model>, DbErr> {
-        let limit = limit.min(i64::MAX as u64);
-        let mut query = events::Entity::find().filter(events::Column::Sequence.gt(after));
-        if let Some(service) = &filter.service {
-            query = query.filter(events::Column::Service.eq(service.clone()));
-        }
-        if let Some(id) = filter.deployment_id {
-            query = query.filter(events::Column::DeploymentId.eq(id));
-        }
-        query
-            .order_by_asc(events::Column::Sequence)
-            .limit(limit)
-            .all(&self.db)
-            .await
+        self.events_between(after, i64::MAX, filter, limit).await
     }
 
     /// The sequence of the last stored event (0 when there is none).

@@ -356,7 +356,7 @@ async fn connect_listener(options: &PgConnectOptions, channel: &'static str) -> 
 
 /// The next notice; `Ok(None)` when the connection was lost. Never ends without a
 /// listener.
-async fn next_notice(
+pub async fn next_notice(
     listener: Option<&mut PgListener>,
 ) -> Result<Option<sea_orm::sqlx::postgres::PgNotification>, sea_orm::sqlx::Error> {
     match listener {
