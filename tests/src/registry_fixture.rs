@@ -115,3 +115,31 @@ pub async fn deployed(stack: &Stack, token: &str) -> Result<Vec<pb::DeployedServ
         .await
         .map(|r| r.into_inner().deployed_services)
 }
+
+/// Renames a service in the registry's database directly: no event announces it.
+/// Returns once the registry at `registry` itself lists the new name (it reads its
+/// table again when its copy in memory is two seconds old), so from then on only the
+/// gateway's cache can still show the old one.
+pub async fn rename_behind_the_back(stack: &Stack, registry: std::net::SocketAddr, token: &str, from: &str, to: &str) {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(stack.database_url("registry"))
+        .await
+        .unwrap();
+    db.execute_unprepared(&format!("UPDATE services SET name = '{to}' WHERE name = '{from}'"))
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let mut registry = RegistryServiceClient::new(crate::grpc::channel(registry).await);
+    crate::wait_until(std::time::Duration::from_secs(10), async || {
+        let listed = registry
+            .list_services(bearer(pb::ListServicesRequest::default(), token))
+            .await
+            .map_err(|status| status.to_string())?
+            .into_inner();
+        match listed.services.iter().any(|s| s.name == to) {
+            true => Ok(()),
+            false => Err(format!("the registry does not list {to} yet")),
+        }
+    })
+    .await;
+}

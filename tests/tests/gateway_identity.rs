@@ -13,12 +13,12 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use proto::registry::v1::{self as pb, registry_service_client::RegistryServiceClient};
 use reqwest::Method;
-use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tests::{
     Backend, Stack,
     balancer::Balancer,
     grpc::bearer,
+    registry_fixture::rename_behind_the_back,
     replica_fixture::Extras,
     support::{self, call, write_service},
     wait_until,
@@ -82,31 +82,6 @@ async fn until_logged(log: impl Fn() -> String, line: &str, n: usize) {
 
 async fn registry_at(addr: SocketAddr) -> RegistryServiceClient<tonic::transport::Channel> {
     RegistryServiceClient::new(tests::grpc::channel(addr).await)
-}
-
-/// Renames a service in the registry's database directly (no event), and waits until
-/// the registry at `registry` lists the new name itself.
-async fn rename_behind_the_back(stack: &Stack, registry: SocketAddr, token: &str, from: &str, to: &str) {
-    let db = sea_orm::Database::connect(stack.database_url("registry"))
-        .await
-        .unwrap();
-    db.execute_unprepared(&format!("UPDATE services SET name = '{to}' WHERE name = '{from}'"))
-        .await
-        .unwrap();
-    db.close().await.unwrap();
-    let mut registry = registry_at(registry).await;
-    wait_until(Duration::from_secs(10), async || {
-        let listed = registry
-            .list_services(bearer(pb::ListServicesRequest::default(), token))
-            .await
-            .map_err(|status| status.to_string())?
-            .into_inner();
-        match listed.services.iter().any(|s| s.name == to) {
-            true => Ok(()),
-            false => Err(format!("the registry does not list {to} yet")),
-        }
-    })
-    .await;
 }
 
 /// A WebSocket at `gateway`, authenticated as the admin.

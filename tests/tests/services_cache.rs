@@ -17,10 +17,9 @@ use std::time::Duration;
 use common::token::TokenType;
 use proto::registry::v1::{self as pb, registry_service_client::RegistryServiceClient};
 use reqwest::Method;
-use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use support::{call, get, signed, write_service};
-use tests::{Backend, Stack, grpc::bearer, on_every_backend, wait_until};
+use tests::{Backend, Stack, grpc::bearer, on_every_backend, registry_fixture::rename_behind_the_back, wait_until};
 
 on_every_backend!(
     writes_through_the_gateway_are_read_back_at_once,
@@ -68,39 +67,12 @@ async fn warm(stack: &Stack, token: &str, n: usize) -> Vec<String> {
     listed(stack, token).await
 }
 
-/// Renames a service in the registry's database directly: no event announces it.
-/// Returns once the registry itself lists the new name (it reads its table again when
-/// its copy in memory is two seconds old), so from then on only the gateway's cache
-/// can still show the old one.
-async fn rename_behind_the_back(stack: &Stack, token: &str, from: &str, to: &str) {
-    let db = sea_orm::Database::connect(stack.database_url("registry"))
-        .await
-        .unwrap();
-    db.execute_unprepared(&format!("UPDATE services SET name = '{to}' WHERE name = '{from}'"))
-        .await
-        .unwrap();
-    db.close().await.unwrap();
-    let mut registry = RegistryServiceClient::new(tests::grpc::channel(stack.registry).await);
-    wait_until(Duration::from_secs(10), async || {
-        let listed = registry
-            .list_services(bearer(pb::ListServicesRequest::default(), token))
-            .await
-            .map_err(|status| status.to_string())?
-            .into_inner();
-        match listed.services.iter().any(|s| s.name == to) {
-            true => Ok(()),
-            false => Err(format!("the registry does not list {to} yet")),
-        }
-    })
-    .await;
-}
-
 /// Warms the cache and shows it answers: a silent rename of alpha is not seen through
 /// it.
 async fn warm_and_prove_cached(stack: &Stack, token: &str, n: usize) {
     let cached = warm(stack, token, n).await;
     assert!(cached.iter().any(|n| n == "alpha"), "{cached:?}");
-    rename_behind_the_back(stack, token, "alpha", "renamed").await;
+    rename_behind_the_back(stack, stack.registry, token, "alpha", "renamed").await;
     assert_eq!(listed(stack, token).await, cached, "served from the cache");
 }
 
