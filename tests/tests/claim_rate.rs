@@ -21,15 +21,24 @@ async fn count(url: &str, sql: &str) -> usize {
         .len()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn claims_alone_take_every_deployment_once() {
+/// A fresh deploy database on PostgreSQL (and the directory it is named after); None
+/// where PostgreSQL is not there and not required.
+async fn database() -> Option<(tempfile::TempDir, TestDatabase)> {
     if !Backend::Postgres.available().await {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let db = TestDatabase::create(Backend::Postgres, dir.path(), "deploy")
         .await
         .unwrap();
+    Some((dir, db))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_alone_take_every_deployment_once() {
+    let Some((_dir, db)) = database().await else {
+        return;
+    };
     let limits = Limits {
         max_running: DEPLOYMENTS as u32,
         max_running_per_service: 1,
@@ -55,13 +64,9 @@ async fn claims_alone_take_every_deployment_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn turn_over_at_the_per_service_limit_runs_every_deployment_once() {
-    if !Backend::Postgres.available().await {
+    let Some((_dir, db)) = database().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDatabase::create(Backend::Postgres, dir.path(), "deploy")
-        .await
-        .unwrap();
+    };
     let limits = Limits {
         max_running: 4,
         max_running_per_service: 1,
