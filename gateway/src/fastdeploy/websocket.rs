@@ -223,8 +223,13 @@ impl Session {
     async fn authenticate(&mut self, token: &str) -> Continue {
         match verify_user(&self.state, token).await {
             Some((claims, name)) => {
-                let now = chrono::Utc::now().timestamp();
-                let left = Duration::from_secs(u64::try_from(claims.exp - now).unwrap_or(0));
+                // To the millisecond: whole seconds made a session outlive its token by
+                // up to a second.
+                let left_ms = claims
+                    .exp
+                    .saturating_mul(1000)
+                    .saturating_sub(chrono::Utc::now().timestamp_millis());
+                let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
                 let expires_at = Instant::now() + left;
                 let warn_at = Some(expires_at.checked_sub(WARN_BEFORE).unwrap_or_else(Instant::now));
                 let hub = &self.state.hub;
